@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Kernel-only packet parsing shared by meshbpf's packet programs.
+ *
+ * Every read is bounds-checked against data_end before it happens, so
+ * truncated or garbage frames classify as "other" instead of faulting.
+ */
+#ifndef MESHBPF_PACKET_PARSE_H
+#define MESHBPF_PACKET_PARSE_H
+
+#include "traffic_counters.h"
+
+#define ETH_P_IP	0x0800
+#define ETH_P_ARP	0x0806
+#define ETH_P_IPV6	0x86DD
+#define ETH_P_8021Q	0x8100
+#define ETH_P_8021AD	0x88A8
+
+#define IPPROTO_HOPOPTS_NR	0
+#define IPPROTO_ICMP_NR		1
+#define IPPROTO_TCP_NR		6
+#define IPPROTO_UDP_NR		17
+#define IPPROTO_ROUTING_NR	43
+#define IPPROTO_FRAGMENT_NR	44
+#define IPPROTO_AH_NR		51
+#define IPPROTO_ICMPV6_NR	58
+#define IPPROTO_DSTOPTS_NR	60
+
+#define IP_OFFSET_MASK		0x1FFF
+#define IP6_OFFSET_MASK		0xFFF8
+
+/* 802.1ad outer tag plus 802.1Q inner tag (QinQ); deeper stacks are "other". */
+#define VLAN_MAX_DEPTH		2
+/* Enough for every extension header chain seen in practice; a longer chain
+ * is counted as L4 other rather than walked without bound. */
+#define IPV6_EXT_MAX		8
+
+struct packet_info {
+	enum l3_proto l3;
+	enum l4_proto l4;
+};
+
+/* Minimum L4 header each protocol must carry in a first (or unfragmented)
+ * packet; 0 means the protocol does not exist in this address family. */
+static __always_inline enum l4_proto classify_l4(__u8 proto, bool ipv6,
+						 bool later_fragment,
+						 void *l4, void *data_end)
+{
+	enum l4_proto kind;
+	__u32 min_len;
+
+	switch (proto) {
+	case IPPROTO_TCP_NR:
+		kind = L4_TCP;
+		min_len = sizeof(struct tcphdr);
+		break;
+	case IPPROTO_UDP_NR:
+		kind = L4_UDP;
+		min_len = sizeof(struct udphdr);
+		break;
+	case IPPROTO_ICMP_NR:
+		if (ipv6)
+			return L4_OTHER;
+		kind = L4_ICMP;
+		min_len = sizeof(struct icmphdr);
+		break;
+	case IPPROTO_ICMPV6_NR:
+		if (!ipv6)
+			return L4_OTHER;
+		kind = L4_ICMPV6;
+		min_len = sizeof(struct icmp6hdr);
+		break;
+	default:
+		return L4_OTHER;
+	}
+	/* Non-first fragments carry no L4 header; they still belong to the
+	 * protocol's packets and bytes. */
+	if (later_fragment)
+		return kind;
+	if (l4 + min_len > data_end)
+		return L4_OTHER;
+	return kind;
+}
+
+static __always_inline void parse_ipv4(void *pos, void *data_end,
+				       struct packet_info *pkt)
+{
+	struct iphdr *iph = pos;
+	__u8 version_ihl;
+	__u32 hdr_len;
+
+	if ((void *)(iph + 1) > data_end)
+		return;
+	/* Read version/IHL as a byte: CO-RE relocations on bitfields buy
+	 * nothing for packet data. */
+	version_ihl = *(__u8 *)iph;
+	hdr_len = (version_ihl & 0x0F) * 4;
+	if ((version_ihl >> 4) != 4 || hdr_len < sizeof(*iph))
+		return;
+	if (pos + hdr_len > data_end)
+		return;
+	pkt->l3 = L3_IPV4;
+	pkt->l4 = classify_l4(iph->protocol, false,
+			      iph->frag_off & bpf_htons(IP_OFFSET_MASK),
+			      pos + hdr_len, data_end);
+}
+
+static __always_inline void parse_ipv6(void *pos, void *data_end,
+				       struct packet_info *pkt)
+{
+	struct ipv6hdr *ip6h = pos;
+	bool later_fragment = false;
+	__u8 nexthdr;
+	int i;
+
+	if ((void *)(ip6h + 1) > data_end)
+		return;
+	if ((*(__u8 *)ip6h >> 4) != 6)
+		return;
+	pkt->l3 = L3_IPV6;
+	nexthdr = ip6h->nexthdr;
+	pos = ip6h + 1;
+
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		struct ipv6_opt_hdr *opt = pos;
+		struct frag_hdr *frag = pos;
+
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS_NR:
+		case IPPROTO_ROUTING_NR:
+		case IPPROTO_DSTOPTS_NR:
+			if ((void *)(opt + 1) > data_end)
+				return;
+			nexthdr = opt->nexthdr;
+			pos += (opt->hdrlen + 1) * 8;
+			break;
+		case IPPROTO_AH_NR:
+			if ((void *)(opt + 1) > data_end)
+				return;
+			nexthdr = opt->nexthdr;
+			pos += (opt->hdrlen + 2) * 4;
+			break;
+		case IPPROTO_FRAGMENT_NR:
+			if ((void *)(frag + 1) > data_end)
+				return;
+			nexthdr = frag->nexthdr;
+			later_fragment = frag->frag_off & bpf_htons(IP6_OFFSET_MASK);
+			pos = frag + 1;
+			break;
+		default:
+			pkt->l4 = classify_l4(nexthdr, true, later_fragment,
+					      pos, data_end);
+			return;
+		}
+	}
+}
+
+/* Classifies a frame at L3 and L4; fields stay *_OTHER where parsing stops. */
+static __always_inline void parse_packet(void *data, void *data_end,
+					 struct packet_info *pkt)
+{
+	struct ethhdr *eth = data;
+	void *pos = eth + 1;
+	__u16 proto;
+	int i;
+
+	pkt->l3 = L3_OTHER;
+	pkt->l4 = L4_OTHER;
+	if (pos > data_end)
+		return;
+	proto = eth->h_proto;
+
+	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
+		struct vlan_hdr *vlan = pos;
+
+		if (proto != bpf_htons(ETH_P_8021Q) &&
+		    proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vlan + 1) > data_end)
+			return;
+		proto = vlan->h_vlan_encapsulated_proto;
+		pos = vlan + 1;
+	}
+
+	switch (proto) {
+	case bpf_htons(ETH_P_IP):
+		parse_ipv4(pos, data_end, pkt);
+		break;
+	case bpf_htons(ETH_P_IPV6):
+		parse_ipv6(pos, data_end, pkt);
+		break;
+	case bpf_htons(ETH_P_ARP):
+		if (pos + sizeof(struct arphdr) <= data_end)
+			pkt->l3 = L3_ARP;
+		break;
+	}
+}
+
+#endif /* MESHBPF_PACKET_PARSE_H */

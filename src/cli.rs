@@ -1,0 +1,170 @@
+//! The command line, defined once: parsing, --help, completions and man pages
+//! all come from these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+use crate::kernel::pins::DEFAULT_ROOT;
+use crate::kernel::xdp::XdpMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshbpf",
+    version,
+    about = "Attach meshbpf's eBPF programs to interfaces and read what they count",
+    long_about = "meshbpf carries its own CO-RE eBPF programs and loads them into the running kernel \
+through libbpf. Attachments are pinned under a bpffs root and outlive the command that made them; \
+every command reads its state back from those pins and the kernel.",
+    after_help = "Exit status: 0 success, 1 failure, 2 usage error. With -j, errors are printed as {\"error\": ...} on stdout."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Print JSON instead of tables
+    #[arg(short, long, global = true)]
+    pub json: bool,
+
+    /// Print indented JSON (implies --json)
+    #[arg(short, long, global = true)]
+    pub pretty: bool,
+
+    /// Log to stderr: -v shows libbpf's warnings and full verifier logs, -vv debug, -vvv trace
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Directory on a bpffs where meshbpf pins its state
+    #[arg(long, global = true, value_name = "DIR", env = "MESHBPF_BPFFS", default_value = DEFAULT_ROOT)]
+    pub bpffs: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach xdp_counter to an interface and pin it, so it outlives this command
+    Attach(AttachArgs),
+    /// Detach meshbpf from an interface and remove every pin that belongs to it
+    Detach(DetachArgs),
+    /// Show packet and byte counters of meshbpf's attachments
+    Stats(StatsArgs),
+    /// Print a shell completion script to stdout
+    Completions(CompletionsArgs),
+    /// Write man pages for meshbpf and each subcommand into a directory
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Interface to attach to, in the current network namespace
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// XDP mode; native runs in the driver, skb (generic) works everywhere. There is no silent fallback. [default: native]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<XdpMode>,
+
+    /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
+    #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Interface to detach from; works even after the interface was deleted
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this interface (an object in JSON); all attachments (an array) when omitted
+    #[arg(value_name = "IFACE")]
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("meshbpf").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn attach_takes_an_interface_and_an_optional_mode() {
+        let cli = parse(&["attach", "eth0", "--mode", "skb", "-j"]).unwrap();
+        assert!(cli.global.json);
+        match cli.command {
+            Command::Attach(a) => {
+                assert_eq!(a.interface, "eth0");
+                assert_eq!(a.mode, Some(XdpMode::Skb));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["attach", "eth0"]).unwrap().command {
+            Command::Attach(a) => assert_eq!(a.mode, None),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse(&["stats", "-p", "--bpffs", "/sys/fs/bpf/other"]).unwrap();
+        assert!(cli.global.pretty);
+        assert_eq!(cli.global.bpffs, PathBuf::from("/sys/fs/bpf/other"));
+        match cli.command {
+            Command::Stats(s) => assert_eq!(s.interface, None),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_reported_as_such() {
+        use clap::error::ErrorKind;
+        assert_eq!(
+            parse(&["attach"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["attach", "eth0", "--mode", "hw"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["frobnicate"]).unwrap_err().kind(),
+            ErrorKind::InvalidSubcommand
+        );
+        assert_eq!(
+            parse(&["completions", "tcsh"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! One module per subcommand; each takes its parsed arguments, does the work
+//! through `programs` and `kernel`, and hands a report to `output`.
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::kernel::pins::StateRoot;
+use crate::output::Output;
+
+pub mod attach;
+pub mod completions;
+pub mod detach;
+pub mod man;
+pub mod stats;
+
+pub fn run(cli: Cli, out: &Output) -> Result<()> {
+    let root = StateRoot::new(cli.global.bpffs);
+    match cli.command {
+        Command::Attach(args) => attach::run(&root, out, &args),
+        Command::Detach(args) => detach::run(&root, out, &args),
+        Command::Stats(args) => stats::run(&root, out, &args),
+        Command::Completions(args) => completions::run(out, &args),
+        Command::Man(args) => man::run(out, &args),
+    }
+}

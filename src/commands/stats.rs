@@ -1,0 +1,111 @@
+//! `meshbpf stats [IFACE]`: counters of attachments, read from their pins.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::StatsArgs;
+use crate::error::Failure;
+use crate::kernel::pins::{AttachmentDir, StateRoot};
+use crate::kernel::{caps, netdev, xdp::XdpMode};
+use crate::output::{self, Output, Report};
+use crate::programs::xdp_counter::{self, Traffic};
+use crate::state::{self, Attachment, LinkState};
+
+#[derive(Debug, Serialize)]
+pub struct AttachmentStats {
+    #[serde(flatten)]
+    attachment: Attachment,
+    #[serde(flatten)]
+    traffic: Traffic,
+}
+
+fn collect(dir: &AttachmentDir) -> Result<AttachmentStats> {
+    Ok(AttachmentStats {
+        attachment: state::inspect(dir)?,
+        traffic: xdp_counter::read_pinned_counters(dir)?,
+    })
+}
+
+impl Report for AttachmentStats {
+    fn render(&self) -> String {
+        let a = &self.attachment;
+        let state = match a.state {
+            LinkState::Attached => a
+                .mode
+                .map(XdpMode::as_str)
+                .unwrap_or("attached")
+                .to_string(),
+            LinkState::Defunct => "DEFUNCT: interface deleted or detach interrupted".to_string(),
+            LinkState::Elsewhere => "attached in another network namespace".to_string(),
+        };
+        let title = format!(
+            "{} · {} · {state} · since {} · prog {} · link {}",
+            a.interface, a.program, a.attached_at, a.prog_id, a.link_id
+        );
+        let mut table = output::table(&["layer", "protocol", "packets", "bytes"]);
+        for (layer, breakdown) in [("l3", &self.traffic.l3), ("l4", &self.traffic.l4)] {
+            for (name, c) in &breakdown.0 {
+                table.add_row(vec![
+                    layer.into(),
+                    (*name).into(),
+                    output::right(output::count(c.packets)),
+                    output::right(output::bytes(c.bytes)),
+                ]);
+            }
+        }
+        table.add_row(vec![
+            "total".into(),
+            "".into(),
+            output::right(output::count(self.traffic.packets)),
+            output::right(output::bytes(self.traffic.bytes)),
+        ]);
+        format!("{title}\n{table}")
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct AllStats {
+    attachments: Vec<AttachmentStats>,
+    #[serde(skip)]
+    root: String,
+}
+
+impl Report for AllStats {
+    fn render(&self) -> String {
+        if self.attachments.is_empty() {
+            return format!("no meshbpf attachments under {}", self.root);
+        }
+        self.attachments
+            .iter()
+            .map(Report::render)
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+}
+
+pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
+    if let Some(name) = &args.interface {
+        netdev::validate_name(name)?;
+    }
+    caps::require("stats", &[caps::BPF])?;
+    let dirs = root.attachments()?;
+    match &args.interface {
+        None => {
+            let attachments = dirs.iter().map(collect).collect::<Result<Vec<_>>>()?;
+            out.emit(&AllStats {
+                attachments,
+                root: root.path().display().to_string(),
+            })?;
+        }
+        Some(name) => {
+            let dir = dirs.iter().find(|d| &d.interface == name).ok_or_else(|| {
+                Failure::new(format!("nothing of meshbpf's is attached to {name}")).hint(format!(
+                    "attach with `meshbpf attach {name}`; `meshbpf stats` lists every attachment"
+                ))
+            })?;
+            out.emit(&collect(dir)?)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Errors that carry what an operator should do next.
+//!
+//! Every failure is an `anyhow::Error`; the ones raised on purpose carry a
+//! [`Failure`] somewhere in their chain, which adds a hint and, for verifier
+//! rejections, a multi-line detail. `output` renders both.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub struct Failure {
+    message: String,
+    hint: Option<String>,
+    detail: Option<String>,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            hint: None,
+            detail: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What `output` needs to show an error: the whole chain on one line, plus the
+/// hint and detail of the innermost [`Failure`] that has them.
+pub struct Explained {
+    pub message: String,
+    pub hint: Option<String>,
+    pub detail: Option<String>,
+}
+
+pub fn explain(err: &anyhow::Error) -> Explained {
+    let failures = err.chain().filter_map(|e| e.downcast_ref::<Failure>());
+    let mut hint = None;
+    let mut detail = None;
+    for failure in failures {
+        hint = failure.hint.clone().or(hint);
+        detail = failure.detail.clone().or(detail);
+    }
+    Explained {
+        message: format!("{err:#}"),
+        hint,
+        detail,
+    }
+}
+
+/// The errno behind an error, if any layer of it came from a syscall.
+pub fn errno_of(err: &anyhow::Error) -> Option<i32> {
+    err.chain().find_map(|e| {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        if let Some(nix) = e.downcast_ref::<nix::errno::Errno>() {
+            return Some(*nix as i32);
+        }
+        e.downcast_ref::<libbpf_rs::Error>()
+            .map(|lb| lb.kind())
+            .and_then(errno_of_libbpf_kind)
+    })
+}
+
+fn errno_of_libbpf_kind(kind: libbpf_rs::ErrorKind) -> Option<i32> {
+    use libbpf_rs::ErrorKind::*;
+    Some(match kind {
+        NotFound => libc::ENOENT,
+        PermissionDenied => libc::EPERM,
+        AlreadyExists => libc::EEXIST,
+        WouldBlock => libc::EAGAIN,
+        InvalidInput => libc::EINVAL,
+        Unsupported => libc::EOPNOTSUPP,
+        OutOfMemory => libc::ENOMEM,
+        Interrupted => libc::EINTR,
+        TimedOut => libc::ETIMEDOUT,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn explain_joins_the_chain_and_keeps_the_innermost_hint() {
+        let err =
+            anyhow::Error::new(Failure::new("no such interface").hint("list them with `ip link`"))
+                .context("attach xdp_counter to eth9");
+        let explained = explain(&err);
+        assert_eq!(
+            explained.message,
+            "attach xdp_counter to eth9: no such interface"
+        );
+        assert_eq!(explained.hint.as_deref(), Some("list them with `ip link`"));
+        assert_eq!(explained.detail, None);
+    }
+
+    #[test]
+    fn errno_is_found_through_context_layers() {
+        let err: anyhow::Result<()> = Err(std::io::Error::from_raw_os_error(libc::EPERM).into());
+        let err = err.context("pin map").unwrap_err();
+        assert_eq!(errno_of(&err), Some(libc::EPERM));
+        assert_eq!(errno_of(&anyhow::anyhow!("plain")), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Everything meshbpf asks of the running kernel beyond a skeleton's own
+//! calls: mounts, capabilities, interfaces, pins, object info and the
+//! verifier log.
+
+pub mod bpffs;
+pub mod btf;
+pub mod caps;
+pub mod clock;
+pub mod netdev;
+pub mod objinfo;
+pub mod pins;
+pub mod verifier;
+pub mod xdp;

@@ -1,0 +1,222 @@
+//! The pin tree under the meshbpf root: the only state meshbpf keeps.
+//!
+//! Layout: `<root>/net/<interface>/<program>/{link,prog,<map>...}`. An
+//! attachment exists exactly when its `link` pin does and the link is live:
+//! attach pins the link last and detach detaches it first, so a command
+//! killed at any point leaves the old attachment or the new one, plus at
+//! most a link-less or defunct directory that the next attach or detach of
+//! that interface sweeps away.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::kernel::objinfo;
+
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/meshbpf";
+const NET_DIR: &str = "net";
+const LINK_PIN: &str = "link";
+const PROG_PIN: &str = "prog";
+
+/// bpffs refuses names with a dot (reserved for its own files), and
+/// interface names such as `eth0.100` have them: escape '%' and '.'.
+pub fn encode_component(name: &str) -> String {
+    name.replace('%', "%25").replace('.', "%2E")
+}
+
+pub fn decode_component(name: &str) -> String {
+    name.replace("%2E", ".").replace("%25", "%")
+}
+
+pub struct StateRoot {
+    path: PathBuf,
+}
+
+/// Held for the duration of a change; two commands never interleave.
+pub struct StateLock {
+    _flock: Flock<File>,
+}
+
+impl StateRoot {
+    pub fn new(path: PathBuf) -> Self {
+        StateRoot { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lock(&self) -> Result<StateLock> {
+        fs::create_dir_all(&self.path)
+            .with_context(|| format!("creating the pin root {}", self.path.display()))?;
+        let dir =
+            File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let flock = Flock::lock(dir, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("locking {}", self.path.display()))?;
+        Ok(StateLock { _flock: flock })
+    }
+
+    pub fn attachment(&self, interface: &str, program: &str) -> AttachmentDir {
+        AttachmentDir {
+            interface: interface.to_string(),
+            program: program.to_string(),
+            path: self
+                .path
+                .join(NET_DIR)
+                .join(encode_component(interface))
+                .join(program),
+        }
+    }
+
+    /// Every committed attachment (one with a link pin), sorted by interface.
+    pub fn attachments(&self) -> Result<Vec<AttachmentDir>> {
+        let mut found = Vec::new();
+        for iface_dir in subdirs(&self.path.join(NET_DIR))? {
+            let interface = decode_component(&file_name(&iface_dir));
+            found.extend(
+                self.program_dirs(&interface)?
+                    .into_iter()
+                    .filter(AttachmentDir::is_committed),
+            );
+        }
+        found.sort_by(|a, b| (&a.interface, &a.program).cmp(&(&b.interface, &b.program)));
+        Ok(found)
+    }
+
+    /// Every program directory of one interface, committed or left over.
+    pub fn program_dirs(&self, interface: &str) -> Result<Vec<AttachmentDir>> {
+        let iface_dir = self.path.join(NET_DIR).join(encode_component(interface));
+        Ok(subdirs(&iface_dir)?
+            .iter()
+            .map(|prog_dir| self.attachment(interface, &file_name(prog_dir)))
+            .collect())
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if entry.file_type()?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachmentDir {
+    pub interface: String,
+    pub program: String,
+    pub path: PathBuf,
+}
+
+impl AttachmentDir {
+    pub fn link(&self) -> PathBuf {
+        self.path.join(LINK_PIN)
+    }
+
+    pub fn prog(&self) -> PathBuf {
+        self.path.join(PROG_PIN)
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn is_committed(&self) -> bool {
+        self.link().exists()
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    pub fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.path).with_context(|| format!("creating {}", self.path.display()))
+    }
+
+    /// Removes the attachment: detaches the link and removes its pin first,
+    /// then the program and map pins, then the directories left empty.
+    pub fn remove(&self) -> Result<()> {
+        if self.is_committed() {
+            let link = objinfo::open_pinned(&self.link())?;
+            objinfo::detach_link(link.as_fd())?;
+        }
+        remove_pin(&self.link())?;
+        for entry in
+            fs::read_dir(&self.path).with_context(|| format!("listing {}", self.path.display()))?
+        {
+            remove_pin(&entry?.path())?;
+        }
+        fs::remove_dir(&self.path).with_context(|| format!("removing {}", self.path.display()))?;
+        if let Some(parent) = self.path.parent() {
+            // Other programs may still be attached to this interface.
+            let _ = fs::remove_dir(parent);
+        }
+        Ok(())
+    }
+}
+
+fn remove_pin(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing pin {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_round_trip_and_never_contain_dots() {
+        for name in ["eth0", "eth0.100", "a%2Eb", "%", "v.l.a.n"] {
+            let encoded = encode_component(name);
+            assert!(!encoded.contains('.'), "{encoded}");
+            assert_eq!(decode_component(&encoded), name);
+        }
+    }
+
+    #[test]
+    fn attachment_paths_follow_the_layout() {
+        let root = StateRoot::new(PathBuf::from("/sys/fs/bpf/meshbpf"));
+        let dir = root.attachment("eth0.7", "xdp_counter");
+        assert_eq!(
+            dir.path,
+            Path::new("/sys/fs/bpf/meshbpf/net/eth0%2E7/xdp_counter")
+        );
+        assert_eq!(
+            dir.link(),
+            Path::new("/sys/fs/bpf/meshbpf/net/eth0%2E7/xdp_counter/link")
+        );
+        assert_eq!(
+            dir.map("counters"),
+            Path::new("/sys/fs/bpf/meshbpf/net/eth0%2E7/xdp_counter/counters")
+        );
+    }
+
+    #[test]
+    fn a_missing_root_has_no_attachments() {
+        let root = StateRoot::new(PathBuf::from("/nonexistent/meshbpf"));
+        assert!(root.attachments().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,10 @@
+//! meshbpf: attach meshbpf's own CO-RE eBPF programs through libbpf and read
+//! back what they count. The binary is a thin shell around [`commands::run`].
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod kernel;
+pub mod output;
+pub mod programs;
+pub mod state;

@@ -1,0 +1,63 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use meshbpf::cli::Cli;
+use meshbpf::output::Output;
+use meshbpf::{commands, kernel};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    env_logger::Builder::new()
+        .filter_level(match cli.global.verbose {
+            0 => log::LevelFilter::Warn,
+            1 => log::LevelFilter::Info,
+            2 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        })
+        .format_timestamp(None)
+        .init();
+    kernel::verifier::install();
+
+    let out = Output::new(cli.global.json, cli.global.pretty);
+    match commands::run(cli, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            out.error(&err);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Clap's own errors, as JSON when the command line asked for JSON.
+fn usage_error(err: clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        // --help and --version.
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    let wants_json = std::env::args().skip(1).take_while(|a| a != "--").any(|a| {
+        a == "--json"
+            || a == "--pretty"
+            || (a.starts_with('-') && !a.starts_with("--") && a.contains(['j', 'p']))
+    });
+    if wants_json {
+        let rendered = err.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        let out = Output::new(true, false);
+        out.error(&anyhow::anyhow!("{message}"));
+    } else {
+        let _ = err.print();
+    }
+    ExitCode::from(EXIT_USAGE)
+}
