@@ -42,7 +42,8 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// What `output` needs to show an error: the whole chain on one line, plus the
-/// hint and detail of the innermost [`Failure`] that has them.
+/// hint and detail of the outermost [`Failure`], whether it was raised as the
+/// error or added as context.
 pub struct Explained {
     pub message: String,
     pub hint: Option<String>,
@@ -50,17 +51,12 @@ pub struct Explained {
 }
 
 pub fn explain(err: &anyhow::Error) -> Explained {
-    let failures = err.chain().filter_map(|e| e.downcast_ref::<Failure>());
-    let mut hint = None;
-    let mut detail = None;
-    for failure in failures {
-        hint = failure.hint.clone().or(hint);
-        detail = failure.detail.clone().or(detail);
-    }
+    // anyhow finds context layers this way; `chain()` would hide their types.
+    let failure = err.downcast_ref::<Failure>();
     Explained {
         message: format!("{err:#}"),
-        hint,
-        detail,
+        hint: failure.and_then(|f| f.hint.clone()),
+        detail: failure.and_then(|f| f.detail.clone()),
     }
 }
 
@@ -101,7 +97,7 @@ mod tests {
     use anyhow::Context;
 
     #[test]
-    fn explain_joins_the_chain_and_keeps_the_innermost_hint() {
+    fn explain_joins_the_chain_and_keeps_the_hint() {
         let err =
             anyhow::Error::new(Failure::new("no such interface").hint("list them with `ip link`"))
                 .context("attach xdp_counter to eth9");
@@ -112,6 +108,18 @@ mod tests {
         );
         assert_eq!(explained.hint.as_deref(), Some("list them with `ip link`"));
         assert_eq!(explained.detail, None);
+    }
+
+    #[test]
+    fn a_failure_added_as_context_is_found_too() {
+        let err = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES))
+            .context(Failure::new("the kernel verifier rejected x").detail("at x.bpf.c:3"))
+            .context("attach");
+        let explained = explain(&err);
+        assert_eq!(explained.detail.as_deref(), Some("at x.bpf.c:3"));
+        assert!(explained
+            .message
+            .starts_with("attach: the kernel verifier rejected x: "));
     }
 
     #[test]

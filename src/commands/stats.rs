@@ -89,6 +89,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
         netdev::validate_name(name)?;
     }
     caps::require("stats", &[caps::BPF])?;
+    let _lock = root.lock_shared()?;
     let dirs = root.attachments()?;
     match &args.interface {
         None => {

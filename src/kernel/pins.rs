@@ -50,12 +50,26 @@ impl StateRoot {
         &self.path
     }
 
+    /// The exclusive lock a change holds; creates the root if needed.
     pub fn lock(&self) -> Result<StateLock> {
         fs::create_dir_all(&self.path)
             .with_context(|| format!("creating the pin root {}", self.path.display()))?;
+        self.flock(FlockArg::LockExclusive)
+    }
+
+    /// The shared lock a reader holds, so it sees the state before or after
+    /// a change and never half of it; None when there is no root (no state).
+    pub fn lock_shared(&self) -> Result<Option<StateLock>> {
+        if !self.path.is_dir() {
+            return Ok(None);
+        }
+        self.flock(FlockArg::LockShared).map(Some)
+    }
+
+    fn flock(&self, arg: FlockArg) -> Result<StateLock> {
         let dir =
             File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        let flock = Flock::lock(dir, FlockArg::LockExclusive)
+        let flock = Flock::lock(dir, arg)
             .map_err(|(_, errno)| errno)
             .with_context(|| format!("locking {}", self.path.display()))?;
         Ok(StateLock { _flock: flock })

@@ -1,0 +1,373 @@
+//! Every error an operator can meet in the foundation, through the real
+//! binary: what it says, the exit code, and that nothing was left behind.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+
+use common::{compile_fixture, meshbpf, privileged, Ran, VethPair, BIN};
+use serde_json::Value;
+
+/// Runs `script` in a private mount namespace (with `$BIN` set), so unmounting
+/// bpffs or hiding BTF there cannot disturb the host or other tests.
+fn in_private_mounts(script: &str) -> Ran {
+    Ran::from(common::run(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-ec",
+                script,
+            ])
+            .env("BIN", BIN),
+    ))
+}
+
+const UNMOUNT_BPFFS: &str = "while umount /sys/fs/bpf 2>/dev/null; do :; done";
+
+#[test]
+fn an_unknown_interface_is_named_with_the_ones_that_exist() {
+    let r = meshbpf(&["attach", "nosuchif0"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("interface 'nosuchif0' does not exist in this network namespace"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("hint: interfaces here: lo"), "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+
+    let j = meshbpf(&["attach", "nosuchif0", "-j"]);
+    assert_eq!(j.code, 1);
+    let err = j.json();
+    assert!(
+        err["error"].as_str().unwrap().contains("nosuchif0"),
+        "{err}"
+    );
+    assert!(err["hint"].as_str().unwrap().contains("lo"), "{err}");
+
+    let bad = meshbpf(&["attach", "a/b"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("'a/b' is not a valid interface name"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn missing_privileges_are_named() {
+    if !privileged("missing_privileges_are_named") {
+        return;
+    }
+    let as_nobody = |args: &[&str]| {
+        Ran::from(common::run(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--",
+                ])
+                .arg(BIN)
+                .args(args),
+        ))
+    };
+    let attach = as_nobody(&["attach", "lo", "-j"]);
+    assert_eq!(attach.code, 1, "{attach:?}");
+    let err = attach.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("attach needs capabilities this process lacks"),
+        "{err}"
+    );
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
+
+    let stats = as_nobody(&["stats"]);
+    assert_eq!(stats.code, 1);
+    assert!(
+        stats.stderr.contains("stats needs capabilities") && stats.stderr.contains("CAP_BPF"),
+        "{stats:?}"
+    );
+    assert!(stats.stderr.contains("hint: run it as root"), "{stats:?}");
+}
+
+#[test]
+fn a_missing_bpffs_is_mounted_when_root() {
+    if !privileged("a_missing_bpffs_is_mounted_when_root") {
+        return;
+    }
+    let net = VethPair::new();
+    let r = in_private_mounts(&format!(
+        "{UNMOUNT_BPFFS}
+         ! stat -f -c %T /sys/fs/bpf | grep -qx bpf_fs
+         nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} -j
+         stat -f -c %T /sys/fs/bpf
+         nsenter --net=/run/netns/{ns} \"$BIN\" detach {dev} -j >/dev/null",
+        ns = net.ns,
+        dev = net.dev
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut lines = r.stdout.lines();
+    let attached: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(attached["status"], "attached");
+    assert_eq!(lines.next(), Some("bpf_fs"));
+    // JSON mode keeps stderr for errors only; the note is for people.
+    let human = in_private_mounts(&format!(
+        "{UNMOUNT_BPFFS}
+         nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} --mode skb
+         nsenter --net=/run/netns/{ns} \"$BIN\" detach {dev} >/dev/null",
+        ns = net.ns,
+        dev = net.dev
+    ));
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(
+        human.stderr.contains("mounted bpffs at /sys/fs/bpf"),
+        "{human:?}"
+    );
+}
+
+#[test]
+fn a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it() {
+    if !privileged("a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it") {
+        return;
+    }
+    let r = in_private_mounts(&format!(
+        "{UNMOUNT_BPFFS}
+         exec setpriv --bounding-set=-sys_admin -- \"$BIN\" attach lo --mode skb"
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("no bpffs is mounted at /sys/fs/bpf"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("mount -t bpf bpf /sys/fs/bpf"), "{r:?}");
+}
+
+#[test]
+fn a_root_outside_any_bpffs_is_refused() {
+    if !privileged("a_root_outside_any_bpffs_is_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("meshbpf");
+    let r = meshbpf(&[
+        "attach",
+        "lo",
+        "--mode",
+        "skb",
+        "--bpffs",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is not on a bpffs"), "{r:?}");
+    assert!(r.stderr.contains("mount -t bpf bpf"), "{r:?}");
+    assert!(!root.exists(), "nothing was created");
+}
+
+#[test]
+fn missing_kernel_btf_is_explained_and_btf_can_be_supplied() {
+    if !privileged("missing_kernel_btf_is_explained_and_btf_can_be_supplied") {
+        return;
+    }
+    let net = VethPair::new();
+    let btf = tempfile::tempdir().unwrap();
+    let btf_copy = btf.path().join("vmlinux");
+    std::fs::copy("/sys/kernel/btf/vmlinux", &btf_copy).unwrap();
+    let r = in_private_mounts(&format!(
+        "mount -t tmpfs none /sys/kernel/btf
+         nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} || echo \"exit=$?\"
+         test ! -e /sys/fs/bpf/meshbpf/net/{dev}
+         nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} --btf {btf} -j
+         nsenter --net=/run/netns/{ns} \"$BIN\" detach {dev} -j >/dev/null",
+        ns = net.ns,
+        dev = net.dev,
+        btf = btf_copy.display()
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("this kernel exposes no BTF at /sys/kernel/btf/vmlinux"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("--btf FILE"), "{r:?}");
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("exit=1"));
+    let attached: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(attached["status"], "attached", "{r:?}");
+}
+
+#[test]
+fn a_foreign_xdp_program_is_named_and_never_replaced() {
+    if !privileged("a_foreign_xdp_program_is_named_and_never_replaced") {
+        return;
+    }
+    let (_dir, obj) = compile_fixture("foreign_pass");
+    for (ip_mode, mode) in [("xdpgeneric", "skb"), ("xdpdrv", "native")] {
+        let net = VethPair::new();
+        common::must(&format!(
+            "ip -n {} link set dev {} {ip_mode} obj {} sec xdp",
+            net.ns,
+            net.dev,
+            obj.display()
+        ));
+        let foreign = net.xdp_prog_id().expect("fixture attached");
+
+        let r = net.meshbpf(&["attach", &net.dev]);
+        assert_eq!(r.code, 1, "{r:?}");
+        let expected = format!("already runs an XDP program that meshbpf did not attach: id {foreign}, name 'foreign_pass', {mode} mode");
+        assert!(r.stderr.contains(&expected), "{r:?}");
+        assert!(
+            r.stderr.contains("never replaces another tool's program"),
+            "{r:?}"
+        );
+        assert_eq!(
+            net.xdp_prog_id(),
+            Some(foreign),
+            "the foreign program is still there"
+        );
+        assert!(!net.pin_dir().exists(), "no pins were left");
+
+        let detach = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
+        assert_eq!(detach["detached"], serde_json::json!([]));
+        assert_eq!(detach["foreign_xdp_prog"]["id"], foreign);
+        assert_eq!(detach["foreign_xdp_prog"]["name"], "foreign_pass");
+        assert_eq!(
+            net.xdp_prog_id(),
+            Some(foreign),
+            "detach leaves it alone too"
+        );
+    }
+}
+
+#[test]
+fn a_verifier_rejection_shows_the_log_excerpt_and_source_line() {
+    if !privileged("a_verifier_rejection_shows_the_log_excerpt_and_source_line") {
+        return;
+    }
+    let (_dir, obj) = compile_fixture("verifier_reject");
+    meshbpf::kernel::verifier::install();
+    let err = meshbpf::kernel::verifier::load("verifier_reject", || {
+        libbpf_rs::ObjectBuilder::default().open_file(&obj)?.load()
+    })
+    .expect_err("the fixture reads past the packet without a bounds check");
+    let explained = meshbpf::error::explain(&err);
+    assert!(
+        explained
+            .message
+            .starts_with("the kernel verifier rejected verifier_reject"),
+        "{}",
+        explained.message
+    );
+    let detail = explained
+        .detail
+        .unwrap_or_else(|| panic!("no verifier excerpt in {}", explained.message));
+    assert!(
+        detail.contains("verifier_reject.bpf.c:15: return data[14] == 1 ? 1 : 2;"),
+        "{detail}"
+    );
+    assert!(detail.contains("invalid access to packet"), "{detail}");
+    assert!(explained.hint.unwrap().contains("-v"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_speak_json_when_asked() {
+    let r = meshbpf(&["attach"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("<IFACE>"), "{r:?}");
+    let j = meshbpf(&["-j", "attach", "eth0", "--mode", "hw"]);
+    assert_eq!(j.code, 2, "{j:?}");
+    assert!(
+        j.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid value 'hw'"),
+        "{j:?}"
+    );
+    assert_eq!(meshbpf(&["frobnicate"]).code, 2);
+    let help = meshbpf(&["attach", "--help"]).ok();
+    assert!(
+        help.stdout.contains("--mode <MODE>") && help.stdout.contains("There is no silent"),
+        "{help:?}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let status = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let r = meshbpf(&["completions", shell]).ok();
+        assert!(
+            r.stdout.contains("meshbpf") && r.stdout.contains("attach"),
+            "{shell}: {r:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = meshbpf(&["man", dir.path().to_str().unwrap(), "-j"])
+        .ok()
+        .json();
+    let written: Vec<&str> = r["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for page in [
+        "meshbpf.1",
+        "meshbpf-attach.1",
+        "meshbpf-detach.1",
+        "meshbpf-stats.1",
+    ] {
+        let path = dir.path().join(page);
+        assert!(written.contains(&path.to_str().unwrap()), "{written:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+}
+
+#[test]
+fn stats_of_nothing_is_an_empty_array_or_a_clear_error() {
+    if !privileged("stats_of_nothing_is_an_empty_array_or_a_clear_error") {
+        return;
+    }
+    let empty_root = format!("/sys/fs/bpf/meshbpf-empty-{}", std::process::id());
+    let all = meshbpf(&["stats", "-j", "--bpffs", &empty_root]).ok();
+    assert_eq!(all.json(), serde_json::json!([]));
+    let human = meshbpf(&["stats", "--bpffs", &empty_root]).ok();
+    assert!(
+        human.stdout.contains("no meshbpf attachments under"),
+        "{human:?}"
+    );
+    let one = meshbpf(&["stats", "lo", "-j", "--bpffs", &empty_root]);
+    assert_eq!(one.code, 1);
+    assert!(
+        one.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing of meshbpf's is attached to lo"),
+        "{one:?}"
+    );
+}

@@ -1,0 +1,284 @@
+//! Shared fixtures for the integration tests: the privilege gate, a veth
+//! pair between two throwaway network namespaces, running the real binary
+//! inside them, and sending real traffic.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::{setns, CloneFlags};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meshbpf");
+pub const ROOT: &str = "/sys/fs/bpf/meshbpf";
+
+/// Privileged tests run as root. Without root they skip, unless CI demands
+/// them (MESHBPF_REQUIRE_PRIVILEGED=1), where a skip would hide a failure.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("MESHBPF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test} needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and MESHBPF_REQUIRE_PRIVILEGED=1 forbids skipping it");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+pub fn sh(cmd: &str) -> Output {
+    run(Command::new("sh").arg("-c").arg(cmd))
+}
+
+pub fn must(cmd: &str) {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Unique per test process and fixture, short enough for interface names.
+fn unique_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "mb{:x}{}",
+        std::process::id() % 0xfffff,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a meshbpf command printed and how it ended.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn from(out: Output) -> Self {
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        self
+    }
+}
+
+/// Runs the real binary in the current namespaces.
+pub fn meshbpf(args: &[&str]) -> Ran {
+    Ran::from(run(Command::new(BIN).args(args)))
+}
+
+/// A veth pair: `dev` in namespace `ns` (where meshbpf attaches) and `peer_dev`
+/// in `peer_ns` (where traffic comes from). Addresses are static and so are
+/// the neighbour entries, so no ARP or IPv6 chatter adds to the counts.
+pub struct VethPair {
+    pub ns: String,
+    pub peer_ns: String,
+    pub dev: String,
+    pub peer_dev: String,
+}
+
+pub const ADDR: &str = "192.0.2.1";
+pub const PEER_ADDR: &str = "192.0.2.2";
+pub const ADDR6: &str = "2001:db8::1";
+pub const PEER_ADDR6: &str = "2001:db8::2";
+pub const MAC: &str = "02:00:00:00:00:01";
+pub const PEER_MAC: &str = "02:00:00:00:00:02";
+
+impl VethPair {
+    pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Also configures IPv6 addresses (with static neighbours).
+    pub fn with_ipv6() -> Self {
+        Self::build(true)
+    }
+
+    fn build(ipv6: bool) -> Self {
+        let id = unique_id();
+        let pair = VethPair {
+            ns: format!("{id}n"),
+            peer_ns: format!("{id}p"),
+            dev: format!("{id}a"),
+            peer_dev: format!("{id}b"),
+        };
+        let (ns, pns, dev, pdev) = (&pair.ns, &pair.peer_ns, &pair.dev, &pair.peer_dev);
+        must(&format!("ip netns add {ns} && ip netns add {pns}"));
+        must(&format!(
+            "ip link add {dev} netns {ns} address {MAC} type veth peer name {pdev} netns {pns} address {PEER_MAC}"
+        ));
+        let v6 = if ipv6 { 0 } else { 1 };
+        for (n, d) in [(ns, dev), (pns, pdev)] {
+            must(&format!(
+                "ip netns exec {n} sysctl -qw net.ipv6.conf.all.disable_ipv6={v6} net.ipv6.conf.default.disable_ipv6={v6} net.ipv6.conf.{d}.disable_ipv6={v6}"
+            ));
+            if ipv6 {
+                // No DAD, router solicitations or MLD reports: the counts stay exact.
+                must(&format!(
+                    "ip netns exec {n} sysctl -qw net.ipv6.conf.{d}.accept_dad=0 net.ipv6.conf.{d}.router_solicitations=0 net.ipv6.conf.{d}.mldv2_unsolicited_report_interval=0 net.ipv6.conf.{d}.mldv1_unsolicited_report_interval=0"
+                ));
+            }
+        }
+        must(&format!("ip -n {ns} addr add {ADDR}/24 dev {dev} && ip -n {pns} addr add {PEER_ADDR}/24 dev {pdev}"));
+        must(&format!(
+            "ip -n {ns} neigh add {PEER_ADDR} lladdr {PEER_MAC} dev {dev} nud permanent"
+        ));
+        must(&format!(
+            "ip -n {pns} neigh add {ADDR} lladdr {MAC} dev {pdev} nud permanent"
+        ));
+        if ipv6 {
+            must(&format!(
+                "ip -n {ns} addr add {ADDR6}/64 dev {dev} nodad && ip -n {pns} addr add {PEER_ADDR6}/64 dev {pdev} nodad"
+            ));
+            must(&format!(
+                "ip -n {ns} neigh add {PEER_ADDR6} lladdr {PEER_MAC} dev {dev} nud permanent"
+            ));
+            must(&format!(
+                "ip -n {pns} neigh add {ADDR6} lladdr {MAC} dev {pdev} nud permanent"
+            ));
+        }
+        must(&format!(
+            "ip -n {ns} link set lo up && ip -n {ns} link set {dev} up"
+        ));
+        must(&format!(
+            "ip -n {pns} link set lo up && ip -n {pns} link set {pdev} up"
+        ));
+        pair
+    }
+
+    /// Runs the real binary inside the attach namespace. nsenter keeps the
+    /// host's /sys, so bpffs stays visible (`ip netns exec` would remount it).
+    pub fn meshbpf(&self, args: &[&str]) -> Ran {
+        Ran::from(run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg("--")
+            .arg(BIN)
+            .args(args)))
+    }
+
+    /// Runs `f` on a thread that lives in namespace `ns`; sockets it opens
+    /// belong to that namespace.
+    pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{ns}");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+                setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("netns thread panicked")
+        })
+    }
+
+    /// Sends `count` UDP datagrams of `payload` bytes from the peer to `to`.
+    pub fn send_udp(&self, to: SocketAddr, count: usize, payload: usize) {
+        Self::in_netns(&self.peer_ns, || {
+            let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .unwrap();
+            let sock = UdpSocket::bind(bind).expect("bind udp");
+            for _ in 0..count {
+                sock.send_to(&vec![0x5a; payload], to).expect("send udp");
+            }
+        });
+    }
+
+    /// `ping -c count` from the peer; asserts every echo was answered.
+    pub fn ping(&self, to: &str, count: u32) {
+        must(&format!(
+            "ip netns exec {} ping -q -n -c {count} -i 0.05 -W 2 {to}",
+            self.peer_ns
+        ));
+    }
+
+    /// The XDP program id on `dev`, as iproute2 reports it.
+    pub fn xdp_prog_id(&self) -> Option<u64> {
+        let out =
+            run(Command::new("ip")
+                .args(["-n", &self.ns, "-j", "-d", "link", "show", "dev", &self.dev]));
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        links[0]["xdp"]["prog"]["id"].as_u64()
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(ROOT).join("net").join(&self.dev)
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        // Pins outlive interfaces: remove them even when the test failed.
+        let _ = Command::new(BIN)
+            .args(["detach", &self.dev])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.peer_ns])
+            .status();
+    }
+}
+
+/// Compiles a fixture program from tests/fixtures with the same clang the
+/// build uses, into a fresh temporary directory.
+pub fn compile_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.bpf.c"));
+    let obj = dir.path().join(format!("{name}.bpf.o"));
+    let clang = std::env::var("BPF_CLANG").unwrap_or_else(|_| "clang".into());
+    let out = run(Command::new(clang)
+        .args(["-g", "-O2", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj));
+    assert!(
+        out.status.success(),
+        "compiling {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, obj)
+}
+
+/// Polls `probe` until it returns Some or `timeout` passes: tests wait for a
+/// condition, never for a fixed time.
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
