@@ -38,7 +38,6 @@ build: deps
 	$(CARGO) build --release --locked
 
 test: deps
-	$(CARGO) build --release --locked
 	$(CARGO) test --locked
 
 demo: build

@@ -1,8 +1,10 @@
 //! Finding, and when allowed mounting, the bpffs that holds meshbpf's pins.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, MsFlags};
 use nix::sys::statfs::statfs;
 
@@ -52,6 +54,15 @@ pub fn ensure_mounted(root: &Path) -> Result<Option<PathBuf>> {
                 "mount it as root: `mount -t bpf bpf {DEFAULT_MOUNT}` (meshbpf does this itself when it runs with CAP_SYS_ADMIN)"
             ))
             .into());
+    }
+    // Two commands racing here would stack two bpffs instances and hide the
+    // first one's pins: serialize on the mount point and look again.
+    let dir = File::open(default_mount).with_context(|| format!("opening {DEFAULT_MOUNT}"))?;
+    let _lock = Flock::lock(dir, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("locking {DEFAULT_MOUNT}"))?;
+    if is_on_bpffs(root) {
+        return Ok(None);
     }
     mount(
         Some("bpf"),
