@@ -121,7 +121,9 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 	nexthdr = ip6h->nexthdr;
 	pos = ip6h + 1;
 
-	for (i = 0; i < IPV6_EXT_MAX; i++) {
+	/* One pass per extension header, plus one to classify what follows
+	 * the last one allowed. */
+	for (i = 0; i <= IPV6_EXT_MAX; i++) {
 		struct ipv6_opt_hdr *opt = pos;
 		struct frag_hdr *frag = pos;
 
@@ -129,16 +131,14 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 		case IPPROTO_HOPOPTS_NR:
 		case IPPROTO_ROUTING_NR:
 		case IPPROTO_DSTOPTS_NR:
-			if ((void *)(opt + 1) > data_end)
-				return;
-			nexthdr = opt->nexthdr;
-			pos += (opt->hdrlen + 1) * 8;
-			break;
 		case IPPROTO_AH_NR:
 			if ((void *)(opt + 1) > data_end)
 				return;
+			/* AH counts 4-byte units beyond the first two; the
+			 * others count 8-byte units beyond the first. */
+			pos += nexthdr == IPPROTO_AH_NR ? (opt->hdrlen + 2) * 4 :
+							  (opt->hdrlen + 1) * 8;
 			nexthdr = opt->nexthdr;
-			pos += (opt->hdrlen + 2) * 4;
 			break;
 		case IPPROTO_FRAGMENT_NR:
 			if ((void *)(frag + 1) > data_end)
@@ -146,6 +146,13 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 			nexthdr = frag->nexthdr;
 			later_fragment = frag->frag_off & bpf_htons(IP6_OFFSET_MASK);
 			pos = frag + 1;
+			/* Headers after the fragment header travel in the first
+			 * fragment only: a later one holds data, not headers. */
+			if (later_fragment) {
+				pkt->l4 = classify_l4(nexthdr, true, true, pos,
+						      data_end);
+				return;
+			}
 			break;
 		default:
 			pkt->l4 = classify_l4(nexthdr, true, later_fragment,

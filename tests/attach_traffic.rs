@@ -94,21 +94,21 @@ fn counts_udp_and_icmp_exactly(mode: &str) {
 
 #[test]
 fn native_mode_counts_udp_and_icmp_exactly() {
-    if privileged("native_mode_counts_udp_and_icmp_exactly") {
+    if privileged() {
         counts_udp_and_icmp_exactly("native");
     }
 }
 
 #[test]
 fn skb_mode_counts_udp_and_icmp_exactly() {
-    if privileged("skb_mode_counts_udp_and_icmp_exactly") {
+    if privileged() {
         counts_udp_and_icmp_exactly("skb");
     }
 }
 
 #[test]
 fn ipv6_udp_is_counted_exactly() {
-    if !privileged("ipv6_udp_is_counted_exactly") {
+    if !privileged() {
         return;
     }
     let net = VethPair::with_ipv6();
@@ -149,7 +149,7 @@ fn kernel_rx(net: &VethPair) -> (u64, u64) {
 
 #[test]
 fn a_tcp_connection_matches_the_kernels_own_counters() {
-    if !privileged("a_tcp_connection_matches_the_kernels_own_counters") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -202,7 +202,7 @@ fn a_tcp_connection_matches_the_kernels_own_counters() {
 
 #[test]
 fn attaching_twice_keeps_the_first_attachment() {
-    if !privileged("attaching_twice_keeps_the_first_attachment") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -234,7 +234,7 @@ fn attaching_twice_keeps_the_first_attachment() {
 
 #[test]
 fn concurrent_attaches_make_one_attachment() {
-    if !privileged("concurrent_attaches_make_one_attachment") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -259,7 +259,7 @@ fn concurrent_attaches_make_one_attachment() {
 
 #[test]
 fn stats_lists_every_attachment_as_an_array() {
-    if !privileged("stats_lists_every_attachment_as_an_array") {
+    if !privileged() {
         return;
     }
     let (a, b) = (VethPair::new(), VethPair::new());
@@ -295,7 +295,7 @@ fn stats_lists_every_attachment_as_an_array() {
 
 #[test]
 fn a_deleted_interface_leaves_a_defunct_attachment_that_attach_replaces() {
-    if !privileged("a_deleted_interface_leaves_a_defunct_attachment_that_attach_replaces") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -317,7 +317,7 @@ fn a_deleted_interface_leaves_a_defunct_attachment_that_attach_replaces() {
 
 #[test]
 fn an_interrupted_attach_leaves_a_directory_that_the_next_attach_sweeps() {
-    if !privileged("an_interrupted_attach_leaves_a_directory_that_the_next_attach_sweeps") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -335,7 +335,7 @@ fn an_interrupted_attach_leaves_a_directory_that_the_next_attach_sweeps() {
 
 #[test]
 fn detach_of_nothing_succeeds_and_says_so() {
-    if !privileged("detach_of_nothing_succeeds_and_says_so") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();

@@ -60,7 +60,7 @@ fn an_unknown_interface_is_named_with_the_ones_that_exist() {
 
 #[test]
 fn missing_privileges_are_named() {
-    if !privileged("missing_privileges_are_named") {
+    if !privileged() {
         return;
     }
     let as_nobody = |args: &[&str]| {
@@ -100,7 +100,7 @@ fn missing_privileges_are_named() {
 
 #[test]
 fn a_missing_bpffs_is_mounted_when_root() {
-    if !privileged("a_missing_bpffs_is_mounted_when_root") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -135,7 +135,7 @@ fn a_missing_bpffs_is_mounted_when_root() {
 
 #[test]
 fn a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it() {
-    if !privileged("a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it") {
+    if !privileged() {
         return;
     }
     let r = in_private_mounts(&format!(
@@ -152,7 +152,7 @@ fn a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it() {
 
 #[test]
 fn a_root_outside_any_bpffs_is_refused() {
-    if !privileged("a_root_outside_any_bpffs_is_refused") {
+    if !privileged() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -173,7 +173,7 @@ fn a_root_outside_any_bpffs_is_refused() {
 
 #[test]
 fn missing_kernel_btf_is_explained_and_btf_can_be_supplied() {
-    if !privileged("missing_kernel_btf_is_explained_and_btf_can_be_supplied") {
+    if !privileged() {
         return;
     }
     let net = VethPair::new();
@@ -205,7 +205,7 @@ fn missing_kernel_btf_is_explained_and_btf_can_be_supplied() {
 
 #[test]
 fn a_foreign_xdp_program_is_named_and_never_replaced() {
-    if !privileged("a_foreign_xdp_program_is_named_and_never_replaced") {
+    if !privileged() {
         return;
     }
     let (_dir, obj) = compile_fixture("foreign_pass");
@@ -248,7 +248,7 @@ fn a_foreign_xdp_program_is_named_and_never_replaced() {
 
 #[test]
 fn a_verifier_rejection_shows_the_log_excerpt_and_source_line() {
-    if !privileged("a_verifier_rejection_shows_the_log_excerpt_and_source_line") {
+    if !privileged() {
         return;
     }
     let (_dir, obj) = compile_fixture("verifier_reject");
@@ -350,7 +350,7 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
 
 #[test]
 fn stats_of_nothing_is_an_empty_array_or_a_clear_error() {
-    if !privileged("stats_of_nothing_is_an_empty_array_or_a_clear_error") {
+    if !privileged() {
         return;
     }
     let empty_root = format!("/sys/fs/bpf/meshbpf-empty-{}", std::process::id());

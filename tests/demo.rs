@@ -6,7 +6,7 @@ use common::{privileged, BIN, ROOT};
 
 #[test]
 fn the_demo_counts_its_traffic_and_leaves_nothing_behind() {
-    if !privileged("the_demo_counts_its_traffic_and_leaves_nothing_behind") {
+    if !privileged() {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/demo.sh");

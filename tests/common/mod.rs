@@ -11,19 +11,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{setns, CloneFlags};
 
+pub mod frames;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshbpf");
 pub const ROOT: &str = "/sys/fs/bpf/meshbpf";
 
 /// Privileged tests run as root. Without root they skip, unless CI demands
 /// them (MESHBPF_REQUIRE_PRIVILEGED=1), where a skip would hide a failure.
-pub fn privileged(test: &str) -> bool {
+pub fn privileged() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
     if std::env::var("MESHBPF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test} needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and MESHBPF_REQUIRE_PRIVILEGED=1 forbids skipping it");
+        panic!("this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) and MESHBPF_REQUIRE_PRIVILEGED=1 forbids skipping it");
     }
-    eprintln!("skipping {test}: needs root");
+    eprintln!("skipping: this test needs root");
     false
 }
 
