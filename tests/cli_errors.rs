@@ -4,6 +4,7 @@
 mod common;
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use common::{compile_fixture, meshbpf, privileged, Ran, VethPair, BIN};
@@ -63,6 +64,13 @@ fn missing_privileges_are_named() {
     if !privileged() {
         return;
     }
+    // The checkout may sit where nobody cannot reach: run a copy it can.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("meshbpf");
+    std::fs::copy(BIN, &bin).unwrap();
+    for path in [dir.path(), bin.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let as_nobody = |args: &[&str]| {
         Ran::from(common::run(
             Command::new("setpriv")
@@ -73,7 +81,7 @@ fn missing_privileges_are_named() {
                     "--inh-caps=-all",
                     "--",
                 ])
-                .arg(BIN)
+                .arg(&bin)
                 .args(args),
         ))
     };

@@ -110,3 +110,75 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::programs::xdp_counter::{Breakdown, Counter};
+
+    fn sample() -> AttachmentStats {
+        let c = |packets, bytes| Counter { packets, bytes };
+        AttachmentStats {
+            attachment: Attachment {
+                interface: "eth0".into(),
+                program: "xdp_counter".into(),
+                mode: Some(XdpMode::Skb),
+                attached_at: "2026-11-22T22:55:25Z".into(),
+                state: LinkState::Attached,
+                prog_id: 7,
+                link_id: 3,
+                pin_path: "/sys/fs/bpf/meshbpf/net/eth0/xdp_counter".into(),
+            },
+            traffic: Traffic {
+                packets: 1500,
+                bytes: 2048,
+                l3: Breakdown(vec![("ipv4", c(1500, 2048))]),
+                l4: Breakdown(vec![("udp", c(1500, 2048))]),
+            },
+        }
+    }
+
+    #[test]
+    fn json_flattens_the_attachment_and_its_counters() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["interface"], "eth0");
+        assert_eq!(v["mode"], "skb");
+        assert_eq!(v["state"], "attached");
+        assert_eq!(v["packets"], 1500);
+        assert_eq!(v["l4"]["udp"]["bytes"], 2048);
+    }
+
+    #[test]
+    fn the_table_has_a_title_a_row_per_slot_and_a_total() {
+        let text = sample().render();
+        let title = text.lines().next().unwrap();
+        assert_eq!(
+            title,
+            "eth0 · xdp_counter · skb · since 2026-11-22T22:55:25Z · prog 7 · link 3"
+        );
+        let row = |prefix: &str| {
+            text.lines()
+                .find(|l| l.contains(prefix))
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            row("ipv4").contains("1,500") && row("ipv4").contains("2.0 KiB"),
+            "{text}"
+        );
+        assert!(row("total").contains("1,500"), "{text}");
+    }
+
+    #[test]
+    fn no_attachments_is_said_in_words_and_is_an_empty_array_in_json() {
+        let all = AllStats {
+            attachments: vec![],
+            root: "/sys/fs/bpf/meshbpf".into(),
+        };
+        assert_eq!(
+            all.render(),
+            "no meshbpf attachments under /sys/fs/bpf/meshbpf"
+        );
+        assert_eq!(serde_json::to_string(&all).unwrap(), "[]");
+    }
+}
