@@ -1,1 +1,216 @@
-fn main() {}
+//! `make bench`: measures meshbpf on the running kernel, side by side with an
+//! empty XDP program and with the established tools, and rewrites
+//! BENCHMARKS.md whole with the method and the numbers.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod control;
+mod frames;
+mod packet;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+/// Every measurement runs on this CPU, the one NOTES.md measured on.
+pub const CPU: usize = 1;
+
+pub struct Config {
+    /// Kept samples per row, after one warm-up round.
+    pub rounds: usize,
+    /// Runs per BPF_PROG_TEST_RUN call: each call has a fixed cost, so one
+    /// long call per sample rather than many short ones.
+    pub repeat: u32,
+    /// Where Debian's xdp-tools keeps the BPF objects it ships.
+    pub xdp_tools_dir: PathBuf,
+    /// xdp-filter's allow-policy program with every feature on: an established
+    /// XDP parser with map lookups, to put xdp_counter's cost in context.
+    pub xdp_filter_object: Option<PathBuf>,
+    /// The smallest program xdp-tools ships: what xdp-loader and ip attach
+    /// to show the tools' own overhead.
+    pub xdpdump_object: Option<PathBuf>,
+}
+
+impl Config {
+    fn new() -> Self {
+        let xdp_tools_dir = Path::new("/usr/lib")
+            .join(format!("{}-linux-gnu", std::env::consts::ARCH))
+            .join("bpf");
+        let shipped = |name: &str| Some(xdp_tools_dir.join(name)).filter(|p| p.is_file());
+        Config {
+            rounds: 15,
+            repeat: 1_000_000,
+            xdp_filter_object: shipped("xdpfilt_alw_all.o"),
+            xdpdump_object: shipped("xdpdump_xdp.o"),
+            xdp_tools_dir,
+        }
+    }
+}
+
+fn main() {
+    let started = Instant::now();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the benchmarks load and attach eBPF programs: run them as root"
+    );
+    let config = Config::new();
+    // Collected before pinning, which would hide the other CPUs.
+    let header = environment_header();
+    let mut cpus = CpuSet::new();
+    cpus.set(CPU).expect("CPU index in range");
+    sched_setaffinity(Pid::from_raw(0), &cpus)
+        .unwrap_or_else(|e| panic!("pinning the bench to CPU {CPU}: {e}"));
+
+    eprintln!("bench: per-packet cost ({} rounds)", config.rounds);
+    let packet = packet::measure(&config);
+    eprintln!("bench: control plane ({} rounds)", config.rounds);
+    let control = control::measure(&config);
+    let report = [
+        header,
+        method(&config),
+        packet.markdown(),
+        control.markdown(),
+        binary_section(),
+        reading_the_numbers(&config),
+        format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
+    ]
+    .join("\n");
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    std::fs::write(&path, &report).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    print!("{report}");
+    eprintln!("bench: wrote {}", path.display());
+}
+
+/// The first line a command prints, or why there is none.
+fn first_line(words: &[&str]) -> String {
+    match Command::new(words[0]).args(&words[1..]).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        _ => format!("unknown (`{}` failed)", words.join(" ")),
+    }
+}
+
+fn environment_header() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let commit = first_line(&["git", "rev-parse", "--short", "HEAD"]);
+    let dirty = !first_line(&["git", "status", "--porcelain"]).is_empty();
+    // SAFETY: plain getters without arguments.
+    let libbpf = unsafe {
+        format!(
+            "{}.{}",
+            libbpf_sys::libbpf_major_version(),
+            libbpf_sys::libbpf_minor_version()
+        )
+    };
+    let rows: Vec<Vec<String>> = [
+        ("when", first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"])),
+        (
+            "commit",
+            commit + if dirty { " + uncommitted changes" } else { "" },
+        ),
+        ("kernel", first_line(&["uname", "-rv"])),
+        (
+            "CPU",
+            format!("{cpu_model} ({cpus} CPUs; measured on CPU {CPU})"),
+        ),
+        ("rustc", first_line(&["rustc", "-V"])),
+        ("clang (BPF objects)", first_line(&["clang", "--version"])),
+        ("libbpf (vendored)", libbpf),
+        ("bpftool", first_line(&["bpftool", "version"])),
+        (
+            "xdp-tools (Debian package)",
+            first_line(&["dpkg-query", "-W", "-f=${Version}", "xdp-tools"]),
+        ),
+        ("iproute2", first_line(&["ip", "-V"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| vec![k.to_string(), v])
+    .collect();
+    format!(
+        "# meshbpf benchmarks\n\n\
+Generated by `make bench` (tests/bench/); every run rewrites this file, so do not edit it by hand.\n\n{}",
+        stats::table(&["", ""], &rows)
+    )
+}
+
+fn method(config: &Config) -> String {
+    format!(
+        "## Method\n\n\
+Everything runs on the real kernel, as root, pinned to CPU {CPU} with sched_setaffinity (child processes inherit it). \
+Each row is measured {rounds} times after one discarded warm-up round, interleaved with the rows it is compared to \
+so that drift on this shared, noisy machine hits all of them alike; the order rotates every round. \
+Tables give the median, the range of the {rounds} samples, and the median's difference and ratio to the baseline. \
+Section 1: each sample is one BPF_PROG_TEST_RUN call with repeat {repeat} on an unattached program, and the kernel's own \
+average per run; the floor is `r0 = XDP_PASS; exit` loaded from raw instructions. Before timing, one run per frame must \
+land in the frame's own xdp_counter slots. The cross-check runs `taskset -c {CPU} bpftool prog run id ID data_in FRAME \
+repeat {repeat}` on the same loaded programs. Section 2: wall time from spawn to exit of the release binary and of the \
+established tools, started from a thread inside the veth's namespace; the floor is spawning `true`.\n",
+        rounds = config.rounds,
+        repeat = config.repeat,
+    )
+}
+
+fn binary_section() -> String {
+    let bytes = std::fs::metadata(common::BIN)
+        .unwrap_or_else(|e| panic!("{}: {e}", common::BIN))
+        .len();
+    let ldd = common::run(Command::new("ldd").arg(common::BIN));
+    let libraries: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let rows = vec![
+        vec![
+            "size".into(),
+            format!(
+                "{bytes} bytes ({:.2} MiB)",
+                bytes as f64 / (1024.0 * 1024.0)
+            ),
+        ],
+        vec![
+            "`ldd` lines".into(),
+            format!("{} ({})", libraries.len(), libraries.join(", ")),
+        ],
+    ];
+    format!(
+        "## 3. Binary (`{}`)\n\n\
+The binary this run used. cargo builds it separately for benches, so it is not the very file `make build` \
+leaves, but the same source with the same `[profile.release]` settings.\n\n{}",
+        common::BIN,
+        stats::table(&["what", "value"], &rows)
+    )
+}
+
+fn reading_the_numbers(config: &Config) -> String {
+    format!(
+        "## Reading the numbers\n\n\
+- Medians of {rounds}; single samples on this machine stray by 10-20 %, so only differences well outside the \
+min–max ranges mean something. The kernel reports whole nanoseconds per run.\n\
+- Section 1 is the program alone: no driver, no skb, no syscall. \"vs floor\" is what xdp_counter's parsing and \
+counting add to any XDP program; the bpftool column should agree with the test_run column, as both read the \
+kernel's timer.\n\
+- Section 2 includes process start-up (the floor row). Compare `attach` with `load only` to see how much of \
+attaching is loading: libbpf's open and CO-RE relocation, then the kernel's verifier. xdp-loader's time depends on \
+the object it loads; xdp-filter's creates per-CPU maps of up to 65,536 entries. On this kernel libxdp cannot use \
+its multi-program dispatcher (it needs freplace) and attaches a single program, as ip does.\n",
+        rounds = config.rounds
+    )
+}

@@ -1,0 +1,258 @@
+//! Section 2: control-plane latency of the real release binary on a veth in
+//! a throwaway namespace, next to xdp-loader, iproute2 and bpftool doing the
+//! same jobs on the same interface, and the cost of starting any process.
+
+use std::fs;
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use meshbpf::programs::xdp_counter;
+
+use crate::common::{run, VethPair, BIN};
+use crate::stats::{self, Summary};
+use crate::Config;
+
+/// One timed action. Commands run from a thread inside the veth's namespace,
+/// so no nsenter or `ip netns exec` adds its own start-up to the numbers.
+struct Step {
+    operation: &'static str,
+    what: String,
+    /// Whether the action starts a process, so that the floor applies.
+    spawns: bool,
+    action: Box<dyn Fn() + Send>,
+    samples: Vec<f64>,
+}
+
+impl Step {
+    fn command(operation: &'static str, argv: Vec<String>) -> Step {
+        let what = format!("`{}`", argv.join(" "));
+        Step {
+            operation,
+            what,
+            spawns: true,
+            action: Box::new(move || {
+                let out = run(Command::new(&argv[0]).args(&argv[1..]));
+                assert!(
+                    out.status.success(),
+                    "`{}` failed: {}",
+                    argv.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Several sequences detach with the same command: say what goes away.
+    fn removing(mut self, object: &Path) -> Step {
+        let name = object.file_name().unwrap_or_default().to_string_lossy();
+        self.what += &format!(" ({name} attached)");
+        self
+    }
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// Steps that must run in order (attach before read before detach); the
+/// order between sequences rotates every round.
+type Sequence = Vec<Step>;
+
+pub struct Results {
+    /// The first sequence is the floor.
+    sequences: Vec<Sequence>,
+    dev: String,
+    xdp_tools_dir: String,
+}
+
+/// What xdp-loader and ip create on bpffs as they go, children first.
+const TOOLS_BPFFS_FOOTPRINT: [&str; 5] = [
+    "/sys/fs/bpf/ip",
+    "/sys/fs/bpf/tc/globals",
+    "/sys/fs/bpf/tc",
+    "/sys/fs/bpf/xdp/globals",
+    "/sys/fs/bpf/xdp",
+];
+
+pub fn measure(config: &Config) -> Results {
+    let absent: Vec<&Path> = TOOLS_BPFFS_FOOTPRINT
+        .iter()
+        .map(Path::new)
+        .filter(|p| p.symlink_metadata().is_err())
+        .collect();
+    let results = measure_in_netns(config);
+    // Leave bpffs as we found it. remove_dir only takes empty directories, so
+    // whatever someone else put there meanwhile stays.
+    for path in absent {
+        let _ = if path.is_symlink() {
+            fs::remove_file(path)
+        } else {
+            fs::remove_dir(path)
+        };
+    }
+    results
+}
+
+fn measure_in_netns(config: &Config) -> Results {
+    let pair = VethPair::new();
+    let dev = pair.dev.clone();
+    let mut sequences = sequences(&pair, config);
+    VethPair::in_netns(&pair.ns, || {
+        // Round 0 warms the page cache, libbpf's BTF parsing paths and bpffs.
+        for round in 0..=config.rounds {
+            let n = sequences.len();
+            for i in (0..n).map(|i| (i + round) % n) {
+                for step in &mut sequences[i] {
+                    let started = Instant::now();
+                    (step.action)();
+                    if round > 0 {
+                        step.samples.push(started.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+    });
+    Results {
+        sequences,
+        dev,
+        xdp_tools_dir: config.xdp_tools_dir.display().to_string(),
+    }
+}
+
+fn sequences(pair: &VethPair, config: &Config) -> Vec<Sequence> {
+    let dev = pair.dev.as_str();
+    let counters = pair.pin_dir().join("xdp_counter/counters");
+    let mut all = vec![
+        vec![Step::command("process floor", argv(&["true"]))],
+        vec![
+            Step::command("attach", argv(&[BIN, "attach", dev])),
+            Step::command("read counters", argv(&[BIN, "stats", dev, "-j"])),
+            Step::command(
+                "read counters",
+                argv(&[
+                    "bpftool",
+                    "map",
+                    "dump",
+                    "pinned",
+                    &counters.to_string_lossy(),
+                    "-j",
+                ]),
+            ),
+            Step::command("detach", argv(&[BIN, "detach", dev])),
+        ],
+        vec![Step {
+            operation: "load only",
+            what: "`xdp_counter::load()` in the bench process (open, CO-RE, verifier; no attach)"
+                .into(),
+            spawns: false,
+            action: Box::new(|| {
+                let mut object = MaybeUninit::uninit();
+                xdp_counter::load(&mut object, None).expect("loading xdp_counter");
+            }),
+            samples: Vec::new(),
+        }],
+    ];
+    if let Some(object) = &config.xdpdump_object {
+        all.push(xdp_loader(dev, object));
+        all.push(iproute2(dev, object));
+    }
+    // Not through ip: iproute2 pins xdp-filter's maps by name under
+    // /sys/fs/bpf/xdp/globals, where they would outlive the bench, or be a
+    // running xdp-filter's own maps. xdp-loader pins nothing.
+    if let Some(object) = &config.xdp_filter_object {
+        all.push(xdp_loader(dev, object));
+    }
+    all
+}
+
+fn xdp_loader(dev: &str, object: &Path) -> Sequence {
+    vec![
+        Step::command(
+            "attach",
+            argv(&[
+                "xdp-loader",
+                "load",
+                "-m",
+                "native",
+                dev,
+                &object.to_string_lossy(),
+            ]),
+        ),
+        Step::command("detach", argv(&["xdp-loader", "unload", dev, "--all"])).removing(object),
+    ]
+}
+
+fn iproute2(dev: &str, object: &Path) -> Sequence {
+    let obj = object.to_string_lossy();
+    vec![
+        Step::command(
+            "attach",
+            argv(&[
+                "ip", "link", "set", "dev", dev, "xdpdrv", "obj", &obj, "sec", "xdp",
+            ]),
+        ),
+        Step::command(
+            "detach",
+            argv(&["ip", "link", "set", "dev", dev, "xdpdrv", "off"]),
+        )
+        .removing(object),
+    ]
+}
+
+impl Results {
+    pub fn markdown(&self) -> String {
+        let steps: Vec<&Step> = self.sequences.iter().flatten().collect();
+        let floor = Summary::of(&steps[0].samples);
+        let meshbpf_summary = |operation: &str| {
+            steps
+                .iter()
+                .find(|s| s.operation == operation && s.what.contains(BIN))
+                .map(|s| Summary::of(&s.samples))
+        };
+        let mut rows = Vec::new();
+        for operation in [
+            "process floor",
+            "attach",
+            "read counters",
+            "detach",
+            "load only",
+        ] {
+            for step in steps.iter().filter(|s| s.operation == operation) {
+                let summary = Summary::of(&step.samples);
+                let what = step
+                    .what
+                    .replace(BIN, "meshbpf")
+                    .replace(&self.dev, "DEV")
+                    .replace(&format!("{}/", self.xdp_tools_dir), "");
+                let mut row = vec![operation.to_string(), what];
+                row.extend(summary.cells(stats::ms));
+                row.push(if step.spawns {
+                    summary.versus(&floor, stats::ms)[0].clone()
+                } else {
+                    "n/a".into()
+                });
+                row.push(match meshbpf_summary(operation) {
+                    Some(reference) => summary.versus(&reference, stats::ms)[1].clone(),
+                    None => "".into(),
+                });
+                rows.push(row);
+            }
+        }
+        format!(
+            "## 2. Control plane (wall time per command)\n\n\
+DEV is a fresh veth in its own namespace; every attachment is native XDP. `meshbpf` is `{BIN}` (section 3). \
+The `.o` files ship with xdp-tools in `{dir}`: \
+xdpdump_xdp.o is its smallest program (a perf event array and a config); xdpfilt_alw_all.o is xdp-filter's \
+complete program (five maps, the largest with 65,536 entries), attached with xdp-loader only, as iproute2 would \
+pin its maps under /sys/fs/bpf/xdp/globals for good.\n\n{table}",
+            dir = self.xdp_tools_dir,
+            table = stats::table(
+                &["operation", "command", "median", "min–max", "minus floor", "ratio to meshbpf"],
+                &rows
+            )
+        )
+    }
+}

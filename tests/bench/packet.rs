@@ -1,0 +1,284 @@
+//! Section 1: the per-packet cost of xdp_counter, timed by the kernel itself
+//! (BPF_PROG_TEST_RUN) next to an empty XDP program and xdp-filter's program,
+//! with `bpftool prog run` on the same loaded programs as a cross-check.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+
+use libbpf_rs::{AsRawLibbpf, ObjectBuilder, Program};
+use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
+
+use crate::common::run;
+use crate::frames::{self, Frame};
+use crate::stats::{self, Summary};
+use crate::{Config, CPU};
+
+/// A loaded program to time; the floor comes first.
+struct Subject<'a> {
+    name: &'static str,
+    fd: BorrowedFd<'a>,
+    id: u32,
+}
+
+#[derive(Default)]
+struct Samples {
+    test_run: Vec<f64>,
+    bpftool: Vec<f64>,
+}
+
+pub struct Results {
+    subjects: Vec<&'static str>,
+    frames: Vec<String>,
+    /// Indexed [frame][subject].
+    samples: Vec<Vec<Samples>>,
+    repeat: u32,
+    xdp_filter_missing: bool,
+}
+
+pub fn measure(config: &Config) -> Results {
+    let floor = load_empty_program();
+    let mut object = MaybeUninit::uninit();
+    let skel = xdp_counter::load(&mut object, None).expect("loading xdp_counter");
+    let xdp_filter = config.xdp_filter_object.as_deref().map(load_without_pins);
+    let frames = frames::all();
+
+    let counter = subject("xdp_counter", skel.progs.xdp_counter.as_fd());
+    for frame in &frames {
+        check_parse_path(&skel, &counter, frame);
+    }
+    let mut subjects = vec![subject("empty XDP program (floor)", floor.as_fd()), counter];
+    if let Some(fd) = &xdp_filter {
+        subjects.push(subject("xdp-filter, no rules", fd.as_fd()));
+    }
+    Results {
+        samples: sample(&subjects, &frames, config),
+        subjects: subjects.iter().map(|s| s.name).collect(),
+        frames: frames.into_iter().map(|f| f.name).collect(),
+        repeat: config.repeat,
+        xdp_filter_missing: xdp_filter.is_none(),
+    }
+}
+
+/// Every subject on every frame, through both tools, once per round.
+fn sample(subjects: &[Subject<'_>], frames: &[Frame], config: &Config) -> Vec<Vec<Samples>> {
+    // bpftool reads frames from files.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files: Vec<_> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            let path = dir.path().join(format!("frame{i}.bin"));
+            std::fs::write(&path, &frame.bytes).expect("writing a frame file");
+            path
+        })
+        .collect();
+    let mut samples: Vec<Vec<Samples>> = frames
+        .iter()
+        .map(|_| subjects.iter().map(|_| Samples::default()).collect())
+        .collect();
+    // Round 0 warms caches, the JIT'd code and the CPU's clock; it is not kept.
+    for round in 0..=config.rounds {
+        for (f, frame) in frames.iter().enumerate() {
+            // Rotate who goes first so no program always follows a frame switch.
+            for s in (0..subjects.len()).map(|i| (i + round) % subjects.len()) {
+                let test_run = test_run_ns(&subjects[s], frame, config.repeat);
+                let bpftool = bpftool_run_ns(subjects[s].id, &files[f], config.repeat);
+                if round > 0 {
+                    samples[f][s].test_run.push(test_run);
+                    samples[f][s].bpftool.push(bpftool);
+                }
+            }
+        }
+    }
+    samples
+}
+
+fn subject<'a>(name: &'static str, fd: BorrowedFd<'a>) -> Subject<'a> {
+    let id = Program::id_from_fd(fd).expect("reading a program id");
+    Subject { name, fd, id }
+}
+
+/// `r0 = XDP_PASS; exit`: what any XDP program costs before it does anything.
+fn load_empty_program() -> OwnedFd {
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+            imm: libbpf_sys::XDP_PASS as i32,
+            ..Default::default()
+        },
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
+            ..Default::default()
+        },
+    ];
+    // SAFETY: the pointers outlive the call; NULL opts means defaults.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"bench_empty".as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "loading the empty XDP program: {}",
+        io::Error::from_raw_os_error(-fd)
+    );
+    // SAFETY: a fresh fd that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// xdp-filter's maps ask to be pinned by name under /sys/fs/bpf, where they
+/// would outlive the bench, or reuse a running xdp-filter's rule maps: load
+/// them private instead. The returned fd keeps the program and its maps.
+fn load_without_pins(path: &Path) -> OwnedFd {
+    let mut open = ObjectBuilder::default()
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    for map in open.maps_mut() {
+        // SAFETY: a NULL pin path is libbpf's "do not pin" and frees the old one.
+        let rc = unsafe {
+            libbpf_sys::bpf_map__set_pin_path(map.as_libbpf_object().as_ptr(), std::ptr::null())
+        };
+        assert_eq!(rc, 0, "unpinning map {:?}", map.name());
+    }
+    let object = open
+        .load()
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+    let prog = object.progs().next().expect("the object has a program");
+    prog.as_fd().try_clone_to_owned().expect("dup")
+}
+
+/// One run per frame must land in the frame's own counter slots; otherwise
+/// the bench would time a parser that gave up early.
+fn check_parse_path(skel: &XdpCounterSkel<'_>, counter: &Subject<'_>, frame: &Frame) {
+    let slots = || {
+        let traffic = xdp_counter::read_counters(&skel.maps.counters).expect("reading counters");
+        (
+            traffic.l3.get(frame.l3).packets,
+            traffic.l4.get(frame.l4).packets,
+        )
+    };
+    let before = slots();
+    test_run_ns(counter, frame, 1);
+    let after = slots();
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 1),
+        "{}: xdp_counter did not count it as {}/{}",
+        frame.name,
+        frame.l3,
+        frame.l4
+    );
+}
+
+/// Average ns per run as the kernel measured it. This is the syscall behind
+/// libbpf-rs's `ProgramMut::test_run`, called on a bare fd so the empty
+/// program (which has no libbpf-rs object) takes exactly the same path.
+fn test_run_ns(subject: &Subject<'_>, frame: &Frame, repeat: u32) -> f64 {
+    // SAFETY: plain data; sz tells libbpf which fields we set.
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { mem::zeroed() };
+    opts.sz = mem::size_of_val(&opts) as _;
+    opts.data_in = frame.bytes.as_ptr().cast();
+    opts.data_size_in = frame.bytes.len() as _;
+    opts.repeat = repeat as _;
+    // SAFETY: data_in outlives the call; no output buffers are given.
+    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(subject.fd.as_raw_fd(), &mut opts) };
+    let what = format!("{} on {}", subject.name, frame.name);
+    assert_eq!(
+        rc,
+        0,
+        "BPF_PROG_TEST_RUN of {what}: {}",
+        io::Error::from_raw_os_error(-rc)
+    );
+    // Timing a drop instead of a pass would compare different paths.
+    assert_eq!(
+        opts.retval,
+        libbpf_sys::XDP_PASS,
+        "{what}: verdict {} instead of XDP_PASS",
+        opts.retval
+    );
+    f64::from(opts.duration)
+}
+
+/// The same measurement through the established tool, pinned to the same CPU
+/// (already inherited from the bench; explicit so the command is what NOTES
+/// and a reader would type).
+fn bpftool_run_ns(id: u32, frame_file: &Path, repeat: u32) -> f64 {
+    let out = run(Command::new("taskset")
+        .args([
+            "-c",
+            &CPU.to_string(),
+            "bpftool",
+            "prog",
+            "run",
+            "id",
+            &id.to_string(),
+            "data_in",
+        ])
+        .arg(frame_file)
+        .args(["repeat", &repeat.to_string()]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // "Return value: 2, duration (average): 24ns"
+    stdout
+        .split("duration (average): ")
+        .nth(1)
+        .and_then(|rest| rest.trim().strip_suffix("ns"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "bpftool prog run printed no duration: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+impl Results {
+    pub fn markdown(&self) -> String {
+        let mut rows = Vec::new();
+        for (frame, per_subject) in self.frames.iter().zip(&self.samples) {
+            let floor_run = Summary::of(&per_subject[0].test_run);
+            let floor_tool = Summary::of(&per_subject[0].bpftool);
+            for (name, samples) in self.subjects.iter().zip(per_subject) {
+                let run = Summary::of(&samples.test_run);
+                let tool = Summary::of(&samples.bpftool);
+                let mut row = vec![frame.clone(), name.to_string()];
+                row.extend(run.cells(stats::ns));
+                row.extend(run.versus(&floor_run, stats::ns));
+                row.extend(tool.cells(stats::ns));
+                row.push(tool.versus(&floor_tool, stats::ns)[1].clone());
+                rows.push(row);
+            }
+        }
+        format!(
+            "## 1. Per-packet cost (BPF_PROG_TEST_RUN, {repeat} runs per sample)\n\n\
+Kernel-timed average per run; every program returns XDP_PASS.{note}\n\n{table}",
+            repeat = self.repeat,
+            note = if self.xdp_filter_missing {
+                " xdp-tools is not installed, so xdp-filter's program is missing from this run."
+            } else {
+                ""
+            },
+            table = stats::table(
+                &[
+                    "frame",
+                    "program",
+                    "median",
+                    "min–max",
+                    "vs floor",
+                    "ratio",
+                    "bpftool prog run: median",
+                    "min–max",
+                    "ratio",
+                ],
+                &rows,
+            )
+        )
+    }
+}

@@ -1,0 +1,70 @@
+//! Medians and ranges of repeated samples, and the Markdown tables that show them.
+
+/// What a row reports: on a noisy machine the median, with the range so a
+/// reader sees how far single samples strayed.
+#[derive(Clone, Copy)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &[f64]) -> Self {
+        assert!(!samples.is_empty(), "no samples to summarize");
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[mid]
+        } else {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        };
+        Summary {
+            median,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        }
+    }
+
+    /// `median` and `min–max` cells, each value rendered by `unit`.
+    pub fn cells(&self, unit: fn(f64) -> String) -> [String; 2] {
+        [
+            unit(self.median),
+            format!("{}–{}", unit(self.min), unit(self.max)),
+        ]
+    }
+
+    /// `median − baseline` and `median ÷ baseline` cells.
+    pub fn versus(&self, baseline: &Summary, unit: fn(f64) -> String) -> [String; 2] {
+        let diff = self.median - baseline.median;
+        let sign = if diff >= 0.0 { "+" } else { "−" };
+        [
+            format!("{sign}{}", unit(diff.abs())),
+            format!("×{:.2}", self.median / baseline.median),
+        ]
+    }
+}
+
+pub fn ns(value: f64) -> String {
+    format!("{value:.0} ns")
+}
+
+pub fn ms(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2} ms")
+    } else {
+        format!("{value:.1} ms")
+    }
+}
+
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let rule = vec!["---".to_string(); header.len()];
+    let mut out = line(&header) + &line(&rule);
+    for row in rows {
+        out += &line(row);
+    }
+    out
+}
