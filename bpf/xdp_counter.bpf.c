@@ -33,10 +33,7 @@ int xdp_counter(struct xdp_md *ctx)
 	slot = bpf_map_lookup_elem(&counters, &zero);
 	if (!slot)
 		return XDP_PASS;
-	slot->l3[pkt.l3].packets++;
-	slot->l3[pkt.l3].bytes += len;
-	slot->l4[pkt.l4].packets++;
-	slot->l4[pkt.l4].bytes += len;
+	count_frame(slot, &pkt, len);
 	return XDP_PASS;
 }
 

@@ -38,17 +38,35 @@
 struct packet_info {
 	enum l3_proto l3;
 	enum l4_proto l4;
+	/* IPv4 protocol or the IPv6 header after the extension headers. */
+	__u8 ip_proto;
+	/* Only with a whole TCP header. */
+	__u8 tcp_flags;
+	/* Ports (host order) are known only for a TCP or UDP header that is
+	 * present: not for later fragments or truncated headers. */
+	bool has_ports;
+	__u16 sport;
+	__u16 dport;
+	/* IPv4 addresses fill the first 4 bytes. */
+	__u8 src[16];
+	__u8 dst[16];
 };
 
-/* Minimum L4 header each protocol must carry in a first (or unfragmented)
- * packet; 0 means the protocol does not exist in this address family. */
-static __always_inline enum l4_proto classify_l4(__u8 proto, bool ipv6,
-						 bool later_fragment,
-						 void *l4, void *data_end)
+#define TCP_FLAG_SYN	0x02
+#define TCP_FLAG_ACK	0x10
+/* Offset of the flags byte in the TCP header. */
+#define TCP_FLAGS_OFFSET 13
+
+/* Classifies the L4 header at `l4`, whose minimum size each protocol must
+ * have in a first (or unfragmented) packet, and takes its ports and flags. */
+static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto,
+					bool ipv6, bool later_fragment,
+					void *l4, void *data_end)
 {
 	enum l4_proto kind;
 	__u32 min_len;
 
+	pkt->ip_proto = proto;
 	switch (proto) {
 	case IPPROTO_TCP_NR:
 		kind = L4_TCP;
@@ -60,26 +78,38 @@ static __always_inline enum l4_proto classify_l4(__u8 proto, bool ipv6,
 		break;
 	case IPPROTO_ICMP_NR:
 		if (ipv6)
-			return L4_OTHER;
+			return;
 		kind = L4_ICMP;
 		min_len = sizeof(struct icmphdr);
 		break;
 	case IPPROTO_ICMPV6_NR:
 		if (!ipv6)
-			return L4_OTHER;
+			return;
 		kind = L4_ICMPV6;
 		min_len = sizeof(struct icmp6hdr);
 		break;
 	default:
-		return L4_OTHER;
+		return;
 	}
 	/* Non-first fragments carry no L4 header; they still belong to the
 	 * protocol's packets and bytes. */
-	if (later_fragment)
-		return kind;
+	if (later_fragment) {
+		pkt->l4 = kind;
+		return;
+	}
 	if (l4 + min_len > data_end)
-		return L4_OTHER;
-	return kind;
+		return;
+	pkt->l4 = kind;
+	if (kind == L4_TCP || kind == L4_UDP) {
+		/* TCP and UDP both start with the source and destination port. */
+		struct udphdr *ports = l4;
+
+		pkt->has_ports = true;
+		pkt->sport = bpf_ntohs(ports->source);
+		pkt->dport = bpf_ntohs(ports->dest);
+	}
+	if (kind == L4_TCP)
+		pkt->tcp_flags = *((__u8 *)l4 + TCP_FLAGS_OFFSET);
 }
 
 static __always_inline void parse_ipv4(void *pos, void *data_end,
@@ -100,9 +130,11 @@ static __always_inline void parse_ipv4(void *pos, void *data_end,
 	if (pos + hdr_len > data_end)
 		return;
 	pkt->l3 = L3_IPV4;
-	pkt->l4 = classify_l4(iph->protocol, false,
-			      iph->frag_off & bpf_htons(IP_OFFSET_MASK),
-			      pos + hdr_len, data_end);
+	__builtin_memcpy(pkt->src, &iph->saddr, 4);
+	__builtin_memcpy(pkt->dst, &iph->daddr, 4);
+	classify_l4(pkt, iph->protocol, false,
+		    iph->frag_off & bpf_htons(IP_OFFSET_MASK),
+		    pos + hdr_len, data_end);
 }
 
 static __always_inline void parse_ipv6(void *pos, void *data_end,
@@ -118,6 +150,8 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 	if ((*(__u8 *)ip6h >> 4) != 6)
 		return;
 	pkt->l3 = L3_IPV6;
+	__builtin_memcpy(pkt->src, &ip6h->saddr, 16);
+	__builtin_memcpy(pkt->dst, &ip6h->daddr, 16);
 	nexthdr = ip6h->nexthdr;
 	pos = ip6h + 1;
 
@@ -149,14 +183,14 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 			/* Headers after the fragment header travel in the first
 			 * fragment only: a later one holds data, not headers. */
 			if (later_fragment) {
-				pkt->l4 = classify_l4(nexthdr, true, true, pos,
-						      data_end);
+				classify_l4(pkt, nexthdr, true, true, pos,
+					    data_end);
 				return;
 			}
 			break;
 		default:
-			pkt->l4 = classify_l4(nexthdr, true, later_fragment,
-					      pos, data_end);
+			classify_l4(pkt, nexthdr, true, later_fragment, pos,
+				    data_end);
 			return;
 		}
 	}
@@ -171,6 +205,7 @@ static __always_inline void parse_packet(void *data, void *data_end,
 	__u16 proto;
 	int i;
 
+	__builtin_memset(pkt, 0, sizeof(*pkt));
 	pkt->l3 = L3_OTHER;
 	pkt->l4 = L4_OTHER;
 	if (pos > data_end)
@@ -201,6 +236,17 @@ static __always_inline void parse_packet(void *data, void *data_end,
 			pkt->l3 = L3_ARP;
 		break;
 	}
+}
+
+/* Adds a frame to the L3 and L4 breakdown of a per-CPU counters slot. */
+static __always_inline void count_frame(struct traffic_counters *slot,
+					const struct packet_info *pkt,
+					__u64 len)
+{
+	slot->l3[pkt->l3].packets++;
+	slot->l3[pkt->l3].bytes += len;
+	slot->l4[pkt->l4].packets++;
+	slot->l4[pkt->l4].bytes += len;
 }
 
 #endif /* MESHBPF_PACKET_PARSE_H */

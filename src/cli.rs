@@ -48,12 +48,15 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach xdp_counter to an interface and pin it, so it outlives this command
+    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) to an interface and pin it
     Attach(AttachArgs),
     /// Detach meshbpf from an interface and remove every pin that belongs to it
     Detach(DetachArgs),
     /// Show packet and byte counters of meshbpf's attachments
     Stats(StatsArgs),
+    /// Manage the rules of xdp_mesh_filter on an interface
+    #[command(subcommand)]
+    Filter(FilterCommand),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -70,9 +73,51 @@ pub struct AttachArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub mode: Option<XdpMode>,
 
+    /// Attach xdp_mesh_filter with these rules instead of xdp_counter; on an
+    /// attached interface, the program is swapped atomically (bpf_link update)
+    #[arg(long, value_name = "RULES.json")]
+    pub filter: Option<PathBuf>,
+
     /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
     #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]
     pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilterCommand {
+    /// Replace the whole rule set atomically while traffic flows
+    Apply(FilterApplyArgs),
+    /// Show the active rules with their hits, the default policy and the limiters
+    Show(FilterShowArgs),
+    /// Check and compile a rules file without touching the kernel
+    Check(FilterCheckArgs),
+    /// Swap the filter back to xdp_counter atomically; the interface keeps counting
+    Remove(FilterShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FilterApplyArgs {
+    /// Interface whose filter gets the rules
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// Rules file (JSON; see the README for the format and the matching semantics)
+    #[arg(value_name = "RULES.json")]
+    pub rules: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterShowArgs {
+    /// Interface with xdp_mesh_filter attached
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterCheckArgs {
+    /// Rules file to check
+    #[arg(value_name = "RULES.json")]
+    pub rules: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -7,4 +7,5 @@ pub mod error;
 pub mod kernel;
 pub mod output;
 pub mod programs;
+pub mod rules;
 pub mod state;

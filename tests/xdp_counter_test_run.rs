@@ -13,7 +13,8 @@ use std::net::Ipv6Addr;
 
 use common::frames::{Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use libbpf_rs::{ErrorKind, OpenObject, ProgramInput};
-use meshbpf::programs::xdp_counter::{self, Breakdown, Traffic, XdpCounterSkel};
+use meshbpf::programs::traffic::{self, Breakdown, Traffic};
+use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
 
 const XDP_PASS: u32 = 2;
 const ETH_HLEN: usize = 14;
@@ -53,7 +54,7 @@ impl<'obj> Harness<'obj> {
     }
 
     fn traffic(&self) -> Traffic {
-        xdp_counter::read_counters(&self.skel.maps.counters).expect("reading counters")
+        traffic::read_counters(&self.skel.maps.counters).expect("reading counters")
     }
 
     fn assert_counted(&self, frame: &[u8], l3: &str, l4: &str) {

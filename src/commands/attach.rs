@@ -1,23 +1,29 @@
-//! `meshbpf attach IFACE`: load xdp_counter, attach it as a pinned bpf_link.
+//! `meshbpf attach IFACE [--filter RULES]`: attach xdp_counter or
+//! xdp_mesh_filter as a pinned bpf_link, or swap one for the other.
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::AttachArgs;
+use crate::commands::filter;
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::StateRoot;
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpffs, caps, objinfo};
+use crate::kernel::{bpffs, bpfobj, caps};
 use crate::output::{Output, Report};
-use crate::programs::xdp_counter;
+use crate::programs::{xdp_counter, xdp_mesh_filter};
 use crate::state::{self, Attachment, LinkState};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
     Attached,
     AlreadyAttached,
+    /// The link now runs the other program, swapped atomically.
+    Swapped,
+    /// The filter stayed; its rule set was replaced atomically.
+    RulesReplaced,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,32 +37,62 @@ impl Report for AttachReport {
     fn render(&self) -> String {
         let a = &self.attachment;
         let mode = a.mode.map(XdpMode::as_str).unwrap_or("unknown");
+        let ids = format!("prog id {}, link id {}", a.prog_id, a.link_id);
         match self.status {
             Outcome::Attached => format!(
-                "attached {} to {} in {mode} mode (prog id {}, link id {}); pinned at {}",
-                a.program, a.interface, a.prog_id, a.link_id, a.pin_path
+                "attached {} to {} in {mode} mode ({ids}); pinned at {}",
+                a.program, a.interface, a.pin_path
             ),
             Outcome::AlreadyAttached => format!(
-                "{} is already attached to {} in {mode} mode (prog id {}, link id {}) since {}; nothing changed",
-                a.program, a.interface, a.prog_id, a.link_id, a.attached_at
+                "{} is already attached to {} in {mode} mode ({ids}) since {}; nothing changed",
+                a.program, a.interface, a.attached_at
+            ),
+            Outcome::Swapped => format!(
+                "{} now runs {} in {mode} mode ({ids}), swapped atomically",
+                a.interface, a.program
+            ),
+            Outcome::RulesReplaced => format!(
+                "replaced the rules of {} on {} atomically ({ids})",
+                a.program, a.interface
             ),
         }
     }
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
+    // A bad rules file must fail before anything touches the kernel.
+    let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
     let iface = netdev::resolve(&args.interface)?;
     caps::require("attach", &[caps::BPF, caps::NET_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }
     let _lock = root.lock()?;
-    let dir = root.attachment(&iface.name, xdp_counter::PROGRAM);
+    let btf = args.btf.as_deref();
+    state::reconcile(&root.program_dirs(&iface.name)?)?;
 
-    if dir.is_committed() {
+    if let Some(dir) = state::xdp_attachment(root, &iface.name)? {
         let existing = state::inspect(&dir)?;
         match existing.state {
-            LinkState::Attached => return already_attached(out, existing, args.mode),
+            LinkState::Attached => {
+                check_mode(&existing, args.mode)?;
+                let status = match rules {
+                    None => Outcome::AlreadyAttached,
+                    Some(rules) if existing.program == xdp_mesh_filter::PROGRAM => {
+                        let pinned = xdp_mesh_filter::PinnedMaps::open(&dir)?;
+                        xdp_mesh_filter::apply(&pinned.maps(), &rules.rules, &rules.compiled)?;
+                        Outcome::RulesReplaced
+                    }
+                    Some(rules) => {
+                        let to = root.attachment(&iface.name, xdp_mesh_filter::PROGRAM);
+                        state::swap(&dir, &to, || xdp_mesh_filter::install(&to, btf, &rules.rules, &rules.compiled))?;
+                        Outcome::Swapped
+                    }
+                };
+                let dir = state::xdp_attachment(root, &iface.name)?.unwrap_or(dir);
+                out.emit(&AttachReport { status, attachment: state::inspect(&dir)? })?;
+                return Ok(());
+            }
             LinkState::Elsewhere => {
                 return Err(Failure::new(format!(
                     "the pins at {} belong to a live attachment (link id {}) that is not on {} in this network namespace",
@@ -65,23 +101,31 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
                 .hint("it was attached from another network namespace; detach it there, or pick another --bpffs root here")
                 .into())
             }
-            LinkState::Defunct => {}
+            // The interface it ran on was deleted: stale.
+            LinkState::Defunct => dir.remove()?,
         }
-    }
-    // What is left is stale: a defunct link, or the link-less directory of a
-    // command that was interrupted.
-    if dir.exists() {
-        dir.remove()?;
     }
     if let Some(current) = xdp::query(iface.index)? {
         return Err(foreign_program(&iface, current));
     }
 
     let mode = args.mode.unwrap_or(XdpMode::Native);
-    if let Err(err) = xdp_counter::attach(&dir, &iface, mode, args.btf.as_deref()) {
+    let program = if rules.is_some() {
+        xdp_mesh_filter::PROGRAM
+    } else {
+        xdp_counter::PROGRAM
+    };
+    let dir = root.attachment(&iface.name, program);
+    let attached = match &rules {
+        None => xdp_counter::attach(&dir, &iface, mode, btf),
+        Some(rules) => {
+            xdp_mesh_filter::attach(&dir, &iface, mode, btf, &rules.rules, &rules.compiled)
+        }
+    };
+    if let Err(err) = attached {
         // The link was never pinned, so it is already gone with its fd.
         if dir.exists() {
-            dir.remove()?;
+            dir.unpin()?;
         }
         return Err(explain_attach_error(err, &iface));
     }
@@ -92,7 +136,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     Ok(())
 }
 
-fn already_attached(out: &Output, existing: Attachment, requested: Option<XdpMode>) -> Result<()> {
+fn check_mode(existing: &Attachment, requested: Option<XdpMode>) -> Result<()> {
     if let (Some(want), Some(have)) = (requested, existing.mode) {
         if want != have {
             return Err(Failure::new(format!(
@@ -110,15 +154,11 @@ fn already_attached(out: &Output, existing: Attachment, requested: Option<XdpMod
             .into());
         }
     }
-    out.emit(&AttachReport {
-        status: Outcome::AlreadyAttached,
-        attachment: existing,
-    })?;
     Ok(())
 }
 
 fn foreign_program(iface: &Interface, current: xdp::Current) -> anyhow::Error {
-    let name = objinfo::prog_info_by_id(current.prog_id)
+    let name = bpfobj::prog_info_by_id(current.prog_id)
         .map(|p| p.name)
         .unwrap_or_else(|_| "?".into());
     let mode = current

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cli::DetachArgs;
 use crate::kernel::pins::StateRoot;
-use crate::kernel::{bpffs, caps, netdev, objinfo, xdp};
+use crate::kernel::{bpffs, bpfobj, caps, netdev, xdp};
 use crate::output::{Output, Report};
 use crate::state;
 
@@ -103,7 +103,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &DetachArgs) -> Result<()> {
     let foreign_xdp_prog = match iface {
         Some(iface) => xdp::query(iface.index)?.map(|current| ForeignProg {
             id: current.prog_id,
-            name: objinfo::prog_info_by_id(current.prog_id)
+            name: bpfobj::prog_info_by_id(current.prog_id)
                 .map(|p| p.name)
                 .unwrap_or_default(),
         }),

@@ -10,6 +10,7 @@ use crate::output::Output;
 pub mod attach;
 pub mod completions;
 pub mod detach;
+pub mod filter;
 pub mod man;
 pub mod stats;
 
@@ -19,6 +20,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Attach(args) => attach::run(&root, out, &args),
         Command::Detach(args) => detach::run(&root, out, &args),
         Command::Stats(args) => stats::run(&root, out, &args),
+        Command::Filter(command) => filter::run(&root, out, &command),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

@@ -8,7 +8,8 @@ use crate::error::Failure;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev, xdp::XdpMode};
 use crate::output::{self, Output, Report};
-use crate::programs::xdp_counter::{self, Traffic};
+use crate::programs::traffic::{self, Traffic};
+use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
 use crate::state::{self, Attachment, LinkState};
 
 #[derive(Debug, Serialize)]
@@ -17,12 +18,22 @@ pub struct AttachmentStats {
     attachment: Attachment,
     #[serde(flatten)]
     traffic: Traffic,
+    /// Verdicts, rate-limited and SYN-dropped counters when the filter runs.
+    #[serde(flatten)]
+    filter: Option<FilterCounters>,
 }
 
 fn collect(dir: &AttachmentDir) -> Result<AttachmentStats> {
+    let filter = if dir.program == xdp_mesh_filter::PROGRAM {
+        let pinned = PinnedMaps::open(dir)?;
+        Some(xdp_mesh_filter::read_stats(&pinned.maps())?)
+    } else {
+        None
+    };
     Ok(AttachmentStats {
         attachment: state::inspect(dir)?,
-        traffic: xdp_counter::read_pinned_counters(dir)?,
+        traffic: traffic::read_pinned_counters(dir)?,
+        filter,
     })
 }
 
@@ -59,7 +70,17 @@ impl Report for AttachmentStats {
             output::right(output::count(self.traffic.packets)),
             output::right(output::bytes(self.traffic.bytes)),
         ]);
-        format!("{title}\n{table}")
+        match &self.filter {
+            None => format!("{title}\n{table}"),
+            Some(f) => format!(
+                "{title}\n{table}\npassed {} · dropped {} · rate-limited {} · SYN-dropped {} (meshbpf filter show {} for rules)",
+                output::count(f.verdicts.pass.packets),
+                output::count(f.verdicts.drop.packets),
+                output::count(f.rate_limited.packets),
+                output::count(f.syn_dropped.packets),
+                a.interface
+            ),
+        }
     }
 }
 
@@ -114,7 +135,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::programs::xdp_counter::{Breakdown, Counter};
+    use crate::programs::traffic::{Breakdown, Counter};
 
     fn sample() -> AttachmentStats {
         let c = |packets, bytes| Counter { packets, bytes };
@@ -135,6 +156,7 @@ mod tests {
                 l3: Breakdown(vec![("ipv4", c(1500, 2048))]),
                 l4: Breakdown(vec![("udp", c(1500, 2048))]),
             },
+            filter: None,
         }
     }
 

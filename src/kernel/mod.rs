@@ -3,11 +3,11 @@
 //! verifier log.
 
 pub mod bpffs;
+pub mod bpfobj;
 pub mod btf;
 pub mod caps;
 pub mod clock;
 pub mod netdev;
-pub mod objinfo;
 pub mod pins;
 pub mod verifier;
 pub mod xdp;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::kernel::objinfo;
+use crate::kernel::bpfobj;
 
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/meshbpf";
 const NET_DIR: &str = "net";
@@ -166,13 +166,19 @@ impl AttachmentDir {
         fs::create_dir_all(&self.path).with_context(|| format!("creating {}", self.path.display()))
     }
 
-    /// Removes the attachment: detaches the link and removes its pin first,
-    /// then the program and map pins, then the directories left empty.
+    /// Removes the attachment: detaches the link first, then every pin.
     pub fn remove(&self) -> Result<()> {
         if self.is_committed() {
-            let link = objinfo::open_pinned(&self.link())?;
-            objinfo::detach_link(link.as_fd())?;
+            let link = bpfobj::open_pinned(&self.link())?;
+            bpfobj::detach_link(link.as_fd())?;
         }
+        self.unpin()
+    }
+
+    /// Removes every pin and the directories left empty, leaving the link
+    /// running if another pin holds it: the link pin goes first, the
+    /// program and maps after.
+    pub fn unpin(&self) -> Result<()> {
         remove_pin(&self.link())?;
         for entry in
             fs::read_dir(&self.path).with_context(|| format!("listing {}", self.path.display()))?

@@ -9,7 +9,12 @@ use anyhow::Result;
 
 use crate::kernel::btf;
 
+pub mod traffic;
 pub mod xdp_counter;
+pub mod xdp_mesh_filter;
+
+/// meshbpf's XDP programs; an interface runs at most one of them.
+pub const XDP_PROGRAMS: [&str; 2] = [xdp_counter::PROGRAM, xdp_mesh_filter::PROGRAM];
 
 /// Open options shared by every skeleton. The returned CString backs the
 /// options' BTF path and must outlive the open call.

@@ -8,7 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 
-use libbpf_rs::{AsRawLibbpf, ObjectBuilder, Program};
+use libbpf_rs::{AsRawLibbpf, Object, ObjectBuilder, Program};
+use meshbpf::programs::traffic;
 use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
 
 use crate::common::run;
@@ -16,21 +17,61 @@ use crate::frames::{self, Frame};
 use crate::stats::{self, Summary};
 use crate::{Config, CPU};
 
-/// A loaded program to time; the floor comes first.
-struct Subject<'a> {
-    name: &'static str,
+/// A loaded program to time.
+pub struct Subject<'a> {
+    pub name: String,
     fd: BorrowedFd<'a>,
     id: u32,
 }
 
+/// One program on one frame, and the verdict every run must return: timing
+/// a drop where a pass was meant would compare different paths.
+pub struct Case<'a> {
+    pub subject: &'a Subject<'a>,
+    pub frame: &'a Frame,
+    pub verdict: u32,
+}
+
 #[derive(Default)]
-struct Samples {
+pub struct Samples {
     test_run: Vec<f64>,
     bpftool: Vec<f64>,
 }
 
+impl Samples {
+    pub fn test_run(&self) -> Summary {
+        Summary::of(&self.test_run)
+    }
+
+    pub fn bpftool(&self) -> Summary {
+        Summary::of(&self.bpftool)
+    }
+
+    /// Median and range through both tools, each against `floor`'s.
+    pub fn cells(&self, floor: &Samples) -> Vec<String> {
+        let (run, tool) = (self.test_run(), self.bpftool());
+        let mut cells = Vec::new();
+        cells.extend(run.cells(stats::ns));
+        cells.extend(run.versus(&floor.test_run(), stats::ns));
+        cells.extend(tool.cells(stats::ns));
+        cells.push(tool.versus(&floor.bpftool(), stats::ns)[1].clone());
+        cells
+    }
+}
+
+/// Column headers of [`Samples::cells`].
+pub const TIMING_HEADERS: [&str; 7] = [
+    "median",
+    "min–max",
+    "vs floor",
+    "ratio",
+    "bpftool prog run: median",
+    "min–max",
+    "ratio",
+];
+
 pub struct Results {
-    subjects: Vec<&'static str>,
+    subjects: Vec<String>,
     frames: Vec<String>,
     /// Indexed [frame][subject].
     samples: Vec<Vec<Samples>>,
@@ -42,7 +83,10 @@ pub fn measure(config: &Config) -> Results {
     let floor = load_empty_program();
     let mut object = MaybeUninit::uninit();
     let skel = xdp_counter::load(&mut object, None).expect("loading xdp_counter");
-    let xdp_filter = config.xdp_filter_object.as_deref().map(load_without_pins);
+    let xdp_filter = config
+        .xdp_filter_object
+        .as_deref()
+        .map(|path| program_fd(&load_without_pins(path)));
     let frames = frames::all();
 
     let counter = subject("xdp_counter", skel.progs.xdp_counter.as_fd());
@@ -53,56 +97,73 @@ pub fn measure(config: &Config) -> Results {
     if let Some(fd) = &xdp_filter {
         subjects.push(subject("xdp-filter, no rules", fd.as_fd()));
     }
+    let cases: Vec<Case> = frames
+        .iter()
+        .flat_map(|frame| subjects.iter().map(move |subject| passes(subject, frame)))
+        .collect();
+    let mut samples = sample(&cases, config).into_iter();
     Results {
-        samples: sample(&subjects, &frames, config),
-        subjects: subjects.iter().map(|s| s.name).collect(),
+        samples: frames
+            .iter()
+            .map(|_| samples.by_ref().take(subjects.len()).collect())
+            .collect(),
+        subjects: subjects.iter().map(|s| s.name.clone()).collect(),
         frames: frames.into_iter().map(|f| f.name).collect(),
         repeat: config.repeat,
         xdp_filter_missing: xdp_filter.is_none(),
     }
 }
 
-/// Every subject on every frame, through both tools, once per round.
-fn sample(subjects: &[Subject<'_>], frames: &[Frame], config: &Config) -> Vec<Vec<Samples>> {
+/// The case of a program that must let `frame` through.
+pub fn passes<'a>(subject: &'a Subject<'a>, frame: &'a Frame) -> Case<'a> {
+    Case {
+        subject,
+        frame,
+        verdict: libbpf_sys::XDP_PASS,
+    }
+}
+
+/// Every case through both tools, once per round; returns one `Samples`
+/// per case, in order.
+pub fn sample(cases: &[Case<'_>], config: &Config) -> Vec<Samples> {
     // bpftool reads frames from files.
     let dir = tempfile::tempdir().expect("tempdir");
-    let files: Vec<_> = frames
+    let files: Vec<_> = cases
         .iter()
         .enumerate()
-        .map(|(i, frame)| {
+        .map(|(i, case)| {
             let path = dir.path().join(format!("frame{i}.bin"));
-            std::fs::write(&path, &frame.bytes).expect("writing a frame file");
+            std::fs::write(&path, &case.frame.bytes).expect("writing a frame file");
             path
         })
         .collect();
-    let mut samples: Vec<Vec<Samples>> = frames
-        .iter()
-        .map(|_| subjects.iter().map(|_| Samples::default()).collect())
-        .collect();
+    let mut samples: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
     // Round 0 warms caches, the JIT'd code and the CPU's clock; it is not kept.
     for round in 0..=config.rounds {
-        for (f, frame) in frames.iter().enumerate() {
-            // Rotate who goes first so no program always follows a frame switch.
-            for s in (0..subjects.len()).map(|i| (i + round) % subjects.len()) {
-                let test_run = test_run_ns(&subjects[s], frame, config.repeat);
-                let bpftool = bpftool_run_ns(subjects[s].id, &files[f], config.repeat);
-                if round > 0 {
-                    samples[f][s].test_run.push(test_run);
-                    samples[f][s].bpftool.push(bpftool);
-                }
+        // Rotate who goes first so no case always follows the same one.
+        for i in (0..cases.len()).map(|i| (i + round) % cases.len()) {
+            let test_run = test_run_ns(&cases[i], config.repeat);
+            let bpftool = bpftool_run_ns(&cases[i], &files[i], config.repeat);
+            if round > 0 {
+                samples[i].test_run.push(test_run);
+                samples[i].bpftool.push(bpftool);
             }
         }
     }
     samples
 }
 
-fn subject<'a>(name: &'static str, fd: BorrowedFd<'a>) -> Subject<'a> {
+pub fn subject(name: impl Into<String>, fd: BorrowedFd<'_>) -> Subject<'_> {
     let id = Program::id_from_fd(fd).expect("reading a program id");
-    Subject { name, fd, id }
+    Subject {
+        name: name.into(),
+        fd,
+        id,
+    }
 }
 
 /// `r0 = XDP_PASS; exit`: what any XDP program costs before it does anything.
-fn load_empty_program() -> OwnedFd {
+pub fn load_empty_program() -> OwnedFd {
     let insns = [
         libbpf_sys::bpf_insn {
             code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
@@ -136,8 +197,8 @@ fn load_empty_program() -> OwnedFd {
 
 /// xdp-filter's maps ask to be pinned by name under /sys/fs/bpf, where they
 /// would outlive the bench, or reuse a running xdp-filter's rule maps: load
-/// them private instead. The returned fd keeps the program and its maps.
-fn load_without_pins(path: &Path) -> OwnedFd {
+/// them private instead.
+pub fn load_without_pins(path: &Path) -> Object {
     let mut open = ObjectBuilder::default()
         .open_file(path)
         .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
@@ -148,9 +209,13 @@ fn load_without_pins(path: &Path) -> OwnedFd {
         };
         assert_eq!(rc, 0, "unpinning map {:?}", map.name());
     }
-    let object = open
-        .load()
-        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+    open.load()
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// The object's only program, as an fd that keeps it and its maps loaded
+/// after the object is gone.
+pub fn program_fd(object: &Object) -> OwnedFd {
     let prog = object.progs().next().expect("the object has a program");
     prog.as_fd().try_clone_to_owned().expect("dup")
 }
@@ -159,14 +224,14 @@ fn load_without_pins(path: &Path) -> OwnedFd {
 /// the bench would time a parser that gave up early.
 fn check_parse_path(skel: &XdpCounterSkel<'_>, counter: &Subject<'_>, frame: &Frame) {
     let slots = || {
-        let traffic = xdp_counter::read_counters(&skel.maps.counters).expect("reading counters");
+        let traffic = traffic::read_counters(&skel.maps.counters).expect("reading counters");
         (
             traffic.l3.get(frame.l3).packets,
             traffic.l4.get(frame.l4).packets,
         )
     };
     let before = slots();
-    test_run_ns(counter, frame, 1);
+    test_run_ns(&passes(counter, frame), 1);
     let after = slots();
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
@@ -181,7 +246,8 @@ fn check_parse_path(skel: &XdpCounterSkel<'_>, counter: &Subject<'_>, frame: &Fr
 /// Average ns per run as the kernel measured it. This is the syscall behind
 /// libbpf-rs's `ProgramMut::test_run`, called on a bare fd so the empty
 /// program (which has no libbpf-rs object) takes exactly the same path.
-fn test_run_ns(subject: &Subject<'_>, frame: &Frame, repeat: u32) -> f64 {
+pub fn test_run_ns(case: &Case<'_>, repeat: u32) -> f64 {
+    let (subject, frame) = (case.subject, case.frame);
     // SAFETY: plain data; sz tells libbpf which fields we set.
     let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { mem::zeroed() };
     opts.sz = mem::size_of_val(&opts) as _;
@@ -197,20 +263,22 @@ fn test_run_ns(subject: &Subject<'_>, frame: &Frame, repeat: u32) -> f64 {
         "BPF_PROG_TEST_RUN of {what}: {}",
         io::Error::from_raw_os_error(-rc)
     );
-    // Timing a drop instead of a pass would compare different paths.
-    assert_eq!(
-        opts.retval,
-        libbpf_sys::XDP_PASS,
-        "{what}: verdict {} instead of XDP_PASS",
-        opts.retval
-    );
+    assert_verdict(case, opts.retval);
     f64::from(opts.duration)
+}
+
+fn assert_verdict(case: &Case<'_>, verdict: u32) {
+    assert_eq!(
+        verdict, case.verdict,
+        "{} on {}: verdict {verdict} instead of {}",
+        case.subject.name, case.frame.name, case.verdict
+    );
 }
 
 /// The same measurement through the established tool, pinned to the same CPU
 /// (already inherited from the bench; explicit so the command is what NOTES
 /// and a reader would type).
-fn bpftool_run_ns(id: u32, frame_file: &Path, repeat: u32) -> f64 {
+fn bpftool_run_ns(case: &Case<'_>, frame_file: &Path, repeat: u32) -> f64 {
     let out = run(Command::new("taskset")
         .args([
             "-c",
@@ -219,40 +287,37 @@ fn bpftool_run_ns(id: u32, frame_file: &Path, repeat: u32) -> f64 {
             "prog",
             "run",
             "id",
-            &id.to_string(),
+            &case.subject.id.to_string(),
             "data_in",
         ])
         .arg(frame_file)
         .args(["repeat", &repeat.to_string()]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     // "Return value: 2, duration (average): 24ns"
-    stdout
-        .split("duration (average): ")
-        .nth(1)
-        .and_then(|rest| rest.trim().strip_suffix("ns"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "bpftool prog run printed no duration: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+    let field = |name: &str, suffix: &str| {
+        stdout
+            .split(name)
+            .nth(1)
+            .and_then(|rest| rest.split(suffix).next())
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "bpftool prog run printed no {name:?}: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    };
+    assert_verdict(case, field("Return value:", ","));
+    f64::from(field("duration (average):", "ns"))
 }
 
 impl Results {
     pub fn markdown(&self) -> String {
         let mut rows = Vec::new();
         for (frame, per_subject) in self.frames.iter().zip(&self.samples) {
-            let floor_run = Summary::of(&per_subject[0].test_run);
-            let floor_tool = Summary::of(&per_subject[0].bpftool);
             for (name, samples) in self.subjects.iter().zip(per_subject) {
-                let run = Summary::of(&samples.test_run);
-                let tool = Summary::of(&samples.bpftool);
-                let mut row = vec![frame.clone(), name.to_string()];
-                row.extend(run.cells(stats::ns));
-                row.extend(run.versus(&floor_run, stats::ns));
-                row.extend(tool.cells(stats::ns));
-                row.push(tool.versus(&floor_tool, stats::ns)[1].clone());
+                let mut row = vec![frame.clone(), name.clone()];
+                row.extend(samples.cells(&per_subject[0]));
                 rows.push(row);
             }
         }
@@ -266,18 +331,8 @@ Kernel-timed average per run; every program returns XDP_PASS.{note}\n\n{table}",
                 ""
             },
             table = stats::table(
-                &[
-                    "frame",
-                    "program",
-                    "median",
-                    "min–max",
-                    "vs floor",
-                    "ratio",
-                    "bpftool prog run: median",
-                    "min–max",
-                    "ratio",
-                ],
-                &rows,
+                &[&["frame", "program"][..], &TIMING_HEADERS].concat(),
+                &rows
             )
         )
     }

@@ -169,6 +169,19 @@ impl VethPair {
         pair
     }
 
+    /// Gives the peer another IPv4 address (a second traffic source), with
+    /// static neighbour entries so no ARP joins the counts.
+    pub fn add_peer_address(&self, addr: &str) {
+        must(&format!(
+            "ip -n {} addr add {addr}/24 dev {}",
+            self.peer_ns, self.peer_dev
+        ));
+        must(&format!(
+            "ip -n {} neigh add {addr} lladdr {PEER_MAC} dev {} nud permanent",
+            self.ns, self.dev
+        ));
+    }
+
     /// Runs the real binary inside the attach namespace. nsenter keeps the
     /// host's /sys, so bpffs stays visible (`ip netns exec` would remount it).
     pub fn meshbpf(&self, args: &[&str]) -> Ran {

@@ -1,5 +1,5 @@
-//! Kernel-side facts about programs and links, read through their fds, plus
-//! pinning and opening pins.
+//! Programs, maps and links by fd: what the kernel says about them, pinning
+//! and opening pins, and link operations.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -88,6 +88,23 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
 /// pin) also detaches it, but the kernel does that later, from a work queue.
 pub fn detach_link(fd: BorrowedFd<'_>) -> Result<()> {
     check(unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) }).context("detaching link")?;
+    Ok(())
+}
+
+/// Swaps the program a link runs, atomically: packets see the old program or
+/// the new one. `expected` guards against a concurrent swap.
+pub fn update_link(
+    link: BorrowedFd<'_>,
+    program: BorrowedFd<'_>,
+    expected: BorrowedFd<'_>,
+) -> Result<()> {
+    // SAFETY: plain data; sz tells libbpf which fields we know.
+    let mut opts: libbpf_sys::bpf_link_update_opts = unsafe { mem::zeroed() };
+    opts.sz = mem::size_of_val(&opts) as _;
+    opts.flags = libbpf_sys::BPF_F_REPLACE;
+    opts.old_prog_fd = expected.as_raw_fd() as u32;
+    check(unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), program.as_raw_fd(), &opts) })
+        .context("swapping the program of a link")?;
     Ok(())
 }
 

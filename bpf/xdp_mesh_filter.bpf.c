@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: GPL-2.0
+/* xdp_mesh_filter: allow or deny by CIDR, protocol and port, per-source rate
+ * limits and SYN-flood protection, with the xdp_counter breakdown kept.
+ *
+ * The packet path never loops over rules: see include/mesh_filter.h for how
+ * rules become a fixed number of lookups, and src/rules/compile.rs for the
+ * compiler that fills them. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "packet_parse.h"
+#include "mesh_filter.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct traffic_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_stats);
+} filter_stats SEC(".maps");
+
+/* The generation packets use; user space flips it to publish a rule set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS);
+	__type(key, __u32);
+	__type(value, struct filter_config);
+} filter_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_prefix_key);
+	__type(value, __u32);
+} src_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_prefix_key);
+	__type(value, __u32);
+} dst_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_PORTS_PER_GEN);
+	__type(key, __u32);
+	__type(value, struct filter_port_classes);
+} port_classes SEC(".maps");
+
+/* Allocated on demand: sized for two full generations, used far less. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_DECISIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_key);
+	__type(value, struct filter_decision);
+} decisions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct traffic_counter);
+} rule_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct filter_limit);
+} rule_limits SEC(".maps");
+
+/* Read by user space only: the rule set as written, for `filter show`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct filter_rule);
+} rules SEC(".maps");
+
+/* Per-source limiter state; a flood of sources evicts the oldest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FILTER_MAX_LIMITERS);
+	__type(key, struct filter_limiter_key);
+	__type(value, struct filter_limiter_state);
+} limiters SEC(".maps");
+
+/* Referenced so the enums reach BTF and the skeleton's Rust types. */
+const volatile enum filter_action filter_action_anchor = FILTER_ALLOW;
+const volatile enum filter_proto filter_proto_anchor = FILTER_TCP;
+const volatile enum filter_verdict filter_verdict_anchor = FILTER_PASS;
+const volatile enum filter_family filter_family_anchor = FILTER_IPV4;
+const volatile enum l3_proto l3_proto_names_anchor = L3_OTHER;
+const volatile enum l4_proto l4_proto_names_anchor = L4_OTHER;
+
+static __always_inline enum filter_proto proto_class(const struct packet_info *pkt)
+{
+	if (pkt->l3 == L3_ARP)
+		return FILTER_ARP;
+	if (pkt->l3 != L3_IPV4 && pkt->l3 != L3_IPV6)
+		return FILTER_NON_IP;
+	switch (pkt->ip_proto) {
+	case IPPROTO_TCP_NR:
+		return FILTER_TCP;
+	case IPPROTO_UDP_NR:
+		return FILTER_UDP;
+	case IPPROTO_ICMP_NR:
+		return pkt->l3 == L3_IPV4 ? FILTER_ICMP : FILTER_OTHER_IP;
+	case IPPROTO_ICMPV6_NR:
+		return pkt->l3 == L3_IPV6 ? FILTER_ICMPV6 : FILTER_OTHER_IP;
+	default:
+		return FILTER_OTHER_IP;
+	}
+}
+
+static __always_inline __u32 address_class(void *trie, __u8 gen, __u8 family,
+					   const __u8 *addr)
+{
+	struct filter_prefix_key key = {
+		.gen = gen,
+		.family = family,
+	};
+	__u32 *class;
+
+	/* Generation and family bytes, then the whole address. */
+	key.prefixlen = 16 + (family == FILTER_IPV4 ? 32 : 128);
+	__builtin_memcpy(key.addr, addr, 16);
+	class = bpf_map_lookup_elem(trie, &key);
+	return class ? *class : 0;
+}
+
+static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto,
+					__u16 port, bool source)
+{
+	__u32 index = gen * FILTER_PORTS_PER_GEN +
+		      (proto == FILTER_UDP ? 65536 : 0) + port;
+	struct filter_port_classes *classes;
+
+	classes = bpf_map_lookup_elem(&port_classes, &index);
+	if (!classes)
+		return FILTER_UNKNOWN_PORT;
+	return source ? classes->sport : classes->dport;
+}
+
+/* The first rule matching the packet, or NULL for the default. The lookup
+ * order is the compiler's contract: a source-only answer, a
+ * destination-only answer, then both; then ports if the answer needs them. */
+static __always_inline struct filter_decision *
+decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
+       const struct filter_config *cfg)
+{
+	struct filter_key key = {
+		.proto = proto,
+		.gen = gen,
+		.sport = FILTER_NO_PORTS,
+		.dport = FILTER_NO_PORTS,
+	};
+	struct filter_decision *decision;
+	__u8 family = pkt->l3 == L3_IPV4 ? FILTER_IPV4 : FILTER_IPV6;
+	__u32 src = 0, dst = 0;
+
+	if (proto != FILTER_ARP) {
+		if (cfg->has_src)
+			src = address_class(&src_prefixes, gen, family, pkt->src);
+		if (cfg->has_dst)
+			dst = address_class(&dst_prefixes, gen, family, pkt->dst);
+	}
+
+	key.src = src;
+	key.dst = FILTER_ANY_CLASS;
+	decision = bpf_map_lookup_elem(&decisions, &key);
+	if (!decision) {
+		key.src = FILTER_ANY_CLASS;
+		key.dst = dst;
+		decision = bpf_map_lookup_elem(&decisions, &key);
+	}
+	if (!decision) {
+		key.src = src;
+		decision = bpf_map_lookup_elem(&decisions, &key);
+	}
+	if (!decision || !(decision->flags & FILTER_NEEDS_PORTS))
+		return decision;
+
+	if (pkt->has_ports && (proto == FILTER_TCP || proto == FILTER_UDP)) {
+		key.sport = port_class(gen, proto, pkt->sport, true);
+		key.dport = port_class(gen, proto, pkt->dport, false);
+	} else {
+		key.sport = FILTER_UNKNOWN_PORT;
+		key.dport = FILTER_UNKNOWN_PORT;
+	}
+	return bpf_map_lookup_elem(&decisions, &key);
+}
+
+/* GCRA: admits a packet unless it arrives earlier than its theoretical
+ * arrival time allows. Lock-free, because LRU maps cannot hold a
+ * bpf_spin_lock; a lost race retries a bounded number of times. */
+static __always_inline bool limit_admits(__u32 limiter, const struct packet_info *pkt,
+					 const struct filter_limit *limit,
+					 __u64 *refused_sources)
+{
+	struct filter_limiter_key key = {
+		.limiter = limiter,
+		.family = pkt->l3 == L3_IPV4 ? FILTER_IPV4 : FILTER_IPV6,
+	};
+	struct filter_limiter_state fresh = {}, *state;
+	__u64 now = bpf_ktime_get_ns();
+	int i;
+
+	__builtin_memcpy(key.addr, pkt->src, 16);
+	state = bpf_map_lookup_elem(&limiters, &key);
+	if (!state) {
+		bpf_map_update_elem(&limiters, &key, &fresh, BPF_NOEXIST);
+		state = bpf_map_lookup_elem(&limiters, &key);
+		if (!state)
+			return true;
+	}
+
+	for (i = 0; i < 4; i++) {
+		__u64 tat = state->tat;
+		__u64 start = tat > now ? tat : now;
+
+		if (start - now > limit->tolerance_ns) {
+			if (!state->refused &&
+			    __sync_val_compare_and_swap(&state->refused, 0, 1) == 0)
+				(*refused_sources)++;
+			return false;
+		}
+		if (__sync_val_compare_and_swap(&state->tat, tat,
+						start + limit->interval_ns) == tat)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void count(struct traffic_counter *c, __u64 len)
+{
+	c->packets++;
+	c->bytes += len;
+}
+
+static __always_inline enum filter_verdict
+filter(const struct packet_info *pkt, __u8 gen, const struct filter_config *cfg,
+       struct filter_stats *stats, __u64 len)
+{
+	enum filter_proto proto = proto_class(pkt);
+	struct filter_decision *decision = NULL;
+	__u8 action = cfg->default_action;
+	__u32 rule = 0;
+
+	if (proto != FILTER_NON_IP)
+		decision = decide(pkt, proto, gen, cfg);
+	if (decision && decision->rule < FILTER_MAX_RULES) {
+		struct traffic_counter *hits;
+
+		action = decision->action;
+		rule = gen * FILTER_MAX_RULES + decision->rule;
+		hits = bpf_map_lookup_elem(&rule_hits, &rule);
+		if (hits)
+			count(hits, len);
+	} else {
+		decision = NULL;
+		count(&stats->defaulted, len);
+	}
+	if (action == FILTER_DENY)
+		return FILTER_DROP;
+	if (proto == FILTER_ARP || proto == FILTER_NON_IP)
+		return FILTER_PASS;
+
+	if (cfg->syn_flood.interval_ns && proto == FILTER_TCP &&
+	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+	    !limit_admits(FILTER_SYN_LIMITER, pkt, &cfg->syn_flood,
+			  &stats->syn_flood_sources)) {
+		count(&stats->syn_dropped, len);
+		return FILTER_DROP;
+	}
+	if (decision && (decision->flags & FILTER_RATE_LIMITED)) {
+		struct filter_limit *limit = bpf_map_lookup_elem(&rule_limits, &rule);
+
+		if (limit && !limit_admits(FILTER_RULE_LIMITER + rule, pkt, limit,
+					   &stats->rate_limited_sources)) {
+			count(&stats->rate_limited, len);
+			return FILTER_DROP;
+		}
+	}
+	if (cfg->rate_limit.interval_ns &&
+	    !limit_admits(FILTER_INTERFACE_LIMITER, pkt, &cfg->rate_limit,
+			  &stats->rate_limited_sources)) {
+		count(&stats->rate_limited, len);
+		return FILTER_DROP;
+	}
+	return FILTER_PASS;
+}
+
+SEC("xdp")
+int xdp_mesh_filter(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct traffic_counters *slot;
+	struct filter_config *cfg;
+	struct filter_stats *stats;
+	enum filter_verdict verdict;
+	struct packet_info pkt;
+	__u64 len = data_end - data;
+	__u32 zero = 0, *gen;
+
+	parse_packet(data, data_end, &pkt);
+
+	slot = bpf_map_lookup_elem(&counters, &zero);
+	stats = bpf_map_lookup_elem(&filter_stats, &zero);
+	gen = bpf_map_lookup_elem(&active, &zero);
+	if (!slot || !stats || !gen)
+		return XDP_PASS;
+	cfg = bpf_map_lookup_elem(&filter_config, gen);
+	if (!cfg)
+		return XDP_PASS;
+	count_frame(slot, &pkt, len);
+
+	verdict = filter(&pkt, *gen & 1, cfg, stats, len);
+	count(&stats->verdicts[verdict], len);
+	return verdict == FILTER_PASS ? XDP_PASS : XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,272 @@
+//! `meshbpf filter apply|show|check|remove`: the rule set of xdp_mesh_filter.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::{FilterApplyArgs, FilterCheckArgs, FilterCommand, FilterShowArgs};
+use crate::error::Failure;
+use crate::kernel::pins::{AttachmentDir, StateRoot};
+use crate::kernel::{caps, netdev};
+use crate::output::{self, Output, Report};
+use crate::programs::xdp_counter;
+use crate::programs::xdp_mesh_filter::{self, ActiveRules, FilterCounters, PinnedMaps};
+use crate::rules::compile::{self, CompiledFilter};
+use crate::rules::filter::{self as rules_file, FilterRules, Rule};
+use crate::rules::{PortRange, Protocol};
+use crate::state;
+
+pub fn run(root: &StateRoot, out: &Output, command: &FilterCommand) -> Result<()> {
+    match command {
+        FilterCommand::Apply(args) => apply(root, out, args),
+        FilterCommand::Show(args) => show(root, out, args),
+        FilterCommand::Check(args) => check(out, args),
+        FilterCommand::Remove(args) => remove(root, out, args),
+    }
+}
+
+/// A rules file, parsed and compiled: everything that can be wrong with it
+/// is found here, before the kernel is touched.
+pub struct LoadedRules {
+    pub rules: FilterRules,
+    pub compiled: CompiledFilter,
+}
+
+pub fn load_rules(path: &Path) -> Result<LoadedRules> {
+    let rules = rules_file::load(path).map_err(Failure::from)?;
+    let compiled = compile::compile(&rules).map_err(|e| Failure::from(e.in_file(path)))?;
+    Ok(LoadedRules { rules, compiled })
+}
+
+#[derive(Debug, Serialize)]
+struct CompileReport {
+    rules: usize,
+    decisions: usize,
+    src_prefixes: usize,
+    dst_prefixes: usize,
+    warnings: Vec<String>,
+}
+
+impl CompileReport {
+    fn of(loaded: &LoadedRules) -> Self {
+        let c = &loaded.compiled;
+        CompileReport {
+            rules: loaded.rules.rules.len(),
+            decisions: c.decisions.len(),
+            src_prefixes: c.src_prefixes.len(),
+            dst_prefixes: c.dst_prefixes.len(),
+            warnings: c.warnings.clone(),
+        }
+    }
+
+    fn summary(&self) -> String {
+        let mut text = format!(
+            "{} rules compile to {} decisions, {} source and {} destination prefixes",
+            self.rules, self.decisions, self.src_prefixes, self.dst_prefixes
+        );
+        for w in &self.warnings {
+            text.push_str(&format!("\nwarning: {w}"));
+        }
+        text
+    }
+}
+
+impl Report for CompileReport {
+    fn render(&self) -> String {
+        self.summary()
+    }
+}
+
+fn check(out: &Output, args: &FilterCheckArgs) -> Result<()> {
+    out.emit(&CompileReport::of(&load_rules(&args.rules)?))?;
+    Ok(())
+}
+
+/// The filter attachment of an interface, or an error saying how to get one.
+fn filter_dir(root: &StateRoot, interface: &str) -> Result<AttachmentDir> {
+    let dir = root.attachment(interface, xdp_mesh_filter::PROGRAM);
+    if !dir.is_committed() {
+        return Err(
+            Failure::new(format!("xdp_mesh_filter is not attached to {interface}"))
+                .hint(format!(
+                    "attach it with: meshbpf attach {interface} --filter RULES.json"
+                ))
+                .into(),
+        );
+    }
+    Ok(dir)
+}
+
+#[derive(Debug, Serialize)]
+struct ApplyReport {
+    interface: String,
+    generation: u8,
+    #[serde(flatten)]
+    compiled: CompileReport,
+}
+
+impl Report for ApplyReport {
+    fn render(&self) -> String {
+        format!(
+            "applied to {} atomically (generation {}): {}",
+            self.interface,
+            self.generation,
+            self.compiled.summary()
+        )
+    }
+}
+
+fn apply(root: &StateRoot, out: &Output, args: &FilterApplyArgs) -> Result<()> {
+    netdev::validate_name(&args.interface)?;
+    let loaded = load_rules(&args.rules)?;
+    caps::require("filter apply", &[caps::BPF])?;
+    let _lock = root.lock()?;
+    state::reconcile(&root.program_dirs(&args.interface)?)?;
+    let dir = filter_dir(root, &args.interface)?;
+    let pinned = PinnedMaps::open(&dir)?;
+    let generation = xdp_mesh_filter::apply(&pinned.maps(), &loaded.rules, &loaded.compiled)?;
+    out.emit(&ApplyReport {
+        interface: args.interface.clone(),
+        generation,
+        compiled: CompileReport::of(&loaded),
+    })?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct ShowReport {
+    interface: String,
+    #[serde(flatten)]
+    active: ActiveRules,
+    counters: FilterCounters,
+}
+
+impl Report for ShowReport {
+    fn render(&self) -> String {
+        let a = &self.active;
+        let limit = |l: &Option<crate::rules::Limit>| match l {
+            Some(l) => format!("{} pps, burst {}", l.pps, l.burst),
+            None => "off".into(),
+        };
+        let c = &self.counters;
+        let mut text = format!(
+            "{} · xdp_mesh_filter · generation {} · default {} · rate limit {} · SYN flood {}\n",
+            self.interface,
+            a.generation,
+            a.default.as_str(),
+            limit(&a.rate_limit),
+            limit(&a.syn_flood)
+        );
+        let mut table = output::table(&["#", "action", "rule", "packets", "bytes"]);
+        for r in &a.rules {
+            table.add_row(vec![
+                output::right(r.index),
+                r.rule.action.as_str().into(),
+                summary(&r.rule).into(),
+                output::right(output::count(r.packets)),
+                output::right(output::bytes(r.bytes)),
+            ]);
+        }
+        table.add_row(vec![
+            "".into(),
+            a.default.as_str().into(),
+            "(default)".into(),
+            output::right(output::count(c.defaulted.packets)),
+            output::right(output::bytes(c.defaulted.bytes)),
+        ]);
+        text.push_str(&table.to_string());
+        text.push_str(&format!(
+            "\npassed {} · dropped {} · rate-limited {} from {} sources · SYN-dropped {} from {} sources",
+            output::count(c.verdicts.pass.packets),
+            output::count(c.verdicts.drop.packets),
+            output::count(c.rate_limited.packets),
+            c.rate_limited_sources,
+            output::count(c.syn_dropped.packets),
+            c.syn_flood_sources
+        ));
+        text
+    }
+}
+
+fn show(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
+    netdev::validate_name(&args.interface)?;
+    caps::require("filter show", &[caps::BPF])?;
+    let _lock = root.lock_shared()?;
+    let dir = filter_dir(root, &args.interface)?;
+    let pinned = PinnedMaps::open(&dir)?;
+    let maps = pinned.maps();
+    out.emit(&ShowReport {
+        interface: args.interface.clone(),
+        active: xdp_mesh_filter::read_rules(&maps)?,
+        counters: xdp_mesh_filter::read_stats(&maps)?,
+    })?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct RemoveReport {
+    interface: String,
+    program: &'static str,
+}
+
+impl Report for RemoveReport {
+    fn render(&self) -> String {
+        format!(
+            "{} runs {} again, swapped atomically; the filter's pins are gone",
+            self.interface, self.program
+        )
+    }
+}
+
+fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
+    netdev::validate_name(&args.interface)?;
+    caps::require("filter remove", &[caps::BPF, caps::NET_ADMIN])?;
+    let _lock = root.lock()?;
+    state::reconcile(&root.program_dirs(&args.interface)?)?;
+    let from = filter_dir(root, &args.interface)?;
+    let to = root.attachment(&args.interface, xdp_counter::PROGRAM);
+    state::swap(&from, &to, || xdp_counter::install(&to, None))?;
+    out.emit(&RemoveReport {
+        interface: args.interface.clone(),
+        program: xdp_counter::PROGRAM,
+    })?;
+    Ok(())
+}
+
+/// One line per rule for the table: its conditions in file order.
+fn summary(rule: &Rule) -> String {
+    let mut parts = Vec::new();
+    if let Some(src) = rule.src {
+        parts.push(format!("src {src}"));
+    }
+    if let Some(dst) = rule.dst {
+        parts.push(format!("dst {dst}"));
+    }
+    if rule.protocol != Protocol::Any {
+        parts.push(rule.protocol.as_str().to_string());
+    }
+    let range = |r: PortRange| {
+        if r.lo == r.hi {
+            r.lo.to_string()
+        } else {
+            format!("{}-{}", r.lo, r.hi)
+        }
+    };
+    if let Some(r) = rule.sport {
+        parts.push(format!("sport {}", range(r)));
+    }
+    if let Some(r) = rule.dport {
+        parts.push(format!("dport {}", range(r)));
+    }
+    if let Some(l) = rule.rate_limit {
+        parts.push(format!("limit {} pps burst {}", l.pps, l.burst));
+    }
+    if parts.is_empty() {
+        parts.push("any IP packet".into());
+    }
+    if let Some(name) = &rule.name {
+        parts.push(format!("({name})"));
+    }
+    parts.join(" ")
+}

@@ -1,0 +1,631 @@
+//! xdp_mesh_filter: CIDR, protocol and port rules compiled into lookups,
+//! per-source rate limits and SYN-flood protection.
+//!
+//! A rule set lives under one of two generations in every map. Applying a
+//! new one writes the inactive generation, flips `active` (one 4-byte map
+//! write, which the program reads once per packet), then clears the old
+//! generation: a packet sees the old rule set or the new one, never a mix.
+
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
+
+use crate::kernel::netdev::Interface;
+use crate::kernel::pins::AttachmentDir;
+use crate::kernel::xdp::{self, XdpMode};
+use crate::kernel::{bpfobj, verifier};
+use crate::programs::traffic::{self, Counter, COUNTERS_MAP};
+use crate::rules::compile::{CompiledFilter, Decision, DecisionKey, PortClasses};
+use crate::rules::filter::{FilterRules, Rule};
+use crate::rules::{Action, Family, Limit, PortRange, Prefix, Protocol};
+
+pub mod skel {
+    include!(concat!(env!("OUT_DIR"), "/xdp_mesh_filter.skel.rs"));
+}
+
+use skel::types::{
+    filter_action, filter_config, filter_decision, filter_family, filter_key, filter_limit,
+    filter_port_classes, filter_prefix_key, filter_proto, filter_rule, filter_stats,
+    filter_verdict, traffic_counter,
+};
+pub use skel::XdpMeshFilterSkel;
+
+// SAFETY: generated #[repr(C)] structs of integers and byte arrays only.
+unsafe impl plain::Plain for filter_config {}
+unsafe impl plain::Plain for filter_decision {}
+unsafe impl plain::Plain for filter_key {}
+unsafe impl plain::Plain for filter_limit {}
+unsafe impl plain::Plain for filter_port_classes {}
+unsafe impl plain::Plain for filter_prefix_key {}
+unsafe impl plain::Plain for filter_rule {}
+unsafe impl plain::Plain for filter_stats {}
+unsafe impl plain::Plain for traffic_counter {}
+
+pub const PROGRAM: &str = "xdp_mesh_filter";
+const MAX_RULES: u32 = 16384;
+const PORTS_PER_GEN: u32 = 2 * 65536;
+/// The generation byte and the family byte lead every LPM key.
+const PREFIX_HEADER_BITS: u32 = 16;
+
+/// The filter's maps, from the skeleton at attach time or from the pins later.
+pub struct FilterMaps<'a> {
+    active: &'a dyn MapCore,
+    config: &'a dyn MapCore,
+    src_prefixes: &'a dyn MapCore,
+    dst_prefixes: &'a dyn MapCore,
+    port_classes: &'a dyn MapCore,
+    decisions: &'a dyn MapCore,
+    rule_hits: &'a dyn MapCore,
+    rule_limits: &'a dyn MapCore,
+    rules: &'a dyn MapCore,
+    stats: &'a dyn MapCore,
+    counters: &'a dyn MapCore,
+}
+
+/// Map names, as pinned: the program's own names.
+const PINNED: [&str; 12] = [
+    "active",
+    "filter_config",
+    "src_prefixes",
+    "dst_prefixes",
+    "port_classes",
+    "decisions",
+    "rule_hits",
+    "rule_limits",
+    "rules",
+    "filter_stats",
+    COUNTERS_MAP,
+    "limiters",
+];
+
+/// Owns the pinned maps of an attached filter.
+pub struct PinnedMaps {
+    handles: Vec<MapHandle>,
+}
+
+impl PinnedMaps {
+    pub fn open(dir: &AttachmentDir) -> Result<Self> {
+        let handles = PINNED
+            .iter()
+            .map(|name| traffic::open_pinned_map(dir, name))
+            .collect::<Result<_>>()?;
+        Ok(PinnedMaps { handles })
+    }
+
+    pub fn maps(&self) -> FilterMaps<'_> {
+        let h = &self.handles;
+        FilterMaps {
+            active: &h[0],
+            config: &h[1],
+            src_prefixes: &h[2],
+            dst_prefixes: &h[3],
+            port_classes: &h[4],
+            decisions: &h[5],
+            rule_hits: &h[6],
+            rule_limits: &h[7],
+            rules: &h[8],
+            stats: &h[9],
+            counters: &h[10],
+        }
+    }
+}
+
+pub fn skeleton_maps<'a>(skel: &'a XdpMeshFilterSkel<'_>) -> FilterMaps<'a> {
+    let m = &skel.maps;
+    FilterMaps {
+        active: &m.active,
+        config: &m.filter_config,
+        src_prefixes: &m.src_prefixes,
+        dst_prefixes: &m.dst_prefixes,
+        port_classes: &m.port_classes,
+        decisions: &m.decisions,
+        rule_hits: &m.rule_hits,
+        rule_limits: &m.rule_limits,
+        rules: &m.rules,
+        stats: &m.filter_stats,
+        counters: &m.counters,
+    }
+}
+
+/// Opens and loads the program into the kernel, unattached and with no rules.
+pub fn load<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    btf: Option<&Path>,
+) -> Result<XdpMeshFilterSkel<'obj>> {
+    let (opts, _btf_path) = super::open_opts(btf)?;
+    verifier::load(PROGRAM, || {
+        skel::XdpMeshFilterSkelBuilder::default()
+            .open_opts(opts, object)?
+            .load()
+    })
+}
+
+/// Pins the program and every map into `dir`, uncommitted until a link joins.
+pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
+    dir.create()?;
+    let m = &skel.maps;
+    let maps: [&dyn AsFd; 12] = [
+        &m.active,
+        &m.filter_config,
+        &m.src_prefixes,
+        &m.dst_prefixes,
+        &m.port_classes,
+        &m.decisions,
+        &m.rule_hits,
+        &m.rule_limits,
+        &m.rules,
+        &m.filter_stats,
+        &m.counters,
+        &m.limiters,
+    ];
+    for (name, map) in PINNED.iter().zip(maps) {
+        bpfobj::pin(map.as_fd(), &dir.map(name))?;
+    }
+    bpfobj::pin(skel.progs.xdp_mesh_filter.as_fd(), &dir.prog())
+}
+
+fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
+    // SAFETY: Plain types are plain old data: every byte is initialized
+    // integer or array data (keys set their padding fields explicitly).
+    unsafe { plain::as_bytes(value) }
+}
+
+fn read<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {
+    let Some(raw) = map.lookup(key, MapFlags::ANY)? else {
+        return Ok(None);
+    };
+    let mut value = T::default();
+    plain::copy_from_bytes(&mut value, &raw)
+        .map_err(|e| anyhow::anyhow!("unexpected value size: {e:?}"))?;
+    Ok(Some(value))
+}
+
+pub fn active_generation(maps: &FilterMaps<'_>) -> Result<u8> {
+    let active: Option<u32> = read(maps.active, &0u32.to_ne_bytes())?;
+    Ok(active.unwrap_or(0) as u8 & 1)
+}
+
+/// Replaces the whole rule set atomically. Until the flip of `active`
+/// nothing packets see has changed, so a failure (or a kill) before it
+/// leaves the old rule set in force; after it, only cleanup remains.
+pub fn apply(maps: &FilterMaps<'_>, rules: &FilterRules, compiled: &CompiledFilter) -> Result<u8> {
+    let old = active_generation(maps)?;
+    let new = 1 - old;
+    // An interrupted apply may have left a partial inactive generation.
+    clear_generation(maps, new).context("clearing the inactive generation")?;
+    write_generation(maps, new, rules, compiled).context("writing the new rule set")?;
+    maps.active
+        .update(
+            &0u32.to_ne_bytes(),
+            &(new as u32).to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .context("publishing the new rule set")?;
+    clear_generation(maps, old).context("clearing the previous rule set")?;
+    Ok(new)
+}
+
+fn write_generation(
+    maps: &FilterMaps<'_>,
+    gen: u8,
+    rules: &FilterRules,
+    compiled: &CompiledFilter,
+) -> Result<()> {
+    write_prefixes(maps.src_prefixes, gen, &compiled.src_prefixes)?;
+    write_prefixes(maps.dst_prefixes, gen, &compiled.dst_prefixes)?;
+    write_ports(
+        maps.port_classes,
+        gen,
+        &compiled.tcp_ports,
+        &compiled.udp_ports,
+    )?;
+    write_decisions(maps.decisions, gen, &compiled.decisions)?;
+    write_rules(maps, gen, rules, compiled)?;
+    let config = filter_config {
+        rate_limit: limit(compiled.rate_limit.as_ref()),
+        syn_flood: limit(compiled.syn_flood.as_ref()),
+        rules: rules.rules.len() as u32,
+        default_action: action(compiled.default),
+        has_src: !compiled.src_prefixes.is_empty() as u8,
+        has_dst: !compiled.dst_prefixes.is_empty() as u8,
+        pad: 0,
+    };
+    maps.config
+        .update(&(gen as u32).to_ne_bytes(), bytes(&config), MapFlags::ANY)?;
+    Ok(())
+}
+
+fn action(a: Action) -> u8 {
+    match a {
+        Action::Allow => filter_action::FILTER_ALLOW.0 as u8,
+        Action::Deny => filter_action::FILTER_DENY.0 as u8,
+    }
+}
+
+fn family(f: Family) -> u8 {
+    match f {
+        Family::V4 => filter_family::FILTER_IPV4.0 as u8,
+        Family::V6 => filter_family::FILTER_IPV6.0 as u8,
+    }
+}
+
+/// GCRA parameters for a token bucket of `burst` at `pps`.
+fn limit(l: Option<&Limit>) -> filter_limit {
+    match l {
+        None => filter_limit::default(),
+        Some(l) => {
+            let interval_ns = 1_000_000_000 / l.pps;
+            filter_limit {
+                interval_ns,
+                tolerance_ns: (l.burst - 1) * interval_ns,
+                pps: l.pps,
+                burst: l.burst,
+            }
+        }
+    }
+}
+
+fn prefix_key(gen: u8, p: &Prefix) -> filter_prefix_key {
+    filter_prefix_key {
+        prefixlen: PREFIX_HEADER_BITS + p.len as u32,
+        r#gen,
+        family: family(p.family),
+        addr: p.addr,
+    }
+}
+
+fn write_prefixes(map: &dyn MapCore, gen: u8, prefixes: &[(Prefix, u32)]) -> Result<()> {
+    for (prefix, class) in prefixes {
+        map.update(
+            bytes(&prefix_key(gen, prefix)),
+            &class.to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .with_context(|| {
+            format!(
+                "adding prefix {prefix:?} to {}",
+                map.name().to_string_lossy()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn write_ports(map: &dyn MapCore, gen: u8, tcp: &PortClasses, udp: &PortClasses) -> Result<()> {
+    let base = gen as u32 * PORTS_PER_GEN;
+    let mut keys = Vec::with_capacity(PORTS_PER_GEN as usize * 4);
+    let mut values = Vec::with_capacity(PORTS_PER_GEN as usize * 4);
+    for (offset, classes) in [(0u32, tcp), (65536, udp)] {
+        for port in 0..65536usize {
+            keys.extend_from_slice(&(base + offset + port as u32).to_ne_bytes());
+            let value = filter_port_classes {
+                sport: classes.sport[port],
+                dport: classes.dport[port],
+            };
+            values.extend_from_slice(bytes(&value));
+        }
+    }
+    map.update_batch(&keys, &values, PORTS_PER_GEN, MapFlags::ANY, MapFlags::ANY)
+        .context("writing port classes")
+}
+
+fn decision_key(gen: u8, key: &DecisionKey) -> filter_key {
+    filter_key {
+        src: key.src,
+        dst: key.dst,
+        sport: key.sport,
+        dport: key.dport,
+        proto: key.proto as u8,
+        r#gen,
+        pad: [0; 2],
+    }
+}
+
+fn write_decisions(
+    map: &dyn MapCore,
+    gen: u8,
+    decisions: &[(DecisionKey, Decision)],
+) -> Result<()> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::with_capacity(decisions.len() * std::mem::size_of::<filter_key>());
+    let mut values = Vec::with_capacity(decisions.len() * std::mem::size_of::<filter_decision>());
+    for (key, decision) in decisions {
+        keys.extend_from_slice(bytes(&decision_key(gen, key)));
+        let flags = (decision.needs_ports as u8) | ((decision.rate_limited as u8) << 1);
+        let value = filter_decision {
+            rule: decision.rule,
+            action: action(decision.action),
+            flags,
+            pad: [0; 2],
+        };
+        values.extend_from_slice(bytes(&value));
+    }
+    map.update_batch(
+        &keys,
+        &values,
+        decisions.len() as u32,
+        MapFlags::ANY,
+        MapFlags::ANY,
+    )
+    .context("writing decisions")
+}
+
+fn write_rules(
+    maps: &FilterMaps<'_>,
+    gen: u8,
+    rules: &FilterRules,
+    compiled: &CompiledFilter,
+) -> Result<()> {
+    let cpus = libbpf_rs::num_possible_cpus()?;
+    let zero = vec![vec![0u8; std::mem::size_of::<Counter>()]; cpus];
+    for (index, rule) in rules.rules.iter().enumerate() {
+        let key = (gen as u32 * MAX_RULES + index as u32).to_ne_bytes();
+        maps.rules
+            .update(&key, bytes(&describe(rule)), MapFlags::ANY)?;
+        maps.rule_hits.update_percpu(&key, &zero, MapFlags::ANY)?;
+    }
+    for (index, l) in &compiled.rule_limits {
+        let key = (gen as u32 * MAX_RULES + index).to_ne_bytes();
+        maps.rule_limits
+            .update(&key, bytes(&limit(Some(l))), MapFlags::ANY)?;
+    }
+    Ok(())
+}
+
+/// How `filter_rule.protocol` records a rule's protocol ("any IP" has no
+/// packet class of its own, so it borrows FILTER_NON_IP's number).
+const PROTOCOLS: [(Protocol, filter_proto); 6] = [
+    (Protocol::Tcp, filter_proto::FILTER_TCP),
+    (Protocol::Udp, filter_proto::FILTER_UDP),
+    (Protocol::Icmp, filter_proto::FILTER_ICMP),
+    (Protocol::Icmpv6, filter_proto::FILTER_ICMPV6),
+    (Protocol::Arp, filter_proto::FILTER_ARP),
+    (Protocol::Any, filter_proto::FILTER_NON_IP),
+];
+
+fn proto(p: Protocol) -> u8 {
+    PROTOCOLS
+        .iter()
+        .find(|(q, _)| *q == p)
+        .map(|(_, c)| c.0 as u8)
+        .unwrap_or_default()
+}
+
+fn protocol_of(code: u8) -> Protocol {
+    PROTOCOLS
+        .iter()
+        .find(|(_, c)| c.0 as u8 == code)
+        .map(|(p, _)| *p)
+        .unwrap_or(Protocol::Any)
+}
+
+fn family_of(code: u8) -> Option<Family> {
+    match code {
+        c if c == family(Family::V4) => Some(Family::V4),
+        c if c == family(Family::V6) => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// Reads back what [`describe`] wrote.
+fn undescribe(d: &filter_rule) -> Rule {
+    let prefix = |fam: u8, addr: [u8; 16], len: u8| {
+        family_of(fam).map(|family| Prefix { family, addr, len })
+    };
+    let range = |lo: u16, hi: u16| (lo <= hi).then_some(PortRange { lo, hi });
+    let name: Vec<u8> = d
+        .name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Rule {
+        action: if d.action == action(Action::Deny) {
+            Action::Deny
+        } else {
+            Action::Allow
+        },
+        name: (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into_owned()),
+        src: prefix(d.src_family, d.src, d.src_len),
+        dst: prefix(d.dst_family, d.dst, d.dst_len),
+        protocol: protocol_of(d.protocol),
+        sport: range(d.sport_lo, d.sport_hi),
+        dport: range(d.dport_lo, d.dport_hi),
+        rate_limit: (d.has_limit != 0).then_some(Limit {
+            pps: d.limit_pps,
+            burst: d.limit_burst,
+        }),
+    }
+}
+
+/// The rule as written, in the fixed layout `filter show` reads back.
+fn describe(rule: &Rule) -> filter_rule {
+    let mut d = filter_rule {
+        action: action(rule.action),
+        protocol: proto(rule.protocol),
+        ..Default::default()
+    };
+    if let Some(src) = rule.src {
+        (d.src, d.src_family, d.src_len) = (src.addr, family(src.family), src.len);
+    }
+    if let Some(dst) = rule.dst {
+        (d.dst, d.dst_family, d.dst_len) = (dst.addr, family(dst.family), dst.len);
+    }
+    (d.sport_lo, d.sport_hi) = rule.sport.map(|r| (r.lo, r.hi)).unwrap_or((1, 0));
+    (d.dport_lo, d.dport_hi) = rule.dport.map(|r| (r.lo, r.hi)).unwrap_or((1, 0));
+    if let Some(l) = rule.rate_limit {
+        (d.has_limit, d.limit_pps, d.limit_burst) = (1, l.pps, l.burst);
+    }
+    for (slot, byte) in d
+        .name
+        .iter_mut()
+        .zip(rule.name.as_deref().unwrap_or("").bytes().take(31))
+    {
+        *slot = byte as i8;
+    }
+    d
+}
+
+fn clear_generation(maps: &FilterMaps<'_>, gen: u8) -> Result<()> {
+    let key_gen = |key: &[u8], offset: usize| key.get(offset).copied() == Some(gen);
+    let prefix_gen = std::mem::offset_of!(filter_prefix_key, r#gen);
+    for trie in [maps.src_prefixes, maps.dst_prefixes] {
+        let stale: Vec<Vec<u8>> = trie.keys().filter(|k| key_gen(k, prefix_gen)).collect();
+        for key in stale {
+            trie.delete(&key)?;
+        }
+    }
+    let decision_gen = std::mem::offset_of!(filter_key, r#gen);
+    let stale: Vec<u8> = maps
+        .decisions
+        .keys()
+        .filter(|k| key_gen(k, decision_gen))
+        .flatten()
+        .collect();
+    let count = (stale.len() / std::mem::size_of::<filter_key>()) as u32;
+    if count > 0 {
+        maps.decisions
+            .delete_batch(&stale, count, MapFlags::ANY, MapFlags::ANY)?;
+    }
+    Ok(())
+}
+
+/// The filter's own counters, summed over CPUs.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FilterCounters {
+    pub verdicts: Verdicts,
+    /// Packets no rule matched, which got the default policy.
+    pub defaulted: Counter,
+    pub rate_limited: Counter,
+    pub syn_dropped: Counter,
+    /// Sources refused at least once by a rate limit / by SYN-flood protection
+    /// (as long as the limiter table remembers them).
+    pub rate_limited_sources: u64,
+    pub syn_flood_sources: u64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Verdicts {
+    pub pass: Counter,
+    pub drop: Counter,
+}
+
+pub fn read_stats(maps: &FilterMaps<'_>) -> Result<FilterCounters> {
+    let mut sum = FilterCounters::default();
+    for cpu in traffic::read_per_cpu::<filter_stats>(maps.stats, 0)? {
+        let add = |sum: &mut Counter, c: &traffic_counter| sum.add(c.packets, c.bytes);
+        add(
+            &mut sum.verdicts.pass,
+            &cpu.verdicts[filter_verdict::FILTER_PASS.0 as usize],
+        );
+        add(
+            &mut sum.verdicts.drop,
+            &cpu.verdicts[filter_verdict::FILTER_DROP.0 as usize],
+        );
+        add(&mut sum.defaulted, &cpu.defaulted);
+        add(&mut sum.rate_limited, &cpu.rate_limited);
+        add(&mut sum.syn_dropped, &cpu.syn_dropped);
+        sum.rate_limited_sources += cpu.rate_limited_sources;
+        sum.syn_flood_sources += cpu.syn_flood_sources;
+    }
+    Ok(sum)
+}
+
+pub fn read_traffic(maps: &FilterMaps<'_>) -> Result<traffic::Traffic> {
+    traffic::read_counters(maps.counters)
+}
+
+/// The active rule set as `filter show` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActiveRules {
+    pub generation: u8,
+    pub default: Action,
+    pub rate_limit: Option<Limit>,
+    pub syn_flood: Option<Limit>,
+    pub rules: Vec<ShownRule>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShownRule {
+    pub index: u32,
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub fn read_rules(maps: &FilterMaps<'_>) -> Result<ActiveRules> {
+    let gen = active_generation(maps)?;
+    let config: filter_config = read(maps.config, &(gen as u32).to_ne_bytes())?.unwrap_or_default();
+    let mut rules = Vec::with_capacity(config.rules as usize);
+    for index in 0..config.rules {
+        let key = (gen as u32 * MAX_RULES + index).to_ne_bytes();
+        let described: filter_rule = read(maps.rules, &key)?.unwrap_or_default();
+        let mut hits = Counter::default();
+        for cpu in
+            traffic::read_per_cpu::<traffic_counter>(maps.rule_hits, u32::from_ne_bytes(key))?
+        {
+            hits.add(cpu.packets, cpu.bytes);
+        }
+        rules.push(ShownRule {
+            index,
+            rule: undescribe(&described),
+            packets: hits.packets,
+            bytes: hits.bytes,
+        });
+    }
+    let limit_back = |l: &filter_limit| {
+        (l.interval_ns != 0).then_some(Limit {
+            pps: l.pps,
+            burst: l.burst,
+        })
+    };
+    Ok(ActiveRules {
+        generation: gen,
+        default: if config.default_action == action(Action::Deny) {
+            Action::Deny
+        } else {
+            Action::Allow
+        },
+        rate_limit: limit_back(&config.rate_limit),
+        syn_flood: limit_back(&config.syn_flood),
+        rules,
+    })
+}
+
+/// Loads the program with its rules and pins it into `dir`, uncommitted: a
+/// swap then moves an existing link onto it.
+pub fn install(
+    dir: &AttachmentDir,
+    btf: Option<&Path>,
+    rules: &FilterRules,
+    compiled: &CompiledFilter,
+) -> Result<()> {
+    let mut object = MaybeUninit::uninit();
+    let skel = load(&mut object, btf)?;
+    apply(&skeleton_maps(&skel), rules, compiled)?;
+    pin(&skel, dir)
+}
+
+/// Loads with rules, attaches and pins; the link pin goes last and commits.
+pub fn attach(
+    dir: &AttachmentDir,
+    iface: &Interface,
+    mode: XdpMode,
+    btf: Option<&Path>,
+    rules: &FilterRules,
+    compiled: &CompiledFilter,
+) -> Result<()> {
+    let mut object = MaybeUninit::uninit();
+    let skel = load(&mut object, btf)?;
+    apply(&skeleton_maps(&skel), rules, compiled)?;
+    let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
+    pin(&skel, dir)?;
+    bpfobj::pin(link.as_fd(), &dir.link())
+}

@@ -1,0 +1,496 @@
+//! The filter rule file that `xdp_mesh_filter` enforces.
+//!
+//! ```json
+//! { "default": "allow",
+//!   "rules": [
+//!     { "action": "deny",  "src": "203.0.113.0/24" },
+//!     { "action": "allow", "protocol": "tcp", "dport": 443, "name": "https" },
+//!     { "action": "deny",  "src": "2001:db8::/32", "protocol": "udp", "dport": "5000-5999" },
+//!     { "action": "allow", "protocol": "tcp", "dport": 22, "rate_limit": {"pps": 10, "burst": 20} },
+//!     { "action": "allow", "protocol": "arp" } ],
+//!   "rate_limit": { "pps": 1000, "burst": 200 },
+//!   "syn_flood":  { "pps": 100 } }
+//! ```
+//!
+//! A rule has `action` (`allow`, `deny`, or `drop`, a synonym of deny) and
+//! optionally `name`, `src`, `dst` (an address or CIDR), `protocol` (`tcp`,
+//! `udp`, `icmp`, `icmpv6`, `arp` or `any`, the default), `sport`, `dport`
+//! (a port or `"low-high"` range) and, on allow rules only, `rate_limit`.
+//! Which packets a rule matches is described in [`super::compile`].
+//!
+//! Contradictory rules are refused with the reason: ports on a protocol
+//! without ports, addresses on arp, a src and a dst of different address
+//! families, icmp (IPv4) with an IPv6 address and icmpv6 with an IPv4 one,
+//! which could never match anything; and a rate limit on a deny rule, which
+//! would limit nothing.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    action, limit, object, optional, parse_document, port_range, prefix, protocol, read_file,
+    required, text, Action, Expected, Limit, PortRange, Prefix, Protocol, RuleError,
+};
+
+/// The most rules one file may have.
+pub const MAX_RULES: usize = 16384;
+
+/// Serializes back to the file format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterRules {
+    /// What happens to a packet that no rule matches. A file without
+    /// `"default"` allows such packets: a filter that is deployed before its
+    /// rules are complete then blocks only what it names, instead of
+    /// cutting a host off.
+    pub default: Action,
+    pub rules: Vec<Rule>,
+    /// Applies to all traffic; its enforcement is xdp_mesh_filter's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Limit>,
+    /// Applies to TCP SYNs; its enforcement is xdp_mesh_filter's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_flood: Option<Limit>,
+}
+
+/// Serializes back to the file format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<Prefix>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Prefix>,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<PortRange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<PortRange>,
+    /// Only on allow rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Limit>,
+}
+
+impl Rule {
+    pub fn has_ports(&self) -> bool {
+        self.sport.is_some() || self.dport.is_some()
+    }
+
+    fn addresses(&self) -> impl Iterator<Item = (&'static str, Prefix)> {
+        [("src", self.src), ("dst", self.dst)]
+            .into_iter()
+            .filter_map(|(field, prefix)| Some((field, prefix?)))
+    }
+
+    fn ports(&self) -> impl Iterator<Item = &'static str> {
+        [("sport", self.sport), ("dport", self.dport)]
+            .into_iter()
+            .filter_map(|(field, range)| range.map(|_| field))
+    }
+}
+
+/// Parses and checks a filter file's text.
+pub fn parse(text: &str) -> Result<FilterRules, RuleError> {
+    filter_rules(&parse_document(text)?)
+}
+
+/// Reads and parses a filter file; errors start with its path.
+pub fn load(path: &Path) -> Result<FilterRules, RuleError> {
+    read_file(path)
+        .and_then(|text| parse(&text))
+        .map_err(|err| err.in_file(path))
+}
+
+const FILE: Expected = Expected {
+    what: "an object like {\"default\": \"allow\", \"rules\": [...]}",
+    hint: "a filter file is one JSON object with \"rules\" and optionally \"default\", \"rate_limit\" and \"syn_flood\"",
+};
+const RULES: Expected = Expected {
+    what: "an array of rules",
+    hint: "write \"rules\": [{\"action\": \"deny\", \"src\": \"203.0.113.0/24\"}, ...]",
+};
+const RULE: Expected = Expected {
+    what: "a rule like {\"action\": \"deny\", \"src\": \"203.0.113.0/24\"}",
+    hint: "each rule is an object with \"action\" and the fields it matches on",
+};
+
+const FILE_FIELDS: [&str; 4] = ["default", "rules", "rate_limit", "syn_flood"];
+const RULE_FIELDS: [&str; 8] = [
+    "action",
+    "name",
+    "src",
+    "dst",
+    "protocol",
+    "sport",
+    "dport",
+    "rate_limit",
+];
+
+fn filter_rules(document: &Value) -> Result<FilterRules, RuleError> {
+    let map = object(document, &FILE, &FILE_FIELDS)?;
+    Ok(FilterRules {
+        default: optional(map, "default", action)?.unwrap_or(Action::Allow),
+        rules: required(
+            map,
+            "rules",
+            "add \"rules\": [...]; an empty list applies the default to everything",
+            rule_list,
+        )?,
+        rate_limit: optional(map, "rate_limit", limit)?,
+        syn_flood: optional(map, "syn_flood", limit)?,
+    })
+}
+
+fn rule_list(value: &Value) -> Result<Vec<Rule>, RuleError> {
+    let items = value.as_array().ok_or_else(|| RULES.wrong(value))?;
+    if items.len() > MAX_RULES {
+        return Err(RuleError::new(
+            format!("{} rules; at most {MAX_RULES} are supported", items.len()),
+            "merge rules, for example adjacent CIDRs with the same action into one shorter prefix",
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| rule(item).map_err(|err| err.in_rule(index)))
+        .collect()
+}
+
+fn rule(value: &Value) -> Result<Rule, RuleError> {
+    let map = object(value, &RULE, &RULE_FIELDS)?;
+    let rule = Rule {
+        action: required(
+            map,
+            "action",
+            "add \"action\": \"allow\" or \"action\": \"deny\"",
+            action,
+        )?,
+        name: optional(map, "name", text)?,
+        src: optional(map, "src", prefix)?,
+        dst: optional(map, "dst", prefix)?,
+        protocol: optional(map, "protocol", protocol)?.unwrap_or(Protocol::Any),
+        sport: optional(map, "sport", port_range)?,
+        dport: optional(map, "dport", port_range)?,
+        rate_limit: optional(map, "rate_limit", limit)?,
+    };
+    check_ports(&rule)?;
+    check_arp(&rule)?;
+    check_families(&rule)?;
+    check_rate_limit(&rule)?;
+    Ok(rule)
+}
+
+fn check_ports(rule: &Rule) -> Result<(), RuleError> {
+    match rule.ports().next() {
+        Some(field) if !rule.protocol.has_ports() => Err(RuleError::new(
+            format!("protocol {} has no ports", rule.protocol),
+            format!("remove \"{field}\", or use protocol tcp, udp or any"),
+        )
+        .in_field(field)),
+        _ => Ok(()),
+    }
+}
+
+fn check_arp(rule: &Rule) -> Result<(), RuleError> {
+    match rule.addresses().next() {
+        Some((field, _)) if rule.protocol == Protocol::Arp => Err(RuleError::new(
+            "protocol arp is not IP, so an arp rule cannot have an address",
+            format!("remove \"{field}\"; an arp rule matches every ARP packet"),
+        )
+        .in_field(field)),
+        _ => Ok(()),
+    }
+}
+
+fn check_families(rule: &Rule) -> Result<(), RuleError> {
+    if let (Some(src), Some(dst)) = (rule.src, rule.dst) {
+        if src.family != dst.family {
+            return Err(RuleError::new(
+                format!(
+                    "{dst} is {} but src {src} is {}; no packet has both",
+                    dst.family, src.family
+                ),
+                "split the rule into one rule per address family",
+            )
+            .in_field("dst"));
+        }
+    }
+    let Some(family) = rule.protocol.family() else {
+        return Ok(());
+    };
+    match rule.addresses().find(|(_, prefix)| prefix.family != family) {
+        Some((field, prefix)) => Err(RuleError::new(
+            format!(
+                "protocol {} is {family} only, but {prefix} is {}",
+                rule.protocol, prefix.family
+            ),
+            "ICMP over IPv4 is \"icmp\", ICMP over IPv6 is \"icmpv6\"",
+        )
+        .in_field(field)),
+        None => Ok(()),
+    }
+}
+
+fn check_rate_limit(rule: &Rule) -> Result<(), RuleError> {
+    if rule.action == Action::Deny && rule.rate_limit.is_some() {
+        return Err(RuleError::new(
+            "only allow rules can be rate limited, and this rule denies",
+            "remove \"rate_limit\", or make the rule \"allow\"",
+        )
+        .in_field("rate_limit"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{ "default": "allow",
+      "rules": [
+        { "action": "deny",  "src": "203.0.113.0/24" },
+        { "action": "allow", "protocol": "tcp", "dport": 443, "name": "https" },
+        { "action": "deny",  "src": "2001:db8::/32", "protocol": "udp", "dport": "5000-5999" },
+        { "action": "allow", "protocol": "tcp", "dport": 22, "rate_limit": {"pps": 10, "burst": 20} },
+        { "action": "allow", "protocol": "arp" } ],
+      "rate_limit": { "pps": 1000, "burst": 200 },
+      "syn_flood":  { "pps": 100 } }"#;
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    /// The error for a file whose rule 1 is `rule`.
+    fn rule_error(rule: &str) -> String {
+        error(&format!(r#"{{"rules": [{{"action": "allow"}}, {rule}]}}"#))
+    }
+
+    fn net(text: &str) -> Prefix {
+        prefix(&Value::from(text)).unwrap()
+    }
+
+    #[test]
+    fn the_example_parses_field_by_field() {
+        let filter = parse(EXAMPLE).unwrap();
+        assert_eq!(filter.default, Action::Allow);
+        assert_eq!(
+            filter.rate_limit,
+            Some(Limit {
+                pps: 1000,
+                burst: 200
+            })
+        );
+        assert_eq!(
+            filter.syn_flood,
+            Some(Limit {
+                pps: 100,
+                burst: 100
+            })
+        );
+        assert_eq!(filter.rules.len(), 5);
+        assert_eq!(
+            filter.rules[2],
+            Rule {
+                action: Action::Deny,
+                name: None,
+                src: Some(net("2001:db8::/32")),
+                dst: None,
+                protocol: Protocol::Udp,
+                sport: None,
+                dport: Some(PortRange { lo: 5000, hi: 5999 }),
+                rate_limit: None,
+            }
+        );
+        assert_eq!(filter.rules[1].name.as_deref(), Some("https"));
+        assert_eq!(
+            filter.rules[3].rate_limit,
+            Some(Limit { pps: 10, burst: 20 })
+        );
+        assert_eq!(filter.rules[4].protocol, Protocol::Arp);
+    }
+
+    #[test]
+    fn defaults_allow_any_protocol_and_no_limits() {
+        let filter = parse(r#"{"rules": [{"action": "drop"}]}"#).unwrap();
+        assert_eq!(filter.default, Action::Allow);
+        assert_eq!(filter.rate_limit, None);
+        assert_eq!(filter.syn_flood, None);
+        assert_eq!(filter.rules[0].action, Action::Deny);
+        assert_eq!(filter.rules[0].protocol, Protocol::Any);
+        let filter = parse(r#"{"default": "drop", "rules": []}"#).unwrap();
+        assert_eq!(filter.default, Action::Deny);
+    }
+
+    #[test]
+    fn any_protocol_may_have_ports() {
+        let filter =
+            parse(r#"{"rules": [{"action": "deny", "sport": "1-1023", "dst": "10.0.0.0/8"}]}"#);
+        assert_eq!(
+            filter.unwrap().rules[0].sport,
+            Some(PortRange { lo: 1, hi: 1023 })
+        );
+    }
+
+    #[test]
+    fn serializing_gives_back_the_same_rules() {
+        let filter = parse(EXAMPLE).unwrap();
+        let text = serde_json::to_string(&filter).unwrap();
+        assert_eq!(parse(&text).unwrap(), filter);
+        assert!(text.contains(r#""dport":"5000-5999""#), "{text}");
+        assert!(text.contains(r#""dport":443"#), "{text}");
+    }
+
+    #[test]
+    fn ports_on_protocols_without_ports() {
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "protocol": "icmp", "dport": 8}"#),
+            "rule 1, field \"dport\": protocol icmp has no ports"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "protocol": "icmpv6", "sport": 1}"#),
+            "rule 1, field \"sport\": protocol icmpv6 has no ports"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "protocol": "arp", "dport": 1}"#),
+            "rule 1, field \"dport\": protocol arp has no ports"
+        );
+    }
+
+    #[test]
+    fn arp_with_an_address() {
+        assert_eq!(
+            rule_error(r#"{"action": "deny", "protocol": "arp", "src": "10.0.0.0/8"}"#),
+            "rule 1, field \"src\": protocol arp is not IP, so an arp rule cannot have an address"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "deny", "protocol": "arp", "dst": "10.0.0.1"}"#),
+            "rule 1, field \"dst\": protocol arp is not IP, so an arp rule cannot have an address"
+        );
+    }
+
+    #[test]
+    fn src_and_dst_of_different_families() {
+        assert_eq!(
+            rule_error(r#"{"action": "deny", "src": "10.0.0.0/8", "dst": "2001:db8::/32"}"#),
+            "rule 1, field \"dst\": 2001:db8::/32 is IPv6 but src 10.0.0.0/8 is IPv4; no packet has both"
+        );
+    }
+
+    #[test]
+    fn icmp_with_ipv6_and_icmpv6_with_ipv4() {
+        assert_eq!(
+            rule_error(r#"{"action": "deny", "protocol": "icmp", "src": "2001:db8::/32"}"#),
+            "rule 1, field \"src\": protocol icmp is IPv4 only, but 2001:db8::/32 is IPv6"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "deny", "protocol": "icmpv6", "dst": "10.0.0.0/8"}"#),
+            "rule 1, field \"dst\": protocol icmpv6 is IPv6 only, but 10.0.0.0/8 is IPv4"
+        );
+    }
+
+    #[test]
+    fn rate_limit_on_a_deny_rule() {
+        assert_eq!(
+            rule_error(r#"{"action": "drop", "rate_limit": {"pps": 5}}"#),
+            "rule 1, field \"rate_limit\": only allow rules can be rate limited, and this rule denies"
+        );
+    }
+
+    #[test]
+    fn too_many_rules() {
+        let rules = vec![r#"{"action": "deny"}"#; MAX_RULES + 1].join(",");
+        assert_eq!(
+            error(&format!(r#"{{"rules": [{rules}]}}"#)),
+            "field \"rules\": 16385 rules; at most 16384 are supported"
+        );
+        let rules = vec![r#"{"action": "deny"}"#; MAX_RULES].join(",");
+        assert!(parse(&format!(r#"{{"rules": [{rules}]}}"#)).is_ok());
+    }
+
+    #[test]
+    fn empty_and_invalid_json() {
+        assert_eq!(error(""), "the file is empty");
+        assert_eq!(
+            error("{\"rules\": [\n  {\"action\": \"deny\"}\n  {\"action\": \"allow\"}]}"),
+            "line 3, column 3: expected `,` or `]`"
+        );
+        assert_eq!(
+            error("{\"rules\": ["),
+            "line 1, column 11: EOF while parsing a list"
+        );
+    }
+
+    #[test]
+    fn typos_are_never_ignored() {
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "protocol": "tcp", "dpot": 22}"#),
+            "rule 1, field \"dpot\": not a known field; did you mean \"dport\"?"
+        );
+        assert_eq!(
+            error(r#"{"rules": [], "defualt": "deny"}"#),
+            "field \"defualt\": not a known field; did you mean \"default\"?"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "rate_limit": {"pps": 5, "brust": 9}}"#),
+            "rule 1, field \"rate_limit.brust\": not a known field; did you mean \"burst\"?"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_rule_and_field() {
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "dport": true}"#),
+            "rule 1, field \"dport\": expected a port like 443 or a range like \"5000-5999\", found true"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "name": 7}"#),
+            "rule 1, field \"name\": expected a string, found 7"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "src": "10.0.0.1/24"}"#),
+            "rule 1, field \"src\": 10.0.0.1/24 has host bits set; did you mean 10.0.0.0/24?"
+        );
+        assert_eq!(
+            rule_error(r#"["allow"]"#),
+            "rule 1: expected a rule like {\"action\": \"deny\", \"src\": \"203.0.113.0/24\"}, found [\"allow\"]"
+        );
+        assert_eq!(
+            rule_error(r#"{"src": "10.0.0.0/8"}"#),
+            "rule 1, field \"action\": missing"
+        );
+        assert_eq!(error(r#"{"default": "allow"}"#), "field \"rules\": missing");
+        assert_eq!(
+            error(r#"{"rules": {}}"#),
+            "field \"rules\": expected an array of rules, found {}"
+        );
+        assert_eq!(
+            error(r#"[]"#),
+            "expected an object like {\"default\": \"allow\", \"rules\": [...]}, found []"
+        );
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("filter.json");
+        std::fs::write(&path, r#"{"rules": [{"action": "allow", "dport": 70000}]}"#).unwrap();
+        assert_eq!(
+            load(&path).unwrap_err().to_string(),
+            format!(
+                "{}: rule 0, field \"dport\": 70000 is not a port (0-65535)",
+                path.display()
+            )
+        );
+        let missing = dir.path().join("missing.json");
+        assert_eq!(
+            load(&missing).unwrap_err().to_string(),
+            format!(
+                "{}: cannot read it: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+    }
+}
