@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{privileged, VethPair, ADDR, ADDR6, PEER_ADDR, PEER_ADDR6};
 use serde_json::{json, Value};
+use socket2::{Domain, Socket, Type};
 
 /// A rules file in a temporary directory that lives as long as the value.
 struct RulesFile {
@@ -48,35 +49,17 @@ fn hits(shown: &Value, rule: usize) -> u64 {
     shown["rules"][rule]["packets"].as_u64().unwrap()
 }
 
-fn connects(net_ns: &str, from: Option<&str>, to: SocketAddr, timeout: Duration) -> bool {
-    VethPair::in_netns(net_ns, || {
-        let Some(from) = from else {
-            return TcpStream::connect_timeout(&to, timeout).is_ok();
-        };
-        // std cannot bind before connect: a socket2-free way is a listener-less bind via nix.
-        let fd = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Inet,
-            nix::sys::socket::SockType::Stream,
-            nix::sys::socket::SockFlag::empty(),
-            None,
-        )
-        .unwrap();
-        let local: std::net::SocketAddrV4 = format!("{from}:0").parse().unwrap();
-        nix::sys::socket::bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &nix::sys::socket::SockaddrIn::from(local),
-        )
-        .unwrap();
-        let stream = TcpStream::from(fd);
-        stream.set_write_timeout(Some(timeout)).unwrap();
-        let SocketAddr::V4(to) = to else {
-            unreachable!("IPv4 only")
-        };
-        nix::sys::socket::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            &nix::sys::socket::SockaddrIn::from(to),
-        )
-        .is_ok()
+/// Whether a TCP connection from `from` (any local address when None)
+/// completes within `timeout`, made from namespace `ns`.
+fn connects(ns: &str, from: Option<&str>, to: SocketAddr, timeout: Duration) -> bool {
+    VethPair::in_netns(ns, || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        if let Some(from) = from {
+            socket
+                .bind(&SocketAddr::new(from.parse().unwrap(), 0).into())
+                .unwrap();
+        }
+        socket.connect_timeout(&to.into(), timeout).is_ok()
     })
 }
 
@@ -259,23 +242,15 @@ fn a_syn_flood_from_one_source_is_cut_while_another_connects() {
     );
 
     // Non-blocking connects: each one is a SYN from the flooding address.
-    let to = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(
-        ADDR.parse().unwrap(),
-        8080,
-    ));
+    let to: SocketAddr = format!("{ADDR}:8080").parse().unwrap();
     let started = Instant::now();
-    let flooders: Vec<std::os::fd::OwnedFd> = VethPair::in_netns(&net.peer_ns, || {
+    let flooders: Vec<Socket> = VethPair::in_netns(&net.peer_ns, || {
         (0..flood)
             .map(|_| {
-                let fd = nix::sys::socket::socket(
-                    nix::sys::socket::AddressFamily::Inet,
-                    nix::sys::socket::SockType::Stream,
-                    nix::sys::socket::SockFlag::SOCK_NONBLOCK,
-                    None,
-                )
-                .unwrap();
-                let _ = nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &to);
-                fd
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let _ = socket.connect(&to.into());
+                socket
             })
             .collect()
     });
@@ -437,5 +412,66 @@ fn applying_10000_rules_under_traffic_never_misjudges_a_packet() {
     assert_eq!(
         good, sent,
         "every packet from the allowed source reached the socket"
+    );
+}
+
+#[test]
+fn swapping_programs_under_traffic_misses_no_packet_and_keeps_the_counts() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let first = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
+    let allow_all = rules_file(&json!({"default": "allow", "rules": []}));
+    let sender = VethPair::in_netns(&net.peer_ns, || UdpSocket::bind((PEER_ADDR, 0)).unwrap());
+    let sending = Arc::new(AtomicBool::new(true));
+    let traffic = {
+        let sending = sending.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while sending.load(Ordering::Relaxed) {
+                sender.send_to(b"count me", (ADDR, 9)).unwrap();
+                sent += 1;
+                if sent % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            sent
+        })
+    };
+    let mut programs = Vec::new();
+    for _ in 0..3 {
+        let swapped = net
+            .meshbpf(&[
+                "attach",
+                &net.dev,
+                "--filter",
+                allow_all.path.to_str().unwrap(),
+                "-j",
+            ])
+            .ok()
+            .json();
+        assert_eq!(swapped["status"], "swapped");
+        programs.push(swapped["program"].clone());
+        net.meshbpf(&["filter", "remove", &net.dev]).ok();
+        let back = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        programs.push(back["program"].clone());
+        assert_eq!(
+            back["link_id"], first["link_id"],
+            "one link throughout: the interface kept a program"
+        );
+    }
+    sending.store(false, Ordering::Relaxed);
+    let sent = traffic.join().unwrap();
+
+    assert_eq!(programs, ["xdp_mesh_filter", "xdp_counter"].repeat(3));
+    let stats = common::wait_for(Duration::from_secs(5), || {
+        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        (s["l4"]["udp"]["packets"].as_u64() == Some(sent)).then_some(s)
+    });
+    assert!(
+        stats.is_some(),
+        "every one of {sent} datagrams was counted across six swaps: {}",
+        net.meshbpf(&["stats", &net.dev, "-j"]).stdout
     );
 }

@@ -85,7 +85,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
                     }
                     Some(rules) => {
                         let to = root.attachment(&iface.name, xdp_mesh_filter::PROGRAM);
-                        state::swap(&dir, &to, || xdp_mesh_filter::install(&to, btf, &rules.rules, &rules.compiled))?;
+                        state::swap(&dir, &to, || xdp_mesh_filter::install(&to, btf, &dir, &rules.rules, &rules.compiled))?;
                         Outcome::Swapped
                     }
                 };

@@ -226,7 +226,7 @@ fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
     state::reconcile(&root.program_dirs(&args.interface)?)?;
     let from = filter_dir(root, &args.interface)?;
     let to = root.attachment(&args.interface, xdp_counter::PROGRAM);
-    state::swap(&from, &to, || xdp_counter::install(&to, None))?;
+    state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
     out.emit(&RemoveReport {
         interface: args.interface.clone(),
         program: xdp_counter::PROGRAM,

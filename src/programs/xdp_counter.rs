@@ -27,11 +27,23 @@ pub fn load<'obj>(
     object: &'obj mut MaybeUninit<OpenObject>,
     btf: Option<&Path>,
 ) -> Result<XdpCounterSkel<'obj>> {
+    load_counting_into(object, btf, None)
+}
+
+/// Loads the program; with `counters`, it counts on in that pinned map
+/// instead of a fresh one, so a swap does not reset the l3/l4 counts.
+fn load_counting_into<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    btf: Option<&Path>,
+    counters: Option<&Path>,
+) -> Result<XdpCounterSkel<'obj>> {
     let (opts, _btf_path) = super::open_opts(btf)?;
     verifier::load(PROGRAM, || {
-        skel::XdpCounterSkelBuilder::default()
-            .open_opts(opts, object)?
-            .load()
+        let mut open = skel::XdpCounterSkelBuilder::default().open_opts(opts, object)?;
+        if let Some(pinned) = counters {
+            open.maps.counters.reuse_pinned_map(pinned)?;
+        }
+        open.load()
     })
 }
 
@@ -57,9 +69,10 @@ pub fn attach(
     bpfobj::pin(link.as_fd(), &dir.link())
 }
 
-/// Loads and pins into `dir`, uncommitted: a swap then moves a link onto it.
-pub fn install(dir: &AttachmentDir, btf: Option<&Path>) -> Result<()> {
+/// Loads and pins into `dir`, uncommitted, counting on in the counters of
+/// `from`: a swap then moves `from`'s link onto it.
+pub fn install(dir: &AttachmentDir, btf: Option<&Path>, from: &AttachmentDir) -> Result<()> {
     let mut object = MaybeUninit::uninit();
-    let skel = load(&mut object, btf)?;
+    let skel = load_counting_into(&mut object, btf, Some(&from.map(COUNTERS_MAP)))?;
     pin(&skel, dir)
 }

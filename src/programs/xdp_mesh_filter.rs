@@ -136,11 +136,23 @@ pub fn load<'obj>(
     object: &'obj mut MaybeUninit<OpenObject>,
     btf: Option<&Path>,
 ) -> Result<XdpMeshFilterSkel<'obj>> {
+    load_counting_into(object, btf, None)
+}
+
+/// Loads the program; with `counters`, it counts on in that pinned map
+/// instead of a fresh one, so a swap does not reset the l3/l4 counts.
+fn load_counting_into<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    btf: Option<&Path>,
+    counters: Option<&Path>,
+) -> Result<XdpMeshFilterSkel<'obj>> {
     let (opts, _btf_path) = super::open_opts(btf)?;
     verifier::load(PROGRAM, || {
-        skel::XdpMeshFilterSkelBuilder::default()
-            .open_opts(opts, object)?
-            .load()
+        let mut open = skel::XdpMeshFilterSkelBuilder::default().open_opts(opts, object)?;
+        if let Some(pinned) = counters {
+            open.maps.counters.reuse_pinned_map(pinned)?;
+        }
+        open.load()
     })
 }
 
@@ -599,16 +611,18 @@ pub fn read_rules(maps: &FilterMaps<'_>) -> Result<ActiveRules> {
     })
 }
 
-/// Loads the program with its rules and pins it into `dir`, uncommitted: a
-/// swap then moves an existing link onto it.
+/// Loads the program with its rules and pins it into `dir`, uncommitted,
+/// counting on in the counters of `from`: a swap then moves `from`'s link
+/// onto it.
 pub fn install(
     dir: &AttachmentDir,
     btf: Option<&Path>,
+    from: &AttachmentDir,
     rules: &FilterRules,
     compiled: &CompiledFilter,
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
-    let skel = load(&mut object, btf)?;
+    let skel = load_counting_into(&mut object, btf, Some(&from.map(COUNTERS_MAP)))?;
     apply(&skeleton_maps(&skel), rules, compiled)?;
     pin(&skel, dir)
 }
