@@ -31,6 +31,9 @@ struct AttachReport {
     status: Outcome,
     #[serde(flatten)]
     attachment: Attachment,
+    /// What the rules compiler noticed, such as rules that are never reached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 impl Report for AttachReport {
@@ -38,7 +41,12 @@ impl Report for AttachReport {
         let a = &self.attachment;
         let mode = a.mode.map(XdpMode::as_str).unwrap_or("unknown");
         let ids = format!("prog id {}, link id {}", a.prog_id, a.link_id);
-        match self.status {
+        let warnings: String = self
+            .warnings
+            .iter()
+            .map(|w| format!("\nwarning: {w}"))
+            .collect();
+        let outcome = match self.status {
             Outcome::Attached => format!(
                 "attached {} to {} in {mode} mode ({ids}); pinned at {}",
                 a.program, a.interface, a.pin_path
@@ -55,13 +63,18 @@ impl Report for AttachReport {
                 "replaced the rules of {} on {} atomically ({ids})",
                 a.program, a.interface
             ),
-        }
+        };
+        outcome + &warnings
     }
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     // A bad rules file must fail before anything touches the kernel.
     let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
+    let warnings = rules
+        .as_ref()
+        .map(|r| r.compiled.warnings.clone())
+        .unwrap_or_default();
     let iface = netdev::resolve(&args.interface)?;
     caps::require("attach", &[caps::BPF, caps::NET_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
@@ -90,7 +103,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
                     }
                 };
                 let dir = state::xdp_attachment(root, &iface.name)?.unwrap_or(dir);
-                out.emit(&AttachReport { status, attachment: state::inspect(&dir)? })?;
+                out.emit(&AttachReport { status, attachment: state::inspect(&dir)?, warnings })?;
                 return Ok(());
             }
             LinkState::Elsewhere => {
@@ -132,6 +145,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     out.emit(&AttachReport {
         status: Outcome::Attached,
         attachment: state::inspect(&dir)?,
+        warnings,
     })?;
     Ok(())
 }
