@@ -8,15 +8,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "packet_parse.h"
+#include "traffic_map.h"
 #include "mesh_filter.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct traffic_counters);
-} counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -107,8 +100,6 @@ const volatile enum filter_action filter_action_anchor = FILTER_ALLOW;
 const volatile enum filter_proto filter_proto_anchor = FILTER_TCP;
 const volatile enum filter_verdict filter_verdict_anchor = FILTER_PASS;
 const volatile enum filter_family filter_family_anchor = FILTER_IPV4;
-const volatile enum l3_proto l3_proto_names_anchor = L3_OTHER;
-const volatile enum l4_proto l4_proto_names_anchor = L4_OTHER;
 
 static __always_inline enum filter_proto proto_class(const struct packet_info *pkt)
 {
@@ -313,7 +304,6 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	void *data = (void *)(long)ctx->data;
-	struct traffic_counters *slot;
 	struct filter_config *cfg;
 	struct filter_stats *stats;
 	enum filter_verdict verdict;
@@ -323,15 +313,14 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 
 	parse_packet(data, data_end, &pkt);
 
-	slot = bpf_map_lookup_elem(&counters, &zero);
+	count_frame(&pkt, len);
 	stats = bpf_map_lookup_elem(&filter_stats, &zero);
 	gen = bpf_map_lookup_elem(&active, &zero);
-	if (!slot || !stats || !gen)
+	if (!stats || !gen)
 		return XDP_PASS;
 	cfg = bpf_map_lookup_elem(&filter_config, gen);
 	if (!cfg)
 		return XDP_PASS;
-	count_frame(slot, &pkt, len);
 
 	verdict = filter(&pkt, *gen & 1, cfg, stats, len);
 	count(&stats->verdicts[verdict], len);

@@ -238,15 +238,4 @@ static __always_inline void parse_packet(void *data, void *data_end,
 	}
 }
 
-/* Adds a frame to the L3 and L4 breakdown of a per-CPU counters slot. */
-static __always_inline void count_frame(struct traffic_counters *slot,
-					const struct packet_info *pkt,
-					__u64 len)
-{
-	slot->l3[pkt->l3].packets++;
-	slot->l3[pkt->l3].bytes += len;
-	slot->l4[pkt->l4].packets++;
-	slot->l4[pkt->l4].bytes += len;
-}
-
 #endif /* MESHBPF_PACKET_PARSE_H */
