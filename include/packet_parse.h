@@ -172,6 +172,9 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 			 * others count 8-byte units beyond the first. */
 			pos += nexthdr == IPPROTO_AH_NR ? (opt->hdrlen + 2) * 4 :
 							  (opt->hdrlen + 1) * 8;
+			/* Like every layer, trusted only when whole. */
+			if (pos > data_end)
+				return;
 			nexthdr = opt->nexthdr;
 			break;
 		case IPPROTO_FRAGMENT_NR:
