@@ -5,8 +5,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod control;
+mod filter;
 mod frames;
 mod packet;
+mod raw;
+mod rulesets;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +25,9 @@ pub const CPU: usize = 1;
 pub struct Config {
     /// Kept samples per row, after one warm-up round.
     pub rounds: usize,
+    /// The same for section 2, whose ~30 rows through both tools would take
+    /// about four minutes at `rounds`.
+    pub filter_rounds: usize,
     /// Runs per BPF_PROG_TEST_RUN call: each call has a fixed cost, so one
     /// long call per sample rather than many short ones.
     pub repeat: u32,
@@ -43,6 +49,7 @@ impl Config {
         let shipped = |name: &str| Some(xdp_tools_dir.join(name)).filter(|p| p.is_file());
         Config {
             rounds: 15,
+            filter_rounds: 9,
             repeat: 1_000_000,
             xdp_filter_object: shipped("xdpfilt_alw_all.o"),
             xdpdump_object: shipped("xdpdump_xdp.o"),
@@ -67,12 +74,15 @@ fn main() {
 
     eprintln!("bench: per-packet cost ({} rounds)", config.rounds);
     let packet = packet::measure(&config);
+    eprintln!("bench: filtering cost ({} rounds)", config.filter_rounds);
+    let filter = filter::measure(&config);
     eprintln!("bench: control plane ({} rounds)", config.rounds);
     let control = control::measure(&config);
     let report = [
         header,
         method(&config),
         packet.markdown(),
+        filter.markdown(),
         control.markdown(),
         binary_section(),
         reading_the_numbers(&config),
@@ -155,15 +165,18 @@ fn method(config: &Config) -> String {
     format!(
         "## Method\n\n\
 Everything runs on the real kernel, as root, pinned to CPU {CPU} with sched_setaffinity (child processes inherit it). \
-Each row is measured {rounds} times after one discarded warm-up round, interleaved with the rows it is compared to \
-so that drift on this shared, noisy machine hits all of them alike; the order rotates every round. \
-Tables give the median, the range of the {rounds} samples, and the median's difference and ratio to the baseline. \
-Section 1: each sample is one BPF_PROG_TEST_RUN call with repeat {repeat} on an unattached program, and the kernel's own \
-average per run; the floor is `r0 = XDP_PASS; exit` loaded from raw instructions. Before timing, one run per frame must \
-land in the frame's own xdp_counter slots. The cross-check runs `taskset -c {CPU} bpftool prog run id ID data_in FRAME \
-repeat {repeat}` on the same loaded programs. Section 2: wall time from spawn to exit of the release binary and of the \
-established tools, started from a thread inside the veth's namespace; the floor is spawning `true`.\n",
+Each row is measured {rounds} times ({filter_rounds} in section 2, to keep the run short) after one discarded warm-up \
+round, interleaved with the rows it is compared to so that drift on this shared, noisy machine hits all of them alike; \
+the order rotates every round. Tables give the median, the range of the samples, and the median's difference and \
+ratio to the baseline. Sections 1 and 2: each sample is one BPF_PROG_TEST_RUN call with repeat {repeat} on an \
+unattached program, and the kernel's own average per run; the floor is `r0 = XDP_PASS; exit` loaded from raw \
+instructions, measured in the same run as the rows it is the floor of. Every call must return the row's verdict, and \
+before timing one run per frame must land where the row says: in the frame's own xdp_counter slots (section 1), in \
+the rule or default counters of the filters (section 2). The cross-check runs `taskset -c {CPU} bpftool prog run id ID \
+data_in FRAME repeat {repeat}` on the same loaded programs. Section 3: wall time from spawn to exit of the release \
+binary and of the established tools, started from a thread inside the veth's namespace; the floor is spawning `true`.\n",
         rounds = config.rounds,
+        filter_rounds = config.filter_rounds,
         repeat = config.repeat,
     )
 }
@@ -191,7 +204,7 @@ fn binary_section() -> String {
         ],
     ];
     format!(
-        "## 3. Binary (`{}`)\n\n\
+        "## 4. Binary (`{}`)\n\n\
 The binary this run used. cargo builds it separately for benches, so it is not the very file `make build` \
 leaves, but the same source with the same `[profile.release]` settings.\n\n{}",
         common::BIN,
@@ -202,15 +215,18 @@ leaves, but the same source with the same `[profile.release]` settings.\n\n{}",
 fn reading_the_numbers(config: &Config) -> String {
     format!(
         "## Reading the numbers\n\n\
-- Medians of {rounds}; single samples on this machine stray by 10-20 %, so only differences well outside the \
-min–max ranges mean something. The kernel reports whole nanoseconds per run.\n\
-- Section 1 is the program alone: no driver, no skb, no syscall. \"vs floor\" is what xdp_counter's parsing and \
-counting add to any XDP program; the bpftool column should agree with the test_run column, as both read the \
-kernel's timer.\n\
-- Section 2 includes process start-up (the floor row). Compare `attach` with `load only` to see how much of \
+- Medians of {rounds} ({filter_rounds} in section 2); single samples on this machine stray by 10-20 %, so only \
+differences well outside the min–max ranges mean something. The kernel reports whole nanoseconds per run.\n\
+- Sections 1 and 2 are the program alone: no driver, no skb, no syscall. \"vs floor\" is what a program's parsing, \
+lookups and counting add to any XDP program; the bpftool column should agree with the test_run column, as both read \
+the kernel's timer.\n\
+- Section 2 runs every packet of a row through the same map entries a million times, so the entries stay in the \
+CPU's caches: the numbers are the cost of the lookups' code paths, a lower bound of a real mix of sources.\n\
+- Section 3 includes process start-up (the floor row). Compare `attach` with `load only` to see how much of \
 attaching is loading: libbpf's open and CO-RE relocation, then the kernel's verifier. xdp-loader's time depends on \
 the object it loads; xdp-filter's creates per-CPU maps of up to 65,536 entries. On this kernel libxdp cannot use \
 its multi-program dispatcher (it needs freplace) and attaches a single program, as ip does.\n",
-        rounds = config.rounds
+        rounds = config.rounds,
+        filter_rounds = config.filter_rounds,
     )
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use meshbpf::programs::xdp_counter;
 
 use crate::common::{run, VethPair, BIN};
+use crate::rulesets;
 use crate::stats::{self, Summary};
 use crate::Config;
 
@@ -66,7 +67,25 @@ pub struct Results {
     sequences: Vec<Sequence>,
     dev: String,
     xdp_tools_dir: String,
+    /// Where the rules file was, shown without it.
+    rules_dir: String,
 }
+
+/// The rule set meshbpf attaches, applies and checks: the largest CIDR set
+/// of section 2.
+const RULES: usize = rulesets::COUNTS[rulesets::COUNTS.len() - 1];
+
+/// Operations in table order.
+const OPERATIONS: [&str; 8] = [
+    "process floor",
+    "attach",
+    "read counters",
+    "detach",
+    "load only",
+    "attach filter",
+    "apply rules",
+    "check rules",
+];
 
 /// What xdp-loader and ip create on bpffs as they go, children first.
 const TOOLS_BPFFS_FOOTPRINT: [&str; 5] = [
@@ -99,7 +118,10 @@ pub fn measure(config: &Config) -> Results {
 fn measure_in_netns(config: &Config) -> Results {
     let pair = VethPair::new();
     let dev = pair.dev.clone();
-    let mut sequences = sequences(&pair, config);
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir.path().join(format!("cidr-{RULES}.json"));
+    fs::write(&rules, rulesets::cidr_rules(RULES)).expect("writing a rules file");
+    let mut sequences = sequences(&pair, &rules, config);
     VethPair::in_netns(&pair.ns, || {
         // Round 0 warms the page cache, libbpf's BTF parsing paths and bpffs.
         for round in 0..=config.rounds {
@@ -119,11 +141,13 @@ fn measure_in_netns(config: &Config) -> Results {
         sequences,
         dev,
         xdp_tools_dir: config.xdp_tools_dir.display().to_string(),
+        rules_dir: rules_dir.path().display().to_string(),
     }
 }
 
-fn sequences(pair: &VethPair, config: &Config) -> Vec<Sequence> {
+fn sequences(pair: &VethPair, rules: &Path, config: &Config) -> Vec<Sequence> {
     let dev = pair.dev.as_str();
+    let rules = rules.to_string_lossy();
     let counters = pair.pin_dir().join("xdp_counter/counters");
     let mut all = vec![
         vec![Step::command("process floor", argv(&["true"]))],
@@ -154,6 +178,21 @@ fn sequences(pair: &VethPair, config: &Config) -> Vec<Sequence> {
             }),
             samples: Vec::new(),
         }],
+        // Applying replaces the rules the attach installed, as an operator
+        // changing a live rule set would.
+        vec![
+            Step::command(
+                "attach filter",
+                argv(&[BIN, "attach", dev, "--filter", &rules]),
+            ),
+            Step::command("apply rules", argv(&[BIN, "filter", "apply", dev, &rules])),
+            Step::command("detach", argv(&[BIN, "detach", dev]))
+                .removing(Path::new("xdp_mesh_filter")),
+        ],
+        vec![Step::command(
+            "check rules",
+            argv(&[BIN, "filter", "check", &rules]),
+        )],
     ];
     if let Some(object) = &config.xdpdump_object {
         all.push(xdp_loader(dev, object));
@@ -213,20 +252,15 @@ impl Results {
                 .map(|s| Summary::of(&s.samples))
         };
         let mut rows = Vec::new();
-        for operation in [
-            "process floor",
-            "attach",
-            "read counters",
-            "detach",
-            "load only",
-        ] {
+        for operation in OPERATIONS {
             for step in steps.iter().filter(|s| s.operation == operation) {
                 let summary = Summary::of(&step.samples);
                 let what = step
                     .what
                     .replace(BIN, "meshbpf")
                     .replace(&self.dev, "DEV")
-                    .replace(&format!("{}/", self.xdp_tools_dir), "");
+                    .replace(&format!("{}/", self.xdp_tools_dir), "")
+                    .replace(&format!("{}/", self.rules_dir), "");
                 let mut row = vec![operation.to_string(), what];
                 row.extend(summary.cells(stats::ms));
                 row.push(if step.spawns {
@@ -242,13 +276,17 @@ impl Results {
             }
         }
         format!(
-            "## 2. Control plane (wall time per command)\n\n\
-DEV is a fresh veth in its own namespace; every attachment is native XDP. `meshbpf` is `{BIN}` (section 3). \
+            "## 3. Control plane (wall time per command)\n\n\
+DEV is a fresh veth in its own namespace; every attachment is native XDP. `meshbpf` is `{BIN}` (section 4). \
+`attach filter`, `apply rules` and `check rules` use `{file}`: section 2's {rules} CIDR rules, which `apply` replaces \
+with themselves, the whole set as one atomic switch. \
 The `.o` files ship with xdp-tools in `{dir}`: \
 xdpdump_xdp.o is its smallest program (a perf event array and a config); xdpfilt_alw_all.o is xdp-filter's \
 complete program (five maps, the largest with 65,536 entries), attached with xdp-loader only, as iproute2 would \
 pin its maps under /sys/fs/bpf/xdp/globals for good.\n\n{table}",
             dir = self.xdp_tools_dir,
+            file = format_args!("cidr-{RULES}.json"),
+            rules = stats::thousands(RULES),
             table = stats::table(
                 &["operation", "command", "median", "min–max", "minus floor", "ratio to meshbpf"],
                 &rows

@@ -3,11 +3,12 @@
 
 use crate::common::frames::Frame as Builder;
 
-const SRC4: [u8; 4] = [192, 0, 2, 2];
+pub const SRC4: [u8; 4] = [192, 0, 2, 2];
 const DST4: [u8; 4] = [192, 0, 2, 1];
 const SRC6: [u16; 8] = [0x2001, 0xdb8, 0, 0, 0, 0, 0, 2];
 const DST6: [u16; 8] = [0x2001, 0xdb8, 0, 0, 0, 0, 0, 1];
 
+#[derive(Clone)]
 pub struct Frame {
     /// Label with the frame's length, as it appears in the report.
     pub name: String,
@@ -59,4 +60,26 @@ pub fn all() -> Vec<Frame> {
             "tcp",
         ),
     ]
+}
+
+/// Pads every filter frame to 64 B, the smallest Ethernet frame, so that
+/// copying the frame in costs every row alike.
+const MIN_FRAME: usize = 64;
+
+/// An IPv4 UDP frame from `src`, as the filters' address rules see it.
+pub fn ipv4_udp_from(label: &str, src: [u8; 4]) -> Frame {
+    let frame = Builder::eth().ipv4(src, DST4).udp(4000, 53);
+    padded(label, frame, "udp")
+}
+
+/// An IPv4 TCP SYN (the builder's flags) to `dport`, as port rules and
+/// SYN-flood protection see it.
+pub fn ipv4_tcp_syn_to(label: &str, dport: u16) -> Frame {
+    let frame = Builder::eth().ipv4(SRC4, DST4).tcp(40000, dport);
+    padded(label, frame, "tcp")
+}
+
+fn padded(label: &str, frame: Builder, l4: &'static str) -> Frame {
+    let len = frame.build().len();
+    Frame::new(label, frame.payload(MIN_FRAME - len), "ipv4", l4)
 }

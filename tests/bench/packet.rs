@@ -1,10 +1,11 @@
 //! Section 1: the per-packet cost of xdp_counter, timed by the kernel itself
 //! (BPF_PROG_TEST_RUN) next to an empty XDP program and xdp-filter's program,
-//! with `bpftool prog run` on the same loaded programs as a cross-check.
+//! with `bpftool prog run` on the same loaded programs as a cross-check. The
+//! timing ([`sample`]) serves section 2 as well.
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 
@@ -14,6 +15,7 @@ use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
 
 use crate::common::run;
 use crate::frames::{self, Frame};
+use crate::raw;
 use crate::stats::{self, Summary};
 use crate::{Config, CPU};
 
@@ -80,7 +82,7 @@ pub struct Results {
 }
 
 pub fn measure(config: &Config) -> Results {
-    let floor = load_empty_program();
+    let floor = raw::empty_program();
     let mut object = MaybeUninit::uninit();
     let skel = xdp_counter::load(&mut object, None).expect("loading xdp_counter");
     let xdp_filter = config
@@ -101,7 +103,7 @@ pub fn measure(config: &Config) -> Results {
         .iter()
         .flat_map(|frame| subjects.iter().map(move |subject| passes(subject, frame)))
         .collect();
-    let mut samples = sample(&cases, config).into_iter();
+    let mut samples = sample(&cases, config.rounds, config).into_iter();
     Results {
         samples: frames
             .iter()
@@ -123,9 +125,9 @@ pub fn passes<'a>(subject: &'a Subject<'a>, frame: &'a Frame) -> Case<'a> {
     }
 }
 
-/// Every case through both tools, once per round; returns one `Samples`
-/// per case, in order.
-pub fn sample(cases: &[Case<'_>], config: &Config) -> Vec<Samples> {
+/// Every case through both tools, once per round after a warm-up round;
+/// returns one `Samples` per case, in order.
+pub fn sample(cases: &[Case<'_>], rounds: usize, config: &Config) -> Vec<Samples> {
     // bpftool reads frames from files.
     let dir = tempfile::tempdir().expect("tempdir");
     let files: Vec<_> = cases
@@ -139,7 +141,7 @@ pub fn sample(cases: &[Case<'_>], config: &Config) -> Vec<Samples> {
         .collect();
     let mut samples: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
     // Round 0 warms caches, the JIT'd code and the CPU's clock; it is not kept.
-    for round in 0..=config.rounds {
+    for round in 0..=rounds {
         // Rotate who goes first so no case always follows the same one.
         for i in (0..cases.len()).map(|i| (i + round) % cases.len()) {
             let test_run = test_run_ns(&cases[i], config.repeat);
@@ -160,39 +162,6 @@ pub fn subject(name: impl Into<String>, fd: BorrowedFd<'_>) -> Subject<'_> {
         fd,
         id,
     }
-}
-
-/// `r0 = XDP_PASS; exit`: what any XDP program costs before it does anything.
-pub fn load_empty_program() -> OwnedFd {
-    let insns = [
-        libbpf_sys::bpf_insn {
-            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
-            imm: libbpf_sys::XDP_PASS as i32,
-            ..Default::default()
-        },
-        libbpf_sys::bpf_insn {
-            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
-            ..Default::default()
-        },
-    ];
-    // SAFETY: the pointers outlive the call; NULL opts means defaults.
-    let fd = unsafe {
-        libbpf_sys::bpf_prog_load(
-            libbpf_sys::BPF_PROG_TYPE_XDP,
-            c"bench_empty".as_ptr(),
-            c"GPL".as_ptr(),
-            insns.as_ptr(),
-            insns.len() as _,
-            std::ptr::null_mut(),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "loading the empty XDP program: {}",
-        io::Error::from_raw_os_error(-fd)
-    );
-    // SAFETY: a fresh fd that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// xdp-filter's maps ask to be pinned by name under /sys/fs/bpf, where they
