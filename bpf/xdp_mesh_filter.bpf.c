@@ -50,6 +50,22 @@ struct {
 } dst_prefixes SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_prefix_key);
+	__type(value, __u32);
+} src_exact SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_prefix_key);
+	__type(value, __u32);
+} dst_exact SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_PORTS_PER_GEN);
 	__type(key, __u32);
@@ -100,6 +116,8 @@ const volatile enum filter_action filter_action_anchor = FILTER_ALLOW;
 const volatile enum filter_proto filter_proto_anchor = FILTER_TCP;
 const volatile enum filter_verdict filter_verdict_anchor = FILTER_PASS;
 const volatile enum filter_family filter_family_anchor = FILTER_IPV4;
+const volatile enum filter_limits filter_limits_anchor = FILTER_GENERATIONS;
+const volatile enum filter_flags filter_flags_anchor = FILTER_NEEDS_PORTS;
 
 static __always_inline enum filter_proto proto_class(const struct packet_info *pkt)
 {
@@ -121,20 +139,40 @@ static __always_inline enum filter_proto proto_class(const struct packet_info *p
 	}
 }
 
-static __always_inline __u32 address_class(void *trie, __u8 gen, __u8 family,
-					   const __u8 *addr)
+/* The class of the longest rule prefix holding `addr`, or 0: probed in the
+ * exact-match hash once per configured length, or walked in the trie. */
+static __always_inline __u32 address_class(void *trie, void *exact,
+					   const struct filter_prefix_probe *probes,
+					   __u8 gen, __u8 family, const __u8 *addr)
 {
-	struct filter_prefix_key key = {
-		.gen = gen,
-		.family = family,
-	};
+	struct filter_prefix_key key;
 	__u32 *class;
+	int i, b;
 
-	/* Generation and family bytes, then the whole address. */
-	key.prefixlen = 16 + (family == FILTER_IPV4 ? 32 : 128);
-	__builtin_memcpy(key.addr, addr, 16);
-	class = bpf_map_lookup_elem(trie, &key);
-	return class ? *class : 0;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.gen = gen;
+	key.family = family;
+	if (probes[0].len == FILTER_USE_TRIE) {
+		key.prefixlen = FILTER_PREFIX_HEADER_BITS +
+				(family == FILTER_IPV4 ? 32 : 128);
+		__builtin_memcpy(key.addr, addr, 16);
+		class = bpf_map_lookup_elem(trie, &key);
+		return class ? *class : 0;
+	}
+	for (i = 0; i < FILTER_HASH_LENGTHS; i++) {
+		const struct filter_prefix_probe *probe = &probes[i];
+
+		if (probe->len == FILTER_NO_LENGTH)
+			break;
+		key.prefixlen = FILTER_PREFIX_HEADER_BITS + probe->len;
+#pragma unroll
+		for (b = 0; b < 16; b++)
+			key.addr[b] = addr[b] & probe->mask[b];
+		class = bpf_map_lookup_elem(exact, &key);
+		if (class)
+			return *class;
+	}
+	return 0;
 }
 
 static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto,
@@ -163,27 +201,37 @@ decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
 		.sport = FILTER_NO_PORTS,
 		.dport = FILTER_NO_PORTS,
 	};
-	struct filter_decision *decision;
+	struct filter_decision *decision = NULL;
 	__u8 family = pkt->l3 == L3_IPV4 ? FILTER_IPV4 : FILTER_IPV6;
+	int lengths = family == FILTER_IPV4 ? FILTER_V4_LENGTHS : FILTER_V6_LENGTHS;
+	__u8 kinds = cfg->decision_kinds;
 	__u32 src = 0, dst = 0;
 
+	/* A side's class is needed only by the decision kinds that use it. */
 	if (proto != FILTER_ARP) {
-		if (cfg->has_src)
-			src = address_class(&src_prefixes, gen, family, pkt->src);
-		if (cfg->has_dst)
-			dst = address_class(&dst_prefixes, gen, family, pkt->dst);
+		if (kinds & (FILTER_SRC_DECISIONS | FILTER_PAIR_DECISIONS))
+			src = address_class(&src_prefixes, &src_exact,
+					    cfg->src_probes[lengths], gen,
+					    family, pkt->src);
+		if (kinds & (FILTER_DST_DECISIONS | FILTER_PAIR_DECISIONS))
+			dst = address_class(&dst_prefixes, &dst_exact,
+					    cfg->dst_probes[lengths], gen,
+					    family, pkt->dst);
 	}
 
-	key.src = src;
-	key.dst = FILTER_ANY_CLASS;
-	decision = bpf_map_lookup_elem(&decisions, &key);
-	if (!decision) {
+	if (kinds & FILTER_SRC_DECISIONS) {
+		key.src = src;
+		key.dst = FILTER_ANY_CLASS;
+		decision = bpf_map_lookup_elem(&decisions, &key);
+	}
+	if (!decision && (kinds & FILTER_DST_DECISIONS)) {
 		key.src = FILTER_ANY_CLASS;
 		key.dst = dst;
 		decision = bpf_map_lookup_elem(&decisions, &key);
 	}
-	if (!decision) {
+	if (!decision && (kinds & FILTER_PAIR_DECISIONS)) {
 		key.src = src;
+		key.dst = dst;
 		decision = bpf_map_lookup_elem(&decisions, &key);
 	}
 	if (!decision || !(decision->flags & FILTER_NEEDS_PORTS))

@@ -16,12 +16,40 @@
 
 #include "traffic_counters.h"
 
-#define FILTER_GENERATIONS	2
-#define FILTER_MAX_RULES	16384
-/* Decision entries per generation; the map holds two generations. */
-#define FILTER_MAX_DECISIONS	262144
-#define FILTER_MAX_PREFIXES	65536
-#define FILTER_MAX_LIMITERS	65536
+/* Enums rather than #defines: they reach BTF, so Rust reads the same
+ * numbers from the skeleton instead of repeating them. */
+enum filter_limits {
+	FILTER_GENERATIONS = 2,
+	FILTER_MAX_RULES = 16384,
+	/* Decision entries per generation; the map holds two generations. */
+	FILTER_MAX_DECISIONS = 262144,
+	FILTER_MAX_PREFIXES = 65536,
+	FILTER_MAX_LIMITERS = 65536,
+	FILTER_PORTS_PER_GEN = 2 * 65536,
+	/* A family whose rules use at most this many prefix lengths is looked
+	 * up in an exact-match hash, once per length, longest first: a hash
+	 * lookup costs a fraction of an LPM trie walk. More lengths use the
+	 * trie. */
+	FILTER_HASH_LENGTHS = 4,
+	/* In a lengths list: end of list, or "use the trie" as its first entry. */
+	FILTER_NO_LENGTH = 0xFF,
+	FILTER_USE_TRIE = 0xFE,
+	/* Bits of the generation and family bytes leading every prefix key. */
+	FILTER_PREFIX_HEADER_BITS = 16,
+};
+
+/* Bits of filter_decision.flags and filter_config.decision_kinds. */
+enum filter_flags {
+	/* The decision needs a second lookup with the packet's port classes. */
+	FILTER_NEEDS_PORTS = 1,
+	/* The matched rule has its own rate limit in rule_limits. */
+	FILTER_RATE_LIMITED = 2,
+	/* Which decision keys a rule set has, so the program skips lookups
+	 * that cannot hit: (src, any dst), (any src, dst), (src, dst). */
+	FILTER_SRC_DECISIONS = 1,
+	FILTER_DST_DECISIONS = 2,
+	FILTER_PAIR_DECISIONS = 4,
+};
 
 /* Wildcard address class: a decision that holds whatever the class is. */
 #define FILTER_ANY_CLASS	0xFFFFFFFF
@@ -30,7 +58,6 @@
 /* Port class of a packet whose ports are unknown (later fragments,
  * truncated L4 headers, protocols without ports). */
 #define FILTER_UNKNOWN_PORT	0
-#define FILTER_PORTS_PER_GEN	(2 * 65536)
 
 /* Limiter ids in limiter_key: the interface-wide limit, the SYN-flood
  * limit, or a rule's own limit (FILTER_RULE_LIMITER + rule). */
@@ -65,14 +92,22 @@ enum filter_family {
 	FILTER_IPV6 = 6,
 };
 
-/* LPM key: generation and family come first, so one trie holds both
- * generations and both families; IPv4 uses the first 4 address bytes. */
+/* Prefix key: generation and family come first, so one map holds both
+ * generations and both families; IPv4 uses the first 4 address bytes.
+ * The same key serves the LPM tries and, with the address masked to
+ * `prefixlen`, the exact-match hashes; the padding is explicit because a
+ * hash compares every byte. */
 struct filter_prefix_key {
 	__u32 prefixlen;
 	__u8 gen;
 	__u8 family;
 	__u8 addr[16];
+	__u8 pad[2];
 };
+
+/* Index of a family in the lengths lists. */
+#define FILTER_V4_LENGTHS	0
+#define FILTER_V6_LENGTHS	1
 
 struct filter_key {
 	__u32 src;
@@ -83,11 +118,6 @@ struct filter_key {
 	__u8 gen;
 	__u8 pad[2];
 };
-
-/* The decision needs a second lookup with the packet's port classes. */
-#define FILTER_NEEDS_PORTS	1
-/* The matched rule has its own rate limit in rule_limits. */
-#define FILTER_RATE_LIMITED	2
 
 struct filter_decision {
 	__u32 rule;
@@ -112,15 +142,26 @@ struct filter_limit {
 	__u64 burst;
 };
 
+/* One exact-match probe: the prefix length and its address mask, which
+ * user space computes so the packet path masks without branches. */
+struct filter_prefix_probe {
+	__u8 len;
+	__u8 mask[16];
+};
+
 struct filter_config {
 	struct filter_limit rate_limit;	/* interval 0: off */
 	struct filter_limit syn_flood;
 	__u32 rules;
 	__u8 default_action;
-	/* Without rules naming a source (destination), skip that trie. */
-	__u8 has_src;
-	__u8 has_dst;
-	__u8 pad;
+	__u8 decision_kinds;	/* FILTER_*_DECISIONS */
+	/* Per family (FILTER_V4_LENGTHS, FILTER_V6_LENGTHS), longest first:
+	 * the lengths to probe in the exact-match hash, ended by
+	 * FILTER_NO_LENGTH; or FILTER_USE_TRIE first. No length at all: no
+	 * rule names an address on that side for that family. */
+	struct filter_prefix_probe src_probes[2][FILTER_HASH_LENGTHS];
+	struct filter_prefix_probe dst_probes[2][FILTER_HASH_LENGTHS];
+	__u8 pad[2];
 };
 
 struct filter_limiter_key {

@@ -27,7 +27,8 @@ static __always_inline void count_frame(const struct packet_info *pkt, __u64 len
 	__u32 zero = 0;
 	struct traffic_counters *slot = bpf_map_lookup_elem(&counters, &zero);
 
-	if (!slot)
+	/* Explicit bounds: the verifier may lose them through a stack spill. */
+	if (!slot || pkt->l3 >= L3_MAX || pkt->l4 >= L4_MAX)
 		return;
 	slot->l3[pkt->l3].packets++;
 	slot->l3[pkt->l3].bytes += len;

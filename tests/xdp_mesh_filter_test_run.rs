@@ -783,6 +783,26 @@ fn nested_cidrs_first_match_in_file_order() {
     for (src, dst, verdict, hit) in cases {
         h.expect(&between(src, dst), "ipv4/udp", verdict, hit);
     }
+
+    // More prefix lengths than the exact-match probes take (mesh_filter.h:
+    // FILTER_HASH_LENGTHS): this side is looked up in the LPM trie instead,
+    // with the same answers.
+    h.apply(
+        r#"{"default": "deny", "rules": [
+            {"action": "allow", "src": "10.1.2.0/28"},
+            {"action": "deny", "src": "10.1.2.0/24"},
+            {"action": "allow", "src": "10.1.0.0/20"},
+            {"action": "deny", "src": "10.1.0.0/16"},
+            {"action": "allow", "src": "10.0.0.0/12"},
+            {"action": "deny", "src": "10.0.0.0/8"}]}"#,
+    );
+    h.expect(&from([10, 1, 2, 5]), "ipv4/udp", PASS, Rule(0));
+    h.expect(&from([10, 1, 2, 200]), "ipv4/udp", DROP, Rule(1));
+    h.expect(&from([10, 1, 9, 1]), "ipv4/udp", PASS, Rule(2));
+    h.expect(&from([10, 1, 200, 1]), "ipv4/udp", DROP, Rule(3));
+    h.expect(&from([10, 9, 0, 1]), "ipv4/udp", PASS, Rule(4));
+    h.expect(&from([10, 99, 0, 1]), "ipv4/udp", DROP, Rule(5));
+    h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
 }
 
 #[test]

@@ -194,6 +194,10 @@ fn foreign_program(iface: &Interface, current: xdp::Current) -> anyhow::Error {
 /// Another tool can attach between our check and our attach; the kernel then
 /// refuses with EBUSY/EEXIST and we name the newcomer.
 fn explain_attach_error(err: anyhow::Error, iface: &Interface) -> anyhow::Error {
+    // Already explained (a verifier rejection, a missing driver feature).
+    if err.downcast_ref::<Failure>().is_some() {
+        return err;
+    }
     match errno_of(&err) {
         Some(libc::EBUSY) | Some(libc::EEXIST) => match xdp::query(iface.index) {
             Ok(Some(current)) => foreign_program(iface, current),

@@ -19,7 +19,9 @@ use crate::kernel::pins::AttachmentDir;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::traffic::{self, Counter, COUNTERS_MAP};
-use crate::rules::compile::{CompiledFilter, Decision, DecisionKey, PortClasses};
+use crate::rules::compile::{
+    CompiledFilter, Decision, DecisionKey, PortClasses, ANY_CLASS, NO_PORTS,
+};
 use crate::rules::filter::{FilterRules, Rule};
 use crate::rules::{Action, Family, Limit, PortRange, Prefix, Protocol};
 
@@ -28,9 +30,9 @@ pub mod skel {
 }
 
 use skel::types::{
-    filter_action, filter_config, filter_decision, filter_family, filter_key, filter_limit,
-    filter_port_classes, filter_prefix_key, filter_proto, filter_rule, filter_stats,
-    filter_verdict, traffic_counter,
+    filter_action, filter_config, filter_decision, filter_family, filter_flags, filter_key,
+    filter_limit, filter_limits, filter_port_classes, filter_prefix_key, filter_prefix_probe,
+    filter_proto, filter_rule, filter_stats, filter_verdict, traffic_counter,
 };
 pub use skel::XdpMeshFilterSkel;
 
@@ -41,15 +43,18 @@ unsafe impl plain::Plain for filter_key {}
 unsafe impl plain::Plain for filter_limit {}
 unsafe impl plain::Plain for filter_port_classes {}
 unsafe impl plain::Plain for filter_prefix_key {}
+unsafe impl plain::Plain for filter_prefix_probe {}
 unsafe impl plain::Plain for filter_rule {}
 unsafe impl plain::Plain for filter_stats {}
 unsafe impl plain::Plain for traffic_counter {}
 
 pub const PROGRAM: &str = "xdp_mesh_filter";
-const MAX_RULES: u32 = 16384;
-const PORTS_PER_GEN: u32 = 2 * 65536;
-/// The generation byte and the family byte lead every LPM key.
-const PREFIX_HEADER_BITS: u32 = 16;
+const MAX_RULES: u32 = filter_limits::FILTER_MAX_RULES.0;
+const PORTS_PER_GEN: u32 = filter_limits::FILTER_PORTS_PER_GEN.0;
+const PREFIX_HEADER_BITS: u32 = filter_limits::FILTER_PREFIX_HEADER_BITS.0;
+const HASH_LENGTHS: usize = filter_limits::FILTER_HASH_LENGTHS.0 as usize;
+const NO_LENGTH: u8 = filter_limits::FILTER_NO_LENGTH.0 as u8;
+const USE_TRIE: u8 = filter_limits::FILTER_USE_TRIE.0 as u8;
 
 /// The filter's maps, from the skeleton at attach time or from the pins later.
 pub struct FilterMaps<'a> {
@@ -57,6 +62,8 @@ pub struct FilterMaps<'a> {
     config: &'a dyn MapCore,
     src_prefixes: &'a dyn MapCore,
     dst_prefixes: &'a dyn MapCore,
+    src_exact: &'a dyn MapCore,
+    dst_exact: &'a dyn MapCore,
     port_classes: &'a dyn MapCore,
     decisions: &'a dyn MapCore,
     rule_hits: &'a dyn MapCore,
@@ -67,11 +74,13 @@ pub struct FilterMaps<'a> {
 }
 
 /// Map names, as pinned: the program's own names.
-const PINNED: [&str; 12] = [
+const PINNED: [&str; 14] = [
     "active",
     "filter_config",
     "src_prefixes",
     "dst_prefixes",
+    "src_exact",
+    "dst_exact",
     "port_classes",
     "decisions",
     "rule_hits",
@@ -103,13 +112,15 @@ impl PinnedMaps {
             config: &h[1],
             src_prefixes: &h[2],
             dst_prefixes: &h[3],
-            port_classes: &h[4],
-            decisions: &h[5],
-            rule_hits: &h[6],
-            rule_limits: &h[7],
-            rules: &h[8],
-            stats: &h[9],
-            counters: &h[10],
+            src_exact: &h[4],
+            dst_exact: &h[5],
+            port_classes: &h[6],
+            decisions: &h[7],
+            rule_hits: &h[8],
+            rule_limits: &h[9],
+            rules: &h[10],
+            stats: &h[11],
+            counters: &h[12],
         }
     }
 }
@@ -121,6 +132,8 @@ pub fn skeleton_maps<'a>(skel: &'a XdpMeshFilterSkel<'_>) -> FilterMaps<'a> {
         config: &m.filter_config,
         src_prefixes: &m.src_prefixes,
         dst_prefixes: &m.dst_prefixes,
+        src_exact: &m.src_exact,
+        dst_exact: &m.dst_exact,
         port_classes: &m.port_classes,
         decisions: &m.decisions,
         rule_hits: &m.rule_hits,
@@ -160,11 +173,13 @@ fn load_counting_into<'obj>(
 pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
     let m = &skel.maps;
-    let maps: [&dyn AsFd; 12] = [
+    let maps: [&dyn AsFd; 14] = [
         &m.active,
         &m.filter_config,
         &m.src_prefixes,
         &m.dst_prefixes,
+        &m.src_exact,
+        &m.dst_exact,
         &m.port_classes,
         &m.decisions,
         &m.rule_hits,
@@ -227,8 +242,18 @@ fn write_generation(
     rules: &FilterRules,
     compiled: &CompiledFilter,
 ) -> Result<()> {
-    write_prefixes(maps.src_prefixes, gen, &compiled.src_prefixes)?;
-    write_prefixes(maps.dst_prefixes, gen, &compiled.dst_prefixes)?;
+    let src_probes = write_prefixes(
+        maps.src_prefixes,
+        maps.src_exact,
+        gen,
+        &compiled.src_prefixes,
+    )?;
+    let dst_probes = write_prefixes(
+        maps.dst_prefixes,
+        maps.dst_exact,
+        gen,
+        &compiled.dst_prefixes,
+    )?;
     write_ports(
         maps.port_classes,
         gen,
@@ -242,13 +267,31 @@ fn write_generation(
         syn_flood: limit(compiled.syn_flood.as_ref()),
         rules: rules.rules.len() as u32,
         default_action: action(compiled.default),
-        has_src: !compiled.src_prefixes.is_empty() as u8,
-        has_dst: !compiled.dst_prefixes.is_empty() as u8,
-        pad: 0,
+        decision_kinds: decision_kinds(&compiled.decisions),
+        src_probes,
+        dst_probes,
+        pad: [0; 2],
     };
     maps.config
         .update(&(gen as u32).to_ne_bytes(), bytes(&config), MapFlags::ANY)?;
     Ok(())
+}
+
+/// Which kinds of address keys the decisions use, so the program skips
+/// lookups that cannot hit.
+fn decision_kinds(decisions: &[(DecisionKey, Decision)]) -> u8 {
+    let flag = |f: filter_flags| f.0 as u8;
+    decisions
+        .iter()
+        .filter(|(key, _)| key.sport == NO_PORTS)
+        .fold(0, |kinds, (key, _)| {
+            kinds
+                | match (key.src == ANY_CLASS, key.dst == ANY_CLASS) {
+                    (false, true) => flag(filter_flags::FILTER_SRC_DECISIONS),
+                    (true, false) => flag(filter_flags::FILTER_DST_DECISIONS),
+                    _ => flag(filter_flags::FILTER_PAIR_DECISIONS),
+                }
+        })
 }
 
 fn action(a: Action) -> u8 {
@@ -287,24 +330,66 @@ fn prefix_key(gen: u8, p: &Prefix) -> filter_prefix_key {
         r#gen,
         family: family(p.family),
         addr: p.addr,
+        pad: [0; 2],
     }
 }
 
-fn write_prefixes(map: &dyn MapCore, gen: u8, prefixes: &[(Prefix, u32)]) -> Result<()> {
-    for (prefix, class) in prefixes {
-        map.update(
-            bytes(&prefix_key(gen, prefix)),
-            &class.to_ne_bytes(),
-            MapFlags::ANY,
-        )
-        .with_context(|| {
-            format!(
-                "adding prefix {prefix:?} to {}",
-                map.name().to_string_lossy()
+/// Writes one side's prefixes, per family into the exact-match hash when
+/// the family uses few prefix lengths, else into the trie; returns the
+/// probes that tell the program which (see mesh_filter.h).
+fn write_prefixes(
+    trie: &dyn MapCore,
+    exact: &dyn MapCore,
+    gen: u8,
+    prefixes: &[(Prefix, u32)],
+) -> Result<[[filter_prefix_probe; HASH_LENGTHS]; 2]> {
+    let end = filter_prefix_probe {
+        len: NO_LENGTH,
+        mask: [0; 16],
+    };
+    let mut probes = [[end; HASH_LENGTHS]; 2];
+    for (list, family) in probes.iter_mut().zip([Family::V4, Family::V6]) {
+        let of_family: Vec<&(Prefix, u32)> = prefixes
+            .iter()
+            .filter(|(p, _)| p.family == family)
+            .collect();
+        let mut lengths: Vec<u8> = of_family.iter().map(|(p, _)| p.len).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        let map = if lengths.len() <= HASH_LENGTHS {
+            for (probe, len) in list.iter_mut().zip(lengths) {
+                *probe = filter_prefix_probe {
+                    len,
+                    mask: mask(len),
+                };
+            }
+            exact
+        } else {
+            list[0].len = USE_TRIE;
+            trie
+        };
+        for (prefix, class) in of_family {
+            map.update(
+                bytes(&prefix_key(gen, prefix)),
+                &class.to_ne_bytes(),
+                MapFlags::ANY,
             )
-        })?;
+            .with_context(|| {
+                format!("adding prefix {prefix} to {}", map.name().to_string_lossy())
+            })?;
+        }
     }
-    Ok(())
+    Ok(probes)
+}
+
+/// The address mask of a prefix length: `len` one bits, then zeros.
+fn mask(len: u8) -> [u8; 16] {
+    let mut mask = [0u8; 16];
+    for (i, byte) in mask.iter_mut().enumerate() {
+        let ones = (len as usize).saturating_sub(i * 8).min(8);
+        *byte = !(0xFFu16 >> ones) as u8;
+    }
+    mask
 }
 
 fn write_ports(map: &dyn MapCore, gen: u8, tcp: &PortClasses, udp: &PortClasses) -> Result<()> {
@@ -349,7 +434,9 @@ fn write_decisions(
     let mut values = Vec::with_capacity(decisions.len() * std::mem::size_of::<filter_decision>());
     for (key, decision) in decisions {
         keys.extend_from_slice(bytes(&decision_key(gen, key)));
-        let flags = (decision.needs_ports as u8) | ((decision.rate_limited as u8) << 1);
+        let flag = |set: bool, f: filter_flags| if set { f.0 as u8 } else { 0 };
+        let flags = flag(decision.needs_ports, filter_flags::FILTER_NEEDS_PORTS)
+            | flag(decision.rate_limited, filter_flags::FILTER_RATE_LIMITED);
         let value = filter_decision {
             rule: decision.rule,
             action: action(decision.action),
@@ -487,7 +574,12 @@ fn describe(rule: &Rule) -> filter_rule {
 fn clear_generation(maps: &FilterMaps<'_>, gen: u8) -> Result<()> {
     let key_gen = |key: &[u8], offset: usize| key.get(offset).copied() == Some(gen);
     let prefix_gen = std::mem::offset_of!(filter_prefix_key, r#gen);
-    for trie in [maps.src_prefixes, maps.dst_prefixes] {
+    for trie in [
+        maps.src_prefixes,
+        maps.dst_prefixes,
+        maps.src_exact,
+        maps.dst_exact,
+    ] {
         let stale: Vec<Vec<u8>> = trie.keys().filter(|k| key_gen(k, prefix_gen)).collect();
         for key in stale {
             trie.delete(&key)?;
@@ -642,4 +734,18 @@ pub fn attach(
     let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_exactly_len_leading_bits() {
+        assert_eq!(mask(0), [0; 16]);
+        assert_eq!(mask(24)[..4], [0xFF, 0xFF, 0xFF, 0]);
+        assert_eq!(mask(20)[..4], [0xFF, 0xFF, 0xF0, 0]);
+        assert_eq!(mask(128), [0xFF; 16]);
+        assert_eq!(mask(127)[15], 0xFE);
+    }
 }
