@@ -38,7 +38,7 @@ struct {
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct filter_prefix_key);
-	__type(value, __u32);
+	__type(value, struct filter_prefix_value);
 } src_prefixes SEC(".maps");
 
 struct {
@@ -46,7 +46,7 @@ struct {
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct filter_prefix_key);
-	__type(value, __u32);
+	__type(value, struct filter_prefix_value);
 } dst_prefixes SEC(".maps");
 
 struct {
@@ -54,7 +54,7 @@ struct {
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct filter_prefix_key);
-	__type(value, __u32);
+	__type(value, struct filter_prefix_value);
 } src_exact SEC(".maps");
 
 struct {
@@ -62,7 +62,7 @@ struct {
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct filter_prefix_key);
-	__type(value, __u32);
+	__type(value, struct filter_prefix_value);
 } dst_exact SEC(".maps");
 
 struct {
@@ -139,14 +139,15 @@ static __always_inline enum filter_proto proto_class(const struct packet_info *p
 	}
 }
 
-/* The class of the longest rule prefix holding `addr`, or 0: probed in the
- * exact-match hash once per configured length, or walked in the trie. */
-static __always_inline __u32 address_class(void *trie, void *exact,
-					   const struct filter_prefix_probe *probes,
-					   __u8 gen, __u8 family, const __u8 *addr)
+/* The entry of the longest rule prefix holding `addr` (NULL: class 0),
+ * probed in the exact-match hash once per configured length, or walked in
+ * the trie. */
+static __always_inline struct filter_prefix_value *
+address_entry(void *trie, void *exact, const struct filter_prefix_probe *probes,
+	      __u8 gen, __u8 family, const __u8 *addr)
 {
+	struct filter_prefix_value *entry;
 	struct filter_prefix_key key;
-	__u32 *class;
 	int i, b;
 
 	__builtin_memset(&key, 0, sizeof(key));
@@ -156,8 +157,7 @@ static __always_inline __u32 address_class(void *trie, void *exact,
 		key.prefixlen = FILTER_PREFIX_HEADER_BITS +
 				(family == FILTER_IPV4 ? 32 : 128);
 		__builtin_memcpy(key.addr, addr, 16);
-		class = bpf_map_lookup_elem(trie, &key);
-		return class ? *class : 0;
+		return bpf_map_lookup_elem(trie, &key);
 	}
 	for (i = 0; i < FILTER_HASH_LENGTHS; i++) {
 		const struct filter_prefix_probe *probe = &probes[i];
@@ -168,11 +168,22 @@ static __always_inline __u32 address_class(void *trie, void *exact,
 #pragma unroll
 		for (b = 0; b < 16; b++)
 			key.addr[b] = addr[b] & probe->mask[b];
-		class = bpf_map_lookup_elem(exact, &key);
-		if (class)
-			return *class;
+		entry = bpf_map_lookup_elem(exact, &key);
+		if (entry)
+			return entry;
 	}
-	return 0;
+	return NULL;
+}
+
+/* The decision that depends on one side's class alone, if there is one. */
+static __always_inline const struct filter_decision *
+alone(const struct filter_prefix_value *entry,
+      const struct filter_decision *class0, enum filter_proto proto)
+{
+	const struct filter_decision *decision = entry ? &entry->alone[proto] :
+							 &class0[proto];
+
+	return decision->flags & FILTER_DECIDED ? decision : NULL;
 }
 
 static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto,
@@ -188,10 +199,11 @@ static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto,
 	return source ? classes->sport : classes->dport;
 }
 
-/* The first rule matching the packet, or NULL for the default. The lookup
- * order is the compiler's contract: a source-only answer, a
- * destination-only answer, then both; then ports if the answer needs them. */
-static __always_inline struct filter_decision *
+/* The first rule matching the packet, or NULL for the default. The order
+ * is the compiler's contract: a source-only answer (from the source's
+ * prefix entry), a destination-only answer (likewise), then both; then
+ * ports if the answer needs them, keyed by the classes that answered. */
+static __always_inline const struct filter_decision *
 decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
        const struct filter_config *cfg)
 {
@@ -201,37 +213,39 @@ decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
 		.sport = FILTER_NO_PORTS,
 		.dport = FILTER_NO_PORTS,
 	};
-	struct filter_decision *decision = NULL;
+	struct filter_prefix_value *src_entry = NULL, *dst_entry = NULL;
+	const struct filter_decision *decision = NULL;
 	__u8 family = pkt->l3 == L3_IPV4 ? FILTER_IPV4 : FILTER_IPV6;
 	int lengths = family == FILTER_IPV4 ? FILTER_V4_LENGTHS : FILTER_V6_LENGTHS;
 	__u8 kinds = cfg->decision_kinds;
-	__u32 src = 0, dst = 0;
 
-	/* A side's class is needed only by the decision kinds that use it. */
+	if (proto >= FILTER_PROTO_CLASSES)
+		return NULL;
+	/* A side's entry is needed only by the decision kinds that use it. */
 	if (proto != FILTER_ARP) {
 		if (kinds & (FILTER_SRC_DECISIONS | FILTER_PAIR_DECISIONS))
-			src = address_class(&src_prefixes, &src_exact,
-					    cfg->src_probes[lengths], gen,
-					    family, pkt->src);
+			src_entry = address_entry(&src_prefixes, &src_exact,
+						  cfg->src_probes[lengths], gen,
+						  family, pkt->src);
 		if (kinds & (FILTER_DST_DECISIONS | FILTER_PAIR_DECISIONS))
-			dst = address_class(&dst_prefixes, &dst_exact,
-					    cfg->dst_probes[lengths], gen,
-					    family, pkt->dst);
+			dst_entry = address_entry(&dst_prefixes, &dst_exact,
+						  cfg->dst_probes[lengths], gen,
+						  family, pkt->dst);
 	}
 
 	if (kinds & FILTER_SRC_DECISIONS) {
-		key.src = src;
+		decision = alone(src_entry, cfg->src_alone, proto);
+		key.src = src_entry ? src_entry->class : 0;
 		key.dst = FILTER_ANY_CLASS;
-		decision = bpf_map_lookup_elem(&decisions, &key);
 	}
 	if (!decision && (kinds & FILTER_DST_DECISIONS)) {
+		decision = alone(dst_entry, cfg->dst_alone, proto);
 		key.src = FILTER_ANY_CLASS;
-		key.dst = dst;
-		decision = bpf_map_lookup_elem(&decisions, &key);
+		key.dst = dst_entry ? dst_entry->class : 0;
 	}
 	if (!decision && (kinds & FILTER_PAIR_DECISIONS)) {
-		key.src = src;
-		key.dst = dst;
+		key.src = src_entry ? src_entry->class : 0;
+		key.dst = dst_entry ? dst_entry->class : 0;
 		decision = bpf_map_lookup_elem(&decisions, &key);
 	}
 	if (!decision || !(decision->flags & FILTER_NEEDS_PORTS))
@@ -299,7 +313,7 @@ filter(const struct packet_info *pkt, __u8 gen, const struct filter_config *cfg,
        struct filter_stats *stats, __u64 len)
 {
 	enum filter_proto proto = proto_class(pkt);
-	struct filter_decision *decision = NULL;
+	const struct filter_decision *decision = NULL;
 	__u8 action = cfg->default_action;
 	__u32 rule = 0;
 

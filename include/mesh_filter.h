@@ -4,9 +4,11 @@
  * skeleton's generated types, never through hand-written mirrors).
  *
  * Rules are compiled in user space into lookups that cost the same for one
- * rule or ten thousand: two LPM tries give the longest rule prefix holding the
- * source and the destination (its "class"), two arrays give each port's
- * class, and a hash of decisions gives the first rule matching those classes.
+ * rule or ten thousand: per side (source, destination), an exact-match hash
+ * probed once per prefix length, or an LPM trie, gives the longest rule
+ * prefix holding the address (its "class") with the decisions that depend
+ * on that class alone; two arrays give each port's class, and a hash of
+ * decisions gives the first rule matching any other combination.
  * Every key carries a generation: a rule set is written under the inactive
  * generation and published by flipping `active`, so a packet sees one whole
  * rule set, never a mix.
@@ -44,6 +46,8 @@ enum filter_flags {
 	FILTER_NEEDS_PORTS = 1,
 	/* The matched rule has its own rate limit in rule_limits. */
 	FILTER_RATE_LIMITED = 2,
+	/* In a prefix value's `alone` list: this entry holds a decision. */
+	FILTER_DECIDED = 4,
 	/* Which decision keys a rule set has, so the program skips lookups
 	 * that cannot hit: (src, any dst), (any src, dst), (src, dst). */
 	FILTER_SRC_DECISIONS = 1,
@@ -126,6 +130,18 @@ struct filter_decision {
 	__u8 pad[2];
 };
 
+/* Protocol classes a decision can be keyed by (FILTER_TCP..FILTER_ARP). */
+#define FILTER_PROTO_CLASSES	(FILTER_ARP + 1)
+
+/* What an address lookup returns: the class, and the decisions that
+ * depend on this side's class alone (per protocol class), so the common
+ * rule sets (a list of source CIDRs) need no lookup in `decisions`. */
+struct filter_prefix_value {
+	__u32 class;
+	__u32 pad;
+	struct filter_decision alone[FILTER_PROTO_CLASSES];
+};
+
 /* Index: gen * FILTER_PORTS_PER_GEN + (udp ? 65536 : 0) + port. */
 struct filter_port_classes {
 	__u16 sport;
@@ -162,6 +178,9 @@ struct filter_config {
 	struct filter_prefix_probe src_probes[2][FILTER_HASH_LENGTHS];
 	struct filter_prefix_probe dst_probes[2][FILTER_HASH_LENGTHS];
 	__u8 pad[2];
+	/* The `alone` decisions of class 0 (no rule prefix holds the address). */
+	struct filter_decision src_alone[FILTER_PROTO_CLASSES];
+	struct filter_decision dst_alone[FILTER_PROTO_CLASSES];
 };
 
 struct filter_limiter_key {

@@ -6,6 +6,7 @@
 //! write, which the program reads once per packet), then clears the old
 //! generation: a packet sees the old rule set or the new one, never a mix.
 
+use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -32,7 +33,7 @@ pub mod skel {
 use skel::types::{
     filter_action, filter_config, filter_decision, filter_family, filter_flags, filter_key,
     filter_limit, filter_limits, filter_port_classes, filter_prefix_key, filter_prefix_probe,
-    filter_proto, filter_rule, filter_stats, filter_verdict, traffic_counter,
+    filter_prefix_value, filter_proto, filter_rule, filter_stats, filter_verdict, traffic_counter,
 };
 pub use skel::XdpMeshFilterSkel;
 
@@ -44,6 +45,7 @@ unsafe impl plain::Plain for filter_limit {}
 unsafe impl plain::Plain for filter_port_classes {}
 unsafe impl plain::Plain for filter_prefix_key {}
 unsafe impl plain::Plain for filter_prefix_probe {}
+unsafe impl plain::Plain for filter_prefix_value {}
 unsafe impl plain::Plain for filter_rule {}
 unsafe impl plain::Plain for filter_stats {}
 unsafe impl plain::Plain for traffic_counter {}
@@ -55,6 +57,8 @@ const PREFIX_HEADER_BITS: u32 = filter_limits::FILTER_PREFIX_HEADER_BITS.0;
 const HASH_LENGTHS: usize = filter_limits::FILTER_HASH_LENGTHS.0 as usize;
 const NO_LENGTH: u8 = filter_limits::FILTER_NO_LENGTH.0 as u8;
 const USE_TRIE: u8 = filter_limits::FILTER_USE_TRIE.0 as u8;
+/// Decisions are keyed by protocol class FILTER_TCP..=FILTER_ARP.
+const PROTO_CLASSES: usize = filter_proto::FILTER_ARP.0 as usize + 1;
 
 /// The filter's maps, from the skeleton at attach time or from the pins later.
 pub struct FilterMaps<'a> {
@@ -242,17 +246,20 @@ fn write_generation(
     rules: &FilterRules,
     compiled: &CompiledFilter,
 ) -> Result<()> {
+    let split = Split::of(&compiled.decisions);
     let src_probes = write_prefixes(
         maps.src_prefixes,
         maps.src_exact,
         gen,
         &compiled.src_prefixes,
+        &split.src,
     )?;
     let dst_probes = write_prefixes(
         maps.dst_prefixes,
         maps.dst_exact,
         gen,
         &compiled.dst_prefixes,
+        &split.dst,
     )?;
     write_ports(
         maps.port_classes,
@@ -260,7 +267,7 @@ fn write_generation(
         &compiled.tcp_ports,
         &compiled.udp_ports,
     )?;
-    write_decisions(maps.decisions, gen, &compiled.decisions)?;
+    write_decisions(maps.decisions, gen, &split.rest)?;
     write_rules(maps, gen, rules, compiled)?;
     let config = filter_config {
         rate_limit: limit(compiled.rate_limit.as_ref()),
@@ -271,10 +278,67 @@ fn write_generation(
         src_probes,
         dst_probes,
         pad: [0; 2],
+        src_alone: split.src.get(&0).copied().unwrap_or_default(),
+        dst_alone: split.dst.get(&0).copied().unwrap_or_default(),
     };
     maps.config
         .update(&(gen as u32).to_ne_bytes(), bytes(&config), MapFlags::ANY)?;
     Ok(())
+}
+
+/// Per protocol class, the decision that depends on one side's class alone.
+type Alone = [filter_decision; PROTO_CLASSES];
+
+/// The compiled decisions, sorted by where the program finds them: with
+/// the source's prefix entry, with the destination's, or in `decisions`.
+struct Split<'a> {
+    src: HashMap<u32, Alone>,
+    dst: HashMap<u32, Alone>,
+    rest: Vec<&'a (DecisionKey, Decision)>,
+}
+
+impl<'a> Split<'a> {
+    fn of(decisions: &'a [(DecisionKey, Decision)]) -> Self {
+        let mut split = Split {
+            src: HashMap::new(),
+            dst: HashMap::new(),
+            rest: Vec::new(),
+        };
+        for entry @ (key, decision) in decisions {
+            let side = match (
+                key.sport == NO_PORTS,
+                key.src == ANY_CLASS,
+                key.dst == ANY_CLASS,
+            ) {
+                (true, false, true) => Some((&mut split.src, key.src)),
+                (true, true, false) => Some((&mut split.dst, key.dst)),
+                _ => None,
+            };
+            match side {
+                Some((alone, class)) => {
+                    let decided = filter_flags::FILTER_DECIDED.0 as u8;
+                    alone
+                        .entry(class)
+                        .or_insert([filter_decision::default(); PROTO_CLASSES])
+                        [key.proto as usize] = decision_value(decision, decided);
+                }
+                None => split.rest.push(entry),
+            }
+        }
+        split
+    }
+}
+
+fn decision_value(decision: &Decision, extra_flags: u8) -> filter_decision {
+    let flag = |set: bool, f: filter_flags| if set { f.0 as u8 } else { 0 };
+    filter_decision {
+        rule: decision.rule,
+        action: action(decision.action),
+        flags: extra_flags
+            | flag(decision.needs_ports, filter_flags::FILTER_NEEDS_PORTS)
+            | flag(decision.rate_limited, filter_flags::FILTER_RATE_LIMITED),
+        pad: [0; 2],
+    }
 }
 
 /// Which kinds of address keys the decisions use, so the program skips
@@ -335,13 +399,15 @@ fn prefix_key(gen: u8, p: &Prefix) -> filter_prefix_key {
 }
 
 /// Writes one side's prefixes, per family into the exact-match hash when
-/// the family uses few prefix lengths, else into the trie; returns the
-/// probes that tell the program which (see mesh_filter.h).
+/// the family uses few prefix lengths, else into the trie, each with the
+/// decisions of its class alone; returns the probes that tell the program
+/// which map to look in (see mesh_filter.h).
 fn write_prefixes(
     trie: &dyn MapCore,
     exact: &dyn MapCore,
     gen: u8,
     prefixes: &[(Prefix, u32)],
+    alone: &HashMap<u32, Alone>,
 ) -> Result<[[filter_prefix_probe; HASH_LENGTHS]; 2]> {
     let end = filter_prefix_probe {
         len: NO_LENGTH,
@@ -369,9 +435,14 @@ fn write_prefixes(
             trie
         };
         for (prefix, class) in of_family {
+            let value = filter_prefix_value {
+                class: *class,
+                pad: 0,
+                alone: alone.get(class).copied().unwrap_or_default(),
+            };
             map.update(
                 bytes(&prefix_key(gen, prefix)),
-                &class.to_ne_bytes(),
+                bytes(&value),
                 MapFlags::ANY,
             )
             .with_context(|| {
@@ -425,7 +496,7 @@ fn decision_key(gen: u8, key: &DecisionKey) -> filter_key {
 fn write_decisions(
     map: &dyn MapCore,
     gen: u8,
-    decisions: &[(DecisionKey, Decision)],
+    decisions: &[&(DecisionKey, Decision)],
 ) -> Result<()> {
     if decisions.is_empty() {
         return Ok(());
@@ -434,16 +505,7 @@ fn write_decisions(
     let mut values = Vec::with_capacity(decisions.len() * std::mem::size_of::<filter_decision>());
     for (key, decision) in decisions {
         keys.extend_from_slice(bytes(&decision_key(gen, key)));
-        let flag = |set: bool, f: filter_flags| if set { f.0 as u8 } else { 0 };
-        let flags = flag(decision.needs_ports, filter_flags::FILTER_NEEDS_PORTS)
-            | flag(decision.rate_limited, filter_flags::FILTER_RATE_LIMITED);
-        let value = filter_decision {
-            rule: decision.rule,
-            action: action(decision.action),
-            flags,
-            pad: [0; 2],
-        };
-        values.extend_from_slice(bytes(&value));
+        values.extend_from_slice(bytes(&decision_value(decision, 0)));
     }
     map.update_batch(
         &keys,

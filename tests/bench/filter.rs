@@ -12,9 +12,7 @@ use std::slice;
 
 use libbpf_rs::{Map, MapCore, MapFlags, Object};
 use libbpf_sys::{XDP_DROP, XDP_PASS};
-use meshbpf::programs::xdp_mesh_filter::skel::types::{
-    filter_family, filter_key, filter_prefix_key, filter_proto,
-};
+use meshbpf::programs::xdp_mesh_filter::skel::types::{filter_family, filter_prefix_key};
 use meshbpf::programs::xdp_mesh_filter::{self, XdpMeshFilterSkel};
 use meshbpf::rules::{compile, filter};
 
@@ -48,10 +46,9 @@ enum Program {
 /// The maps whose single lookups explain the filters' costs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Table {
-    /// xdp_mesh_filter's LPM trie of source prefixes.
+    /// xdp_mesh_filter's exact-match hash of source prefixes, which
+    /// the rule sets here (one prefix length, /24) are looked up in.
     SrcPrefixes,
-    /// xdp_mesh_filter's hash of decisions, probed up to three times.
-    Decisions,
     /// xdp-filter's per-CPU hash of addresses, probed for dst, then src.
     FilterIpv4,
 }
@@ -278,9 +275,8 @@ impl fmt::Display for Program {
             Program::Mesh => "xdp_mesh_filter",
             Program::XdpFilter => "xdp-filter",
             Program::Lookup(Table::SrcPrefixes) => {
-                "one lookup in xdp_mesh_filter's src_prefixes (LPM trie)"
+                "one probe of xdp_mesh_filter's src_exact (prefix hash, /24)"
             }
-            Program::Lookup(Table::Decisions) => "one lookup in xdp_mesh_filter's decisions (hash)",
             Program::Lookup(Table::FilterIpv4) => {
                 "one lookup in xdp-filter's filter_ipv4 (per-CPU hash)"
             }
@@ -475,12 +471,7 @@ fn lookups(config: &Config) -> Vec<Scenario> {
     let mut all = with_mesh(rules, |skel| {
         let maps = xdp_mesh_filter::skeleton_maps(skel);
         let gen = xdp_mesh_filter::active_generation(&maps).expect("reading the generation");
-        let tries = &skel.maps.src_prefixes;
-        let class = tries
-            .lookup(&prefix_key(gen, hit), MapFlags::ANY)
-            .expect("looking up a prefix")
-            .map(|v| u32::from_ne_bytes(v[..4].try_into().expect("a u32 class")))
-            .expect("the hit source has a class");
+        let tries = &skel.maps.src_exact;
         vec![
             lookup(
                 Table::SrcPrefixes,
@@ -495,14 +486,6 @@ fn lookups(config: &Config) -> Vec<Scenario> {
                 Packet::Hit,
                 hit,
                 prefix_key(gen, hit),
-            ),
-            // The first of decide()'s lookups, which a hit ends at.
-            lookup(
-                Table::Decisions,
-                &skel.maps.decisions,
-                Packet::Hit,
-                hit,
-                decision_key(gen, class),
             ),
         ]
     });
@@ -552,25 +535,14 @@ fn lookup(table: Table, map: &dyn MapCore, packet: Packet, src: [u8; 4], key: Ve
 
 /// filter_prefix_key for an IPv4 address: the generation and family bytes
 /// count towards the prefix, then the whole address.
+/// The exact-match key the program probes for `addr` with the rule sets'
+/// one prefix length, /24: the address masked, the length in the key.
 fn prefix_key(gen: u8, addr: [u8; 4]) -> Vec<u8> {
     key_bytes(|key: &mut filter_prefix_key| {
-        key.prefixlen = 16 + 32;
+        key.prefixlen = 16 + 24;
         key.r#gen = gen;
         key.family = filter_family::FILTER_IPV4.0 as u8;
-        key.addr[..4].copy_from_slice(&addr);
-    })
-}
-
-/// filter_key of a UDP packet from a source of `class`, whatever its
-/// destination, before ports are looked at.
-fn decision_key(gen: u8, class: u32) -> Vec<u8> {
-    key_bytes(|key: &mut filter_key| {
-        key.src = class;
-        key.dst = compile::ANY_CLASS;
-        key.sport = compile::NO_PORTS;
-        key.dport = compile::NO_PORTS;
-        key.proto = filter_proto::FILTER_UDP.0 as u8;
-        key.r#gen = gen;
+        key.addr[..3].copy_from_slice(&addr[..3]);
     })
 }
 
@@ -660,16 +632,15 @@ on, it must also create the source's limiter entry.{note}\n\n{table}{comparison}
         };
         format!(
             "\nWhere the time goes at {n} rules, from the single-lookup rows (medians over the floor): one lookup in \
-xdp_mesh_filter's LPM trie of source prefixes costs {lpm_miss} for the miss's source and {lpm_hit} for the hit's; one \
-lookup in its decisions hash {decision}; one lookup in xdp-filter's filter_ipv4 {ipv4_miss} (miss) and {ipv4_hit} \
-(hit). On a miss xdp_mesh_filter does one trie lookup and three decisions lookups (source only, destination only, \
-both), on a hit one trie lookup and one decisions lookup. xdp-filter with every feature looks both MAC addresses up \
-in its filter_ethernet hash first, then does two filter_ipv4 lookups (destination, then source), and on a miss two \
-lookups in its port array.\n",
+xdp_mesh_filter's exact-match hash of source prefixes (all rules are /24, so one probe) costs {lpm_miss} for the \
+miss's source and {lpm_hit} for the hit's; one lookup in xdp-filter's filter_ipv4 {ipv4_miss} (miss) and {ipv4_hit} \
+(hit). These rule sets only have source-only decisions, which the prefix entry carries (class 0's are in the \
+config), so xdp_mesh_filter does that one probe and no decisions lookup, hit or miss. xdp-filter with every feature \
+looks both MAC addresses up in its filter_ethernet hash first, then does two filter_ipv4 lookups (destination, then \
+source), and on a miss two lookups in its port array.\n",
             n = stats::thousands(MOST),
             lpm_miss = over_floor(Table::SrcPrefixes, Packet::Miss),
             lpm_hit = over_floor(Table::SrcPrefixes, Packet::Hit),
-            decision = over_floor(Table::Decisions, Packet::Hit),
             ipv4_miss = over_floor(Table::FilterIpv4, Packet::Miss),
             ipv4_hit = over_floor(Table::FilterIpv4, Packet::Hit),
         )
