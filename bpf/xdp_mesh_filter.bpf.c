@@ -263,8 +263,10 @@ decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
 
 /* GCRA: admits a packet unless it arrives earlier than its theoretical
  * arrival time allows. Lock-free, because LRU maps cannot hold a
- * bpf_spin_lock; a lost race retries a bounded number of times. */
-static __always_inline bool limit_admits(__u32 limiter, const struct packet_info *pkt,
+ * bpf_spin_lock; a lost race retries a bounded number of times. A
+ * subprogram, not inlined: three inlined copies made the program large
+ * enough to cost every packet ~40 ns, limiters or not. */
+static __noinline bool limit_admits(__u32 limiter, const struct packet_info *pkt,
 					 const struct filter_limit *limit,
 					 __u64 *refused_sources)
 {
