@@ -31,6 +31,12 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_NONE: u8 = 59;
 pub const IPPROTO_DSTOPTS: u8 = 60;
 
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
 const IPV4_MF: u16 = 0x2000;
 const IPV4_DF: u16 = 0x4000;
 const IPV4_OFFSET_MASK: u16 = 0x1FFF;
@@ -93,6 +99,7 @@ enum Layer {
     Tcp {
         sport: u16,
         dport: u16,
+        flags: u8,
     },
     Udp {
         sport: u16,
@@ -112,6 +119,7 @@ enum Layer {
         tpa: Ipv4Addr,
     },
     Payload(usize),
+    Bytes(Vec<u8>),
 }
 
 impl Layer {
@@ -134,7 +142,7 @@ impl Layer {
             Layer::Icmp { .. } => "icmp",
             Layer::Icmpv6 { .. } => "icmpv6",
             Layer::Arp { .. } => "arp",
-            Layer::Payload(_) => "payload",
+            Layer::Payload(_) | Layer::Bytes(_) => "payload",
         }
     }
 
@@ -251,14 +259,18 @@ impl Layer {
                 out.extend_from_slice(&1u32.to_be_bytes());
                 out.resize(len, 0);
             }
-            Layer::Tcp { sport, dport } => {
+            Layer::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
                 out.extend_from_slice(&sport.to_be_bytes());
                 out.extend_from_slice(&dport.to_be_bytes());
                 out.extend_from_slice(&1u32.to_be_bytes());
                 out.extend_from_slice(&0u32.to_be_bytes());
-                // Data offset 5 words, SYN, full window, zero checksum and
-                // urgent pointer.
-                out.extend_from_slice(&[5 << 4, 0x02, 0xFF, 0xFF, 0, 0, 0, 0]);
+                // Data offset 5 words, the flags (SYN unless set), full
+                // window, zero checksum and urgent pointer.
+                out.extend_from_slice(&[5 << 4, *flags, 0xFF, 0xFF, 0, 0, 0, 0]);
             }
             Layer::Udp { sport, dport } => {
                 out.extend_from_slice(&sport.to_be_bytes());
@@ -281,6 +293,7 @@ impl Layer {
                 out.extend_from_slice(&tpa.octets());
             }
             Layer::Payload(len) => out.extend((0..*len).map(|i| i as u8)),
+            Layer::Bytes(bytes) => out.extend_from_slice(bytes),
         }
         out
     }
@@ -495,7 +508,21 @@ impl Frame {
     }
 
     pub fn tcp(self, sport: u16, dport: u16) -> Self {
-        self.push(Layer::Tcp { sport, dport })
+        self.push(Layer::Tcp {
+            sport,
+            dport,
+            flags: TCP_SYN,
+        })
+    }
+
+    /// The flags byte of the last TCP header (CWR ECE URG ACK PSH RST SYN
+    /// FIN); [`Frame::tcp`] sets SYN.
+    pub fn tcp_flags(mut self, flags: u8) -> Self {
+        match self.last() {
+            Layer::Tcp { flags: f, .. } => *f = flags,
+            _ => self.misuse("tcp_flags"),
+        }
+        self
     }
 
     pub fn udp(self, sport: u16, dport: u16) -> Self {
@@ -522,6 +549,11 @@ impl Frame {
     /// `len` bytes of a counting pattern.
     pub fn payload(self, len: usize) -> Self {
         self.push(Layer::Payload(len))
+    }
+
+    /// These exact payload bytes.
+    pub fn bytes(self, bytes: &[u8]) -> Self {
+        self.push(Layer::Bytes(bytes.to_vec()))
     }
 
     /// Keeps only the first `len` bytes at build time, while every length

@@ -1,0 +1,457 @@
+//! tc_classifier: a flow table per 5-tuple and direction, with an L7 guess,
+//! kept by two SCHED_CLS programs on TC ingress and egress.
+//!
+//! The layout is include/flow_table.h; Rust reads map bytes into the
+//! skeleton's generated types. Reading the table is one batched walk of the
+//! LRU hash (`BPF_MAP_LOOKUP_BATCH` until ENOENT), with a key-by-key walk for
+//! kernels that have no batch operations on it.
+
+use std::collections::HashSet;
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::ptr;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramAttachType};
+
+use crate::error::Failure;
+use crate::flows::{self, Direction, Flow, L7};
+use crate::kernel::pins::AttachmentDir;
+use crate::kernel::{bpfobj, verifier};
+use crate::programs::traffic;
+
+pub mod skel {
+    include!(concat!(env!("OUT_DIR"), "/tc_classifier.skel.rs"));
+}
+
+pub use skel::types::{
+    flow_direction, flow_key, flow_limits, flow_table_stats, flow_value, l7_proto,
+};
+pub use skel::TcClassifierSkel;
+
+// SAFETY: generated #[repr(C)] structs of integers and byte arrays only, with
+// explicit padding fields: any bytes are valid.
+unsafe impl plain::Plain for flow_key {}
+unsafe impl plain::Plain for flow_value {}
+unsafe impl plain::Plain for flow_table_stats {}
+
+pub const PROGRAM: &str = "tc_classifier";
+/// Map and program pin names in the attachment directory (link pins are the
+/// attach logic's).
+pub const FLOWS_MAP: &str = "flows";
+pub const STATS_MAP: &str = "flow_stats";
+pub const PROG_INGRESS_PIN: &str = "prog_ingress";
+pub const PROG_EGRESS_PIN: &str = "prog_egress";
+
+/// The default and the ceiling of `--max-flows`, from the shared header.
+pub const DEFAULT_MAX_FLOWS: u32 = flow_limits::FLOW_DEFAULT_MAX.0;
+pub const MAX_FLOWS: u32 = flow_limits::FLOW_MAX_ENTRIES.0;
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call; grown when a hash bucket holds
+/// more than a batch (ENOSPC).
+const BATCH: usize = 8192;
+/// The kernel's ENOTSUPP (524), which it returns for map types without batch
+/// operations; not the same number as userspace's ENOTSUP.
+const ENOTSUPP: i32 = 524;
+
+/// Opens and loads both programs, unattached, with a flow table of
+/// `max_flows` entries. With `tcx`, the programs' expected attach types are
+/// TCX_INGRESS/TCX_EGRESS, which tcx links require; without, they are left
+/// unset for netlink clsact filters.
+pub fn load<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    btf: Option<&Path>,
+    max_flows: u32,
+    tcx: bool,
+) -> Result<TcClassifierSkel<'obj>> {
+    check_max_flows(max_flows)?;
+    let (opts, _btf_path) = super::open_opts(btf)?;
+    verifier::load(PROGRAM, || {
+        let mut open = skel::TcClassifierSkelBuilder::default().open_opts(opts, object)?;
+        open.maps.flows.set_max_entries(max_flows)?;
+        if tcx {
+            open.progs
+                .tc_ingress
+                .set_attach_type(ProgramAttachType::TcxIngress);
+            open.progs
+                .tc_egress
+                .set_attach_type(ProgramAttachType::TcxEgress);
+        }
+        open.load()
+    })
+}
+
+pub fn check_max_flows(max_flows: u32) -> Result<()> {
+    if max_flows == 0 || max_flows > MAX_FLOWS {
+        bail!(Failure::new(format!(
+            "--max-flows {max_flows} is out of range: the flow table holds 1 to {MAX_FLOWS} flows"
+        ))
+        .hint(format!(
+            "the default is {DEFAULT_MAX_FLOWS}; each flow takes about 150 bytes of kernel memory"
+        )));
+    }
+    Ok(())
+}
+
+/// Pins both programs and both maps into `dir`, which stays uncommitted
+/// until a link pin joins them.
+pub fn pin(skel: &TcClassifierSkel<'_>, dir: &AttachmentDir) -> Result<()> {
+    dir.create()?;
+    bpfobj::pin(skel.maps.flows.as_fd(), &dir.map(FLOWS_MAP))?;
+    bpfobj::pin(skel.maps.flow_stats.as_fd(), &dir.map(STATS_MAP))?;
+    bpfobj::pin(skel.progs.tc_ingress.as_fd(), &dir.map(PROG_INGRESS_PIN))?;
+    bpfobj::pin(skel.progs.tc_egress.as_fd(), &dir.map(PROG_EGRESS_PIN))
+}
+
+/// The bytes the kernel hashes a key by.
+pub fn key_bytes(key: &flow_key) -> &[u8] {
+    // SAFETY: flow_key is plain data whose every byte is a named field (see
+    // layouts_have_no_implicit_padding), so all of them are initialized.
+    unsafe { plain::as_bytes(key) }
+}
+
+fn map_name(map: &dyn MapCore) -> String {
+    map.name().to_string_lossy().into_owned()
+}
+
+/// The map must be a flow table of this build's layout: reading another
+/// layout into these types would be garbage, not an error.
+fn check_layout(map: &dyn MapCore) -> Result<()> {
+    let (key, value) = (map.key_size() as usize, map.value_size() as usize);
+    if key != mem::size_of::<flow_key>() || value != mem::size_of::<flow_value>() {
+        bail!(Failure::new(format!(
+            "map {} is not a flow table of this meshbpf: key/value size {key}/{value}, expected {}/{}",
+            map_name(map),
+            mem::size_of::<flow_key>(),
+            mem::size_of::<flow_value>()
+        ))
+        .hint("the attachment was made by another meshbpf version: detach and attach again"));
+    }
+    Ok(())
+}
+
+/// Every flow in the table, in the kernel's bucket order. One
+/// `BPF_MAP_LOOKUP_BATCH` call per batch, looped until ENOENT (libbpf-rs'
+/// `lookup_batch` stops early on hash maps); falls back to a key-by-key walk
+/// where the kernel has no batch lookups for the map.
+///
+/// The table keeps changing while it is read: a flow created or evicted
+/// meanwhile may or may not be in the result, but none appears twice.
+pub fn read_flows(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
+    check_layout(map)?;
+    let fd = map.as_fd().as_raw_fd();
+    let mut flows = Vec::with_capacity(map.max_entries() as usize);
+    // Batch buffers stay small and hot; flows are copied out of them.
+    let mut batch = BATCH;
+    let mut keys = vec![flow_key::default(); batch];
+    let mut values = vec![flow_value::default(); batch];
+    // The resume token is opaque (a u32 bucket index for hash maps, a key
+    // for others): room for either.
+    let mut token = vec![0u8; mem::size_of::<flow_key>().max(8)];
+    let mut started = false;
+    // SAFETY: plain data; sz tells libbpf which fields we know.
+    let mut opts: libbpf_sys::bpf_map_batch_opts = unsafe { mem::zeroed() };
+    opts.sz = mem::size_of_val(&opts) as _;
+
+    loop {
+        let mut count = batch as u32;
+        let in_batch = if started {
+            token.as_mut_ptr().cast()
+        } else {
+            ptr::null_mut()
+        };
+        // SAFETY: keys and values hold `count` elements of the map's key and
+        // value sizes (checked above), the token the kernel's resume
+        // position; the kernel writes at most `count` entries.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                fd,
+                in_batch,
+                token.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let errno = if ret < 0 { -ret } else { 0 };
+        match errno {
+            // ENOENT: the walk is over; this last batch may still hold some.
+            0 | libc::ENOENT => {
+                let count = (count as usize).min(batch);
+                flows.extend(
+                    keys[..count]
+                        .iter()
+                        .copied()
+                        .zip(values[..count].iter().copied()),
+                );
+                if errno == libc::ENOENT {
+                    return Ok(flows);
+                }
+                started = true;
+            }
+            // One hash bucket holds more than a batch: nothing was read.
+            libc::ENOSPC if batch <= map.max_entries() as usize => {
+                batch *= 2;
+                keys.resize(batch, flow_key::default());
+                values.resize(batch, flow_value::default());
+            }
+            libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP if !started => {
+                log::debug!(
+                    "batch lookup of map {} unsupported ({}), reading key by key",
+                    map_name(map),
+                    io::Error::from_raw_os_error(errno)
+                );
+                return read_flows_by_key(map);
+            }
+            _ => {
+                return Err(io::Error::from_raw_os_error(errno))
+                    .with_context(|| format!("reading map {} in batches", map_name(map)))
+            }
+        }
+    }
+}
+
+/// Every flow in the table, one `BPF_MAP_GET_NEXT_KEY` and one lookup per
+/// flow: several times slower than [`read_flows`], for kernels without batch
+/// lookups. When the key it stands on is evicted, the kernel restarts the
+/// walk from the first bucket; flows seen twice are kept once, and the walk
+/// ends after as many steps as the table could hold twice over.
+pub fn read_flows_by_key(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
+    check_layout(map)?;
+    let fd = map.as_fd().as_raw_fd();
+    let capacity = map.max_entries() as usize;
+    let mut flows = Vec::with_capacity(capacity);
+    let mut seen: HashSet<[u8; mem::size_of::<flow_key>()]> = HashSet::with_capacity(capacity);
+    let mut key = flow_key::default();
+    let mut next = flow_key::default();
+    let mut first = true;
+
+    for _ in 0..capacity.saturating_mul(2).max(1) {
+        let prev: *const libc::c_void = if first {
+            ptr::null()
+        } else {
+            ptr::from_ref(&key).cast()
+        };
+        // SAFETY: key and next are key-sized (checked above).
+        let ret =
+            unsafe { libbpf_sys::bpf_map_get_next_key(fd, prev, ptr::from_mut(&mut next).cast()) };
+        if ret < 0 {
+            if -ret == libc::ENOENT {
+                break;
+            }
+            return Err(io::Error::from_raw_os_error(-ret))
+                .with_context(|| format!("walking the keys of map {}", map_name(map)));
+        }
+        first = false;
+        key = next;
+        let mut value = flow_value::default();
+        // SAFETY: value is value-sized (checked above).
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                fd,
+                ptr::from_ref(&key).cast(),
+                ptr::from_mut(&mut value).cast(),
+            )
+        };
+        if ret < 0 {
+            if -ret == libc::ENOENT {
+                // Evicted between the two calls.
+                continue;
+            }
+            return Err(io::Error::from_raw_os_error(-ret))
+                .with_context(|| format!("reading map {}", map_name(map)));
+        }
+        let mut raw = [0u8; mem::size_of::<flow_key>()];
+        raw.copy_from_slice(key_bytes(&key));
+        if seen.insert(raw) {
+            flows.push((key, value));
+        }
+    }
+    Ok(flows)
+}
+
+/// One entry of the table as [`crate::flows`] works with it.
+pub fn decode(key: &flow_key, value: &flow_value) -> Flow {
+    Flow {
+        src: flows::address(key.family, key.src),
+        dst: flows::address(key.family, key.dst),
+        sport: key.sport,
+        dport: key.dport,
+        protocol: key.protocol,
+        // The programs write FLOW_INGRESS or FLOW_EGRESS only.
+        direction: Direction::from_raw(key.direction).unwrap_or(Direction::Ingress),
+        packets: value.packets,
+        bytes: value.bytes,
+        first_seen_ns: value.first_seen_ns,
+        last_seen_ns: value.last_seen_ns,
+        // The flags byte lives in the low 8 bits of a 64-bit word.
+        tcp_flags: value.tcp_flags as u8,
+        l7: L7::from_raw(value.l7),
+    }
+}
+
+/// The flow table's totals, summed over CPUs, per direction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlowStats {
+    pub ingress: flow_table_stats,
+    pub egress: flow_table_stats,
+}
+
+impl FlowStats {
+    /// Both directions added up.
+    pub fn total(&self) -> flow_table_stats {
+        let mut sum = self.ingress;
+        add_stats(&mut sum, &self.egress);
+        sum
+    }
+}
+
+fn add_stats(sum: &mut flow_table_stats, more: &flow_table_stats) {
+    sum.flows_created += more.flows_created;
+    sum.packets += more.packets;
+    sum.bytes += more.bytes;
+    sum.not_ip += more.not_ip;
+    sum.insert_failed += more.insert_failed;
+    sum.pulled += more.pulled;
+}
+
+/// Sums the per-CPU `flow_stats` slots of each direction.
+pub fn read_stats(map: &dyn MapCore) -> Result<FlowStats> {
+    let mut stats = FlowStats::default();
+    for (direction, slot) in [
+        (flow_direction::FLOW_INGRESS, &mut stats.ingress),
+        (flow_direction::FLOW_EGRESS, &mut stats.egress),
+    ] {
+        for cpu in traffic::read_per_cpu::<flow_table_stats>(map, direction.0)? {
+            add_stats(slot, &cpu);
+        }
+    }
+    Ok(stats)
+}
+
+/// The flows of a pinned attachment.
+pub fn read_pinned_flows(dir: &AttachmentDir) -> Result<Vec<(flow_key, flow_value)>> {
+    read_flows(&traffic::open_pinned_map(dir, FLOWS_MAP)?)
+}
+
+/// The totals of a pinned attachment.
+pub fn read_pinned_stats(dir: &AttachmentDir) -> Result<FlowStats> {
+    read_stats(&traffic::open_pinned_map(dir, STATS_MAP)?)
+}
+
+/// One flow by its key.
+pub fn lookup_flow(map: &dyn MapCore, key: &flow_key) -> Result<Option<flow_value>> {
+    check_layout(map)?;
+    let Some(bytes) = map
+        .lookup(key_bytes(key), MapFlags::ANY)
+        .with_context(|| format!("reading map {}", map_name(map)))?
+    else {
+        return Ok(None);
+    };
+    let mut value = flow_value::default();
+    plain::copy_from_bytes(&mut value, &bytes)
+        .map_err(|e| anyhow::anyhow!("flow value has an unexpected size: {e:?}"))?;
+    Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // Keys are hashed as bytes: every byte must be a named field.
+        assert_eq!(mem::size_of::<flow_key>(), 16 + 16 + 2 + 2 + 4);
+        assert_eq!(mem::size_of::<flow_value>(), 5 * 8 + 8);
+        assert_eq!(mem::size_of::<flow_table_stats>(), 6 * 8);
+    }
+
+    #[test]
+    fn limits_come_from_the_header() {
+        assert_eq!(DEFAULT_MAX_FLOWS, 65536);
+        assert_eq!(MAX_FLOWS, 4194304);
+        assert!(check_max_flows(0).is_err());
+        assert!(check_max_flows(1).is_ok());
+        assert!(check_max_flows(MAX_FLOWS).is_ok());
+        assert!(check_max_flows(MAX_FLOWS + 1).is_err());
+    }
+
+    #[test]
+    fn enums_match_the_header() {
+        assert_eq!(flow_direction::FLOW_INGRESS.0, 0);
+        assert_eq!(flow_direction::FLOW_EGRESS.0, 1);
+        assert_eq!(l7_proto::L7_MAX.0, 6);
+    }
+
+    #[test]
+    fn decode_reads_every_field() {
+        let mut key = flow_key {
+            sport: 40000,
+            dport: 443,
+            family: 4,
+            protocol: 6,
+            direction: flow_direction::FLOW_EGRESS.0 as u8,
+            ..Default::default()
+        };
+        key.src[..4].copy_from_slice(&[192, 0, 2, 1]);
+        key.dst[..4].copy_from_slice(&[198, 51, 100, 7]);
+        let value = flow_value {
+            packets: 3,
+            bytes: 180,
+            first_seen_ns: 10,
+            last_seen_ns: 20,
+            tcp_flags: 0x13,
+            l7: l7_proto::L7_TLS.0 as u8,
+            ..Default::default()
+        };
+        let flow = decode(&key, &value);
+        assert_eq!(flow.src, "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            flow.dst,
+            "198.51.100.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!((flow.sport, flow.dport, flow.protocol), (40000, 443, 6));
+        assert_eq!(flow.direction, Direction::Egress);
+        assert_eq!((flow.packets, flow.bytes), (3, 180));
+        assert_eq!((flow.first_seen_ns, flow.last_seen_ns), (10, 20));
+        assert_eq!(flow.tcp_flags, 0x13);
+        assert_eq!(flow.l7, L7::Tls);
+
+        let mut key6 = key;
+        key6.family = 6;
+        key6.src = std::net::Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(decode(&key6, &value).src, std::net::Ipv6Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn l7_names_follow_the_enum() {
+        for (raw, l7) in [
+            (l7_proto::L7_UNKNOWN, L7::Unknown),
+            (l7_proto::L7_HTTP1, L7::Http1),
+            (l7_proto::L7_TLS, L7::Tls),
+            (l7_proto::L7_HTTP2, L7::Http2),
+            (l7_proto::L7_DNS, L7::Dns),
+            (l7_proto::L7_SSH, L7::Ssh),
+        ] {
+            assert_eq!(L7::from_raw(raw.0 as u8), l7);
+        }
+        assert_eq!(L7::ALL.len(), l7_proto::L7_MAX.0 as usize);
+    }
+
+    #[test]
+    fn totals_add_both_directions() {
+        let mut stats = FlowStats::default();
+        stats.ingress.packets = 3;
+        stats.ingress.flows_created = 1;
+        stats.egress.packets = 4;
+        stats.egress.not_ip = 2;
+        let total = stats.total();
+        assert_eq!(total.packets, 7);
+        assert_eq!(total.flows_created, 1);
+        assert_eq!(total.not_ip, 2);
+    }
+}
