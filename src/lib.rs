@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod flows;
 pub mod kernel;
 pub mod output;
 pub mod programs;

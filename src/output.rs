@@ -4,7 +4,8 @@
 //! Commands describe their result as a [`Report`]; how it is printed, and
 //! what a closed stdout means (nothing: readers may stop early), lives here.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
@@ -49,6 +50,38 @@ impl Output {
             Format::PrettyJson => serde_json::to_string_pretty(report).map_err(io::Error::other)?,
         };
         write_stdout(&text)
+    }
+
+    /// One record per line, compact even with --pretty (JSON Lines), for
+    /// streaming commands; flushed before returning so a reader sees each
+    /// batch as it happens.
+    pub fn lines<T: Serialize>(
+        &self,
+        records: impl IntoIterator<Item = T>,
+    ) -> io::Result<Delivery> {
+        deliver(|out| {
+            for record in records {
+                serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A report that replaces the previous one: on a terminal the screen is
+    /// cleared first; elsewhere (a file, a pipe) reports follow each other
+    /// after a blank line, without escape codes.
+    pub fn redraw<R: Report>(&self, report: &R) -> io::Result<Delivery> {
+        let text = report.render();
+        let terminal = io::stdout().is_terminal();
+        deliver(|out| {
+            if terminal {
+                // Home, then clear the screen: one write, so no flicker.
+                writeln!(out, "\x1b[H\x1b[2J{text}")
+            } else {
+                write!(out, "{text}\n\n")
+            }
+        })
     }
 
     /// Raw text that is data but not a report (a completion script).
@@ -97,13 +130,29 @@ impl Output {
     }
 }
 
-/// A closed pipe means the reader has what it wanted: not an error.
+/// What became of a write to stdout. A closed pipe means the reader has
+/// what it wanted: not an error, but a stream should stop there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    Closed,
+}
+
 fn write_stdout(text: &str) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    let result = writeln!(out, "{text}").and_then(|_| out.flush());
+    deliver(|out| writeln!(out, "{text}")).map(|_| ())
+}
+
+fn deliver(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<Delivery> {
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let result = write(&mut out).and_then(|_| out.flush());
     match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+        Ok(()) => Ok(Delivery::Delivered),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            // Drop must not try the dead pipe again.
+            let _ = out.into_parts();
+            Ok(Delivery::Closed)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -148,6 +197,43 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A byte rate in binary units: 1536.0 -> "1.5 KiB/s".
+pub fn bytes_per_second(rate: f64) -> String {
+    format!("{}/s", bytes(rate.max(0.0).round() as u64))
+}
+
+/// A count per second, with an optional unit: "12 pkt/s", "0.5/s".
+/// Two decimals below 0.1 ("0.02", "<0.01"), one below 10, none above.
+pub fn per_second(rate: f64, unit: &str) -> String {
+    let rate = rate.max(0.0);
+    let number = if rate.fract() == 0.0 || rate >= 9.95 {
+        count(rate.round() as u64)
+    } else if rate < 0.005 {
+        "<0.01".into()
+    } else if rate < 0.095 {
+        format!("{rate:.2}")
+    } else {
+        format!("{rate:.1}")
+    };
+    if unit.is_empty() {
+        format!("{number}/s")
+    } else {
+        format!("{number} {unit}/s")
+    }
+}
+
+/// A short age: "850ms", "12s", "4m03s", "2h05m", "3d04h".
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{}ms", d.as_millis()),
+        1..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +252,30 @@ mod tests {
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn rates_and_durations_are_short() {
+        assert_eq!(bytes_per_second(0.0), "0 B/s");
+        assert_eq!(bytes_per_second(1536.0), "1.5 KiB/s");
+        assert_eq!(bytes_per_second(-1.0), "0 B/s");
+        assert_eq!(per_second(0.0, ""), "0/s");
+        assert_eq!(per_second(0.26, ""), "0.3/s");
+        assert_eq!(per_second(0.014, ""), "0.01/s");
+        assert_eq!(per_second(0.0001, ""), "<0.01/s");
+        assert_eq!(per_second(3.0, ""), "3/s");
+        assert_eq!(per_second(9.96, ""), "10/s");
+        assert_eq!(per_second(12.4, ""), "12/s");
+        assert_eq!(per_second(1234.0, ""), "1,234/s");
+        assert_eq!(per_second(2.5, "pkt"), "2.5 pkt/s");
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::from_millis(12_900)), "12s");
+        assert_eq!(duration(Duration::from_secs(243)), "4m03s");
+        assert_eq!(
+            duration(Duration::from_secs(2 * 3600 + 5 * 60 + 7)),
+            "2h05m"
+        );
+        assert_eq!(duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d04h");
     }
 
     #[test]
