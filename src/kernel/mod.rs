@@ -9,5 +9,6 @@ pub mod caps;
 pub mod clock;
 pub mod netdev;
 pub mod pins;
+pub mod tc;
 pub mod verifier;
 pub mod xdp;

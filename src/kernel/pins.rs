@@ -15,12 +15,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::kernel::bpfobj;
+use crate::kernel::{bpfobj, netdev, tc};
 
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/meshbpf";
 const NET_DIR: &str = "net";
 const LINK_PIN: &str = "link";
+/// Further links of a multi-hook attachment (tc egress) start with this.
+const EXTRA_LINK_PREFIX: &str = "link_";
 const PROG_PIN: &str = "prog";
+/// Marks an attachment made with netlink clsact filters, which have no link
+/// object: the ingress program pinned once more under this name.
+const CLSACT_PIN: &str = "clsact";
 
 /// bpffs refuses names with a dot (reserved for its own files), and
 /// interface names such as `eth0.100` have them: escape '%' and '.'.
@@ -154,8 +159,17 @@ impl AttachmentDir {
         self.path.join(name)
     }
 
+    /// A named pin beside the attachment's own (extra links, programs).
+    pub fn pin(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn clsact(&self) -> PathBuf {
+        self.path.join(CLSACT_PIN)
+    }
+
     pub fn is_committed(&self) -> bool {
-        self.link().exists()
+        self.link().exists() || self.clsact().exists()
     }
 
     pub fn exists(&self) -> bool {
@@ -166,11 +180,24 @@ impl AttachmentDir {
         fs::create_dir_all(&self.path).with_context(|| format!("creating {}", self.path.display()))
     }
 
-    /// Removes the attachment: detaches the link first, then every pin.
+    /// Removes the attachment: detaches its links (or clsact filters)
+    /// first, then removes every pin.
     pub fn remove(&self) -> Result<()> {
-        if self.is_committed() {
-            let link = bpfobj::open_pinned(&self.link())?;
-            bpfobj::detach_link(link.as_fd())?;
+        for entry in
+            fs::read_dir(&self.path).with_context(|| format!("listing {}", self.path.display()))?
+        {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name == LINK_PIN || name.starts_with(EXTRA_LINK_PREFIX) {
+                let link = bpfobj::open_pinned(&self.pin(&name))?;
+                bpfobj::detach_link(link.as_fd())?;
+            }
+        }
+        if self.clsact().exists() {
+            // Filters outlive their interface only as long as it exists.
+            if let Ok(iface) = netdev::resolve(&self.interface) {
+                let prog = bpfobj::open_pinned(&self.clsact())?;
+                tc::detach_netlink(prog.as_fd(), &iface)?;
+            }
         }
         self.unpin()
     }
@@ -180,6 +207,7 @@ impl AttachmentDir {
     /// program and maps after.
     pub fn unpin(&self) -> Result<()> {
         remove_pin(&self.link())?;
+        remove_pin(&self.clsact())?;
         for entry in
             fs::read_dir(&self.path).with_context(|| format!("listing {}", self.path.display()))?
         {

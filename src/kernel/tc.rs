@@ -1,0 +1,321 @@
+//! SCHED_CLS programs on an interface's ingress and egress: tcx links where
+//! the kernel has them (probed by attaching, never guessed from a version),
+//! netlink clsact filters otherwise.
+//!
+//! On clsact, meshbpf's filters carry their own handle and priority, so other
+//! tools' filters on the same qdisc are never touched, and the qdisc is
+//! deleted only when no filter at all is left on it.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use libbpf_rs::{
+    TcHook, TcHookBuilder, TC_EGRESS, TC_H_CLSACT, TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TC_INGRESS,
+};
+use serde::Serialize;
+
+use crate::error::Failure;
+use crate::kernel::netdev::Interface;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TcMethod {
+    /// bpf_link based multi-program attachment (kernel 6.6 and later)
+    Tcx,
+    /// cls_bpf filters on a clsact qdisc, through netlink
+    Netlink,
+}
+
+impl TcMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcMethod::Tcx => "tcx",
+            TcMethod::Netlink => "netlink",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    pub fn tcx_attach_type(self) -> libbpf_sys::bpf_attach_type {
+        match self {
+            Direction::Ingress => libbpf_sys::BPF_TCX_INGRESS,
+            Direction::Egress => libbpf_sys::BPF_TCX_EGRESS,
+        }
+    }
+
+    fn clsact_parent(self) -> u32 {
+        let minor = match self {
+            Direction::Ingress => TC_H_MIN_INGRESS,
+            Direction::Egress => TC_H_MIN_EGRESS,
+        };
+        (TC_H_CLSACT & 0xFFFF_0000) | minor
+    }
+}
+
+/// meshbpf's cls_bpf filters: handle "MB", and a priority late enough that
+/// filters other tools placed first keep running first.
+pub const FILTER_HANDLE: u32 = 0x4d42;
+pub const FILTER_PRIORITY: u32 = 0xFF00;
+
+/// Whether the kernel accepts tcx links on this interface: attaches a
+/// program that only says "next", and lets it go at once.
+pub fn tcx_available(iface: &Interface) -> bool {
+    let Ok(prog) = load_pass_program(libbpf_sys::BPF_TCX_INGRESS) else {
+        return false;
+    };
+    attach_tcx(prog.as_fd(), iface, Direction::Ingress).is_ok()
+}
+
+/// `r0 = TCX_NEXT; exit`, for tcx with `expected_attach_type`.
+fn load_pass_program(expected_attach_type: libbpf_sys::bpf_attach_type) -> io::Result<OwnedFd> {
+    const TCX_NEXT: i32 = -1;
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+            _bitfield_align_1: [],
+            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
+            off: 0,
+            imm: TCX_NEXT,
+        },
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
+            _bitfield_align_1: [],
+            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
+            off: 0,
+            imm: 0,
+        },
+    ];
+    // SAFETY: plain data; sz tells libbpf which fields we know.
+    let mut opts: libbpf_sys::bpf_prog_load_opts = unsafe { mem::zeroed() };
+    opts.sz = mem::size_of_val(&opts) as _;
+    opts.expected_attach_type = expected_attach_type;
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_SCHED_CLS,
+            c"meshbpf_probe".as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a fresh fd that we own from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A tcx link, appended after the programs already there; it detaches when
+/// its last fd or pin goes.
+pub fn attach_tcx(
+    prog: BorrowedFd<'_>,
+    iface: &Interface,
+    direction: Direction,
+) -> Result<OwnedFd> {
+    let ret = unsafe {
+        libbpf_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            iface.index as i32,
+            direction.tcx_attach_type(),
+            std::ptr::null(),
+        )
+    };
+    if ret < 0 {
+        return Err(
+            anyhow::Error::new(io::Error::from_raw_os_error(-ret)).context(format!(
+                "attaching a tcx {direction:?} link to {}",
+                iface.name
+            )),
+        );
+    }
+    // SAFETY: a fresh fd that we own from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+fn hook(prog: BorrowedFd<'_>, iface: &Interface, direction: Direction) -> TcHook {
+    let mut builder = TcHookBuilder::new(prog);
+    builder
+        .ifindex(iface.index as i32)
+        .handle(FILTER_HANDLE)
+        .priority(FILTER_PRIORITY);
+    builder.hook(match direction {
+        Direction::Ingress => TC_INGRESS,
+        Direction::Egress => TC_EGRESS,
+    })
+}
+
+/// Adds meshbpf's filter to the clsact qdisc (created if missing). A filter
+/// of meshbpf's own left by an interrupted command is replaced.
+pub fn attach_netlink(prog: BorrowedFd<'_>, iface: &Interface, direction: Direction) -> Result<()> {
+    let mut hook = hook(prog, iface, direction);
+    hook.create()
+        .with_context(|| format!("creating the clsact qdisc on {}", iface.name))?;
+    hook.replace(true);
+    hook.attach()
+        .with_context(|| format!("attaching a clsact {direction:?} filter to {}", iface.name))?;
+    Ok(())
+}
+
+/// The program id of meshbpf's clsact filter, if it is there.
+pub fn netlink_prog_id(
+    prog: BorrowedFd<'_>,
+    iface: &Interface,
+    direction: Direction,
+) -> Option<u32> {
+    hook(prog, iface, direction).query().ok()
+}
+
+/// Removes meshbpf's clsact filters, then the qdisc if nothing else uses it.
+pub fn detach_netlink(prog: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
+    for direction in Direction::BOTH {
+        match hook(prog, iface, direction).detach() {
+            Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "removing meshbpf's clsact {direction:?} filter from {}",
+                    iface.name
+                )))
+            }
+            _ => {}
+        }
+    }
+    let others = Direction::BOTH
+        .iter()
+        .map(|d| filters_on(iface, *d))
+        .collect::<Result<Vec<usize>>>()?;
+    if others.iter().all(|&n| n == 0) {
+        let mut qdisc = hook(prog, iface, Direction::Ingress);
+        qdisc.attach_point(TC_INGRESS | TC_EGRESS);
+        match qdisc.destroy() {
+            Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("removing the empty clsact qdisc of {}", iface.name)))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct TcMsg {
+    family: u8,
+    pad1: u8,
+    pad2: u16,
+    ifindex: i32,
+    handle: u32,
+    parent: u32,
+    info: u32,
+}
+
+#[repr(C)]
+struct FilterDump {
+    header: libc::nlmsghdr,
+    tc: TcMsg,
+}
+
+/// How many filters a clsact hook holds (an RTM_GETTFILTER dump); 0 when
+/// there is no clsact qdisc.
+pub fn filters_on(iface: &Interface, direction: Direction) -> Result<usize> {
+    let socket = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if socket < 0 {
+        return Err(io::Error::last_os_error()).context("opening a netlink socket");
+    }
+    // SAFETY: a fresh fd that we own from here on.
+    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    let request = FilterDump {
+        header: libc::nlmsghdr {
+            nlmsg_len: mem::size_of::<FilterDump>() as u32,
+            nlmsg_type: libc::RTM_GETTFILTER,
+            nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        tc: TcMsg {
+            family: libc::AF_UNSPEC as u8,
+            pad1: 0,
+            pad2: 0,
+            ifindex: iface.index as i32,
+            handle: 0,
+            parent: direction.clsact_parent(),
+            info: 0,
+        },
+    };
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            (&request as *const FilterDump).cast(),
+            mem::size_of::<FilterDump>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error()).context("asking netlink for the clsact filters");
+    }
+    let mut count = 0;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let got = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if got < 0 {
+            return Err(io::Error::last_os_error())
+                .context("reading the clsact filters from netlink");
+        }
+        let mut offset = 0;
+        while offset + mem::size_of::<libc::nlmsghdr>() <= got as usize {
+            // SAFETY: bounds checked above; netlink aligns messages to 4 bytes.
+            let header = unsafe {
+                std::ptr::read_unaligned(buf[offset..].as_ptr().cast::<libc::nlmsghdr>())
+            };
+            match header.nlmsg_type as i32 {
+                libc::NLMSG_DONE => return Ok(count),
+                libc::NLMSG_ERROR => {
+                    let errno = unsafe {
+                        std::ptr::read_unaligned(
+                            buf[offset + mem::size_of::<libc::nlmsghdr>()..]
+                                .as_ptr()
+                                .cast::<i32>(),
+                        )
+                    };
+                    // No clsact qdisc: no filters.
+                    if errno == -libc::EINVAL || errno == -libc::ENOENT {
+                        return Ok(0);
+                    }
+                    if errno != 0 {
+                        return Err(io::Error::from_raw_os_error(-errno))
+                            .context("listing clsact filters");
+                    }
+                    return Ok(count);
+                }
+                t if t == libc::RTM_NEWTFILTER as i32 => count += 1,
+                _ => {}
+            }
+            let len = header.nlmsg_len as usize;
+            if len == 0 {
+                break;
+            }
+            offset += (len + 3) & !3;
+        }
+    }
+}
+
+/// Explains a tcx refusal, so that `--tc-method tcx` on an old kernel says why.
+pub fn tcx_refused(iface: &Interface) -> Failure {
+    Failure::new(format!("the kernel refuses tcx links on {}", iface.name))
+        .hint("tcx needs Linux 6.6 or later; attach with --tc-method netlink (clsact) instead, or leave the method to the probe")
+}
