@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::kernel::pins::DEFAULT_ROOT;
+use crate::kernel::tc::TcMethod;
 use crate::kernel::xdp::XdpMode;
 
 #[derive(Debug, Parser)]
@@ -48,7 +49,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) to an interface and pin it
+    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface, pinned
     Attach(AttachArgs),
     /// Detach meshbpf from an interface and remove every pin that belongs to it
     Detach(DetachArgs),
@@ -57,6 +58,8 @@ pub enum Command {
     /// Manage the rules of xdp_mesh_filter on an interface
     #[command(subcommand)]
     Filter(FilterCommand),
+    /// Show the conversations crossing an interface, from tc_classifier's flow table
+    Flows(FlowsArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -77,6 +80,18 @@ pub struct AttachArgs {
     /// attached interface, the program is swapped atomically (bpf_link update)
     #[arg(long, value_name = "RULES.json")]
     pub filter: Option<PathBuf>,
+
+    /// Attach only the XDP program, without tc_classifier's flow table
+    #[arg(long)]
+    pub no_flows: bool,
+
+    /// Size of the flow table; when full, the least recently used flow is evicted (and counted)
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+    pub max_flows: u32,
+
+    /// How tc_classifier hooks ingress and egress; probed when not given
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub tc_method: Option<TcMethod>,
 
     /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
     #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]

@@ -97,7 +97,7 @@ fn pinned_prog_id(dir: &AttachmentDir) -> Option<u32> {
 /// program is re-pinned beside its own and the stale directory unpinned;
 /// directories without a link are swept. Run under the exclusive lock.
 pub fn reconcile(dirs: &[AttachmentDir]) -> Result<()> {
-    for dir in dirs.iter().filter(|d| d.is_committed()) {
+    for dir in dirs.iter().filter(|d| d.link().exists()) {
         let link_fd = bpfobj::open_pinned(&dir.link())?;
         let running = bpfobj::link_info(link_fd.as_fd())?.prog_id;
         if pinned_prog_id(dir) == Some(running) {

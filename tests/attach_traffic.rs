@@ -78,8 +78,30 @@ fn counts_udp_and_icmp_exactly(mode: &str) {
     assert_eq!(s["state"], "attached");
     assert!(s["attached_at"].as_str().unwrap().ends_with('Z'), "{s}");
 
+    assert_eq!(
+        s["flows"]["method"], "tcx",
+        "tc_classifier comes with attach: {s}"
+    );
+    assert_eq!(
+        net.tc_program_count(),
+        2,
+        "tc_classifier on ingress and egress"
+    );
+
     let detached = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
-    assert_eq!(detached["detached"][0]["program"], "xdp_counter");
+    let mut programs: Vec<&str> = detached["detached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["program"].as_str().unwrap())
+        .collect();
+    programs.sort();
+    assert_eq!(programs, ["tc_classifier", "xdp_counter"]);
+    assert_eq!(
+        net.tc_program_count(),
+        0,
+        "detach leaves no tc program on the link"
+    );
     assert_eq!(
         net.xdp_prog_id(),
         None,

@@ -8,11 +8,12 @@ use crate::cli::AttachArgs;
 use crate::commands::filter;
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
-use crate::kernel::pins::StateRoot;
+use crate::kernel::pins::{AttachmentDir, StateRoot};
+use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj, caps};
-use crate::output::{Output, Report};
-use crate::programs::{xdp_counter, xdp_mesh_filter};
+use crate::output::{self, Output, Report};
+use crate::programs::{tc_classifier, xdp_counter, xdp_mesh_filter};
 use crate::state::{self, Attachment, LinkState};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -34,6 +35,9 @@ struct AttachReport {
     /// What the rules compiler noticed, such as rules that are never reached.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    /// tc_classifier's flow table, unless --no-flows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flows: Option<tc_classifier::FlowTable>,
 }
 
 impl Report for AttachReport {
@@ -64,7 +68,17 @@ impl Report for AttachReport {
                 a.program, a.interface
             ),
         };
-        outcome + &warnings
+        let flows = match &self.flows {
+            Some(t) => format!(
+                "\n{} counts flows on {} ingress and egress ({}, up to {} flows)",
+                t.program,
+                a.interface,
+                t.method.as_str(),
+                output::count(t.max_flows as u64)
+            ),
+            None => String::new(),
+        };
+        outcome + &flows + &warnings
     }
 }
 
@@ -81,9 +95,41 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }
     let _lock = root.lock()?;
-    let btf = args.btf.as_deref();
     state::reconcile(&root.program_dirs(&iface.name)?)?;
 
+    let (status, dir) = attach_xdp(root, &iface, args, rules.as_ref())?;
+    let flows = if args.no_flows {
+        None
+    } else {
+        match attach_flows(root, &iface, args) {
+            Ok(table) => Some(table),
+            Err(err) => {
+                // All or nothing: an XDP program this command attached goes too.
+                if status == Outcome::Attached {
+                    dir.remove()?;
+                }
+                return Err(err);
+            }
+        }
+    };
+    out.emit(&AttachReport {
+        status,
+        attachment: state::inspect(&dir)?,
+        warnings,
+        flows,
+    })?;
+    Ok(())
+}
+
+/// The XDP half: attach, keep, swap, or replace the rules; returns what it
+/// did and the attachment directory.
+fn attach_xdp(
+    root: &StateRoot,
+    iface: &Interface,
+    args: &AttachArgs,
+    rules: Option<&filter::LoadedRules>,
+) -> Result<(Outcome, AttachmentDir)> {
+    let btf = args.btf.as_deref();
     if let Some(dir) = state::xdp_attachment(root, &iface.name)? {
         let existing = state::inspect(&dir)?;
         match existing.state {
@@ -103,8 +149,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
                     }
                 };
                 let dir = state::xdp_attachment(root, &iface.name)?.unwrap_or(dir);
-                out.emit(&AttachReport { status, attachment: state::inspect(&dir)?, warnings })?;
-                return Ok(());
+                return Ok((status, dir));
             }
             LinkState::Elsewhere => {
                 return Err(Failure::new(format!(
@@ -119,7 +164,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         }
     }
     if let Some(current) = xdp::query(iface.index)? {
-        return Err(foreign_program(&iface, current));
+        return Err(foreign_program(iface, current));
     }
 
     let mode = args.mode.unwrap_or(XdpMode::Native);
@@ -129,10 +174,10 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         xdp_counter::PROGRAM
     };
     let dir = root.attachment(&iface.name, program);
-    let attached = match &rules {
-        None => xdp_counter::attach(&dir, &iface, mode, btf),
+    let attached = match rules {
+        None => xdp_counter::attach(&dir, iface, mode, btf),
         Some(rules) => {
-            xdp_mesh_filter::attach(&dir, &iface, mode, btf, &rules.rules, &rules.compiled)
+            xdp_mesh_filter::attach(&dir, iface, mode, btf, &rules.rules, &rules.compiled)
         }
     };
     if let Err(err) = attached {
@@ -140,14 +185,37 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         if dir.exists() {
             dir.unpin()?;
         }
-        return Err(explain_attach_error(err, &iface));
+        return Err(explain_attach_error(err, iface));
     }
-    out.emit(&AttachReport {
-        status: Outcome::Attached,
-        attachment: state::inspect(&dir)?,
-        warnings,
-    })?;
-    Ok(())
+    Ok((Outcome::Attached, dir))
+}
+
+/// The TC half: tc_classifier on ingress and egress, unless already there.
+fn attach_flows(
+    root: &StateRoot,
+    iface: &Interface,
+    args: &AttachArgs,
+) -> Result<tc_classifier::FlowTable> {
+    let dir = root.attachment(&iface.name, tc_classifier::PROGRAM);
+    if !dir.is_committed() {
+        let method = match args.tc_method {
+            Some(TcMethod::Tcx) if !tc::tcx_available(iface) => {
+                return Err(tc::tcx_refused(iface).into())
+            }
+            Some(method) => method,
+            None if tc::tcx_available(iface) => TcMethod::Tcx,
+            None => TcMethod::Netlink,
+        };
+        if let Err(err) =
+            tc_classifier::attach(&dir, iface, method, args.max_flows, args.btf.as_deref())
+        {
+            if dir.exists() {
+                dir.unpin()?;
+            }
+            return Err(err.context(format!("attaching tc_classifier to {}", iface.name)));
+        }
+    }
+    tc_classifier::inspect(&dir)
 }
 
 fn check_mode(existing: &Attachment, requested: Option<XdpMode>) -> Result<()> {

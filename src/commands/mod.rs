@@ -11,6 +11,7 @@ pub mod attach;
 pub mod completions;
 pub mod detach;
 pub mod filter;
+pub mod flows;
 pub mod man;
 pub mod stats;
 
@@ -21,6 +22,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Detach(args) => detach::run(&root, out, &args),
         Command::Stats(args) => stats::run(&root, out, &args),
         Command::Filter(command) => filter::run(&root, out, &command),
+        Command::Flows(args) => flows::run(&root, out, &args),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

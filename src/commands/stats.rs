@@ -8,8 +8,10 @@ use crate::error::Failure;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev, xdp::XdpMode};
 use crate::output::{self, Output, Report};
+use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::traffic::{self, Traffic};
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
+use crate::programs::XDP_PROGRAMS;
 use crate::state::{self, Attachment, LinkState};
 
 #[derive(Debug, Serialize)]
@@ -21,9 +23,12 @@ pub struct AttachmentStats {
     /// Verdicts, rate-limited and SYN-dropped counters when the filter runs.
     #[serde(flatten)]
     filter: Option<FilterCounters>,
+    /// tc_classifier's flow table on the same interface, if attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flows: Option<FlowTable>,
 }
 
-fn collect(dir: &AttachmentDir) -> Result<AttachmentStats> {
+fn collect(root: &StateRoot, dir: &AttachmentDir) -> Result<AttachmentStats> {
     let filter = if dir.program == xdp_mesh_filter::PROGRAM {
         let pinned = PinnedMaps::open(dir)?;
         Some(xdp_mesh_filter::read_stats(&pinned.maps())?)
@@ -34,7 +39,16 @@ fn collect(dir: &AttachmentDir) -> Result<AttachmentStats> {
         attachment: state::inspect(dir)?,
         traffic: traffic::read_pinned_counters(dir)?,
         filter,
+        flows: flow_table(root, &dir.interface)?,
     })
+}
+
+fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
+    let dir = root.attachment(interface, tc_classifier::PROGRAM);
+    if !dir.is_committed() {
+        return Ok(None);
+    }
+    tc_classifier::inspect(&dir).map(Some)
 }
 
 impl Report for AttachmentStats {
@@ -70,7 +84,19 @@ impl Report for AttachmentStats {
             output::right(output::count(self.traffic.packets)),
             output::right(output::bytes(self.traffic.bytes)),
         ]);
-        match &self.filter {
+        let flows = match &self.flows {
+            Some(t) => format!(
+                "\nflows: {} of {} in the table ({}), {} created, {} evicted, {} packets not IP",
+                output::count(t.flows as u64),
+                output::count(t.max_flows as u64),
+                t.method.as_str(),
+                output::count(t.flows_created),
+                output::count(t.evictions),
+                output::count(t.not_ip)
+            ),
+            None => String::new(),
+        };
+        let text = match &self.filter {
             None => format!("{title}\n{table}"),
             Some(f) => format!(
                 "{title}\n{table}\npassed {} · dropped {} · rate-limited {} · SYN-dropped {} (meshbpf filter show {} for rules)",
@@ -80,7 +106,8 @@ impl Report for AttachmentStats {
                 output::count(f.syn_dropped.packets),
                 a.interface
             ),
-        }
+        };
+        text + &flows
     }
 }
 
@@ -111,10 +138,18 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
     }
     caps::require("stats", &[caps::BPF])?;
     let _lock = root.lock_shared()?;
-    let dirs = root.attachments()?;
+    // One object per interface: its XDP attachment, with the flow table.
+    let dirs: Vec<AttachmentDir> = root
+        .attachments()?
+        .into_iter()
+        .filter(|d| XDP_PROGRAMS.contains(&d.program.as_str()))
+        .collect();
     match &args.interface {
         None => {
-            let attachments = dirs.iter().map(collect).collect::<Result<Vec<_>>>()?;
+            let attachments = dirs
+                .iter()
+                .map(|d| collect(root, d))
+                .collect::<Result<Vec<_>>>()?;
             out.emit(&AllStats {
                 attachments,
                 root: root.path().display().to_string(),
@@ -126,7 +161,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
                     "attach with `meshbpf attach {name}`; `meshbpf stats` lists every attachment"
                 ))
             })?;
-            out.emit(&collect(dir)?)?;
+            out.emit(&collect(root, dir)?)?;
         }
     }
     Ok(())
@@ -157,6 +192,7 @@ mod tests {
                 l4: Breakdown(vec![("udp", c(1500, 2048))]),
             },
             filter: None,
+            flows: None,
         }
     }
 

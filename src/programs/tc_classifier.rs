@@ -19,7 +19,9 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramAttachType};
 
 use crate::error::Failure;
 use crate::flows::{self, Direction, Flow, L7};
+use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::traffic;
 
@@ -454,4 +456,77 @@ mod tests {
         assert_eq!(total.flows_created, 1);
         assert_eq!(total.not_ip, 2);
     }
+}
+
+/// The egress link's pin; the ingress link is the attachment's `link` pin,
+/// which goes last and commits (tcx). With netlink, the `clsact` marker
+/// commits instead.
+const LINK_EGRESS_PIN: &str = "link_egress";
+
+/// Loads both programs, hooks them to ingress and egress, and pins.
+pub fn attach(
+    dir: &AttachmentDir,
+    iface: &Interface,
+    method: TcMethod,
+    max_flows: u32,
+    btf: Option<&Path>,
+) -> Result<()> {
+    let mut object = MaybeUninit::uninit();
+    let skel = load(&mut object, btf, max_flows, method == TcMethod::Tcx)?;
+    let (ingress, egress) = (skel.progs.tc_ingress.as_fd(), skel.progs.tc_egress.as_fd());
+    match method {
+        TcMethod::Tcx => {
+            // Links die with their fds until pinned: a failure here leaves nothing.
+            let ingress_link = tc::attach_tcx(ingress, iface, tc::Direction::Ingress)?;
+            let egress_link = tc::attach_tcx(egress, iface, tc::Direction::Egress)?;
+            pin(&skel, dir)?;
+            bpfobj::pin(egress_link.as_fd(), &dir.pin(LINK_EGRESS_PIN))?;
+            bpfobj::pin(ingress_link.as_fd(), &dir.link())
+        }
+        TcMethod::Netlink => {
+            // Filters outlive the process: take them off again on failure.
+            let hooked = pin(&skel, dir)
+                .and_then(|()| tc::attach_netlink(ingress, iface, tc::Direction::Ingress))
+                .and_then(|()| tc::attach_netlink(egress, iface, tc::Direction::Egress));
+            if let Err(err) = hooked {
+                let _ = tc::detach_netlink(ingress, iface);
+                return Err(err);
+            }
+            bpfobj::pin(ingress, &dir.clsact())
+        }
+    }
+}
+
+/// What `stats` and `attach` say about a flow table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowTable {
+    pub program: &'static str,
+    pub method: TcMethod,
+    pub max_flows: u32,
+    /// Flows in the table now.
+    pub flows: usize,
+    pub flows_created: u64,
+    /// Flows the LRU pushed out to make room: created minus present.
+    pub evictions: u64,
+    /// Packets that were not IP, for which no flow exists.
+    pub not_ip: u64,
+}
+
+pub fn inspect(dir: &AttachmentDir) -> Result<FlowTable> {
+    let map = traffic::open_pinned_map(dir, FLOWS_MAP)?;
+    let flows = read_flows(&map)?.len();
+    let totals = read_pinned_stats(dir)?.total();
+    Ok(FlowTable {
+        program: PROGRAM,
+        method: if dir.clsact().exists() {
+            TcMethod::Netlink
+        } else {
+            TcMethod::Tcx
+        },
+        max_flows: map.max_entries(),
+        flows,
+        flows_created: totals.flows_created,
+        evictions: totals.flows_created.saturating_sub(flows as u64),
+        not_ip: totals.not_ip,
+    })
 }

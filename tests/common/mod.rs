@@ -237,6 +237,35 @@ impl VethPair {
         links[0]["xdp"]["prog"]["id"].as_u64()
     }
 
+    /// How many programs run on `dev`'s tcx hooks (asked of the kernel:
+    /// Debian's bpftool predates tcx) and clsact filters (from bpftool).
+    pub fn tc_program_count(&self) -> usize {
+        let tcx = Self::in_netns(&self.ns, || {
+            let index =
+                nix::net::if_::if_nametoindex(self.dev.as_str()).expect("the device exists");
+            [libbpf_sys::BPF_TCX_INGRESS, libbpf_sys::BPF_TCX_EGRESS]
+                .iter()
+                .map(|attach_type| {
+                    // SAFETY: plain data; sz tells libbpf which fields we know.
+                    let mut opts: libbpf_sys::bpf_prog_query_opts = unsafe { std::mem::zeroed() };
+                    opts.sz = std::mem::size_of_val(&opts) as _;
+                    let ret = unsafe {
+                        libbpf_sys::bpf_prog_query_opts(index as i32, *attach_type, &mut opts)
+                    };
+                    assert_eq!(ret, 0, "querying tcx programs");
+                    // SAFETY: the kernel filled in the count member of the union.
+                    unsafe { opts.__bindgen_anon_1.count as usize }
+                })
+                .sum::<usize>()
+        });
+        let out = run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .args(["bpftool", "-j", "net", "show", "dev", &self.dev]));
+        let shown: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("bpftool -j net show");
+        tcx + shown[0]["tc"].as_array().map_or(0, Vec::len)
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         Path::new(ROOT).join("net").join(&self.dev)
     }

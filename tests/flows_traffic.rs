@@ -1,0 +1,229 @@
+//! tc_classifier against real traffic: flows appear with exact tuples and
+//! counts, the table respects --max-flows, and other tools' clsact filters
+//! survive meshbpf coming and going.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+
+use common::{privileged, VethPair, ADDR, PEER_ADDR};
+use serde_json::Value;
+
+fn flows(net: &VethPair, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec!["flows", net.dev.as_str(), "-j"];
+    args.extend_from_slice(filters);
+    net.meshbpf(&args).ok().json().as_array().unwrap().clone()
+}
+
+/// The veth's own packet and byte counters for one direction ("rx"/"tx").
+fn kernel_counters(net: &VethPair, direction: &str) -> (u64, u64) {
+    let out = common::run(
+        Command::new("ip").args(["-n", &net.ns, "-j", "-s", "link", "show", "dev", &net.dev]),
+    );
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &links[0]["stats64"][direction];
+    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
+}
+
+#[test]
+fn a_tcp_connection_is_one_flow_per_direction_with_the_kernels_counts() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let listener = VethPair::in_netns(&net.ns, || TcpListener::bind((ADDR, 8080)).unwrap());
+    net.meshbpf(&["attach", &net.dev]).ok();
+    let (rx0, tx0) = (kernel_counters(&net, "rx"), kernel_counters(&net, "tx"));
+
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        conn.write_all(&[7u8; 5000]).unwrap();
+        got.len()
+    });
+    let sport = VethPair::in_netns(&net.peer_ns, || {
+        let mut conn = TcpStream::connect((ADDR, 8080)).unwrap();
+        let sport = conn.local_addr().unwrap().port();
+        conn.write_all(&[1u8; 50_000]).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply.len(), 5000);
+        sport
+    });
+    assert_eq!(server.join().unwrap(), 50_000);
+    // The last ACK may still be in flight; wait until both directions settle.
+    let (rx, tx) = common::wait_for(std::time::Duration::from_secs(5), || {
+        let (rx, tx) = (kernel_counters(&net, "rx"), kernel_counters(&net, "tx"));
+        let all = flows(&net, &["--proto", "tcp"]);
+        let counted: u64 = all.iter().map(|f| f["packets"].as_u64().unwrap()).sum();
+        (counted == (rx.0 - rx0.0) + (tx.0 - tx0.0)).then_some((rx, tx))
+    })
+    .expect("the flow table caught up with the veth's counters");
+
+    let all = flows(&net, &["--proto", "tcp"]);
+    assert_eq!(all.len(), 2, "one flow per direction: {all:?}");
+    let ingress = all.iter().find(|f| f["direction"] == "ingress").unwrap();
+    assert_eq!(
+        (
+            &ingress["src"],
+            &ingress["dst"],
+            &ingress["sport"],
+            &ingress["dport"]
+        ),
+        (
+            &Value::from(PEER_ADDR),
+            &Value::from(ADDR),
+            &Value::from(sport),
+            &Value::from(8080)
+        )
+    );
+    // TC sees frames with their 14-byte Ethernet header; the veth counts without it.
+    let ingress_packets = rx.0 - rx0.0;
+    assert_eq!(ingress["packets"], ingress_packets);
+    assert_eq!(ingress["bytes"], rx.1 - rx0.1 + 14 * ingress_packets);
+    let egress = all.iter().find(|f| f["direction"] == "egress").unwrap();
+    assert_eq!(
+        (&egress["src"], &egress["sport"]),
+        (&Value::from(ADDR), &Value::from(8080))
+    );
+    assert_eq!(egress["packets"], tx.0 - tx0.0);
+    let flags: Vec<&str> = ingress["tcp_flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for flag in ["syn", "ack", "fin"] {
+        assert!(flags.contains(&flag), "{flags:?}");
+    }
+    assert!(ingress["first_seen"].as_str().unwrap() <= ingress["last_seen"].as_str().unwrap());
+}
+
+#[test]
+fn udp_and_icmp_show_up_with_exact_counts() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let receiver = VethPair::in_netns(&net.ns, || UdpSocket::bind((ADDR, 5353)).unwrap());
+    net.meshbpf(&["attach", &net.dev]).ok();
+    net.send_udp(format!("{ADDR}:5353").parse().unwrap(), 5, 100);
+    net.ping(ADDR, 2);
+    drop(receiver);
+
+    let udp = flows(&net, &["--proto", "udp", "--dport", "5353"]);
+    assert_eq!(udp.len(), 1, "{udp:?}");
+    assert_eq!(
+        (&udp[0]["packets"], &udp[0]["bytes"]),
+        (&Value::from(5), &Value::from(5 * (14 + 20 + 8 + 100)))
+    );
+    let requests = flows(&net, &["--proto", "icmp", "--src", PEER_ADDR]);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        (&requests[0]["icmp_type"], &requests[0]["packets"]),
+        (&Value::from(8), &Value::from(2))
+    );
+    let replies = flows(&net, &["--proto", "icmp", "--src", ADDR]);
+    assert_eq!(
+        (&replies[0]["direction"], &replies[0]["icmp_type"]),
+        (&Value::from("egress"), &Value::from(0))
+    );
+}
+
+#[test]
+fn max_flows_bounds_the_table_and_evictions_are_counted() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    net.meshbpf(&["attach", &net.dev, "--max-flows", "100"])
+        .ok();
+    VethPair::in_netns(&net.peer_ns, || {
+        // Explicit source ports: an ephemeral one may be handed out again.
+        for port in 20_000..21_000 {
+            UdpSocket::bind((PEER_ADDR, port))
+                .unwrap()
+                .send_to(b"x", (ADDR, 9))
+                .unwrap();
+        }
+    });
+    let table = common::wait_for(std::time::Duration::from_secs(5), || {
+        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        (s["flows"]["flows_created"].as_u64() >= Some(1000)).then(|| s["flows"].clone())
+    })
+    .expect("the classifier saw every datagram");
+    assert_eq!(table["max_flows"], 100);
+    // The kernel's LRU evicts in per-CPU batches, so the table may sit
+    // below its size after evicting; it never holds more.
+    let present = table["flows"].as_u64().unwrap();
+    assert!((1..=100).contains(&present), "{table}");
+    let created = table["flows_created"].as_u64().unwrap();
+    assert_eq!(
+        table["evictions"],
+        created - present,
+        "every flow created and gone is an eviction: {table}"
+    );
+    assert_eq!(flows(&net, &[]).len() as u64, present);
+}
+
+/// Another tool's filter on the clsact qdisc: a u32 filter that matches
+/// everything and only classifies (this kernel has no matchall or gact).
+fn add_foreign_filter(net: &VethPair) {
+    common::must(&format!(
+        "ip netns exec {} tc qdisc add dev {} clsact",
+        net.ns, net.dev
+    ));
+    common::must(&format!(
+        "ip netns exec {} tc filter add dev {} ingress prio 10 u32 match u32 0 0 flowid 1:1",
+        net.ns, net.dev
+    ));
+}
+
+fn foreign_filter_present(net: &VethPair) -> bool {
+    let out = common::sh(&format!(
+        "ip netns exec {} tc filter show dev {} ingress",
+        net.ns, net.dev
+    ));
+    String::from_utf8_lossy(&out.stdout).contains("u32")
+}
+
+#[test]
+fn another_tools_clsact_filter_survives_attach_and_detach_with_both_methods() {
+    if !privileged() {
+        return;
+    }
+    for method in ["tcx", "netlink"] {
+        let net = VethPair::new();
+        add_foreign_filter(&net);
+        let attached = net
+            .meshbpf(&["attach", &net.dev, "--tc-method", method, "-j"])
+            .ok()
+            .json();
+        assert_eq!(attached["flows"]["method"], method);
+        assert_eq!(net.tc_program_count(), 2, "{method}: ours, on both hooks");
+        net.ping(ADDR, 1);
+        net.meshbpf(&["detach", &net.dev]).ok();
+        assert!(
+            foreign_filter_present(&net),
+            "{method}: the other tool's filter is still there"
+        );
+        assert_eq!(net.tc_program_count(), 0, "{method}: none of ours is left");
+    }
+    // Alone on it, meshbpf removes the clsact qdisc it created.
+    let net = VethPair::new();
+    net.meshbpf(&["attach", &net.dev, "--tc-method", "netlink"])
+        .ok();
+    net.meshbpf(&["detach", &net.dev]).ok();
+    let qdiscs = common::sh(&format!(
+        "ip netns exec {} tc qdisc show dev {}",
+        net.ns, net.dev
+    ));
+    assert!(
+        !String::from_utf8_lossy(&qdiscs.stdout).contains("clsact"),
+        "the empty clsact qdisc is gone"
+    );
+}
