@@ -227,3 +227,49 @@ fn another_tools_clsact_filter_survives_attach_and_detach_with_both_methods() {
         "the empty clsact qdisc is gone"
     );
 }
+
+#[test]
+fn a_real_http_request_and_ipv6_flows_are_recognised() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::with_ipv6();
+    let listener = VethPair::in_netns(&net.ns, || {
+        TcpListener::bind(format!("[{}]:8080", common::ADDR6)).unwrap()
+    });
+    net.meshbpf(&["attach", &net.dev]).ok();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 64];
+        let n = conn.read(&mut request).unwrap();
+        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        n
+    });
+    VethPair::in_netns(&net.peer_ns, || {
+        let mut conn = TcpStream::connect(format!("[{}]:8080", common::ADDR6)).unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: mesh\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 204"));
+    });
+    assert!(server.join().unwrap() > 0);
+
+    let http = common::wait_for(std::time::Duration::from_secs(5), || {
+        let found = flows(&net, &["--l7", "http", "--proto", "tcp"]);
+        (found.len() == 2).then_some(found)
+    })
+    .unwrap_or_else(|| panic!("both directions guessed as HTTP: {:?}", flows(&net, &[])));
+    for flow in &http {
+        assert_eq!(flow["l7"], "http");
+        assert!(
+            flow["src"].as_str().unwrap().starts_with("2001:db8::"),
+            "{flow}"
+        );
+    }
+    let request = http.iter().find(|f| f["direction"] == "ingress").unwrap();
+    assert_eq!(
+        (&request["dst"], &request["dport"]),
+        (&Value::from(common::ADDR6), &Value::from(8080))
+    );
+}
