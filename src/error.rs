@@ -41,6 +41,18 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The operator pressed Ctrl-C: not a failure to report, exit 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// What `output` needs to show an error: the whole chain on one line, plus the
 /// hint and detail of the outermost [`Failure`], whether it was raised as the
 /// error or added as context.

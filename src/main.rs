@@ -3,11 +3,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use meshbpf::cli::Cli;
+use meshbpf::error::Interrupted;
 use meshbpf::output::Output;
 use meshbpf::{commands, kernel};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let out = Output::new(cli.global.json, cli.global.pretty);
     match commands::run(cli, &out) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<Interrupted>().is_some() => ExitCode::from(EXIT_INTERRUPTED),
         Err(err) => {
             out.error(&err);
             ExitCode::from(EXIT_FAILURE)

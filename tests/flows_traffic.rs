@@ -273,3 +273,38 @@ fn a_real_http_request_and_ipv6_flows_are_recognised() {
         (&Value::from(common::ADDR6), &Value::from(8080))
     );
 }
+
+#[test]
+fn follow_streams_json_lines_until_ctrl_c_which_exits_130() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    net.meshbpf(&["attach", &net.dev]).ok();
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.ns))
+        .args([
+            "--",
+            common::BIN,
+            "flows",
+            &net.dev,
+            "--follow",
+            "-j",
+            "--interval",
+            "0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut lines, &mut first).unwrap();
+    let marker: Value = serde_json::from_str(&first).expect("a JSON line");
+    assert!(marker["refresh"].is_string(), "{marker}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}

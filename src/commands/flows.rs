@@ -31,7 +31,7 @@ use anyhow::Result;
 use serde::{Serialize, Serializer};
 
 use crate::cli::{FlowSort, FlowsArgs};
-use crate::error::Failure;
+use crate::error::{Failure, Interrupted};
 use crate::flows::{self, Flow, FlowKey, FlowQuery, HasFlow, L7};
 use crate::kernel::clock::{self, Anchor};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -72,11 +72,9 @@ pub fn run(root: &StateRoot, out: &Output, args: &FlowsArgs) -> Result<()> {
     interrupt::install()?;
     match follow(root, out, args, &query, interval, &read)? {
         Ended::Closed => Ok(()),
-        Ended::Interrupted => std::process::exit(EXIT_INTERRUPTED),
+        Ended::Interrupted => Err(Interrupted.into()),
     }
 }
-
-const EXIT_INTERRUPTED: i32 = 130;
 
 fn interval(args: &FlowsArgs) -> Result<Duration, Failure> {
     let seconds = args.interval;
