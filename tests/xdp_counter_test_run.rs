@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::rng::XorShift;
+
 use std::mem::MaybeUninit;
 use std::net::Ipv6Addr;
 
@@ -573,26 +575,6 @@ fn repeat_counts_every_run() {
         .payload(64)
         .build();
     h.assert_counted_times(&frame, 1000, "ipv4", "udp");
-}
-
-/// xorshift64: deterministic across runs and platforms.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
 }
 
 /// Frames that reach deep into the parser, for the corpus to mutate.

@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::rng::XorShift;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1286,30 +1288,6 @@ fn ten_thousand_rules_classify_like_one() {
         DROP,
         DEFAULT,
     );
-}
-
-/// xorshift64: deterministic across runs and platforms.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
 }
 
 /// Addresses near these, and prefixes of them, nest in every way.
