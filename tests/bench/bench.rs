@@ -6,6 +6,7 @@
 mod common;
 mod control;
 mod filter;
+mod flow_table;
 mod frames;
 mod packet;
 mod raw;
@@ -28,6 +29,9 @@ pub struct Config {
     /// The same for section 2, whose ~30 rows through both tools would take
     /// about four minutes at `rounds`.
     pub filter_rounds: usize,
+    /// The same for the flow-table part of section 3, whose bpftool dumps of
+    /// a million entries take seconds each.
+    pub flow_rounds: usize,
     /// Runs per BPF_PROG_TEST_RUN call: each call has a fixed cost, so one
     /// long call per sample rather than many short ones.
     pub repeat: u32,
@@ -50,6 +54,7 @@ impl Config {
         Config {
             rounds: 15,
             filter_rounds: 9,
+            flow_rounds: 5,
             repeat: 1_000_000,
             xdp_filter_object: shipped("xdpfilt_alw_all.o"),
             xdpdump_object: shipped("xdpdump_xdp.o"),
@@ -78,12 +83,19 @@ fn main() {
     let filter = filter::measure(&config);
     eprintln!("bench: control plane ({} rounds)", config.rounds);
     let control = control::measure(&config);
+    eprintln!(
+        "bench: flow table of {} flows ({} rounds)",
+        flow_table::FLOWS,
+        config.flow_rounds
+    );
+    let flow_table = flow_table::measure(&config);
     let report = [
         header,
         method(&config),
         packet.markdown(),
         filter.markdown(),
         control.markdown(),
+        flow_table.markdown(),
         binary_section(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
@@ -174,9 +186,12 @@ instructions, measured in the same run as the rows it is the floor of. Every cal
 before timing one run per frame must land where the row says: in the frame's own xdp_counter slots (section 1), in \
 the rule or default counters of the filters (section 2). The cross-check runs `taskset -c {CPU} bpftool prog run id ID \
 data_in FRAME repeat {repeat}` on the same loaded programs. Section 3: wall time from spawn to exit of the release \
-binary and of the established tools, started from a thread inside the veth's namespace; the floor is spawning `true`.\n",
+binary and of the established tools, started from a thread inside the veth's namespace; the floor is spawning `true`. \
+Its flow-table part times {flow_rounds} rounds, after one run of each command whose output is checked, which is the \
+warm-up; stdout goes to /dev/null.\n",
         rounds = config.rounds,
         filter_rounds = config.filter_rounds,
+        flow_rounds = config.flow_rounds,
         repeat = config.repeat,
     )
 }
@@ -215,8 +230,8 @@ leaves, but the same source with the same `[profile.release]` settings.\n\n{}",
 fn reading_the_numbers(config: &Config) -> String {
     format!(
         "## Reading the numbers\n\n\
-- Medians of {rounds} ({filter_rounds} in section 2); single samples on this machine stray by 10-20 %, so only \
-differences well outside the min–max ranges mean something. The kernel reports whole nanoseconds per run.\n\
+- Medians of {rounds} ({filter_rounds} in section 2, {flow_rounds} in section 3's flow table); single samples on \
+this machine stray by 10-20 %, so only differences well outside the min–max ranges mean something. The kernel reports whole nanoseconds per run.\n\
 - Sections 1 and 2 are the program alone: no driver, no skb, no syscall. \"vs floor\" is what a program's parsing, \
 lookups and counting add to any XDP program; the bpftool column should agree with the test_run column, as both read \
 the kernel's timer.\n\
@@ -225,8 +240,13 @@ CPU's caches: the numbers are the cost of the lookups' code paths, a lower bound
 - Section 3 includes process start-up (the floor row). Compare `attach` with `load only` to see how much of \
 attaching is loading: libbpf's open and CO-RE relocation, then the kernel's verifier. xdp-loader's time depends on \
 the object it loads; xdp-filter's creates per-CPU maps of up to 65,536 entries. On this kernel libxdp cannot use \
-its multi-program dispatcher (it needs freplace) and attaches a single program, as ip does.\n",
+its multi-program dispatcher (it needs freplace) and attaches a single program, as ip does.\n\
+- In the flow-table rows both tools read the same million entries; what differs is how. `meshbpf flows` reads them in \
+batches (BPF_MAP_LOOKUP_BATCH, thousands of flows per call), then filters, keeps the top N and prints them; bpftool \
+makes a get-next-key and a lookup call per entry and writes each as JSON, raw bytes and BTF-formatted. The filtered \
+query runs its filters on every flow but ranks fewer of them.\n",
         rounds = config.rounds,
         filter_rounds = config.filter_rounds,
+        flow_rounds = config.flow_rounds,
     )
 }
