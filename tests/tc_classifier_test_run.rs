@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use common::frames::{Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use common::frames::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use common::VethPair;
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput, TcHookBuilder, TC_INGRESS};
@@ -118,10 +118,6 @@ impl<'obj> Harness<'obj> {
         self.run(hook, frame);
         l7_proto(u32::from(self.expect_flow(key).l7))
     }
-}
-
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn show_key(k: &flow_key) -> String {

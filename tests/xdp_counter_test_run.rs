@@ -13,7 +13,7 @@ use common::rng::XorShift;
 use std::mem::MaybeUninit;
 use std::net::Ipv6Addr;
 
-use common::frames::{Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use libbpf_rs::{ErrorKind, OpenObject, ProgramInput};
 use meshbpf::programs::traffic::{self, Breakdown, Traffic};
 use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
@@ -124,10 +124,6 @@ fn bump(breakdown: &mut Breakdown, name: &str, packets: u64, bytes: u64) {
         .unwrap_or_else(|| panic!("no counter slot named {name}"));
     slot.packets += packets;
     slot.bytes += bytes;
-}
-
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ipv4() -> Frame {

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use common::frames::{Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use libbpf_rs::{OpenObject, ProgramInput};
 use meshbpf::programs::traffic::Counter;
 use meshbpf::programs::xdp_mesh_filter::{self as filter, XdpMeshFilterSkel};
@@ -349,10 +349,6 @@ fn differences(expected: &Snapshot, kernel: &Snapshot) -> String {
             )
         })
         .collect()
-}
-
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn v4() -> Frame {

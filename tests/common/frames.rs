@@ -596,3 +596,8 @@ impl Frame {
         panic!("the frame has no {name} header")
     }
 }
+
+/// A frame as hex, for failure messages that can be replayed.
+pub fn hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect()
+}
