@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* tc_classifier: a flow table per 5-tuple and direction (packets, bytes,
  * first/last seen, TCP flags) with a guess of the L7 protocol from the first
- * payload bytes, on TC ingress and egress.
+ * payload bytes, on TC ingress and egress; and QoS classes, which set
+ * skb->priority and skb->mark by rules (include/qos_classes.h).
  *
  * Verdict: both programs return TC_ACT_UNSPEC (-1), which is TCX_NEXT under
  * tcx: later tcx programs, then the classic clsact filters, then the stack
@@ -26,6 +27,7 @@
 #include <bpf/bpf_endian.h>
 #include "packet_parse.h"
 #include "flow_table.h"
+#include "qos_classes.h"
 
 /* uapi/linux/pkt_cls.h; not in vmlinux.h, which only has TCX_NEXT. */
 #define TC_ACT_UNSPEC		(-1)
@@ -64,8 +66,41 @@ struct {
 	__type(value, struct flow_table_stats);
 } flow_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct class_config);
+} qos_config SEC(".maps");
+
+/* Indexed by slot * CLASS_MAX + class id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CLASS_SLOTS * CLASS_MAX);
+	__type(key, __u32);
+	__type(value, struct class_def);
+} qos_classes SEC(".maps");
+
+/* Indexed by slot * CLASS_RULES_MAX + rule index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CLASS_SLOTS * CLASS_RULES_MAX);
+	__type(key, __u32);
+	__type(value, struct class_rule);
+} qos_rules SEC(".maps");
+
+/* Indexed like qos_classes; id 0 counts the packets no rule classified. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CLASS_SLOTS * CLASS_MAX);
+	__type(key, __u32);
+	__type(value, struct class_counters);
+} qos_counters SEC(".maps");
+
 /* Referenced so the enums reach BTF and the skeleton's Rust types. */
 const volatile enum flow_limits flow_limits_anchor = FLOW_DEFAULT_MAX;
+const volatile enum class_limits class_limits_anchor = CLASS_MAX;
+const volatile enum class_sets class_sets_anchor = CLASS_SET_PRIORITY;
 const volatile enum flow_direction flow_direction_anchor = FLOW_INGRESS;
 const volatile enum l7_proto l7_proto_anchor = L7_UNKNOWN;
 
@@ -341,6 +376,112 @@ static __always_inline void icmp_ports(struct __sk_buff *skb,
 	key->dport = type_code[1];
 }
 
+/* Does `addr` (16 bytes, as in flow_key) lie in the rule's prefix? The key's
+ * bytes are copied word by word: flow_key is only 2-byte aligned. */
+static __always_inline bool in_prefix(const __u8 *addr, const __u32 *want,
+				      const __u32 *mask)
+{
+	__u32 word;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		__builtin_memcpy(&word, addr + 4 * i, sizeof(word));
+		if ((word & mask[i]) != want[i])
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool rule_matches(const struct class_rule *rule,
+					 const struct flow_key *key, __u32 l7)
+{
+	if (!(rule->directions & (1 << key->direction)))
+		return false;
+	if (rule->family && rule->family != key->family)
+		return false;
+	if (rule->protocol && rule->protocol != key->protocol)
+		return false;
+	if (rule->needs_ports && key->protocol != IPPROTO_TCP_NR &&
+	    key->protocol != IPPROTO_UDP_NR)
+		return false;
+	if (key->sport < rule->sport_lo || key->sport > rule->sport_hi ||
+	    key->dport < rule->dport_lo || key->dport > rule->dport_hi)
+		return false;
+	if (rule->l7 != CLASS_L7_ANY && rule->l7 != l7)
+		return false;
+	return in_prefix(key->src, rule->src, rule->src_mask) &&
+	       in_prefix(key->dst, rule->dst, rule->dst_mask);
+}
+
+/* The class id of the first rule of `slot` that matches the flow, 0 when
+ * none does. Global, so that the verifier walks the rule loop once rather
+ * than at every call site; it runs once per flow and L7 guess, not per
+ * packet. */
+__noinline int tc_match_class(const struct flow_key *key, __u32 l7, __u32 slot)
+{
+	const struct class_rule *rule;
+	__u32 i, index;
+
+	if (!key || slot >= CLASS_SLOTS)
+		return 0;
+	for (i = 0; i < CLASS_RULES_MAX; i++) {
+		index = slot * CLASS_RULES_MAX + i;
+		rule = bpf_map_lookup_elem(&qos_rules, &index);
+		if (!rule || !rule->class_id)
+			return 0;
+		if (rule_matches(rule, key, l7))
+			return rule->class_id;
+	}
+	return 0;
+}
+
+/* Sets the packet's priority and mark from its flow's class and counts it
+ * under the class; classifies the flow again when the rules or its L7 guess
+ * changed since it was last classified. Does nothing until classes are
+ * applied. */
+static __always_inline void apply_class(struct __sk_buff *skb,
+					const struct flow_key *key,
+					struct flow_value *value,
+					enum flow_direction dir, __u32 len)
+{
+	struct class_counters *counters;
+	const struct class_config *config;
+	const struct class_def *class;
+	__u32 zero = 0, generation, slot, index, id;
+
+	config = bpf_map_lookup_elem(&qos_config, &zero);
+	if (!config)
+		return;
+	generation = *(volatile const __u32 *)&config->generation;
+	if (!generation)
+		return;
+	slot = generation & 1;
+	/* Two CPUs may classify one flow at once; both find the same class. */
+	if (value->class_generation != generation) {
+		value->class_id = tc_match_class(key, value->l7, slot);
+		value->class_generation = generation;
+	}
+	id = value->class_id;
+	if (id >= CLASS_MAX)
+		return;
+	index = slot * CLASS_MAX + id;
+	counters = bpf_map_lookup_elem(&qos_counters, &index);
+	if (counters) {
+		counters->packets[dir]++;
+		counters->bytes[dir] += len;
+	}
+	if (!id)
+		return;
+	class = bpf_map_lookup_elem(&qos_classes, &index);
+	if (!class)
+		return;
+	if (class->sets & CLASS_SET_PRIORITY)
+		skb->priority = class->priority;
+	if (class->sets & CLASS_SET_MARK)
+		skb->mark = class->mark;
+}
+
 /* Parses the packet at skb->data; runs a second time on a packet whose
  * headers had to be pulled into the linear area first. */
 __noinline int tc_parse(struct __sk_buff *skb, struct packet_info *pkt)
@@ -440,8 +581,11 @@ static __always_inline int classify(struct __sk_buff *skb, enum flow_direction d
 	    (pkt.ip_proto == IPPROTO_TCP_NR || pkt.ip_proto == IPPROTO_UDP_NR)) {
 		int l7 = tc_guess_l7(skb, &pkt);
 
-		if (l7 != L7_UNKNOWN)
+		if (l7 != L7_UNKNOWN) {
 			value->l7 = l7;
+			/* Rules may name the L7 guess: classify again. */
+			value->class_generation = 0;
+		}
 	}
 
 	__sync_fetch_and_add(&value->packets, 1);
@@ -451,6 +595,7 @@ static __always_inline int classify(struct __sk_buff *skb, enum flow_direction d
 	/* A locked OR only when it adds a flag: most packets add none. */
 	if (pkt.l4 == L4_TCP && (value->tcp_flags & flags) != flags)
 		__sync_fetch_and_or(&value->tcp_flags, flags);
+	apply_class(skb, &key, value, dir, len);
 	return TC_ACT_UNSPEC;
 }
 

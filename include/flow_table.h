@@ -71,7 +71,11 @@ struct flow_value {
 	 * because BPF atomics (without -mcpu=v3) are 64-bit only. */
 	__u64 tcp_flags;
 	__u8 l7;		/* enum l7_proto; guessed once payload shows up */
-	__u8 pad[7];
+	/* The flow's QoS class (qos_classes.h), valid while class_generation
+	 * equals the applied generation; 0 when it has none. */
+	__u8 class_id;
+	__u16 pad;
+	__u32 class_generation;
 };
 
 /* Flow table totals, per CPU, one slot per direction (the `flow_stats` map).

@@ -82,8 +82,13 @@ pub struct AttachArgs {
     pub filter: Option<PathBuf>,
 
     /// Attach only the XDP program, without tc_classifier's flow table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "classes")]
     pub no_flows: bool,
+
+    /// Set QoS classes (skb->priority, skb->mark) on flows by these rules; on
+    /// an attached interface, the classes in use are replaced atomically
+    #[arg(long, value_name = "CLASSES.json")]
+    pub classes: Option<PathBuf>,
 
     /// Size of the flow table; when full, the least recently used flow is evicted (and counted)
     #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]

@@ -41,6 +41,14 @@ impl Direction {
         }
     }
 
+    /// `enum flow_direction`.
+    pub fn raw(self) -> u8 {
+        match self {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
@@ -76,6 +84,14 @@ impl L7 {
             .get(usize::from(raw))
             .copied()
             .unwrap_or(L7::Unknown)
+    }
+
+    /// `enum l7_proto`.
+    pub fn raw(self) -> u8 {
+        L7::ALL
+            .iter()
+            .position(|&l7| l7 == self)
+            .unwrap_or_default() as u8
     }
 
     /// The name in output and in `--l7`.

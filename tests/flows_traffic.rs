@@ -308,3 +308,151 @@ fn follow_streams_json_lines_until_ctrl_c_which_exits_130() {
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(130));
 }
+
+/// Packets the HTB class `1:minor` on the attach side's veth sent. (tc
+/// prints HTB classes as text even with -j.)
+fn htb_class_packets(net: &VethPair, minor: &str) -> u64 {
+    let out = common::run(
+        Command::new("tc").args(["-n", &net.ns, "-s", "class", "show", "dev", &net.dev]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let heading = format!("class htb 1:{minor} ");
+    let mut lines = text.lines().skip_while(|line| !line.starts_with(&heading));
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("no HTB class 1:{minor}: {text}"));
+    // " Sent 840 bytes 7 pkt (dropped 0, ...)"
+    let sent: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    match sent[..] {
+        ["Sent", _, "bytes", packets, "pkt", ..] => packets.parse().unwrap(),
+        _ => panic!("unexpected tc output for 1:{minor}: {text}"),
+    }
+}
+
+fn egress_packets(stats: &Value, class: &str) -> u64 {
+    stats["flows"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == class)
+        .unwrap_or_else(|| panic!("no class {class} in {stats}"))["egress"]["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn qos_classes_steer_real_packets_into_htb_classes_by_priority_and_mark() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    // The operator's shaping: HTB classes 1:10, 1:20 and a default 1:30;
+    // skb->priority 1:10 picks 1:10 directly, and a filter sends mark 0x20
+    // to 1:20 (a cls_bpf one: this kernel has no cls_fw, and u32 without
+    // CONFIG_CLS_U32_MARK ignores marks).
+    let tc = |args: &str| common::must(&format!("tc -n {} {args}", net.ns));
+    tc(&format!(
+        "qdisc add dev {} root handle 1: htb default 30",
+        net.dev
+    ));
+    for minor in ["10", "20", "30"] {
+        tc(&format!(
+            "class add dev {} parent 1: classid 1:{minor} htb rate 1gbit",
+            net.dev
+        ));
+    }
+    let (_fixture, mark_filter) = common::compile_fixture("mark_to_class");
+    tc(&format!(
+        "filter add dev {} parent 1: protocol all prio 1 bpf obj {} sec classifier classid 1:20",
+        net.dev,
+        mark_filter.display()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let attach_with_classes = |json: &str| {
+        let classes = dir.path().join("classes.json");
+        std::fs::write(&classes, json).unwrap();
+        let args = [
+            "attach",
+            &net.dev,
+            "--classes",
+            classes.to_str().unwrap(),
+            "-j",
+        ];
+        net.meshbpf(&args).ok().json()
+    };
+    let attached = attach_with_classes(
+        r#"{ "classes": { "fast": { "priority": "1:10" }, "marked": { "mark": "0x20" } },
+             "rules": [ { "class": "fast", "protocol": "udp", "dport": 5001, "direction": "egress" },
+                        { "class": "marked", "protocol": "udp", "dport": 5002 } ] }"#,
+    );
+    assert_eq!(attached["classes"], "applied");
+
+    let send = |port: u16, count: usize| {
+        VethPair::in_netns(&net.ns, || {
+            let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..count {
+                sock.send_to(&[0x5a; 64], (PEER_ADDR, port)).unwrap();
+            }
+        })
+    };
+    let before = ["10", "20", "30"].map(|minor| htb_class_packets(&net, minor));
+    send(5001, 7);
+    send(5002, 5);
+    // Echo replies leave through the default class.
+    net.ping(ADDR, 3);
+    let after = ["10", "20", "30"].map(|minor| htb_class_packets(&net, minor));
+    assert_eq!(
+        after[0] - before[0],
+        7,
+        "priority 1:10 picked HTB class 1:10"
+    );
+    assert_eq!(
+        after[1] - before[1],
+        5,
+        "mark 0x20 matched the u32 filter to 1:20"
+    );
+    assert_eq!(
+        after[2] - before[2],
+        3,
+        "unclassified packets took the default"
+    );
+
+    let stats = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+    assert_eq!(egress_packets(&stats, "fast"), 7);
+    assert_eq!(egress_packets(&stats, "marked"), 5);
+    assert_eq!(egress_packets(&stats, "unclassified"), 3);
+    let fast = &stats["flows"]["classes"][1];
+    assert_eq!(
+        (&fast["class"], &fast["priority"]),
+        (&Value::from("fast"), &Value::from(0x1_0010))
+    );
+
+    // Replacing the classes on the running attachment: 5001 is marked now.
+    let replaced = attach_with_classes(
+        r#"{ "classes": { "marked": { "mark": 32 } },
+             "rules": [ { "class": "marked", "protocol": "udp", "dport": "5001-5002" } ] }"#,
+    );
+    assert_eq!(
+        (&replaced["status"], &replaced["classes"]),
+        (&Value::from("already_attached"), &Value::from("replaced"))
+    );
+    send(5001, 4);
+    assert_eq!(htb_class_packets(&net, "20") - after[1], 4);
+    assert_eq!(htb_class_packets(&net, "10"), after[0]);
+    let stats = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+    assert_eq!(
+        egress_packets(&stats, "marked"),
+        4,
+        "counters start with the new classes"
+    );
+
+    // The operator's qdisc is theirs: detach leaves it.
+    net.meshbpf(&["detach", &net.dev]).ok();
+    let qdiscs =
+        common::run(Command::new("tc").args(["-n", &net.ns, "qdisc", "show", "dev", &net.dev]));
+    assert!(String::from_utf8_lossy(&qdiscs.stdout).contains("qdisc htb 1: root"));
+}

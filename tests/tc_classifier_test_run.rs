@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::mem::MaybeUninit;
+use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -19,8 +19,9 @@ use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPR
 use common::frames::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use common::VethPair;
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput, TcHookBuilder, TC_INGRESS};
+use meshbpf::programs::tc_classifier::skel::types::__sk_buff;
 use meshbpf::programs::tc_classifier::{
-    self, flow_direction, flow_key, flow_value, l7_proto, FlowStats, TcClassifierSkel,
+    self, classes, flow_direction, flow_key, flow_value, l7_proto, FlowStats, TcClassifierSkel,
 };
 
 /// TC_ACT_UNSPEC, which is TCX_NEXT: the programs' only verdict.
@@ -78,6 +79,49 @@ impl<'obj> Harness<'obj> {
             Hook::Egress => &self.skel.progs.tc_egress,
         };
         prog.test_run(input).map(|out| out.return_value)
+    }
+
+    /// Runs `frame` as an skb that arrives with `mark`; returns the mark
+    /// and priority the program left on it.
+    fn run_skb(&self, hook: Hook, frame: &[u8], mark: u32) -> (u32, u32) {
+        let mark_at = mem::offset_of!(__sk_buff, mark);
+        let priority_at = mem::offset_of!(__sk_buff, priority);
+        let mut ctx_in = vec![0u8; mem::size_of::<__sk_buff>()];
+        ctx_in[mark_at..mark_at + 4].copy_from_slice(&mark.to_ne_bytes());
+        let mut ctx_out = vec![0u8; ctx_in.len()];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            context_in: Some(&mut ctx_in),
+            context_out: Some(&mut ctx_out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let prog = match hook {
+            Hook::Ingress => &self.skel.progs.tc_ingress,
+            Hook::Egress => &self.skel.progs.tc_egress,
+        };
+        let verdict = prog
+            .test_run(input)
+            .unwrap_or_else(|e| panic!("test run failed: {e}\nframe: {}", hex(frame)))
+            .return_value;
+        assert_eq!(verdict, CONTINUE, "verdict\nframe: {}", hex(frame));
+        let word = |at: usize| u32::from_ne_bytes(ctx_out[at..at + 4].try_into().unwrap());
+        (word(mark_at), word(priority_at))
+    }
+
+    fn apply_classes(&self, json: &str) {
+        let rules = meshbpf::rules::classes::parse(json).expect("a valid class file");
+        classes::apply(&classes::ClassMaps::of_skeleton(&self.skel), &rules)
+            .expect("applying classes");
+    }
+
+    /// (class, ingress packets, egress packets) of every class in use.
+    fn class_packets(&self) -> Vec<(String, u64, u64)> {
+        classes::read(&classes::ClassMaps::of_skeleton(&self.skel))
+            .expect("reading classes")
+            .into_iter()
+            .map(|c| (c.class, c.ingress.packets, c.egress.packets))
+            .collect()
     }
 
     fn run(&self, hook: Hook, frame: &[u8]) {
@@ -250,7 +294,12 @@ fn tcp_flow_key_value_flags_and_times_per_hook() {
     assert_eq!(v.first_seen_ns, first, "first seen never moves");
     assert!(v.last_seen_ns > first && v.last_seen_ns <= after);
     assert_eq!(v.l7, l7_proto::L7_UNKNOWN.0 as u8);
-    assert_eq!(v.pad, [0; 7]);
+    assert_eq!(v.pad, 0);
+    assert_eq!(
+        (v.class_id, v.class_generation),
+        (0, 0),
+        "no classes applied: the flow is never classified"
+    );
 
     // The same packet on the other hook is another flow.
     assert!(h.flow(&egress).is_none());
@@ -1343,4 +1392,158 @@ fn send_with_linear_ethernet_header(ifindex: u32, frame: &[u8]) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// A mark the packet arrives with, which classes that set no mark keep.
+const MARK_IN: u32 = 0x5;
+
+const CLASSES: &str = r#"{
+  "classes": {
+    "interactive": { "priority": "1:10" },
+    "bulk":        { "priority": "1:30", "mark": "0x20" },
+    "web":         { "mark": 80 },
+    "rest":        { "mark": "0x99" } },
+  "rules": [
+    { "class": "interactive", "protocol": "tcp", "dport": 22 },
+    { "class": "bulk", "dst": "198.51.100.0/24", "protocol": "udp" },
+    { "class": "web", "l7": "tls", "direction": "egress" },
+    { "class": "bulk", "dst": "2001:db8:ffff::/48", "sport": "1000-2000" },
+    { "class": "interactive", "dport": "0-10" } ],
+  "default": "rest" }"#;
+
+#[test]
+fn classes_set_priority_and_mark_by_the_first_matching_rule() {
+    if !common::privileged() {
+        return;
+    }
+    let mut object = MaybeUninit::uninit();
+    let h = Harness::load(&mut object);
+    let ssh = ipv4().tcp(40000, 22).tcp_flags(TCP_SYN).build();
+    assert_eq!(
+        h.run_skb(Hook::Ingress, &ssh, MARK_IN),
+        (MARK_IN, 0),
+        "no classes applied yet: the packet is untouched"
+    );
+    assert!(h.class_packets().is_empty());
+
+    h.apply_classes(CLASSES);
+    let (interactive, bulk, rest) = (0x10010, 0x10030, 0x99);
+    // The flow was seen before the classes: it is classified now.
+    assert_eq!(
+        h.run_skb(Hook::Ingress, &ssh, MARK_IN),
+        (MARK_IN, interactive)
+    );
+    assert_eq!(
+        h.run_skb(Hook::Egress, &ssh, MARK_IN),
+        (MARK_IN, interactive)
+    );
+    let udp = ipv4().udp(5000, 5001).payload(20).build();
+    assert_eq!(h.run_skb(Hook::Egress, &udp, MARK_IN), (0x20, bulk));
+    // TCP to 198.51.100.7 is not the bulk rule's protocol: the default.
+    let tcp = ipv4().tcp(40000, 8080).tcp_flags(TCP_SYN).build();
+    assert_eq!(h.run_skb(Hook::Egress, &tcp, MARK_IN), (rest, 0));
+    // IPv6 from port 1500 into the bulk /48; from port 3000, the default.
+    let v6 = ipv6().udp(1500, 9).payload(8).build();
+    assert_eq!(h.run_skb(Hook::Ingress, &v6, MARK_IN), (0x20, bulk));
+    let v6_other = ipv6().udp(3000, 4000).payload(8).build();
+    assert_eq!(h.run_skb(Hook::Ingress, &v6_other, MARK_IN), (rest, 0));
+    // Ports 0-10 match TCP and UDP only, never an ICMP echo (type 8, code
+    // 0, which flows keep in the port fields).
+    let echo = ipv4().icmp(8, 0).payload(8).build();
+    assert_eq!(h.run_skb(Hook::Egress, &echo, MARK_IN), (rest, 0));
+    let low_port = ipv4().tcp(40001, 7).tcp_flags(TCP_SYN).build();
+    assert_eq!(
+        h.run_skb(Hook::Egress, &low_port, MARK_IN),
+        (MARK_IN, interactive)
+    );
+    // Not IP: no flow and no class.
+    let arp = Frame::eth().arp_request(SRC4, DST4).build();
+    assert_eq!(h.run_skb(Hook::Egress, &arp, MARK_IN), (MARK_IN, 0));
+
+    let mut counted = h.class_packets();
+    counted.sort();
+    assert_eq!(
+        counted,
+        vec![
+            ("bulk".into(), 1, 1),
+            ("interactive".into(), 1, 2),
+            ("rest".into(), 1, 2),
+            ("unclassified".into(), 0, 0),
+            ("web".into(), 0, 0),
+        ]
+    );
+}
+
+#[test]
+fn a_flow_is_classified_again_when_its_l7_guess_arrives() {
+    if !common::privileged() {
+        return;
+    }
+    let mut object = MaybeUninit::uninit();
+    let h = Harness::load(&mut object);
+    h.apply_classes(CLASSES);
+    let syn = ipv4().tcp(40000, 8443).tcp_flags(TCP_SYN).build();
+    let hello = ipv4()
+        .tcp(40000, 8443)
+        .tcp_flags(TCP_ACK | TCP_PSH)
+        .bytes(&[
+            0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+        ])
+        .build();
+    let ack = ipv4().tcp(40000, 8443).tcp_flags(TCP_ACK).build();
+    assert_eq!(
+        h.run_skb(Hook::Egress, &syn, 0),
+        (0x99, 0),
+        "unknown yet: the default"
+    );
+    assert_eq!(h.run_skb(Hook::Egress, &hello, 0), (80, 0), "TLS: web");
+    assert_eq!(
+        h.run_skb(Hook::Egress, &ack, 0),
+        (80, 0),
+        "and it stays web"
+    );
+    // The web rule is egress only.
+    h.run_skb(Hook::Ingress, &syn, 0);
+    assert_eq!(h.run_skb(Hook::Ingress, &hello, 0), (0x99, 0));
+}
+
+#[test]
+fn applying_new_classes_replaces_the_old_ones_for_every_flow() {
+    if !common::privileged() {
+        return;
+    }
+    let mut object = MaybeUninit::uninit();
+    let h = Harness::load(&mut object);
+    h.apply_classes(CLASSES);
+    let ssh = ipv4().tcp(40000, 22).tcp_flags(TCP_ACK).build();
+    assert_eq!(h.run_skb(Hook::Egress, &ssh, 0), (0, 0x10010));
+
+    h.apply_classes(
+        r#"{ "classes": { "ops": { "mark": 7 } },
+                         "rules": [ { "class": "ops", "dport": 22 } ] }"#,
+    );
+    assert_eq!(
+        h.run_skb(Hook::Egress, &ssh, 0),
+        (7, 0),
+        "the cached class is gone"
+    );
+    let udp = ipv4().udp(5000, 5001).payload(20).build();
+    assert_eq!(
+        h.run_skb(Hook::Egress, &udp, MARK_IN),
+        (MARK_IN, 0),
+        "no default now"
+    );
+    assert_eq!(
+        h.class_packets(),
+        vec![("unclassified".into(), 0, 1), ("ops".into(), 0, 1)],
+        "counters start again with the new classes"
+    );
+
+    // A third apply reuses the first slot: nothing of the first file is left.
+    h.apply_classes(r#"{ "classes": { "x": { "priority": 3 } }, "rules": [] }"#);
+    assert_eq!(h.run_skb(Hook::Egress, &ssh, 0), (0, 0));
+    assert_eq!(
+        h.class_packets(),
+        vec![("unclassified".into(), 0, 1), ("x".into(), 0, 0)]
+    );
 }

@@ -1,5 +1,6 @@
-//! `meshbpf attach IFACE [--filter RULES]`: attach xdp_counter or
-//! xdp_mesh_filter as a pinned bpf_link, or swap one for the other.
+//! `meshbpf attach IFACE [--filter RULES] [--classes CLASSES]`: attach
+//! xdp_counter or xdp_mesh_filter as a pinned bpf_link, or swap one for the
+//! other, and tc_classifier with its QoS classes.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -13,7 +14,9 @@ use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj, caps};
 use crate::output::{self, Output, Report};
+use crate::programs::tc_classifier::classes;
 use crate::programs::{tc_classifier, xdp_counter, xdp_mesh_filter};
+use crate::rules::{self, classes::ClassRules};
 use crate::state::{self, Attachment, LinkState};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -27,6 +30,16 @@ enum Outcome {
     RulesReplaced,
 }
 
+/// What happened to tc_classifier's QoS classes.
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ClassesOutcome {
+    /// Set with a new attachment.
+    Applied,
+    /// Replaced atomically on the attachment there was.
+    Replaced,
+}
+
 #[derive(Debug, Serialize)]
 struct AttachReport {
     status: Outcome,
@@ -38,6 +51,9 @@ struct AttachReport {
     /// tc_classifier's flow table, unless --no-flows.
     #[serde(skip_serializing_if = "Option::is_none")]
     flows: Option<tc_classifier::FlowTable>,
+    /// Only with --classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classes: Option<ClassesOutcome>,
 }
 
 impl Report for AttachReport {
@@ -78,13 +94,34 @@ impl Report for AttachReport {
             ),
             None => String::new(),
         };
-        outcome + &flows + &warnings
+        let classes = match (self.classes, &self.flows) {
+            (Some(how), Some(t)) => {
+                let names: Vec<&str> = t
+                    .classes
+                    .iter()
+                    .map(|c| c.class.as_str())
+                    .filter(|&name| name != classes::UNCLASSIFIED)
+                    .collect();
+                let how = match how {
+                    ClassesOutcome::Applied => "set",
+                    ClassesOutcome::Replaced => "replaced atomically",
+                };
+                format!("\nQoS classes {how}: {}", names.join(", "))
+            }
+            _ => String::new(),
+        };
+        outcome + &flows + &classes + &warnings
     }
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     // A bad rules file must fail before anything touches the kernel.
     let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
+    let class_rules = args
+        .classes
+        .as_deref()
+        .map(|path| rules::classes::load(path).map_err(Failure::from))
+        .transpose()?;
     let warnings = rules
         .as_ref()
         .map(|r| r.compiled.warnings.clone())
@@ -98,11 +135,11 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     state::reconcile(&root.program_dirs(&iface.name)?)?;
 
     let (status, dir) = attach_xdp(root, &iface, args, rules.as_ref())?;
-    let flows = if args.no_flows {
-        None
+    let (flows, classes) = if args.no_flows {
+        (None, None)
     } else {
-        match attach_flows(root, &iface, args) {
-            Ok(table) => Some(table),
+        match attach_flows(root, &iface, args, class_rules.as_ref()) {
+            Ok((table, classes)) => (Some(table), classes),
             Err(err) => {
                 // All or nothing: an XDP program this command attached goes too.
                 if status == Outcome::Attached {
@@ -117,6 +154,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         attachment: state::inspect(&dir)?,
         warnings,
         flows,
+        classes,
     })?;
     Ok(())
 }
@@ -190,14 +228,23 @@ fn attach_xdp(
     Ok((Outcome::Attached, dir))
 }
 
-/// The TC half: tc_classifier on ingress and egress, unless already there.
+/// The TC half: tc_classifier on ingress and egress, unless already there;
+/// with `class_rules`, its QoS classes, set or replaced.
 fn attach_flows(
     root: &StateRoot,
     iface: &Interface,
     args: &AttachArgs,
-) -> Result<tc_classifier::FlowTable> {
+    class_rules: Option<&ClassRules>,
+) -> Result<(tc_classifier::FlowTable, Option<ClassesOutcome>)> {
     let dir = root.attachment(&iface.name, tc_classifier::PROGRAM);
-    if !dir.is_committed() {
+    let mut outcome = class_rules.map(|_| ClassesOutcome::Applied);
+    if dir.is_committed() {
+        if let Some(rules) = class_rules {
+            let pinned = classes::PinnedClassMaps::open(&dir)?;
+            classes::apply(&pinned.maps(), rules)?;
+            outcome = Some(ClassesOutcome::Replaced);
+        }
+    } else {
         let method = match args.tc_method {
             Some(TcMethod::Tcx) if !tc::tcx_available(iface) => {
                 return Err(tc::tcx_refused(iface).into())
@@ -206,16 +253,21 @@ fn attach_flows(
             None if tc::tcx_available(iface) => TcMethod::Tcx,
             None => TcMethod::Netlink,
         };
-        if let Err(err) =
-            tc_classifier::attach(&dir, iface, method, args.max_flows, args.btf.as_deref())
-        {
+        if let Err(err) = tc_classifier::attach(
+            &dir,
+            iface,
+            method,
+            args.max_flows,
+            args.btf.as_deref(),
+            class_rules,
+        ) {
             if dir.exists() {
                 dir.unpin()?;
             }
             return Err(err.context(format!("attaching tc_classifier to {}", iface.name)));
         }
     }
-    tc_classifier::inspect(&dir)
+    Ok((tc_classifier::inspect(&dir)?, outcome))
 }
 
 fn check_mode(existing: &Attachment, requested: Option<XdpMode>) -> Result<()> {

@@ -1,6 +1,7 @@
 //! `meshbpf stats [IFACE]`: counters of attachments, read from their pins.
 
 use anyhow::Result;
+use comfy_table::Table;
 use serde::Serialize;
 
 use crate::cli::StatsArgs;
@@ -8,6 +9,7 @@ use crate::error::Failure;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev, xdp::XdpMode};
 use crate::output::{self, Output, Report};
+use crate::programs::tc_classifier::classes::ClassUse;
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::traffic::{self, Traffic};
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
@@ -96,6 +98,10 @@ impl Report for AttachmentStats {
             ),
             None => String::new(),
         };
+        let classes = match &self.flows {
+            Some(t) if !t.classes.is_empty() => format!("\n{}", classes_table(&t.classes)),
+            _ => String::new(),
+        };
         let text = match &self.filter {
             None => format!("{title}\n{table}"),
             Some(f) => format!(
@@ -107,8 +113,37 @@ impl Report for AttachmentStats {
                 a.interface
             ),
         };
-        text + &flows
+        text + &flows + &classes
     }
+}
+
+/// Priorities as tc writes class ids (HTB picks the class by it), marks in
+/// hex as iptables and tc write them.
+fn classes_table(classes: &[ClassUse]) -> Table {
+    let mut table = output::table(&[
+        "class",
+        "priority",
+        "mark",
+        "ingress packets",
+        "ingress bytes",
+        "egress packets",
+        "egress bytes",
+    ]);
+    for c in classes {
+        table.add_row(vec![
+            c.class.clone().into(),
+            c.priority
+                .map(|p| format!("{:x}:{:x}", p >> 16, p & 0xffff))
+                .unwrap_or_default()
+                .into(),
+            c.mark.map(|m| format!("{m:#x}")).unwrap_or_default().into(),
+            output::right(output::count(c.ingress.packets)),
+            output::right(output::bytes(c.ingress.bytes)),
+            output::right(output::count(c.egress.packets)),
+            output::right(output::bytes(c.egress.bytes)),
+        ]);
+    }
+    table
 }
 
 #[derive(Debug, Serialize)]

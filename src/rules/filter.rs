@@ -18,20 +18,19 @@
 //! (a port or `"low-high"` range) and, on allow rules only, `rate_limit`.
 //! Which packets a rule matches is described in [`super::compile`].
 //!
-//! Contradictory rules are refused with the reason: ports on a protocol
-//! without ports, addresses on arp, a src and a dst of different address
-//! families, icmp (IPv4) with an IPv6 address and icmpv6 with an IPv4 one,
-//! which could never match anything; and a rate limit on a deny rule, which
-//! would limit nothing.
+//! Contradictory rules are refused with the reason: those that
+//! [`super::traffic`] refuses in every rule file, and a rate limit on a deny
+//! rule, which would limit nothing.
 
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use super::traffic::Traffic;
 use super::{
-    action, limit, object, optional, parse_document, port_range, prefix, protocol, read_file,
-    required, text, Action, Expected, Limit, PortRange, Prefix, Protocol, RuleError,
+    action, limit, load_file, object, optional, parse_document, required, text, Action, Expected,
+    Limit, PortRange, Prefix, Protocol, RuleError,
 };
 
 /// The most rules one file may have.
@@ -78,18 +77,6 @@ impl Rule {
     pub fn has_ports(&self) -> bool {
         self.sport.is_some() || self.dport.is_some()
     }
-
-    fn addresses(&self) -> impl Iterator<Item = (&'static str, Prefix)> {
-        [("src", self.src), ("dst", self.dst)]
-            .into_iter()
-            .filter_map(|(field, prefix)| Some((field, prefix?)))
-    }
-
-    fn ports(&self) -> impl Iterator<Item = &'static str> {
-        [("sport", self.sport), ("dport", self.dport)]
-            .into_iter()
-            .filter_map(|(field, range)| range.map(|_| field))
-    }
 }
 
 /// Parses and checks a filter file's text.
@@ -99,9 +86,7 @@ pub fn parse(text: &str) -> Result<FilterRules, RuleError> {
 
 /// Reads and parses a filter file; errors start with its path.
 pub fn load(path: &Path) -> Result<FilterRules, RuleError> {
-    read_file(path)
-        .and_then(|text| parse(&text))
-        .map_err(|err| err.in_file(path))
+    load_file(path, parse)
 }
 
 const FILE: Expected = Expected {
@@ -161,6 +146,13 @@ fn rule_list(value: &Value) -> Result<Vec<Rule>, RuleError> {
 
 fn rule(value: &Value) -> Result<Rule, RuleError> {
     let map = object(value, &RULE, &RULE_FIELDS)?;
+    let Traffic {
+        src,
+        dst,
+        protocol,
+        sport,
+        dport,
+    } = Traffic::parse(map)?;
     let rule = Rule {
         action: required(
             map,
@@ -169,69 +161,15 @@ fn rule(value: &Value) -> Result<Rule, RuleError> {
             action,
         )?,
         name: optional(map, "name", text)?,
-        src: optional(map, "src", prefix)?,
-        dst: optional(map, "dst", prefix)?,
-        protocol: optional(map, "protocol", protocol)?.unwrap_or(Protocol::Any),
-        sport: optional(map, "sport", port_range)?,
-        dport: optional(map, "dport", port_range)?,
+        src,
+        dst,
+        protocol,
+        sport,
+        dport,
         rate_limit: optional(map, "rate_limit", limit)?,
     };
-    check_ports(&rule)?;
-    check_arp(&rule)?;
-    check_families(&rule)?;
     check_rate_limit(&rule)?;
     Ok(rule)
-}
-
-fn check_ports(rule: &Rule) -> Result<(), RuleError> {
-    match rule.ports().next() {
-        Some(field) if !rule.protocol.has_ports() => Err(RuleError::new(
-            format!("protocol {} has no ports", rule.protocol),
-            format!("remove \"{field}\", or use protocol tcp, udp or any"),
-        )
-        .in_field(field)),
-        _ => Ok(()),
-    }
-}
-
-fn check_arp(rule: &Rule) -> Result<(), RuleError> {
-    match rule.addresses().next() {
-        Some((field, _)) if rule.protocol == Protocol::Arp => Err(RuleError::new(
-            "protocol arp is not IP, so an arp rule cannot have an address",
-            format!("remove \"{field}\"; an arp rule matches every ARP packet"),
-        )
-        .in_field(field)),
-        _ => Ok(()),
-    }
-}
-
-fn check_families(rule: &Rule) -> Result<(), RuleError> {
-    if let (Some(src), Some(dst)) = (rule.src, rule.dst) {
-        if src.family != dst.family {
-            return Err(RuleError::new(
-                format!(
-                    "{dst} is {} but src {src} is {}; no packet has both",
-                    dst.family, src.family
-                ),
-                "split the rule into one rule per address family",
-            )
-            .in_field("dst"));
-        }
-    }
-    let Some(family) = rule.protocol.family() else {
-        return Ok(());
-    };
-    match rule.addresses().find(|(_, prefix)| prefix.family != family) {
-        Some((field, prefix)) => Err(RuleError::new(
-            format!(
-                "protocol {} is {family} only, but {prefix} is {}",
-                rule.protocol, prefix.family
-            ),
-            "ICMP over IPv4 is \"icmp\", ICMP over IPv6 is \"icmpv6\"",
-        )
-        .in_field(field)),
-        None => Ok(()),
-    }
 }
 
 fn check_rate_limit(rule: &Rule) -> Result<(), RuleError> {
@@ -269,7 +207,7 @@ mod tests {
     }
 
     fn net(text: &str) -> Prefix {
-        prefix(&Value::from(text)).unwrap()
+        super::super::prefix(&Value::from(text)).unwrap()
     }
 
     #[test]

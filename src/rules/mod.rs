@@ -7,8 +7,10 @@
 //! from 0 in file order, as `jq '.rules[3]'` numbers them. Unknown keys and
 //! repeated keys are errors: a typo such as `"dpot"` must never be ignored.
 
+pub mod classes;
 pub mod compile;
 pub mod filter;
+pub mod traffic;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -186,14 +188,21 @@ pub fn parse_document(text: &str) -> Result<Value, RuleError> {
         .map_err(json_error)
 }
 
-/// Reads a rule file; the caller adds the path to every error.
-pub fn read_file(path: &Path) -> Result<String, RuleError> {
-    std::fs::read_to_string(path).map_err(|err| {
-        RuleError::new(
-            format!("cannot read it: {err}"),
-            "check the path, and that this user may read the file",
-        )
-    })
+/// Reads a rule file and parses its text with `parse`; every error starts
+/// with the file's path.
+pub fn load_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, RuleError>,
+) -> Result<T, RuleError> {
+    std::fs::read_to_string(path)
+        .map_err(|err| {
+            RuleError::new(
+                format!("cannot read it: {err}"),
+                "check the path, and that this user may read the file",
+            )
+        })
+        .and_then(|text| parse(&text))
+        .map_err(|err| err.in_file(path))
 }
 
 fn json_error(err: serde_json::Error) -> RuleError {
@@ -420,6 +429,11 @@ impl Prefix {
         self.family == other.family
             && self.len <= other.len
             && masked(other.addr, self.len) == self.addr
+    }
+
+    /// The netmask: `len` one bits, as address bytes.
+    pub fn mask(&self) -> [u8; 16] {
+        masked([0xff; 16], self.len)
     }
 
     pub fn ip(&self) -> IpAddr {

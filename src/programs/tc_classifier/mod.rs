@@ -24,6 +24,9 @@ use crate::kernel::pins::AttachmentDir;
 use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::traffic;
+use crate::rules::classes::ClassRules;
+
+pub mod classes;
 
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/tc_classifier.skel.rs"));
@@ -104,6 +107,12 @@ pub fn pin(skel: &TcClassifierSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
     bpfobj::pin(skel.maps.flows.as_fd(), &dir.map(FLOWS_MAP))?;
     bpfobj::pin(skel.maps.flow_stats.as_fd(), &dir.map(STATS_MAP))?;
+    for (name, map) in classes::PINNED
+        .iter()
+        .zip(classes::ClassMaps::skeleton_maps(skel))
+    {
+        bpfobj::pin(map.as_fd(), &dir.map(name))?;
+    }
     bpfobj::pin(skel.progs.tc_ingress.as_fd(), &dir.map(PROG_INGRESS_PIN))?;
     bpfobj::pin(skel.progs.tc_egress.as_fd(), &dir.map(PROG_EGRESS_PIN))
 }
@@ -470,9 +479,14 @@ pub fn attach(
     method: TcMethod,
     max_flows: u32,
     btf: Option<&Path>,
+    class_rules: Option<&ClassRules>,
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load(&mut object, btf, max_flows, method == TcMethod::Tcx)?;
+    // Before the hooks: the first packets are classified too.
+    if let Some(rules) = class_rules {
+        classes::apply(&classes::ClassMaps::of_skeleton(&skel), rules)?;
+    }
     let (ingress, egress) = (skel.progs.tc_ingress.as_fd(), skel.progs.tc_egress.as_fd());
     match method {
         TcMethod::Tcx => {
@@ -510,6 +524,9 @@ pub struct FlowTable {
     pub evictions: u64,
     /// Packets that were not IP, for which no flow exists.
     pub not_ip: u64,
+    /// QoS classes in use (`attach --classes`), with `unclassified` first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<classes::ClassUse>,
 }
 
 pub fn inspect(dir: &AttachmentDir) -> Result<FlowTable> {
@@ -528,5 +545,6 @@ pub fn inspect(dir: &AttachmentDir) -> Result<FlowTable> {
         flows_created: totals.flows_created,
         evictions: totals.flows_created.saturating_sub(flows as u64),
         not_ip: totals.not_ip,
+        classes: classes::read(&classes::PinnedClassMaps::open(dir)?.maps())?,
     })
 }
