@@ -379,3 +379,34 @@ fn stats_of_nothing_is_an_empty_array_or_a_clear_error() {
         "{one:?}"
     );
 }
+
+#[test]
+fn a_bad_class_file_fails_before_the_kernel_is_touched() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("classes.json");
+    std::fs::write(
+        &file,
+        r#"{"classes": {"bulk": {"mark": 1}}, "rules": [{"class": "bulk"}, {"class": "blk", "dport": 22}]}"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let r = net.meshbpf(&["attach", &net.dev, "--classes", path, "-j"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let err = r.json();
+    assert_eq!(
+        err["error"],
+        format!("{path}: rule 1, field \"class\": no class is named \"blk\"").as_str()
+    );
+    assert_eq!(err["hint"], "the classes are bulk");
+    assert!(!net.pin_dir().exists(), "nothing was attached");
+    assert_eq!(net.xdp_prog_id(), None);
+    assert_eq!(net.tc_program_count(), 0);
+
+    let usage = net.meshbpf(&["attach", &net.dev, "--classes", path, "--no-flows"]);
+    assert_eq!(usage.code, 2, "classes live in tc_classifier: {usage:?}");
+    assert!(usage.stderr.contains("cannot be used with"), "{usage:?}");
+}
