@@ -39,16 +39,17 @@ use crate::kernel::{caps, netdev};
 use crate::output::{self, Delivery, Output, Report};
 use crate::programs::tc_classifier;
 
-/// Where flows come from: [`read`] (or, in tests, anything else).
-pub type FlowSource<'a> = &'a dyn Fn(&AttachmentDir) -> Result<Vec<Flow>>;
+/// Where flows come from: [`read`] (or, in tests, anything else). Hands
+/// each flow to the sink as it is read.
+pub type FlowSource<'a> = &'a dyn Fn(&AttachmentDir, &mut dyn FnMut(Flow)) -> Result<()>;
 
 /// Every flow in the pinned table of a tc_classifier attachment
 /// (`<root>/net/<iface>/tc_classifier/flows`).
-pub fn read(dir: &AttachmentDir) -> Result<Vec<Flow>> {
-    Ok(tc_classifier::read_pinned_flows(dir)?
-        .iter()
-        .map(|(key, value)| tc_classifier::decode(key, value))
-        .collect())
+pub fn read(dir: &AttachmentDir, sink: &mut dyn FnMut(Flow)) -> Result<()> {
+    tc_classifier::visit_pinned_flows(dir, &mut |key, value| {
+        sink(tc_classifier::decode(key, value))
+    })?;
+    Ok(())
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &FlowsArgs) -> Result<()> {
@@ -213,34 +214,83 @@ fn take(
     source: FlowSource<'_>,
     refresh: Refresh<'_>,
 ) -> Result<Snapshot> {
-    let mut rows = Vec::new();
+    let mut gathered = Gathered::new(query, refresh);
     let mut interfaces = Vec::new();
     {
         let _lock = root.lock_shared()?;
         for dir in tables(root, interface)? {
             let name: Rc<str> = Rc::from(dir.interface.as_str());
-            rows.extend(source(&dir)?.into_iter().map(|flow| Row {
-                interface: name.clone(),
-                flow,
-            }));
+            source(&dir, &mut |flow| gathered.add(&name, flow))?;
             interfaces.push(dir.interface);
         }
     }
     let at = Anchor::now();
-    Ok(select(rows, interfaces, query, at, refresh))
+    Ok(select(gathered, interfaces, query, at, refresh))
 }
 
-/// The pure part of [`take`].
+/// The matching flows of one read, as they stream in.
+struct Gathered<'q> {
+    query: &'q FlowQuery,
+    rows: Vec<Row>,
+    /// Flows read.
+    total: usize,
+    /// Flows that passed the filters.
+    matched: usize,
+    /// A single read keeps only what can still reach the top N: a million
+    /// flows then never sit in memory at once. --follow keeps every match,
+    /// for the next refresh's rates.
+    keep: Option<usize>,
+}
+
+/// Matching rows a single read with --top gathers before cutting them back
+/// to the top N: rarely enough that cutting costs little per flow.
+const PRUNE_AT: usize = 8192;
+
+impl<'q> Gathered<'q> {
+    fn new(query: &'q FlowQuery, refresh: Refresh<'_>) -> Self {
+        let keep = match (refresh, query.top) {
+            (Refresh::Once, Some(top)) => Some(top.max(PRUNE_AT / 2)),
+            _ => None,
+        };
+        Gathered {
+            query,
+            rows: Vec::new(),
+            total: 0,
+            matched: 0,
+            keep,
+        }
+    }
+
+    fn add(&mut self, interface: &Rc<str>, flow: Flow) {
+        self.total += 1;
+        if !self.query.matches(&flow) {
+            return;
+        }
+        self.matched += 1;
+        self.rows.push(Row {
+            interface: interface.clone(),
+            flow,
+        });
+        if self.keep.is_some_and(|keep| self.rows.len() >= 2 * keep) {
+            self.query.order(&mut self.rows);
+        }
+    }
+}
+
+/// The pure part of [`take`]: orders and rates what a read gathered.
 fn select(
-    mut rows: Vec<Row>,
+    gathered: Gathered<'_>,
     interfaces: Vec<String>,
     query: &FlowQuery,
     at: Anchor,
     refresh: Refresh<'_>,
 ) -> Snapshot {
-    let total = rows.len();
-    rows.retain(|row| query.matches(&row.flow));
-    let matched = rows.len();
+    let Gathered {
+        mut rows,
+        total,
+        matched,
+        ..
+    } = gathered;
     let previous = match refresh {
         Refresh::After(previous) => Some(previous),
         Refresh::Once | Refresh::First => None,
@@ -678,20 +728,25 @@ mod tests {
         }
     }
 
-    fn rows(interface: &str, flows: Vec<Flow>) -> Vec<Row> {
-        let name: Rc<str> = Rc::from(interface);
-        flows
-            .into_iter()
-            .map(|flow| Row {
-                interface: name.clone(),
-                flow,
-            })
-            .collect()
+    /// What a read of these interfaces' flows gathers.
+    fn gather<'q>(
+        query: &'q FlowQuery,
+        refresh: Refresh<'_>,
+        tables: &[(&str, Vec<Flow>)],
+    ) -> Gathered<'q> {
+        let mut gathered = Gathered::new(query, refresh);
+        for (interface, flows) in tables {
+            let name: Rc<str> = Rc::from(*interface);
+            for flow in flows {
+                gathered.add(&name, flow.clone());
+            }
+        }
+        gathered
     }
 
     fn snapshot(flows: Vec<Flow>, query: &FlowQuery) -> Snapshot {
         select(
-            rows("eth0", flows),
+            gather(query, Refresh::Once, &[("eth0", flows)]),
             vec!["eth0".into()],
             query,
             anchor(100),
@@ -779,7 +834,7 @@ mod tests {
     #[test]
     fn the_json_of_nothing_is_an_empty_array() {
         let s = select(
-            vec![],
+            gather(&FlowQuery::default(), Refresh::Once, &[]),
             vec![],
             &FlowQuery::default(),
             anchor(1),
@@ -826,16 +881,59 @@ mod tests {
     }
 
     #[test]
-    fn the_table_names_interfaces_when_it_shows_several() {
-        let mut all = rows("eth0", vec![web()]);
-        all.extend(rows("eth1", vec![ping()]));
+    fn a_single_read_with_top_holds_few_rows_and_finds_the_same_top() {
+        let flows: Vec<Flow> = (0..20_000u64)
+            .map(|i| Flow {
+                sport: i as u16,
+                // Scattered sizes, so the largest arrive late and early.
+                bytes: i * 7919 % 20_000,
+                ..web()
+            })
+            .collect();
+        let query = FlowQuery {
+            top: Some(3),
+            min_bytes: 10,
+            ..FlowQuery::default()
+        };
+        let mut gathered = Gathered::new(&query, Refresh::Once);
+        let name: Rc<str> = Rc::from("eth0");
+        let mut most = 0;
+        for flow in &flows {
+            gathered.add(&name, flow.clone());
+            most = most.max(gathered.rows.len());
+        }
+        assert!(most <= PRUNE_AT, "held {most} rows");
+        assert_eq!((gathered.total, gathered.matched), (20_000, 19_990));
         let s = select(
-            all,
+            gathered,
+            vec!["eth0".into()],
+            &query,
+            anchor(100),
+            Refresh::Once,
+        );
+        let bytes: Vec<u64> = s.rows.iter().map(|(row, _)| row.flow.bytes).collect();
+        assert_eq!(bytes, [19_999, 19_998, 19_997]);
+        assert_eq!((s.total, s.matched), (20_000, 19_990));
+
+        // --follow keeps every match, for the next refresh's rates.
+        let follow = gather(&query, Refresh::First, &[("eth0", flows)]);
+        assert_eq!(follow.rows.len(), 19_990);
+    }
+
+    #[test]
+    fn the_table_names_interfaces_when_it_shows_several() {
+        let query = FlowQuery {
+            top: Some(1),
+            ..FlowQuery::default()
+        };
+        let s = select(
+            gather(
+                &query,
+                Refresh::Once,
+                &[("eth0", vec![web()]), ("eth1", vec![ping()])],
+            ),
             vec!["eth0".into(), "eth1".into()],
-            &FlowQuery {
-                top: Some(1),
-                ..FlowQuery::default()
-            },
+            &query,
             anchor(100),
             Refresh::Once,
         );
@@ -911,7 +1009,7 @@ mod tests {
             },
         ];
         let mut s1 = select(
-            rows("eth0", first),
+            gather(&query, Refresh::First, &[("eth0", first)]),
             vec!["eth0".into()],
             &query,
             anchor(100),
@@ -942,7 +1040,11 @@ mod tests {
             ..flow("10.9.9.9", 1, "10.0.0.2", 53, IPPROTO_UDP)
         };
         let s2 = select(
-            rows("eth0", vec![grown, remade, new]),
+            gather(
+                &query,
+                Refresh::After(&previous),
+                &[("eth0", vec![grown, remade, new])],
+            ),
             vec!["eth0".into()],
             &query,
             anchor(102),
@@ -987,12 +1089,14 @@ mod tests {
         dir
     }
 
-    fn source(dir: &AttachmentDir) -> Result<Vec<Flow>> {
-        Ok(match dir.interface.as_str() {
+    fn source(dir: &AttachmentDir, sink: &mut dyn FnMut(Flow)) -> Result<()> {
+        let flows = match dir.interface.as_str() {
             "eth0" => vec![web()],
             "eth1" => vec![ping(), ping()],
             other => anyhow::bail!("read {other}"),
-        })
+        };
+        flows.into_iter().for_each(sink);
+        Ok(())
     }
 
     #[test]

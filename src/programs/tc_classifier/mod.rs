@@ -144,18 +144,31 @@ fn check_layout(map: &dyn MapCore) -> Result<()> {
     Ok(())
 }
 
-/// Every flow in the table, in the kernel's bucket order. One
-/// `BPF_MAP_LOOKUP_BATCH` call per batch, looped until ENOENT (libbpf-rs'
-/// `lookup_batch` stops early on hash maps); falls back to a key-by-key walk
-/// where the kernel has no batch lookups for the map.
+/// Every flow in the table, in the kernel's bucket order (see
+/// [`visit_flows`]).
+pub fn read_flows(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
+    let mut flows = Vec::with_capacity(map.max_entries() as usize);
+    visit_flows(map, &mut |key, value| flows.push((*key, *value)))?;
+    Ok(flows)
+}
+
+/// Hands every flow in the table to `visit`, in the kernel's bucket order,
+/// and returns how many there were. One `BPF_MAP_LOOKUP_BATCH` call per
+/// batch, looped until ENOENT (libbpf-rs' `lookup_batch` stops early on hash
+/// maps); falls back to a key-by-key walk where the kernel has no batch
+/// lookups for the map. Nothing but one batch is held: a reader that keeps
+/// a few flows of a million never holds the million.
 ///
 /// The table keeps changing while it is read: a flow created or evicted
-/// meanwhile may or may not be in the result, but none appears twice.
-pub fn read_flows(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
+/// meanwhile may or may not be visited, but none is visited twice.
+pub fn visit_flows(
+    map: &dyn MapCore,
+    visit: &mut dyn FnMut(&flow_key, &flow_value),
+) -> Result<usize> {
     check_layout(map)?;
     let fd = map.as_fd().as_raw_fd();
-    let mut flows = Vec::with_capacity(map.max_entries() as usize);
-    // Batch buffers stay small and hot; flows are copied out of them.
+    let mut visited = 0;
+    // Batch buffers stay small and hot.
     let mut batch = BATCH;
     let mut keys = vec![flow_key::default(); batch];
     let mut values = vec![flow_value::default(); batch];
@@ -193,14 +206,12 @@ pub fn read_flows(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
             // ENOENT: the walk is over; this last batch may still hold some.
             0 | libc::ENOENT => {
                 let count = (count as usize).min(batch);
-                flows.extend(
-                    keys[..count]
-                        .iter()
-                        .copied()
-                        .zip(values[..count].iter().copied()),
-                );
+                for (key, value) in keys[..count].iter().zip(&values[..count]) {
+                    visit(key, value);
+                }
+                visited += count;
                 if errno == libc::ENOENT {
-                    return Ok(flows);
+                    return Ok(visited);
                 }
                 started = true;
             }
@@ -216,7 +227,7 @@ pub fn read_flows(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
                     map_name(map),
                     io::Error::from_raw_os_error(errno)
                 );
-                return read_flows_by_key(map);
+                return visit_flows_by_key(map, visit);
             }
             _ => {
                 return Err(io::Error::from_raw_os_error(errno))
@@ -226,16 +237,25 @@ pub fn read_flows(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
     }
 }
 
-/// Every flow in the table, one `BPF_MAP_GET_NEXT_KEY` and one lookup per
-/// flow: several times slower than [`read_flows`], for kernels without batch
-/// lookups. When the key it stands on is evicted, the kernel restarts the
+/// Every flow in the table (see [`visit_flows_by_key`]).
+pub fn read_flows_by_key(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
+    let mut flows = Vec::new();
+    visit_flows_by_key(map, &mut |key, value| flows.push((*key, *value)))?;
+    Ok(flows)
+}
+
+/// Hands every flow in the table to `visit`, one `BPF_MAP_GET_NEXT_KEY` and
+/// one lookup per flow: several times slower than [`visit_flows`], for
+/// kernels without batch lookups. When the key it stands on is evicted, the kernel restarts the
 /// walk from the first bucket; flows seen twice are kept once, and the walk
 /// ends after as many steps as the table could hold twice over.
-pub fn read_flows_by_key(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)>> {
+pub fn visit_flows_by_key(
+    map: &dyn MapCore,
+    visit: &mut dyn FnMut(&flow_key, &flow_value),
+) -> Result<usize> {
     check_layout(map)?;
     let fd = map.as_fd().as_raw_fd();
     let capacity = map.max_entries() as usize;
-    let mut flows = Vec::with_capacity(capacity);
     let mut seen: HashSet<[u8; mem::size_of::<flow_key>()]> = HashSet::with_capacity(capacity);
     let mut key = flow_key::default();
     let mut next = flow_key::default();
@@ -279,10 +299,10 @@ pub fn read_flows_by_key(map: &dyn MapCore) -> Result<Vec<(flow_key, flow_value)
         let mut raw = [0u8; mem::size_of::<flow_key>()];
         raw.copy_from_slice(key_bytes(&key));
         if seen.insert(raw) {
-            flows.push((key, value));
+            visit(&key, &value);
         }
     }
-    Ok(flows)
+    Ok(seen.len())
 }
 
 /// One entry of the table as [`crate::flows`] works with it.
@@ -344,9 +364,12 @@ pub fn read_stats(map: &dyn MapCore) -> Result<FlowStats> {
     Ok(stats)
 }
 
-/// The flows of a pinned attachment.
-pub fn read_pinned_flows(dir: &AttachmentDir) -> Result<Vec<(flow_key, flow_value)>> {
-    read_flows(&traffic::open_pinned_map(dir, FLOWS_MAP)?)
+/// Hands every flow of a pinned attachment to `visit` (see [`visit_flows`]).
+pub fn visit_pinned_flows(
+    dir: &AttachmentDir,
+    visit: &mut dyn FnMut(&flow_key, &flow_value),
+) -> Result<usize> {
+    visit_flows(&traffic::open_pinned_map(dir, FLOWS_MAP)?, visit)
 }
 
 /// The totals of a pinned attachment.
@@ -531,7 +554,7 @@ pub struct FlowTable {
 
 pub fn inspect(dir: &AttachmentDir) -> Result<FlowTable> {
     let map = traffic::open_pinned_map(dir, FLOWS_MAP)?;
-    let flows = read_flows(&map)?.len();
+    let flows = visit_flows(&map, &mut |_, _| {})?;
     let totals = read_pinned_stats(dir)?.total();
     Ok(FlowTable {
         program: PROGRAM,
