@@ -60,6 +60,18 @@ pub enum Command {
     Filter(FilterCommand),
     /// Show the conversations crossing an interface, from tc_classifier's flow table
     Flows(FlowsArgs),
+    /// Check the kernel, the machine and meshbpf's own state; probe every hook by loading a program
+    #[command(
+        long_about = "Checks what meshbpf needs (kernel version, BTF, bpffs, tracefs, capabilities, JIT, \
+lockdown, the BPF LSM, kernel.bpf_stats_enabled), probes every hook by loading a minimal program and, where \
+loading is not the whole story, attaching it to a throwaway target, and checks that every pin directory \
+under the root belongs to a live attachment, that tables are not near capacity and that filters do not \
+drop most of what they see.",
+        after_help = "Exit status: 0 when the checks could run, whatever they found (the report says \
+ok, degraded or fail); with --strict, 1 when any check fails. Warnings and unavailable hooks (status \
+degraded) never fail, even with --strict."
+    )]
+    Health(HealthArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -216,6 +228,26 @@ pub struct StatsArgs {
     /// Only this interface (an object in JSON); all attachments (an array) when omitted
     #[arg(value_name = "IFACE")]
     pub interface: Option<String>,
+
+    /// Count program runs and run time over a window of this many seconds, with the kernel's
+    /// run-time statistics enabled for this command only (kernel.bpf_stats_enabled is left alone)
+    #[arg(long, value_name = "SECONDS")]
+    pub sample: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Exit 1 when any check fails, for CI gates
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Mount bpffs and tracefs where missing and remove meshbpf's orphaned pins; says what it did
+    #[arg(long)]
+    pub fix: bool,
+
+    /// Warn when a filter has dropped more than this share of the packets it judged
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_drop_percent: u8,
 }
 
 #[derive(Debug, Args)]
