@@ -2,6 +2,7 @@
 //! all come from these types.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
@@ -231,8 +232,19 @@ pub struct StatsArgs {
 
     /// Count program runs and run time over a window of this many seconds, with the kernel's
     /// run-time statistics enabled for this command only (kernel.bpf_stats_enabled is left alone)
-    #[arg(long, value_name = "SECONDS")]
-    pub sample: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = sample_window)]
+    pub sample: Option<Duration>,
+}
+
+/// 0.01 s to an hour: a window long enough to see runs, short enough to wait for.
+fn sample_window(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&seconds) {
+        return Err(format!("{seconds} is not between 0.01 and 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +316,33 @@ mod tests {
             Command::Stats(s) => assert_eq!(s.interface, None),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn sample_windows_are_seconds_within_reason() {
+        match parse(&["stats", "--sample", "2.5"]).unwrap().command {
+            Command::Stats(s) => assert_eq!(s.sample, Some(Duration::from_millis(2500))),
+            other => panic!("parsed as {other:?}"),
+        }
+        for bad in ["0", "0.001", "3601", "two"] {
+            assert_eq!(
+                parse(&["stats", "--sample", bad]).unwrap_err().kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_takes_strict_fix_and_a_drop_threshold() {
+        match parse(&["health", "--strict", "--fix"]).unwrap().command {
+            Command::Health(h) => {
+                assert!(h.strict && h.fix);
+                assert_eq!(h.max_drop_percent, 50);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["health", "--max-drop-percent", "101"]).is_err());
     }
 
     #[test]

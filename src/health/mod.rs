@@ -145,7 +145,10 @@ mod tests {
         let warn = Check::warn("tracefs", "not mounted", "mount it");
         let fail = Check::fail("bpffs", "not mounted", "mount it");
         assert_eq!(Overall::of(std::slice::from_ref(&ok), true), Overall::Ok);
-        assert_eq!(Overall::of(std::slice::from_ref(&ok), false), Overall::Degraded);
+        assert_eq!(
+            Overall::of(std::slice::from_ref(&ok), false),
+            Overall::Degraded
+        );
         assert_eq!(
             Overall::of(&[ok.clone(), warn.clone()], true),
             Overall::Degraded

@@ -11,6 +11,7 @@ pub mod mounts;
 pub mod netdev;
 pub mod pins;
 pub mod probe;
+pub mod runstats;
 pub mod sysinfo;
 pub mod tc;
 pub mod verifier;
