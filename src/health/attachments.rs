@@ -206,19 +206,26 @@ fn fullness(
     }
 }
 
+/// An LRU table that evicted has been full, even when it reads a little
+/// below its size (the kernel keeps per-CPU free lists).
 fn flow_table(t: &FlowTable) -> Check {
-    let mut check = fullness(
+    const HINT: &str = "detach, then attach again with a larger --max-flows";
+    let check = fullness(
         "flow_table",
         "flows",
         t.flows as u64,
         u64::from(t.max_flows),
         "so the least recently used flows are evicted",
-        "detach, then attach again with a larger --max-flows",
+        HINT,
     );
-    check
-        .detail
-        .push_str(&format!("; {} evicted since attach", t.evictions));
-    check
+    if t.evictions == 0 {
+        return check;
+    }
+    let detail = format!(
+        "{}; {} flows evicted since attach: the table has been full",
+        check.detail, t.evictions
+    );
+    Check::warn("flow_table", detail, HINT)
 }
 
 fn filter_tables(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
@@ -327,6 +334,29 @@ mod tests {
             "90 of 100 flows (90%): near capacity, evicting"
         );
         assert_eq!(full.hint.as_deref(), Some("grow it"));
+    }
+
+    #[test]
+    fn a_flow_table_that_evicted_has_been_full() {
+        let table = |flows, evictions| FlowTable {
+            program: tc_classifier::PROGRAM,
+            method: crate::kernel::tc::TcMethod::Tcx,
+            max_flows: 64,
+            flows,
+            flows_created: flows as u64 + evictions,
+            evictions,
+            not_ip: 0,
+        };
+        let roomy = flow_table(&table(10, 0));
+        assert_eq!(roomy.status, Status::Ok);
+        assert_eq!(roomy.detail, "10 of 64 flows (16%)");
+        let evicting = flow_table(&table(55, 144));
+        assert_eq!(evicting.status, Status::Warn);
+        assert_eq!(
+            evicting.detail,
+            "55 of 64 flows (86%); 144 flows evicted since attach: the table has been full"
+        );
+        assert_eq!(flow_table(&table(60, 0)).status, Status::Warn);
     }
 
     #[test]
