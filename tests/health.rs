@@ -505,3 +505,46 @@ fn a_full_flow_table_and_a_filter_that_drops_most_are_flagged() {
     net.meshbpf(&["detach", &net.dev, "--bpffs", root.arg()])
         .ok();
 }
+
+#[test]
+fn without_privileges_health_names_what_is_missing() {
+    if !privileged() {
+        return;
+    }
+    let root = Root::new();
+    let ran = common::as_nobody(&["health", "-j", "--bpffs", root.arg()]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let report = ran.json();
+    assert_eq!(report["status"], "fail");
+    for (cap, status) in [
+        ("cap_bpf", "fail"),
+        ("cap_perfmon", "warn"),
+        ("cap_net_admin", "fail"),
+        ("cap_sys_admin", "fail"),
+    ] {
+        let c = check(&report, cap);
+        assert_eq!(c["status"], status, "{c}");
+        assert!(
+            c["hint"]
+                .as_str()
+                .unwrap()
+                .starts_with("run meshbpf as root"),
+            "{c}"
+        );
+    }
+    let xdp = &report["hooks"]["xdp"];
+    assert_eq!(
+        (&xdp["stage"], &xdp["errno"]),
+        (&json!("setup"), &json!("EPERM")),
+        "{xdp}"
+    );
+    let lpm = &report["hooks"]["lpm_trie"];
+    assert_eq!(
+        lpm["detail"],
+        "BPF_MAP_CREATE failed with EPERM (Operation not permitted): this needs capabilities this process lacks: CAP_BPF (to load programs and read maps)"
+    );
+    assert_eq!(
+        common::as_nobody(&["health", "--strict", "--bpffs", root.arg()]).code,
+        1
+    );
+}

@@ -138,11 +138,25 @@ fn attachment_check(dir: &AttachmentDir, live: &Result<Liveness>) -> Check {
     check.about(&dir.interface, &dir.program)
 }
 
-pub fn checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
+/// State checks; a state that cannot be read at all is a failed check too.
+pub fn checks(root: &StateRoot, max_drop_percent: u8) -> Vec<Check> {
     // Without a bpffs there are no pins; the bpffs check says so.
     if !bpffs::is_on_bpffs(root.path()) {
-        return Ok(Vec::new());
+        return Vec::new();
     }
+    read_checks(root, max_drop_percent).unwrap_or_else(|err| {
+        vec![Check::fail(
+            "attachments",
+            format!(
+                "cannot read meshbpf's state under {}: {err:#}",
+                root.path().display()
+            ),
+            "run meshbpf health as root (or with CAP_SYS_ADMIN and CAP_BPF)",
+        )]
+    })
+}
+
+fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
     let _lock = root.lock_shared()?;
     let mut checks = Vec::new();
     for interface in root.interfaces()? {

@@ -153,7 +153,10 @@ fn capability(role: &CapabilityUse) -> Check {
             ),
         );
     }
-    let detail = format!("{} is not effective: no {}", role.cap, role.needed_for);
+    let detail = format!(
+        "{} is not in the effective set; it is needed for {}",
+        role.cap, role.needed_for
+    );
     let hint = format!(
         "run meshbpf as root, or grant {} (AmbientCapabilities= in a systemd unit, securityContext.capabilities.add in Kubernetes)",
         role.cap

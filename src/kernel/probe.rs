@@ -263,20 +263,22 @@ fn load_refusal(spec: &Minimal, errno: i32, log: &[u8]) -> Refusal {
         if spec.tracing {
             needs.push(caps::PERFMON);
         }
-        match caps::require("loading it", &needs) {
-            Err(missing) => reason.push_str(&format!(": {missing}")),
-            Ok(()) if spec.uses_trampoline() => {
-                reason.push_str(
-                    ", although this process has the capabilities it needs: \
-this kernel refuses programs that attach through a BPF trampoline",
-                )
-            }
-            Ok(()) => reason.push_str(
-                ", although this process has the capabilities it needs (see the lockdown and LSM checks)",
-            ),
-        }
+        reason.push_str(&eperm_cause(&needs, spec.uses_trampoline()));
     }
     Refusal::new(Stage::Load, Some(errno), reason)
+}
+
+/// Why the kernel said EPERM: a capability this process lacks, or, with
+/// all of them present, the kernel itself.
+fn eperm_cause(needs: &[caps::Need], trampoline: bool) -> String {
+    match caps::require("this", needs) {
+        Err(missing) => format!(": {missing}"),
+        Ok(()) if trampoline => ", although this process has the capabilities it needs: \
+this kernel refuses programs that attach through a BPF trampoline"
+            .into(),
+        Ok(()) => ", although this process has the capabilities it needs (see the lockdown and LSM checks)"
+            .into(),
+    }
 }
 
 fn fd_of(ret: i32, what: &str) -> Result<OwnedFd, Refusal> {
@@ -597,7 +599,11 @@ fn create_map(
         )
     };
     if ret < 0 {
-        return Err(Refusal::errno(Stage::Load, -ret, "BPF_MAP_CREATE"));
+        let mut refusal = Refusal::errno(Stage::Load, -ret, "BPF_MAP_CREATE");
+        if -ret == libc::EPERM {
+            refusal.reason.push_str(&eperm_cause(&[caps::BPF], false));
+        }
+        return Err(refusal);
     }
     // SAFETY: a fresh fd, closed at once.
     drop(unsafe { OwnedFd::from_raw_fd(ret) });

@@ -319,6 +319,28 @@ pub fn in_private_mounts(script: &str) -> Ran {
 
 pub const UNMOUNT_BPFFS: &str = "while umount /sys/fs/bpf 2>/dev/null; do :; done";
 
+/// Runs the real binary as nobody, without capabilities. The checkout may
+/// sit where nobody cannot reach: a copy it can reach runs.
+pub fn as_nobody(args: &[&str]) -> Ran {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("meshbpf");
+    fs::copy(BIN, &bin).unwrap();
+    for path in [dir.path(), bin.as_path()] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Ran::from(run(Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(&bin)
+        .args(args)))
+}
+
 /// Compiles a fixture program from tests/fixtures with the same clang the
 /// build uses, into a fresh temporary directory.
 pub fn compile_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
