@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{privileged, Ran, VethPair, ADDR, BIN};
@@ -20,6 +20,29 @@ fn program<'a>(stats: &'a Value, hook: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {hook} program in {stats}"))
 }
 
+/// Starts `stats --sample` (with -v) and returns once its window has
+/// begun: when the first reading is taken and logged.
+fn start_sample(command: &mut Command) -> Child {
+    let mut sampling = command
+        .arg("-v")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(sampling.stderr.take().unwrap()).lines();
+    loop {
+        let line = log
+            .next()
+            .expect("stats ended before its window began")
+            .unwrap();
+        if line.contains("sampling") {
+            // Keep reading, so that the command never writes to a closed pipe.
+            std::thread::spawn(move || log.for_each(drop));
+            return sampling;
+        }
+    }
+}
+
 #[test]
 fn a_sample_counts_every_run_exactly_and_leaves_the_sysctl_alone() {
     if !privileged() {
@@ -29,26 +52,13 @@ fn a_sample_counts_every_run_exactly_and_leaves_the_sysctl_alone() {
     let net = VethPair::new();
     net.meshbpf(&["attach", &net.dev]).ok();
 
-    let mut sampling = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.ns))
-        .arg("--")
-        .arg(BIN)
-        .args(["stats", &net.dev, "--sample", "3", "-j", "-v"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The window has begun once the first reading is taken and logged.
-    let mut log = BufReader::new(sampling.stderr.take().unwrap()).lines();
-    loop {
-        let line = log
-            .next()
-            .expect("stats ended before its window began")
-            .unwrap();
-        if line.contains("sampling") {
-            break;
-        }
-    }
+    let sampling = start_sample(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", net.ns))
+            .arg("--")
+            .arg(BIN)
+            .args(["stats", &net.dev, "--sample", "3", "-j"]),
+    );
     let (rx_before, _) = net.link_stats("rx");
     let (tx_before, _) = net.link_stats("tx");
     let datagrams = 40;
@@ -115,19 +125,8 @@ fn ctrl_c_ends_a_sample_with_exit_130() {
         return;
     }
     let root = format!("/sys/fs/bpf/mbrt{}", std::process::id());
-    let mut sampling = Command::new(BIN)
-        .args(["stats", "--sample", "30", "-v", "--bpffs", &root])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(sampling.stderr.take().unwrap()).lines();
-    while !log
-        .next()
-        .expect("a log line")
-        .unwrap()
-        .contains("sampling")
-    {}
+    let sampling =
+        start_sample(Command::new(BIN).args(["stats", "--sample", "30", "--bpffs", &root]));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(sampling.id() as i32),
         nix::sys::signal::Signal::SIGINT,

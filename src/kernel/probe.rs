@@ -281,6 +281,21 @@ this kernel refuses programs that attach through a BPF trampoline"
     }
 }
 
+/// A bpf_link from `prog` to `target` (an fd, or 0 for BTF-id programs),
+/// let go at once.
+fn link(
+    prog: &OwnedFd,
+    target: i32,
+    attach_type: libbpf_sys::bpf_attach_type,
+    what: &str,
+) -> Result<(), Refusal> {
+    // SAFETY: the program fd is ours, the target an fd or 0; no options.
+    let ret = unsafe {
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), target, attach_type, std::ptr::null())
+    };
+    fd_of(ret, what).map(drop)
+}
+
 fn fd_of(ret: i32, what: &str) -> Result<OwnedFd, Refusal> {
     if ret < 0 {
         return Err(Refusal::errno(Stage::Attach, -ret, what));
@@ -420,10 +435,7 @@ fn by_btf_id(hook: Hook, type_name: &str, kind: u32) -> Outcome {
         .tracing();
     spec.attach_btf_id = id;
     let prog = load(&spec)?;
-    // SAFETY: a program fd we own; no target, no options.
-    let ret =
-        unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), 0, attach_type, std::ptr::null()) };
-    fd_of(ret, "BPF_LINK_CREATE")?;
+    link(&prog, 0, attach_type, "BPF_LINK_CREATE")?;
     Ok(format!("loaded and attached to {type_name} (BTF id {id})"))
 }
 
@@ -449,16 +461,12 @@ fn attach_perf_event(prog: &OwnedFd, attr: &libbpf_sys::perf_event_attr) -> Resu
     }
     // SAFETY: a fresh fd that we own from here on.
     let event = unsafe { OwnedFd::from_raw_fd(event as i32) };
-    // SAFETY: both fds are ours; no options.
-    let ret = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog.as_raw_fd(),
-            event.as_raw_fd(),
-            libbpf_sys::BPF_PERF_EVENT,
-            std::ptr::null(),
-        )
-    };
-    fd_of(ret, "BPF_LINK_CREATE on the perf event").map(drop)
+    link(
+        prog,
+        event.as_raw_fd(),
+        libbpf_sys::BPF_PERF_EVENT,
+        "BPF_LINK_CREATE on the perf event",
+    )
 }
 
 fn perf_attr(type_: u32, config: u64) -> libbpf_sys::perf_event_attr {
@@ -557,16 +565,12 @@ fn cgroup_skb() -> Outcome {
     let attached = fs::File::open(&cgroup)
         .map_err(|e| Refusal::errno(Stage::Setup, e.raw_os_error().unwrap_or(0), "opening it"))
         .and_then(|dir| {
-            // SAFETY: both fds are ours; no options.
-            let ret = unsafe {
-                libbpf_sys::bpf_link_create(
-                    prog.as_raw_fd(),
-                    dir.as_raw_fd(),
-                    libbpf_sys::BPF_CGROUP_INET_INGRESS,
-                    std::ptr::null(),
-                )
-            };
-            fd_of(ret, "BPF_LINK_CREATE on the cgroup").map(drop)
+            link(
+                &prog,
+                dir.as_raw_fd(),
+                libbpf_sys::BPF_CGROUP_INET_INGRESS,
+                "BPF_LINK_CREATE on the cgroup",
+            )
         });
     let _ = fs::remove_dir(&cgroup);
     attached?;
