@@ -30,17 +30,17 @@ fn start_sample(command: &mut Command) -> Child {
         .spawn()
         .unwrap();
     let mut log = BufReader::new(sampling.stderr.take().unwrap()).lines();
-    loop {
-        let line = log
-            .next()
-            .expect("stats ended before its window began")
-            .unwrap();
-        if line.contains("sampling") {
-            // Keep reading, so that the command never writes to a closed pipe.
-            std::thread::spawn(move || log.for_each(drop));
-            return sampling;
-        }
+    let begun = log
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("sampling"));
+    if !begun {
+        let ended = Ran::from(sampling.wait_with_output().unwrap());
+        panic!("stats ended before its window began: {ended:?}");
     }
+    // Keep reading, so that the command never writes to a closed pipe.
+    std::thread::spawn(move || log.for_each(drop));
+    sampling
 }
 
 #[test]
