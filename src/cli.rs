@@ -2,6 +2,7 @@
 //! all come from these types.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
@@ -60,6 +61,18 @@ pub enum Command {
     Filter(FilterCommand),
     /// Show the conversations crossing an interface, from tc_classifier's flow table
     Flows(FlowsArgs),
+    /// Check the kernel, the machine and meshbpf's own state; probe every hook by loading a program
+    #[command(
+        long_about = "Checks what meshbpf needs (kernel version, BTF, bpffs, tracefs, capabilities, JIT, \
+lockdown, the BPF LSM, kernel.bpf_stats_enabled), probes every hook by loading a minimal program and, where \
+loading is not the whole story, attaching it to a throwaway target, and checks that every pin directory \
+under the root belongs to a live attachment, that tables are not near capacity and that filters do not \
+drop most of what they see.",
+        after_help = "Exit status: 0 when the checks could run, whatever they found (the report says \
+ok, degraded or fail); with --strict, 1 when any check fails. Warnings and unavailable hooks (status \
+degraded) never fail, even with --strict."
+    )]
+    Health(HealthArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -221,6 +234,37 @@ pub struct StatsArgs {
     /// Only this interface (an object in JSON); all attachments (an array) when omitted
     #[arg(value_name = "IFACE")]
     pub interface: Option<String>,
+
+    /// Count program runs and run time over a window of this many seconds, with the kernel's
+    /// run-time statistics enabled for this command only (kernel.bpf_stats_enabled is left alone)
+    #[arg(long, value_name = "SECONDS", value_parser = sample_window)]
+    pub sample: Option<Duration>,
+}
+
+/// 0.01 s to an hour: a window long enough to see runs, short enough to wait for.
+fn sample_window(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&seconds) {
+        return Err(format!("{seconds} is not between 0.01 and 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Exit 1 when any check fails, for CI gates
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Mount bpffs and tracefs where missing and remove meshbpf's orphaned pins; says what it did
+    #[arg(long)]
+    pub fix: bool,
+
+    /// Warn when a filter has dropped more than this share of the packets it judged
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_drop_percent: u8,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +321,33 @@ mod tests {
             Command::Stats(s) => assert_eq!(s.interface, None),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn sample_windows_are_seconds_within_reason() {
+        match parse(&["stats", "--sample", "2.5"]).unwrap().command {
+            Command::Stats(s) => assert_eq!(s.sample, Some(Duration::from_millis(2500))),
+            other => panic!("parsed as {other:?}"),
+        }
+        for bad in ["0", "0.001", "3601", "two"] {
+            assert_eq!(
+                parse(&["stats", "--sample", bad]).unwrap_err().kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_takes_strict_fix_and_a_drop_threshold() {
+        match parse(&["health", "--strict", "--fix"]).unwrap().command {
+            Command::Health(h) => {
+                assert!(h.strict && h.fix);
+                assert_eq!(h.max_drop_percent, 50);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["health", "--max-drop-percent", "101"]).is_err());
     }
 
     #[test]

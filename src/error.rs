@@ -53,6 +53,19 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// The command's own output already says what is wrong (`health --strict`
+/// finding a failed check): exit 1 without printing an error on top of it.
+#[derive(Debug)]
+pub struct Reported;
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("reported in the output")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// What `output` needs to show an error: the whole chain on one line, plus the
 /// hint and detail of the outermost [`Failure`], whether it was raised as the
 /// error or added as context.

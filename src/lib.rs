@@ -5,6 +5,8 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod flows;
+pub mod health;
+pub mod interrupt;
 pub mod kernel;
 pub mod output;
 pub mod programs;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use meshbpf::cli::Cli;
-use meshbpf::error::Interrupted;
+use meshbpf::error::{Interrupted, Reported};
 use meshbpf::output::Output;
 use meshbpf::{commands, kernel};
 
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     match commands::run(cli, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<Interrupted>().is_some() => ExitCode::from(EXIT_INTERRUPTED),
+        Err(err) if err.downcast_ref::<Reported>().is_some() => ExitCode::from(EXIT_FAILURE),
         Err(err) => {
             out.error(&err);
             ExitCode::from(EXIT_FAILURE)

@@ -43,10 +43,10 @@ pub fn inspect(dir: &AttachmentDir) -> Result<Attachment> {
     let link = bpfobj::link_info(link_fd.as_fd())
         .with_context(|| format!("inspecting {}", dir.link().display()))?;
     let prog = bpfobj::prog_info_by_id(link.prog_id)?;
-    let (state, mode) = if link.xdp_ifindex == 0 {
+    let (state, mode) = if link.ifindex == 0 {
         (LinkState::Defunct, None)
-    } else if netdev::name_of(link.xdp_ifindex).as_deref() == Some(dir.interface.as_str()) {
-        let current = xdp::query(link.xdp_ifindex)?;
+    } else if netdev::name_of(link.ifindex).as_deref() == Some(dir.interface.as_str()) {
+        let current = xdp::query(link.ifindex)?;
         (
             LinkState::Attached,
             current

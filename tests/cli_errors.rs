@@ -4,31 +4,12 @@
 mod common;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::{compile_fixture, meshbpf, privileged, Ran, VethPair, BIN};
+use common::{
+    compile_fixture, in_private_mounts, meshbpf, privileged, VethPair, BIN, UNMOUNT_BPFFS,
+};
 use serde_json::Value;
-
-/// Runs `script` in a private mount namespace (with `$BIN` set), so unmounting
-/// bpffs or hiding BTF there cannot disturb the host or other tests.
-fn in_private_mounts(script: &str) -> Ran {
-    Ran::from(common::run(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-ec",
-                script,
-            ])
-            .env("BIN", BIN),
-    ))
-}
-
-const UNMOUNT_BPFFS: &str = "while umount /sys/fs/bpf 2>/dev/null; do :; done";
 
 #[test]
 fn an_unknown_interface_is_named_with_the_ones_that_exist() {
@@ -64,28 +45,7 @@ fn missing_privileges_are_named() {
     if !privileged() {
         return;
     }
-    // The checkout may sit where nobody cannot reach: run a copy it can.
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("meshbpf");
-    std::fs::copy(BIN, &bin).unwrap();
-    for path in [dir.path(), bin.as_path()] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let as_nobody = |args: &[&str]| {
-        Ran::from(common::run(
-            Command::new("setpriv")
-                .args([
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    "--inh-caps=-all",
-                    "--",
-                ])
-                .arg(&bin)
-                .args(args),
-        ))
-    };
-    let attach = as_nobody(&["attach", "lo", "-j"]);
+    let attach = common::as_nobody(&["attach", "lo", "-j"]);
     assert_eq!(attach.code, 1, "{attach:?}");
     let err = attach.json()["error"].as_str().unwrap().to_string();
     assert!(
@@ -97,7 +57,7 @@ fn missing_privileges_are_named() {
         "{err}"
     );
 
-    let stats = as_nobody(&["stats"]);
+    let stats = common::as_nobody(&["stats"]);
     assert_eq!(stats.code, 1);
     assert!(
         stats.stderr.contains("stats needs capabilities") && stats.stderr.contains("CAP_BPF"),

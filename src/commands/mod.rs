@@ -12,6 +12,7 @@ pub mod completions;
 pub mod detach;
 pub mod filter;
 pub mod flows;
+pub mod health;
 pub mod man;
 pub mod stats;
 
@@ -23,6 +24,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Stats(args) => stats::run(&root, out, &args),
         Command::Filter(command) => filter::run(&root, out, &command),
         Command::Flows(args) => flows::run(&root, out, &args),
+        Command::Health(args) => health::run(&root, out, &args),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

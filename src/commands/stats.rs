@@ -1,13 +1,20 @@
-//! `meshbpf stats [IFACE]`: counters of attachments, read from their pins.
+//! `meshbpf stats [IFACE] [--sample SECONDS]`: counters of attachments,
+//! read from their pins, and how often and how long their programs ran.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use comfy_table::Table;
 use serde::Serialize;
 
 use crate::cli::StatsArgs;
-use crate::error::Failure;
+use crate::error::{Failure, Interrupted};
+use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
-use crate::kernel::{caps, netdev, xdp::XdpMode};
+use crate::kernel::runstats::{RunStats, StatsEnabled};
+use crate::kernel::{bpfobj, caps, netdev, xdp::XdpMode};
 use crate::output::{self, Output, Report};
 use crate::programs::tc_classifier::classes::ClassUse;
 use crate::programs::tc_classifier::{self, FlowTable};
@@ -28,21 +35,150 @@ pub struct AttachmentStats {
     /// tc_classifier's flow table on the same interface, if attached.
     #[serde(skip_serializing_if = "Option::is_none")]
     flows: Option<FlowTable>,
+    runtime: Runtime,
 }
 
-fn collect(root: &StateRoot, dir: &AttachmentDir) -> Result<AttachmentStats> {
+/// How often and how long the interface's programs ran.
+#[derive(Debug, Serialize)]
+struct Runtime {
+    /// The --sample window; null for the kernel's totals since each load.
+    sampled_ns: Option<u64>,
+    programs: Vec<ProgramRuntime>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProgramRuntime {
+    program: String,
+    hook: &'static str,
+    prog_id: u32,
+    #[serde(flatten)]
+    stats: RunStats,
+    /// Null when it did not run.
+    avg_run_time_ns: Option<u64>,
+}
+
+/// A program of an attachment, by the hook it runs on.
+struct Running {
+    program: String,
+    hook: &'static str,
+    prog_id: u32,
+}
+
+/// The XDP program the link runs, and tc_classifier's two if attached.
+fn running(root: &StateRoot, xdp: &Attachment) -> Result<Vec<Running>> {
+    let mut programs = vec![Running {
+        program: xdp.program.clone(),
+        hook: "xdp",
+        prog_id: xdp.prog_id,
+    }];
+    let tc = root.attachment(&xdp.interface, tc_classifier::PROGRAM);
+    if tc.is_committed() {
+        for (pin, hook) in [
+            (tc_classifier::PROG_INGRESS_PIN, "tc_ingress"),
+            (tc_classifier::PROG_EGRESS_PIN, "tc_egress"),
+        ] {
+            let prog = bpfobj::open_pinned(&tc.pin(pin))?;
+            programs.push(Running {
+                program: tc_classifier::PROGRAM.to_string(),
+                hook,
+                prog_id: bpfobj::prog_info(prog.as_fd())?.id,
+            });
+        }
+    }
+    Ok(programs)
+}
+
+/// A --sample window: statistics stay enabled until it is dropped, after
+/// the programs were read a second time.
+struct Window {
+    _enabled: StatsEnabled,
+    before: HashMap<u32, RunStats>,
+    elapsed: Duration,
+}
+
+/// Enables run-time statistics, reads every program, waits, and hands back
+/// the first reading. No lock is held while waiting, so attach and detach
+/// are not held up by a long window.
+fn sample(root: &StateRoot, length: Duration) -> Result<Window> {
+    let enabled = StatsEnabled::enable()?;
+    interrupt::install()?;
+    let mut before = HashMap::new();
+    {
+        let _lock = root.lock_shared()?;
+        for dir in xdp_dirs(root)? {
+            for program in running(root, &state::inspect(&dir)?)? {
+                before.insert(program.prog_id, RunStats::of(program.prog_id)?);
+            }
+        }
+    }
+    log::info!(
+        "run-time statistics enabled; sampling {} programs for {length:?}",
+        before.len()
+    );
+    let started = Instant::now();
+    if interrupt::sleep_until(started + length) {
+        return Err(Interrupted.into());
+    }
+    Ok(Window {
+        _enabled: enabled,
+        before,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn runtime(root: &StateRoot, xdp: &Attachment, window: Option<&Window>) -> Result<Runtime> {
+    let programs = running(root, xdp)?
+        .into_iter()
+        .map(|p| {
+            let now = RunStats::of(p.prog_id)?;
+            // A program loaded during the window counted from zero.
+            let stats = match window {
+                Some(w) => now.since(w.before.get(&p.prog_id).copied().unwrap_or_default()),
+                None => now,
+            };
+            Ok(ProgramRuntime {
+                program: p.program,
+                hook: p.hook,
+                prog_id: p.prog_id,
+                stats,
+                avg_run_time_ns: stats.avg_run_time_ns(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Runtime {
+        sampled_ns: window.map(|w| w.elapsed.as_nanos() as u64),
+        programs,
+    })
+}
+
+fn collect(
+    root: &StateRoot,
+    dir: &AttachmentDir,
+    window: Option<&Window>,
+) -> Result<AttachmentStats> {
     let filter = if dir.program == xdp_mesh_filter::PROGRAM {
         let pinned = PinnedMaps::open(dir)?;
         Some(xdp_mesh_filter::read_stats(&pinned.maps())?)
     } else {
         None
     };
+    let attachment = state::inspect(dir)?;
     Ok(AttachmentStats {
-        attachment: state::inspect(dir)?,
+        runtime: runtime(root, &attachment, window)?,
+        attachment,
         traffic: traffic::read_pinned_counters(dir)?,
         filter,
         flows: flow_table(root, &dir.interface)?,
     })
+}
+
+/// One per interface: its XDP attachment, which the flow table goes with.
+fn xdp_dirs(root: &StateRoot) -> Result<Vec<AttachmentDir>> {
+    Ok(root
+        .attachments()?
+        .into_iter()
+        .filter(|d| XDP_PROGRAMS.contains(&d.program.as_str()))
+        .collect())
 }
 
 fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
@@ -113,7 +249,37 @@ impl Report for AttachmentStats {
                 a.interface
             ),
         };
-        text + &flows + &classes
+        text + &flows + &classes + &self.runtime.render()
+    }
+}
+
+impl Runtime {
+    fn render(&self) -> String {
+        let heading = match self.sampled_ns {
+            Some(ns) => format!(
+                "\nrun time over a {:.1} s sample:",
+                Duration::from_nanos(ns).as_secs_f64()
+            ),
+            None => "\nrun time since load (counted only while run-time statistics are on: kernel.bpf_stats_enabled=1 or stats --sample):".to_string(),
+        };
+        let lines: String = self
+            .programs
+            .iter()
+            .map(|p| {
+                let average = p.avg_run_time_ns.map_or(String::new(), |avg| {
+                    format!(", {} ns/run", output::count(avg))
+                });
+                format!(
+                    "\n  {} ({}, prog {}): {} runs, {} ns{average}",
+                    p.program,
+                    p.hook,
+                    p.prog_id,
+                    output::count(p.stats.run_cnt),
+                    output::count(p.stats.run_time_ns)
+                )
+            })
+            .collect();
+        heading + &lines
     }
 }
 
@@ -172,18 +338,15 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
         netdev::validate_name(name)?;
     }
     caps::require("stats", &[caps::BPF])?;
+    let window = args.sample.map(|length| sample(root, length)).transpose()?;
+    let window = window.as_ref();
     let _lock = root.lock_shared()?;
-    // One object per interface: its XDP attachment, with the flow table.
-    let dirs: Vec<AttachmentDir> = root
-        .attachments()?
-        .into_iter()
-        .filter(|d| XDP_PROGRAMS.contains(&d.program.as_str()))
-        .collect();
+    let dirs = xdp_dirs(root)?;
     match &args.interface {
         None => {
             let attachments = dirs
                 .iter()
-                .map(|d| collect(root, d))
+                .map(|d| collect(root, d, window))
                 .collect::<Result<Vec<_>>>()?;
             out.emit(&AllStats {
                 attachments,
@@ -196,7 +359,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
                     "attach with `meshbpf attach {name}`; `meshbpf stats` lists every attachment"
                 ))
             })?;
-            out.emit(&collect(root, dir)?)?;
+            out.emit(&collect(root, dir, window)?)?;
         }
     }
     Ok(())
@@ -228,6 +391,19 @@ mod tests {
             },
             filter: None,
             flows: None,
+            runtime: Runtime {
+                sampled_ns: Some(2_000_000_000),
+                programs: vec![ProgramRuntime {
+                    program: "xdp_counter".into(),
+                    hook: "xdp",
+                    prog_id: 7,
+                    stats: RunStats {
+                        run_cnt: 1500,
+                        run_time_ns: 45_000,
+                    },
+                    avg_run_time_ns: Some(30),
+                }],
+            },
         }
     }
 
@@ -239,6 +415,14 @@ mod tests {
         assert_eq!(v["state"], "attached");
         assert_eq!(v["packets"], 1500);
         assert_eq!(v["l4"]["udp"]["bytes"], 2048);
+        assert_eq!(
+            v["runtime"],
+            serde_json::json!({
+                "sampled_ns": 2_000_000_000u64,
+                "programs": [{"program": "xdp_counter", "hook": "xdp", "prog_id": 7,
+                    "run_cnt": 1500, "run_time_ns": 45000, "avg_run_time_ns": 30}]
+            })
+        );
     }
 
     #[test]
@@ -260,6 +444,11 @@ mod tests {
             "{text}"
         );
         assert!(row("total").contains("1,500"), "{text}");
+        assert!(text.contains("run time over a 2.0 s sample:"), "{text}");
+        assert!(
+            text.contains("xdp_counter (xdp, prog 7): 1,500 runs, 45,000 ns, 30 ns/run"),
+            "{text}"
+        );
     }
 
     #[test]

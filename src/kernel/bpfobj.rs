@@ -30,14 +30,18 @@ pub struct ProgInfo {
     pub name: String,
     /// CLOCK_BOOTTIME ns at load.
     pub load_time_ns: u64,
+    /// Runs and time spent running, counted only while the kernel keeps
+    /// run-time statistics (see `kernel::runstats`).
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct LinkInfo {
     pub id: u32,
     pub prog_id: u32,
-    /// For XDP links: the interface, or 0 once it is gone.
-    pub xdp_ifindex: u32,
+    /// For XDP and tcx links: the interface, or 0 once it is gone.
+    pub ifindex: u32,
 }
 
 pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
@@ -54,6 +58,8 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
         id: info.id,
         name,
         load_time_ns: info.load_time,
+        run_cnt: info.run_cnt,
+        run_time_ns: info.run_time_ns,
     })
 }
 
@@ -71,16 +77,16 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
     let mut len = mem::size_of_val(&info) as u32;
     check(unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
         .context("reading link info")?;
-    let xdp_ifindex = if info.type_ == libbpf_sys::BPF_LINK_TYPE_XDP {
-        // SAFETY: the union member matches the link type checked above.
-        unsafe { info.__bindgen_anon_1.xdp.ifindex }
-    } else {
-        0
+    // SAFETY: each union member is read for its own link type only.
+    let ifindex = match info.type_ {
+        libbpf_sys::BPF_LINK_TYPE_XDP => unsafe { info.__bindgen_anon_1.xdp.ifindex },
+        libbpf_sys::BPF_LINK_TYPE_TCX => unsafe { info.__bindgen_anon_1.tcx.ifindex },
+        _ => 0,
     };
     Ok(LinkInfo {
         id: info.id,
         prog_id: info.prog_id,
-        xdp_ifindex,
+        ifindex,
     })
 }
 

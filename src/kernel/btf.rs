@@ -30,3 +30,41 @@ pub fn custom_path(custom: Option<&Path>) -> Result<Option<CString>> {
     }
     Ok(None)
 }
+
+/// The running kernel's BTF, parsed by libbpf: type ids for programs that
+/// attach by BTF id (tp_btf, fentry, LSM).
+pub struct KernelBtf {
+    btf: *mut libbpf_sys::btf,
+}
+
+impl KernelBtf {
+    pub fn open() -> std::io::Result<Self> {
+        let path = CString::new(KERNEL_BTF).expect("no NUL in a constant path");
+        // SAFETY: libbpf returns an owned object or NULL with errno set.
+        let btf = unsafe { libbpf_sys::btf__parse(path.as_ptr(), std::ptr::null_mut()) };
+        if btf.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(KernelBtf { btf })
+    }
+
+    pub fn type_count(&self) -> u32 {
+        // SAFETY: a live object from btf__parse.
+        unsafe { libbpf_sys::btf__type_cnt(self.btf) }
+    }
+
+    /// The id of the type `name` of kind `kind` (`libbpf_sys::BTF_KIND_*`).
+    pub fn find(&self, name: &str, kind: u32) -> Option<u32> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: a live object and a NUL-terminated name.
+        let id = unsafe { libbpf_sys::btf__find_by_name_kind(self.btf, name.as_ptr(), kind) };
+        u32::try_from(id).ok().filter(|&id| id > 0)
+    }
+}
+
+impl Drop for KernelBtf {
+    fn drop(&mut self) {
+        // SAFETY: owned since btf__parse, freed once.
+        unsafe { libbpf_sys::btf__free(self.btf) }
+    }
+}

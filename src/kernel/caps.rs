@@ -20,14 +20,20 @@ pub const BPF: Need = Need {
     cap: Capability::CAP_BPF,
     why: "load programs and read maps",
 };
+pub const PERFMON: Need = Need {
+    cap: Capability::CAP_PERFMON,
+    why: "load tracing programs (tracepoints, kprobes, fentry, LSM)",
+};
 pub const NET_ADMIN: Need = Need {
     cap: Capability::CAP_NET_ADMIN,
     why: "attach to network interfaces",
 };
 
-/// CAP_SYS_ADMIN stands in for CAP_BPF, as the kernel itself allows.
+/// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as the kernel itself allows.
 fn satisfied(need: &Need) -> bool {
-    has(need.cap) || (need.cap == Capability::CAP_BPF && has(Capability::CAP_SYS_ADMIN))
+    has(need.cap)
+        || (matches!(need.cap, Capability::CAP_BPF | Capability::CAP_PERFMON)
+            && has(Capability::CAP_SYS_ADMIN))
 }
 
 pub fn require(action: &str, needs: &[Need]) -> Result<(), Failure> {

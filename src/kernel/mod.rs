@@ -1,14 +1,18 @@
 //! Everything meshbpf asks of the running kernel beyond a skeleton's own
-//! calls: mounts, capabilities, interfaces, pins, object info and the
-//! verifier log.
+//! calls: mounts, capabilities, interfaces, pins, object info, the
+//! verifier log, hook probes and what the kernel says about itself.
 
 pub mod bpffs;
 pub mod bpfobj;
 pub mod btf;
 pub mod caps;
 pub mod clock;
+pub mod mounts;
 pub mod netdev;
 pub mod pins;
+pub mod probe;
+pub mod runstats;
+pub mod sysinfo;
 pub mod tc;
 pub mod verifier;
 pub mod xdp;

@@ -95,8 +95,7 @@ impl StateRoot {
     /// Every committed attachment (one with a link pin), sorted by interface.
     pub fn attachments(&self) -> Result<Vec<AttachmentDir>> {
         let mut found = Vec::new();
-        for iface_dir in subdirs(&self.path.join(NET_DIR))? {
-            let interface = decode_component(&file_name(&iface_dir));
+        for interface in self.interfaces()? {
             found.extend(
                 self.program_dirs(&interface)?
                     .into_iter()
@@ -105,6 +104,16 @@ impl StateRoot {
         }
         found.sort_by(|a, b| (&a.interface, &a.program).cmp(&(&b.interface, &b.program)));
         Ok(found)
+    }
+
+    /// Every interface with a directory under the root, committed or not.
+    pub fn interfaces(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = subdirs(&self.path.join(NET_DIR))?
+            .iter()
+            .map(|dir| decode_component(&file_name(dir)))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Every program directory of one interface, committed or left over.

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use libbpf_rs::{
@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::error::Failure;
 use crate::kernel::netdev::Interface;
+use crate::kernel::probe;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -67,53 +68,10 @@ impl Direction {
 pub const FILTER_HANDLE: u32 = 0x4d42;
 pub const FILTER_PRIORITY: u32 = 0xFF00;
 
-/// Whether the kernel accepts tcx links on this interface: attaches a
-/// program that only says "next", and lets it go at once.
+/// Whether the kernel accepts tcx links on this interface (probed by
+/// attaching a program that only says "next").
 pub fn tcx_available(iface: &Interface) -> bool {
-    let Ok(prog) = load_pass_program(libbpf_sys::BPF_TCX_INGRESS) else {
-        return false;
-    };
-    attach_tcx(prog.as_fd(), iface, Direction::Ingress).is_ok()
-}
-
-/// `r0 = TCX_NEXT; exit`, for tcx with `expected_attach_type`.
-fn load_pass_program(expected_attach_type: libbpf_sys::bpf_attach_type) -> io::Result<OwnedFd> {
-    const TCX_NEXT: i32 = -1;
-    let insns = [
-        libbpf_sys::bpf_insn {
-            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
-            _bitfield_align_1: [],
-            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
-            off: 0,
-            imm: TCX_NEXT,
-        },
-        libbpf_sys::bpf_insn {
-            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
-            _bitfield_align_1: [],
-            _bitfield_1: libbpf_sys::bpf_insn::new_bitfield_1(0, 0),
-            off: 0,
-            imm: 0,
-        },
-    ];
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_prog_load_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
-    opts.expected_attach_type = expected_attach_type;
-    let fd = unsafe {
-        libbpf_sys::bpf_prog_load(
-            libbpf_sys::BPF_PROG_TYPE_SCHED_CLS,
-            c"meshbpf_probe".as_ptr(),
-            c"GPL".as_ptr(),
-            insns.as_ptr(),
-            insns.len() as _,
-            &mut opts,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::from_raw_os_error(-fd));
-    }
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    probe::tcx_on(iface).is_ok()
 }
 
 /// A tcx link, appended after the programs already there; it detaches when

@@ -51,7 +51,8 @@ unsafe impl plain::Plain for filter_stats {}
 unsafe impl plain::Plain for traffic_counter {}
 
 pub const PROGRAM: &str = "xdp_mesh_filter";
-const MAX_RULES: u32 = filter_limits::FILTER_MAX_RULES.0;
+/// Rules in one generation of the rule set.
+pub const MAX_RULES: u32 = filter_limits::FILTER_MAX_RULES.0;
 const PORTS_PER_GEN: u32 = filter_limits::FILTER_PORTS_PER_GEN.0;
 const PREFIX_HEADER_BITS: u32 = filter_limits::FILTER_PREFIX_HEADER_BITS.0;
 const HASH_LENGTHS: usize = filter_limits::FILTER_HASH_LENGTHS.0 as usize;
@@ -92,8 +93,11 @@ const PINNED: [&str; 14] = [
     "rules",
     "filter_stats",
     COUNTERS_MAP,
-    "limiters",
+    LIMITERS_MAP,
 ];
+
+/// The per-source rate-limiter LRU table.
+pub const LIMITERS_MAP: &str = "limiters";
 
 /// Owns the pinned maps of an attached filter.
 pub struct PinnedMaps {

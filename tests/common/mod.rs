@@ -267,6 +267,20 @@ impl VethPair {
         tcx + shown[0]["tc"].as_array().map_or(0, Vec::len)
     }
 
+    /// The veth's own packet and byte counters in one direction ("rx" or
+    /// "tx"), which the kernel keeps independently of any program.
+    pub fn link_stats(&self, direction: &str) -> (u64, u64) {
+        let out =
+            run(Command::new("ip")
+                .args(["-n", &self.ns, "-j", "-s", "link", "show", "dev", &self.dev]));
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        let counters = &links[0]["stats64"][direction];
+        (
+            counters["packets"].as_u64().expect("packets"),
+            counters["bytes"].as_u64().expect("bytes"),
+        )
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         Path::new(ROOT).join("net").join(&self.dev)
     }
@@ -285,6 +299,46 @@ impl Drop for VethPair {
             .args(["netns", "del", &self.peer_ns])
             .status();
     }
+}
+
+/// Runs `script` in a private mount namespace (with `$BIN` set), so unmounting
+/// bpffs or tracefs there cannot disturb the host or other tests.
+pub fn in_private_mounts(script: &str) -> Ran {
+    Ran::from(run(Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-ec",
+            script,
+        ])
+        .env("BIN", BIN)))
+}
+
+pub const UNMOUNT_BPFFS: &str = "while umount /sys/fs/bpf 2>/dev/null; do :; done";
+
+/// Runs the real binary as nobody, without capabilities. The checkout may
+/// sit where nobody cannot reach: a copy it can reach runs.
+pub fn as_nobody(args: &[&str]) -> Ran {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("meshbpf");
+    fs::copy(BIN, &bin).unwrap();
+    for path in [dir.path(), bin.as_path()] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Ran::from(run(Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(&bin)
+        .args(args)))
 }
 
 /// Compiles a fixture program from tests/fixtures with the same clang the

@@ -1,0 +1,180 @@
+//! The kernel filesystems meshbpf reads besides bpffs: tracefs (tracepoint
+//! ids), securityfs (lockdown, LSMs) and cgroup2 (cgroup hooks).
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sys::statfs::statfs;
+
+/// Where tracefs belongs, and where debugfs shows it; libbpf looks in both.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+const TRACEFS_MAGIC: i64 = 0x7472_6163;
+
+pub const SECURITYFS: &str = "/sys/kernel/security";
+const SECURITYFS_MAGIC: i64 = 0x7363_6673;
+
+fn has_magic(path: &Path, magic: i64) -> bool {
+    statfs(path)
+        .map(|fs| fs.filesystem_type().0 == magic)
+        .unwrap_or(false)
+}
+
+/// The tracefs that libbpf will use to find tracepoint ids, if one is mounted.
+pub fn tracefs() -> Option<PathBuf> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| has_magic(p, TRACEFS_MAGIC))
+}
+
+pub fn mount_tracefs() -> Result<PathBuf> {
+    mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting tracefs at {TRACEFS}"))?;
+    Ok(PathBuf::from(TRACEFS))
+}
+
+/// Every mount point of a filesystem type, from /proc/self/mountinfo.
+pub fn mount_points(fstype: &str) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| parse_mount_points(&info, fstype))
+        .unwrap_or_default()
+}
+
+fn parse_mount_points(mountinfo: &str, fstype: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (fields, after) = line.split_once(" - ")?;
+            let mount_point = fields.split(' ').nth(4)?;
+            (after.split(' ').next()? == fstype).then(|| PathBuf::from(unescape(mount_point)))
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 4);
+        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
+            Some(byte) => {
+                out.push(byte as char);
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A file of securityfs, from its mount point or, where it is not mounted,
+/// from a mount that is never attached anywhere (so nothing changes for
+/// anyone else; needs CAP_SYS_ADMIN).
+pub fn read_securityfs(file: &str) -> io::Result<String> {
+    if has_magic(Path::new(SECURITYFS), SECURITYFS_MAGIC) {
+        return fs::read_to_string(Path::new(SECURITYFS).join(file));
+    }
+    read_detached("securityfs", file)
+}
+
+fn check(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh fd that we own from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// Reads `file` from a fresh, detached mount of `fstype` (fsopen/fsmount).
+/// Only for single-instance filesystems without options: a detached mount
+/// of those shares the superblock and changes nothing.
+fn read_detached(fstype: &str, file: &str) -> io::Result<String> {
+    let fstype = CString::new(fstype).map_err(io::Error::other)?;
+    let file = CString::new(file).map_err(io::Error::other)?;
+    // SAFETY: plain syscalls on NUL-terminated strings and fds we own.
+    let context =
+        check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    let created = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if created < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mnt = check(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            context.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            0,
+        )
+    })?;
+    let fd = check(unsafe {
+        libc::openat(
+            mnt.as_raw_fd(),
+            file.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+        .into()
+    })?;
+    let mut text = String::new();
+    fs::File::from(fd).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_found_by_type_and_unescaped() {
+        let info = "\
+22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
+35 22 0:30 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700
+36 22 0:31 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+37 22 0:32 / /mnt/with\\040space rw - cgroup2 none rw
+";
+        assert_eq!(
+            parse_mount_points(info, "cgroup2"),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/unified"),
+                PathBuf::from("/mnt/with space")
+            ]
+        );
+        assert_eq!(
+            parse_mount_points(info, "bpf"),
+            vec![PathBuf::from("/sys/fs/bpf")]
+        );
+        assert!(parse_mount_points(info, "tracefs").is_empty());
+    }
+
+    #[test]
+    fn unescape_leaves_stray_backslashes() {
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("a\\9"), "a\\9");
+    }
+}
