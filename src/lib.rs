@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod flows;
+pub mod inventory;
 pub mod kernel;
 pub mod output;
 pub mod programs;
