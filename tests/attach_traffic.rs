@@ -155,20 +155,6 @@ fn ipv6_udp_is_counted_exactly() {
     );
 }
 
-/// The veth's own receive counters, which the kernel keeps independently.
-fn kernel_rx(net: &VethPair) -> (u64, u64) {
-    let out = common::run(
-        std::process::Command::new("ip")
-            .args(["-n", &net.ns, "-j", "-s", "link", "show", "dev", &net.dev]),
-    );
-    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rx = &links[0]["stats64"]["rx"];
-    (
-        rx["packets"].as_u64().unwrap(),
-        rx["bytes"].as_u64().unwrap(),
-    )
-}
-
 #[test]
 fn a_tcp_connection_matches_the_kernels_own_counters() {
     if !privileged() {
@@ -177,7 +163,7 @@ fn a_tcp_connection_matches_the_kernels_own_counters() {
     let net = VethPair::new();
     let listener = VethPair::in_netns(&net.ns, || TcpListener::bind((ADDR, 8080)).unwrap());
     net.meshbpf(&["attach", &net.dev]).ok();
-    let (rx_packets_before, rx_bytes_before) = kernel_rx(&net);
+    let (rx_packets_before, rx_bytes_before) = net.kernel_rx();
 
     let sent = vec![0xab_u8; 100_000];
     let server = std::thread::spawn(move || {
@@ -197,7 +183,7 @@ fn a_tcp_connection_matches_the_kernels_own_counters() {
     });
     assert_eq!(server.join().unwrap(), sent.len());
 
-    let (rx_packets, rx_bytes) = kernel_rx(&net);
+    let (rx_packets, rx_bytes) = net.kernel_rx();
     let s = common::wait_for(Duration::from_secs(5), || {
         let s = stats(&net);
         (s["packets"].as_u64() == Some(rx_packets - rx_packets_before)).then_some(s)

@@ -7,26 +7,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::{compile_fixture, meshbpf, privileged, Ran, VethPair, BIN};
+use common::{compile_fixture, in_private_mounts, meshbpf, privileged, Ran, VethPair, BIN};
 use serde_json::Value;
-
-/// Runs `script` in a private mount namespace (with `$BIN` set), so unmounting
-/// bpffs or hiding BTF there cannot disturb the host or other tests.
-fn in_private_mounts(script: &str) -> Ran {
-    Ran::from(common::run(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-ec",
-                script,
-            ])
-            .env("BIN", BIN),
-    ))
-}
 
 const UNMOUNT_BPFFS: &str = "while umount /sys/fs/bpf 2>/dev/null; do :; done";
 
