@@ -185,12 +185,19 @@ fn names_globals_and_duplicates_are_checked() {
         "a malformed --set is a usage error: {usage:?}"
     );
 
+    // What a killed load left is swept by the next one, and never listed.
+    fs::create_dir_all(root.loaded().join("killed:loading")).unwrap();
+    assert_eq!(
+        root.meshbpf(&["list", "-j"]).ok().json(),
+        serde_json::json!([])
+    );
     // The default name comes from the file: load_counter.bpf.o is load_counter.
     let first = root
         .meshbpf(&["load", obj.to_str().unwrap(), "-j"])
         .ok()
         .json();
     assert_eq!(first["name"], "load_counter");
+    assert_eq!(root.loaded_entries(), ["load_counter"]);
     let prog_id = &first["programs"][0]["prog_id"];
     let dup = root.meshbpf(&["load", obj.to_str().unwrap(), "-j"]);
     assert_eq!(dup.code, 1, "{dup:?}");

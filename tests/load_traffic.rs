@@ -232,3 +232,126 @@ fn set_changes_what_the_program_does() {
         "still loaded, no longer attached"
     );
 }
+
+#[test]
+fn a_loaded_tc_program_runs_beside_meshbpfs_own_and_detach_removes_both() {
+    if !privileged() {
+        return;
+    }
+    let (_dir, obj) = compile_fixture("load_tc");
+    let root = PinRoot::new();
+    let net = VethPair::new();
+    net.meshbpf(&root.args(&["attach", &net.dev, "--mode", "skb"]))
+        .ok();
+    root.meshbpf(&["load", obj.to_str().unwrap(), "--name", "tcx", "--pin-maps"])
+        .ok();
+    let attached = net
+        .meshbpf(&root.args(&["attach", &net.dev, "--object", "tcx", "-j"]))
+        .ok()
+        .json();
+    assert_eq!(attached["method"], "tcx");
+    assert_eq!(attached["attach_point"], format!("{} ingress", net.dev));
+    assert_eq!(
+        net.tc_program_count(),
+        3,
+        "tc_classifier on ingress and egress, and the loaded program"
+    );
+
+    // A listener, so no ICMP port unreachable flows back.
+    let sock = receiver(&net);
+    let (datagrams, payload) = (12u64, 50u64);
+    net.send_udp(
+        format!("{ADDR}:{PORT}").parse().unwrap(),
+        datagrams as usize,
+        payload as usize,
+    );
+    let counted = common::wait_for(Duration::from_secs(5), || {
+        let c = bpftool_u64_array(&root.loaded().join("tcx").join("map_ingress"));
+        (c[0] >= datagrams).then_some(c)
+    })
+    .expect("the tc program counted the datagrams");
+    assert_eq!(
+        received(&sock),
+        datagrams as usize,
+        "TCX_NEXT lets them through"
+    );
+    // tc ingress sees the frame with its Ethernet header.
+    assert_eq!(
+        counted,
+        vec![datagrams, datagrams * (ETH + IPV4 + UDP + payload)]
+    );
+
+    let list = net.meshbpf(&root.args(&["list", "-j"])).ok().json();
+    let kinds: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap(), o["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("attachment", "tc_classifier"),
+            ("attachment", "xdp_counter"),
+            ("loaded", "tcx")
+        ]
+    );
+    let classifier = named(&list, "tc_classifier");
+    let mut methods: Vec<(&str, &str)> = classifier["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let a = &p["attachments"][0];
+            (
+                a["attach_point"].as_str().unwrap(),
+                a["method"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    methods.sort();
+    let ingress = format!("{} ingress", net.dev);
+    let egress = format!("{} egress", net.dev);
+    assert_eq!(
+        methods,
+        [(egress.as_str(), "tcx"), (ingress.as_str(), "tcx")]
+    );
+    let flows = named(&classifier["maps"], "flows");
+    assert_eq!(flows["map_type"], "lru_hash");
+    assert_eq!(flows["entries"], 1, "one 5-tuple, one direction: {flows}");
+    assert_eq!(flows["max_entries"], 65536);
+    let counter = named(&list, "xdp_counter");
+    assert_eq!(counter["interface"], net.dev.as_str());
+    assert_eq!(
+        counter["programs"][0]["attachments"][0]["method"],
+        "xdp skb"
+    );
+    assert_eq!(
+        named(&counter["maps"], "counters")["pin_path"],
+        root.path
+            .join("net")
+            .join(&net.dev)
+            .join("xdp_counter")
+            .join("counters")
+            .to_str()
+            .unwrap()
+    );
+
+    let detached = net
+        .meshbpf(&root.args(&["detach", &net.dev, "-j"]))
+        .ok()
+        .json();
+    let mut programs: Vec<&str> = detached["detached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["program"].as_str().unwrap())
+        .collect();
+    programs.sort();
+    assert_eq!(
+        programs,
+        ["tc_classifier", "tcx:count_ingress", "xdp_counter"]
+    );
+    assert_eq!(net.tc_program_count(), 0);
+    root.meshbpf(&["unload", "tcx"]).ok();
+}
