@@ -274,7 +274,12 @@ fn attach_interface(
         }
         Hook::Tc(direction) => {
             if !tc::tcx_available(iface) {
-                return Err(tc::tcx_refused(iface).into());
+                return Err(Failure::new(format!(
+                    "the kernel refuses tcx links on {}, and loaded tc programs attach through tcx only",
+                    iface.name
+                ))
+                .hint("tcx needs Linux 6.6 or later")
+                .into());
             }
             tc::attach_tcx(prog, iface, *direction)?
         }
