@@ -163,7 +163,7 @@ fn cgroup_skb_counts_what_a_cgroups_sockets_send() {
     if !privileged() {
         return;
     }
-    let (_dir, obj) = compile_fixture("load_cgroup");
+    let (_dir, obj) = compile_fixture("load_skb");
     let root = PinRoot::new();
     let cgroup = Cgroup(cgroup2().join(format!("meshbpf-test-{}", std::process::id())));
     std::fs::create_dir(&cgroup.0).unwrap();
@@ -177,7 +177,15 @@ fn cgroup_skb_counts_what_a_cgroups_sockets_send() {
     ])
     .ok();
     let attached = root
-        .meshbpf(&["attach", cg, "--object", "egress", "-j"])
+        .meshbpf(&[
+            "attach",
+            cg,
+            "--object",
+            "egress",
+            "--prog",
+            "count_egress",
+            "-j",
+        ])
         .ok()
         .json();
     assert_eq!(attached["method"], "cgroup_skb egress");
@@ -207,6 +215,8 @@ fn cgroup_skb_counts_what_a_cgroups_sockets_send() {
         cgroup2().to_str().unwrap(),
         "--object",
         "egress",
+        "--prog",
+        "count_egress",
         "-j",
     ]);
     assert_eq!(again.code, 1, "{again:?}");

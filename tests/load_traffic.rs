@@ -238,7 +238,7 @@ fn a_loaded_tc_program_runs_beside_meshbpfs_own_and_detach_removes_both() {
     if !privileged() {
         return;
     }
-    let (_dir, obj) = compile_fixture("load_tc");
+    let (_dir, obj) = compile_fixture("load_skb");
     let root = PinRoot::new();
     let net = VethPair::new();
     net.meshbpf(&root.args(&["attach", &net.dev, "--mode", "skb"]))
@@ -246,7 +246,15 @@ fn a_loaded_tc_program_runs_beside_meshbpfs_own_and_detach_removes_both() {
     root.meshbpf(&["load", obj.to_str().unwrap(), "--name", "tcx", "--pin-maps"])
         .ok();
     let attached = net
-        .meshbpf(&root.args(&["attach", &net.dev, "--object", "tcx", "-j"]))
+        .meshbpf(&root.args(&[
+            "attach",
+            &net.dev,
+            "--object",
+            "tcx",
+            "--prog",
+            "count_ingress",
+            "-j",
+        ]))
         .ok()
         .json();
     assert_eq!(attached["method"], "tcx");
@@ -341,13 +349,7 @@ fn a_loaded_tc_program_runs_beside_meshbpfs_own_and_detach_removes_both() {
         .meshbpf(&root.args(&["detach", &net.dev, "-j"]))
         .ok()
         .json();
-    let mut programs: Vec<&str> = detached["detached"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["program"].as_str().unwrap())
-        .collect();
-    programs.sort();
+    let programs = common::detached_programs(&detached);
     assert_eq!(
         programs,
         ["tc_classifier", "tcx:count_ingress", "xdp_counter"]

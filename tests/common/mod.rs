@@ -461,3 +461,15 @@ pub fn named<'a>(items: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .find(|item| item["name"] == name)
         .unwrap_or_else(|| panic!("nothing named {name} in {items}"))
 }
+
+/// The programs `detach -j` reports, sorted.
+pub fn detached_programs(detached: &serde_json::Value) -> Vec<String> {
+    let mut programs: Vec<String> = detached["detached"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no detached array in {detached}"))
+        .iter()
+        .map(|d| d["program"].as_str().unwrap().to_string())
+        .collect();
+    programs.sort();
+    programs
+}
