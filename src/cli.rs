@@ -10,6 +10,7 @@ use clap_complete::Shell;
 use crate::kernel::pins::DEFAULT_ROOT;
 use crate::kernel::tc::TcMethod;
 use crate::kernel::xdp::XdpMode;
+use crate::programs::loaded::globals::{self, Assignment};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +74,12 @@ ok, degraded or fail); with --strict, 1 when any check fails. Warnings and unava
 degraded) never fail, even with --strict."
     )]
     Health(HealthArgs),
+    /// Load a compiled BPF object (.bpf.o) and pin its programs under loaded/NAME
+    Load(LoadArgs),
+    /// Detach every attachment of a loaded object and remove its programs and maps
+    Unload(UnloadArgs),
+    /// Show everything meshbpf manages: attachments and loaded objects, with programs, links and maps
+    List,
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -81,9 +88,18 @@ degraded) never fail, even with --strict."
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// Interface to attach to, in the current network namespace
-    #[arg(value_name = "IFACE")]
-    pub interface: String,
+    /// Interface to attach to, in the current network namespace. With --object: the interface (xdp,
+    /// tc), the cgroup v2 directory (cgroup_skb), or nothing (tracepoints, raw_tp, tp_btf, kprobe)
+    #[arg(value_name = "IFACE", required_unless_present = "object")]
+    pub interface: Option<String>,
+
+    /// Attach a program of an object loaded with `meshbpf load`, on the hook its section names
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["filter", "classes", "no_flows", "max_flows", "tc_method", "btf"])]
+    pub object: Option<String>,
+
+    /// The program of --object to attach; may be left out when the object has one
+    #[arg(long, value_name = "PROG", requires = "object")]
+    pub prog: Option<String>,
 
     /// XDP mode; native runs in the driver, skb (generic) works everywhere. There is no silent fallback. [default: native]
     #[arg(long, value_enum, value_name = "MODE")]
@@ -223,6 +239,40 @@ pub struct FilterCheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Compiled BPF object (clang -g -O2 -target bpf -c prog.bpf.c -o prog.bpf.o)
+    #[arg(value_name = "FILE.bpf.o")]
+    pub file: PathBuf,
+
+    /// Name to pin it under (loaded/NAME); default: the file name without .bpf.o
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Also pin every map, at loaded/NAME/map_<map>, for other tools (bpftool map dump pinned ...)
+    #[arg(long)]
+    pub pin_maps: bool,
+
+    /// Set a global variable (const volatile in .rodata, or .data/.bss) before load; repeatable
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = globals::parse_assignment)]
+    pub set: Vec<Assignment>,
+
+    /// Write libbpf's output, with the whole verifier log on a rejection, to FILE
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
+    #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnloadArgs {
+    /// Name of the loaded object (see `meshbpf list`)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Interface to detach from; works even after the interface was deleted
     #[arg(value_name = "IFACE")]
@@ -301,7 +351,7 @@ mod tests {
         assert!(cli.global.json);
         match cli.command {
             Command::Attach(a) => {
-                assert_eq!(a.interface, "eth0");
+                assert_eq!(a.interface.as_deref(), Some("eth0"));
                 assert_eq!(a.mode, Some(XdpMode::Skb));
             }
             other => panic!("parsed as {other:?}"),
@@ -348,6 +398,59 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(parse(&["health", "--max-drop-percent", "101"]).is_err());
+    }
+
+    #[test]
+    fn load_takes_repeated_sets_and_attach_takes_an_object_without_an_interface() {
+        match parse(&[
+            "load",
+            "x.bpf.o",
+            "--set",
+            "a=1",
+            "--set",
+            "b=0x2",
+            "--pin-maps",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Load(l) => {
+                assert_eq!(l.set.len(), 2);
+                assert_eq!(l.set[1].value, "0x2");
+                assert!(l.pin_maps);
+                assert_eq!(l.name, None);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["attach", "--object", "o", "--prog", "p"])
+            .unwrap()
+            .command
+        {
+            Command::Attach(a) => {
+                assert_eq!(a.interface, None);
+                assert_eq!(a.object.as_deref(), Some("o"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        use clap::error::ErrorKind;
+        assert_eq!(
+            parse(&["load", "x.o", "--set", "novalue"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["attach", "eth0", "--prog", "p"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["attach", "eth0", "--object", "o", "--no-flows"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

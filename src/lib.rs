@@ -7,6 +7,7 @@ pub mod error;
 pub mod flows;
 pub mod health;
 pub mod interrupt;
+pub mod inventory;
 pub mod kernel;
 pub mod output;
 pub mod programs;

@@ -89,13 +89,7 @@ fn counts_udp_and_icmp_exactly(mode: &str) {
     );
 
     let detached = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
-    let mut programs: Vec<&str> = detached["detached"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["program"].as_str().unwrap())
-        .collect();
-    programs.sort();
+    let programs = common::detached_programs(&detached);
     assert_eq!(programs, ["tc_classifier", "xdp_counter"]);
     assert_eq!(
         net.tc_program_count(),

@@ -115,6 +115,9 @@ impl Report for AttachReport {
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
+    if args.object.is_some() {
+        return super::attach_object::run(root, out, args);
+    }
     // A bad rules file must fail before anything touches the kernel.
     let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
     let class_rules = args
@@ -126,7 +129,8 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         .as_ref()
         .map(|r| r.compiled.warnings.clone())
         .unwrap_or_default();
-    let iface = netdev::resolve(&args.interface)?;
+    // clap requires IFACE without --object.
+    let iface = netdev::resolve(args.interface.as_deref().unwrap_or_default())?;
     caps::require("attach", &[caps::BPF, caps::NET_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));

@@ -8,13 +8,17 @@ use crate::kernel::pins::StateRoot;
 use crate::output::Output;
 
 pub mod attach;
+pub mod attach_object;
 pub mod completions;
 pub mod detach;
 pub mod filter;
 pub mod flows;
 pub mod health;
+pub mod list;
+pub mod load;
 pub mod man;
 pub mod stats;
+pub mod unload;
 
 pub fn run(cli: Cli, out: &Output) -> Result<()> {
     let root = StateRoot::new(cli.global.bpffs);
@@ -25,6 +29,9 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Filter(command) => filter::run(&root, out, &command),
         Command::Flows(args) => flows::run(&root, out, &args),
         Command::Health(args) => health::run(&root, out, &args),
+        Command::Load(args) => load::run(&root, out, &args),
+        Command::Unload(args) => unload::run(&root, out, &args),
+        Command::List => list::run(&root, out),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

@@ -4,7 +4,7 @@ use crate::health::{Check, Fix};
 use crate::kernel::btf::{KernelBtf, KERNEL_BTF};
 use crate::kernel::caps::{self, Capability};
 use crate::kernel::pins::StateRoot;
-use crate::kernel::{bpffs, mounts, sysinfo};
+use crate::kernel::{bpffs, mounts, probe, sysinfo};
 
 /// XDP through bpf_link and BPF_LINK_DETACH.
 const MIN_KERNEL: (u32, u32) = (5, 9);
@@ -183,11 +183,23 @@ fn jit() -> Check {
             "disabled: programs run in the interpreter, several times slower",
             hint,
         ),
-        Err(e) => Check::warn(
-            "jit",
-            format!("cannot read {SYSCTL}: {e}"),
-            "run meshbpf on a kernel with CONFIG_BPF_JIT=y",
-        ),
+        // Only the initial network namespace has the sysctl.
+        Err(e) => match probe::jit_compiles() {
+            Some(true) => Check::ok(
+                "jit",
+                "enabled: a probe program was compiled to native code",
+            ),
+            Some(false) => Check::warn(
+                "jit",
+                "disabled: a probe program runs in the interpreter, several times slower",
+                hint,
+            ),
+            None => Check::warn(
+                "jit",
+                format!("cannot read {SYSCTL} ({e}), and no probe program loads"),
+                "run meshbpf on a kernel with CONFIG_BPF_JIT=y, with CAP_BPF",
+            ),
+        },
     }
 }
 

@@ -28,12 +28,16 @@ fn c_path(path: &Path) -> io::Result<CString> {
 pub struct ProgInfo {
     pub id: u32,
     pub name: String,
+    /// BPF_PROG_TYPE_*.
+    pub prog_type: u32,
     /// CLOCK_BOOTTIME ns at load.
     pub load_time_ns: u64,
     /// Runs and time spent running, counted only while the kernel keeps
     /// run-time statistics (see `kernel::runstats`).
     pub run_cnt: u64,
     pub run_time_ns: u64,
+    /// Bytes of native code; 0 when the program runs in the interpreter.
+    pub jited_len: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,10 +61,32 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
     Ok(ProgInfo {
         id: info.id,
         name,
+        prog_type: info.type_,
         load_time_ns: info.load_time,
         run_cnt: info.run_cnt,
         run_time_ns: info.run_time_ns,
+        jited_len: info.jited_prog_len,
     })
+}
+
+/// The ids of the maps a program uses, as the kernel knows them: also the
+/// maps that nothing pins.
+pub fn prog_map_ids(fd: BorrowedFd<'_>) -> Result<Vec<u32>> {
+    // SAFETY: as for prog_info; the second call writes at most nr_map_ids ids.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of_val(&info) as u32;
+    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
+        .context("reading program info")?;
+    let mut ids = vec![0u32; info.nr_map_ids as usize];
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { mem::zeroed() };
+    info.nr_map_ids = ids.len() as u32;
+    info.map_ids = ids.as_mut_ptr() as u64;
+    let mut len = mem::size_of_val(&info) as u32;
+    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
+        .context("reading the map ids of a program")?;
+    // Maps added between the two calls are not in the buffer.
+    ids.truncate(info.nr_map_ids.min(ids.len() as u32) as usize);
+    Ok(ids)
 }
 
 pub fn prog_info_by_id(id: u32) -> Result<ProgInfo> {
@@ -72,11 +98,7 @@ pub fn prog_info_by_id(id: u32) -> Result<ProgInfo> {
 }
 
 pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
-    // SAFETY: as for prog_info.
-    let mut info: libbpf_sys::bpf_link_info = unsafe { mem::zeroed() };
-    let mut len = mem::size_of_val(&info) as u32;
-    check(unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
-        .context("reading link info")?;
+    let info = raw_link_info(fd, |_| {})?;
     // SAFETY: each union member is read for its own link type only.
     let ifindex = match info.type_ {
         libbpf_sys::BPF_LINK_TYPE_XDP => unsafe { info.__bindgen_anon_1.xdp.ifindex },
@@ -88,6 +110,43 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
         prog_id: info.prog_id,
         ifindex,
     })
+}
+
+/// The kernel's whole link info; `prepare` may point its name fields at
+/// buffers, which the kernel then fills.
+pub fn raw_link_info(
+    fd: BorrowedFd<'_>,
+    prepare: impl FnOnce(&mut libbpf_sys::bpf_link_info),
+) -> Result<libbpf_sys::bpf_link_info> {
+    // SAFETY: as for prog_info.
+    let mut info: libbpf_sys::bpf_link_info = unsafe { mem::zeroed() };
+    prepare(&mut info);
+    let mut len = mem::size_of_val(&info) as u32;
+    check(unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
+        .context("reading link info")?;
+    Ok(info)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjKind {
+    Prog,
+    Map,
+    Link,
+    Other,
+}
+
+/// What a pinned fd holds; bpf(2) has no call for this, but the fd's
+/// anonymous inode is named after the object type.
+pub fn kind_of(fd: BorrowedFd<'_>) -> ObjKind {
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match target.as_str() {
+        "anon_inode:bpf-prog" => ObjKind::Prog,
+        "anon_inode:bpf-map" => ObjKind::Map,
+        "anon_inode:bpf_link" | "anon_inode:bpf-link" => ObjKind::Link,
+        _ => ObjKind::Other,
+    }
 }
 
 /// Detaches a link from its hook now. Dropping the last reference (fd or

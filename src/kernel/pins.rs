@@ -94,13 +94,17 @@ impl StateRoot {
 
     /// Every committed attachment (one with a link pin), sorted by interface.
     pub fn attachments(&self) -> Result<Vec<AttachmentDir>> {
+        let mut found = self.all_program_dirs()?;
+        found.retain(AttachmentDir::is_committed);
+        Ok(found)
+    }
+
+    /// Every program directory of every interface, committed or left over,
+    /// sorted by interface.
+    pub fn all_program_dirs(&self) -> Result<Vec<AttachmentDir>> {
         let mut found = Vec::new();
         for interface in self.interfaces()? {
-            found.extend(
-                self.program_dirs(&interface)?
-                    .into_iter()
-                    .filter(AttachmentDir::is_committed),
-            );
+            found.extend(self.program_dirs(&interface)?);
         }
         found.sort_by(|a, b| (&a.interface, &a.program).cmp(&(&b.interface, &b.program)));
         Ok(found)
@@ -132,7 +136,8 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The directories in `dir`; none when it does not exist.
+pub fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

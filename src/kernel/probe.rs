@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -22,7 +22,7 @@ use crate::kernel::btf::{KernelBtf, KERNEL_BTF};
 use crate::kernel::netdev::Interface;
 use crate::kernel::tc::{self, Direction};
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{caps, mounts};
+use crate::kernel::{bpfobj, caps, mounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -146,6 +146,15 @@ pub fn probe(hook: Hook) -> Outcome {
         Hook::Ringbuf => ringbuf(),
         Hook::LpmTrie => lpm_trie(),
     }
+}
+
+/// Whether the kernel compiles programs to native code, asked of a loaded
+/// socket filter: the sysctl is not visible outside the initial network
+/// namespace. None when not even that loads.
+pub fn jit_compiles() -> Option<bool> {
+    let prog = load(&Minimal::new(libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER, 0)).ok()?;
+    let info = bpfobj::prog_info(prog.as_fd()).ok()?;
+    Some(info.jited_len > 0)
 }
 
 /// A kernel function that exists to be traced (net/bpf/test_run.c).

@@ -5,8 +5,12 @@
 //! and, on failure, turn it into an excerpt that ends at the rejection and
 //! names the C source line when the object carries BTF line info.
 
+use std::fmt;
+use std::fs;
+use std::path::Path;
 use std::sync::Mutex;
 
+use anyhow::Context;
 use libbpf_rs::PrintLevel;
 
 use crate::error::{errno_of, Failure};
@@ -36,8 +40,46 @@ pub fn install() {
 
 /// Runs a libbpf load and, if it fails, explains why with what libbpf printed.
 pub fn load<T>(what: &str, load: impl FnOnce() -> libbpf_rs::Result<T>) -> anyhow::Result<T> {
+    load_logged(what, None, load)
+}
+
+/// [`load`], also writing everything libbpf printed (the whole verifier
+/// log, on a rejection) to `log`.
+pub fn load_logged<T>(
+    what: &str,
+    log: Option<&Path>,
+    load: impl FnOnce() -> libbpf_rs::Result<T>,
+) -> anyhow::Result<T> {
     take_output();
-    load().map_err(|err| explain_failed_load(what, anyhow::Error::new(err), &take_output()))
+    let result = load();
+    let printed = take_output();
+    if let Some(path) = log {
+        fs::write(path, &printed)
+            .with_context(|| format!("writing libbpf's log to {}", path.display()))?;
+    }
+    result.map_err(|err| explain_failed_load(what, anyhow::Error::new(err), &printed))
+}
+
+/// The program of an object that libbpf failed to load, as a layer of the
+/// error, for callers that explain refusals by program type.
+#[derive(Debug)]
+pub struct FailedProgram(pub String);
+
+impl fmt::Display for FailedProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program '{}'", self.0)
+    }
+}
+
+impl std::error::Error for FailedProgram {}
+
+/// libbpf names the program it could not load: `prog 'NAME': ... failed`.
+fn failed_program(printed: &str) -> Option<&str> {
+    printed.lines().find_map(|line| {
+        let rest = line.strip_prefix("libbpf: prog '")?;
+        let (name, tail) = rest.split_once("': ")?;
+        (tail.contains("load failed") || tail.starts_with("failed to load")).then_some(name)
+    })
 }
 
 fn take_output() -> String {
@@ -48,9 +90,15 @@ fn take_output() -> String {
 }
 
 fn explain_failed_load(what: &str, err: anyhow::Error, printed: &str) -> anyhow::Error {
+    // An object's program is named beside the object.
+    let program = failed_program(printed).filter(|p| *p != what);
     if let Some(log) = verifier_log(printed) {
         let excerpt = excerpt(log);
-        let mut failure = Failure::new(format!("the kernel verifier rejected {what}"));
+        let subject = match program {
+            Some(p) => format!("program '{p}' of {what}"),
+            None => what.to_string(),
+        };
+        let mut failure = Failure::new(format!("the kernel verifier rejected {subject}"));
         let mut detail = String::new();
         if let Some(source) = &excerpt.source {
             detail.push_str(&format!("at {source}\n"));
@@ -64,6 +112,10 @@ fn explain_failed_load(what: &str, err: anyhow::Error, printed: &str) -> anyhow:
             .hint("run with -v to print the full verifier log");
         return err.context(failure);
     }
+    let err = match program {
+        Some(p) => err.context(FailedProgram(p.to_string())),
+        None => err,
+    };
     if errno_of(&err) == Some(libc::EPERM) {
         return err.context(caps::explain_eperm(&format!("load {what}")));
     }
@@ -174,6 +226,19 @@ libbpf: prog 'bad': failed to load: -13\n";
         let ex = excerpt("0: (b7) r0 = 0\nR0 !read_ok\nprocessed 1 insns\n");
         assert_eq!(ex.source, None);
         assert_eq!(ex.lines, vec!["0: (b7) r0 = 0", "R0 !read_ok"]);
+    }
+
+    #[test]
+    fn the_failed_program_is_named_from_libbpfs_output() {
+        assert_eq!(failed_program(REJECTED), Some("bad"));
+        assert_eq!(
+            failed_program("libbpf: prog 'fe': BPF program load failed: Operation not permitted\n"),
+            Some("fe")
+        );
+        assert_eq!(
+            failed_program("libbpf: failed to find valid kernel BTF\n"),
+            None
+        );
     }
 
     #[test]

@@ -302,7 +302,8 @@ impl Drop for VethPair {
 }
 
 /// Runs `script` in a private mount namespace (with `$BIN` set), so unmounting
-/// bpffs or tracefs there cannot disturb the host or other tests.
+/// bpffs or tracefs, or hiding BTF there, cannot disturb the host or other
+/// tests.
 pub fn in_private_mounts(script: &str) -> Ran {
     Ran::from(run(Command::new("unshare")
         .args([
@@ -325,10 +326,11 @@ pub fn as_nobody(args: &[&str]) -> Ran {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("meshbpf");
-    fs::copy(BIN, &bin).unwrap();
-    for path in [dir.path(), bin.as_path()] {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // Copied by another process: a copy written from this one leaves its fd,
+    // for a moment, in every child another test thread forks meanwhile, and
+    // executing the copy then fails with ETXTBSY.
+    must(&format!("install -m 0755 {BIN} {}", bin.display()));
     Ran::from(run(Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -344,6 +346,12 @@ pub fn as_nobody(args: &[&str]) -> Ran {
 /// Compiles a fixture program from tests/fixtures with the same clang the
 /// build uses, into a fresh temporary directory.
 pub fn compile_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    compile_fixture_for(name, "bpf")
+}
+
+/// [`compile_fixture`] for a clang target: `bpf` (the host's byte order),
+/// `bpfel` or `bpfeb`.
+pub fn compile_fixture_for(name: &str, target: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -351,7 +359,7 @@ pub fn compile_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
     let obj = dir.path().join(format!("{name}.bpf.o"));
     let clang = std::env::var("BPF_CLANG").unwrap_or_else(|_| "clang".into());
     let out = run(Command::new(clang)
-        .args(["-g", "-O2", "-target", "bpf", "-c"])
+        .args(["-g", "-O2", "-target", target, "-c"])
         .arg(&src)
         .arg("-o")
         .arg(&obj));
@@ -380,4 +388,114 @@ pub fn wait_for<T>(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A pin root of its own under /sys/fs/bpf (`--bpffs`), so that tests
+/// loading objects never see each other's. What a test leaves there, even
+/// when it fails, is unloaded and removed on drop.
+pub struct PinRoot {
+    pub path: PathBuf,
+}
+
+impl PinRoot {
+    pub fn new() -> Self {
+        PinRoot {
+            path: Path::new("/sys/fs/bpf").join(unique_id()),
+        }
+    }
+
+    /// `args` with `--bpffs` pointing here.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(["--bpffs", self.path.to_str().expect("a UTF-8 path")]);
+        all
+    }
+
+    /// Runs the real binary on this root.
+    pub fn meshbpf(&self, args: &[&str]) -> Ran {
+        meshbpf(&self.args(args))
+    }
+
+    /// Where loaded objects are pinned.
+    pub fn loaded(&self) -> PathBuf {
+        self.path.join("loaded")
+    }
+
+    /// The names in `loaded/`: what `load` left behind.
+    pub fn loaded_entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.loaded())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        for name in self.loaded_entries() {
+            let _ = Command::new(BIN)
+                .args(self.args(&["unload", &name]))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The values of a pinned array map of u64, as bpftool (not meshbpf)
+/// reads them.
+pub fn bpftool_u64_array(pin: &Path) -> Vec<u64> {
+    let out = run(Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pin));
+    assert!(
+        out.status.success(),
+        "bpftool map dump pinned {}: {}",
+        pin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool -j");
+    entries
+        .as_array()
+        .expect("an array of entries")
+        .iter()
+        .map(|e| e["formatted"]["value"].as_u64().expect("a u64 value"))
+        .collect()
+}
+
+/// Whether the kernel still has a program of this id.
+pub fn prog_exists(id: u64) -> bool {
+    run(Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]))
+        .status
+        .success()
+}
+
+/// The element of a JSON array whose "name" is `name` (objects, programs
+/// and maps in `list -j`).
+pub fn named<'a>(items: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    items
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {items}"))
+        .iter()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("nothing named {name} in {items}"))
+}
+
+/// The programs `detach -j` reports, sorted.
+pub fn detached_programs(detached: &serde_json::Value) -> Vec<String> {
+    let mut programs: Vec<String> = detached["detached"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no detached array in {detached}"))
+        .iter()
+        .map(|d| d["program"].as_str().unwrap().to_string())
+        .collect();
+    programs.sort();
+    programs
 }

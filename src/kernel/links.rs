@@ -1,0 +1,250 @@
+//! What a link is attached to, in words, from the kernel's own link info:
+//! the interface, tracepoint, cgroup or kernel function, and how.
+
+use std::ffi::CStr;
+use std::fs;
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::kernel::{bpfobj, netdev, xdp};
+use crate::state::LinkState;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hooked {
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// The interface (with the direction for tc), tracepoint, cgroup
+    /// directory or function the link runs the program on.
+    pub attach_point: String,
+    /// How: `xdp native`, `xdp skb`, `tcx`, `tracepoint`, `raw_tp`,
+    /// `tp_btf`, `cgroup_skb`, `kprobe`...
+    pub method: String,
+    pub state: LinkState,
+}
+
+const NAME_BUF: usize = 256;
+
+/// The type-specific part of the link info, with room for names.
+fn info_with_name(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8; NAME_BUF],
+) -> Result<libbpf_sys::bpf_link_info> {
+    let first = bpfobj::raw_link_info(fd, |_| {})?;
+    let ptr = buf.as_mut_ptr() as u64;
+    bpfobj::raw_link_info(fd, |info| match first.type_ {
+        libbpf_sys::BPF_LINK_TYPE_RAW_TRACEPOINT => {
+            info.__bindgen_anon_1.raw_tracepoint.tp_name = ptr;
+            info.__bindgen_anon_1.raw_tracepoint.tp_name_len = NAME_BUF as u32;
+        }
+        libbpf_sys::BPF_LINK_TYPE_PERF_EVENT => {
+            // SAFETY: writing plain integers into the union that matches the type.
+            let perf = unsafe { &mut info.__bindgen_anon_1.perf_event };
+            perf.type_ = unsafe { first.__bindgen_anon_1.perf_event.type_ };
+            if perf.type_ == libbpf_sys::BPF_PERF_EVENT_TRACEPOINT {
+                perf.__bindgen_anon_1.tracepoint.tp_name = ptr;
+                perf.__bindgen_anon_1.tracepoint.name_len = NAME_BUF as u32;
+            } else {
+                perf.__bindgen_anon_1.kprobe.func_name = ptr;
+                perf.__bindgen_anon_1.kprobe.name_len = NAME_BUF as u32;
+            }
+        }
+        _ => {}
+    })
+}
+
+fn c_string(buf: &[u8]) -> String {
+    CStr::from_bytes_until_nul(buf)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Describes a link; interfaces are named as they are in this network
+/// namespace.
+pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
+    let mut name = [0u8; NAME_BUF];
+    let info = info_with_name(fd, &mut name)?;
+    let (attach_point, method, state) = match info.type_ {
+        libbpf_sys::BPF_LINK_TYPE_XDP => {
+            // SAFETY: the union member matches the link type.
+            let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+            let mode = xdp::query(ifindex)
+                .ok()
+                .flatten()
+                .filter(|c| c.prog_id == info.prog_id)
+                .and_then(|c| c.mode)
+                .map(|m| format!("xdp {}", m.as_str()))
+                .unwrap_or_else(|| "xdp".into());
+            let (point, state) = interface(ifindex);
+            (point, mode, state)
+        }
+        libbpf_sys::BPF_LINK_TYPE_TCX => {
+            // SAFETY: as above.
+            let tcx = unsafe { info.__bindgen_anon_1.tcx };
+            let direction = if tcx.attach_type == libbpf_sys::BPF_TCX_EGRESS {
+                "egress"
+            } else {
+                "ingress"
+            };
+            let (point, state) = interface(tcx.ifindex);
+            (format!("{point} {direction}"), "tcx".into(), state)
+        }
+        libbpf_sys::BPF_LINK_TYPE_RAW_TRACEPOINT => {
+            // tp_btf programs attach through raw tracepoint links too.
+            let typed = bpfobj::prog_info_by_id(info.prog_id)
+                .is_ok_and(|p| p.prog_type == libbpf_sys::BPF_PROG_TYPE_TRACING);
+            let method = if typed { "tp_btf" } else { "raw_tp" };
+            (c_string(&name), method.into(), LinkState::Attached)
+        }
+        libbpf_sys::BPF_LINK_TYPE_TRACING => {
+            // SAFETY: as above.
+            let tracing = unsafe { info.__bindgen_anon_1.tracing };
+            (
+                btf_target(tracing.target_btf_id),
+                attach_type_name(tracing.attach_type),
+                LinkState::Attached,
+            )
+        }
+        libbpf_sys::BPF_LINK_TYPE_CGROUP => {
+            // SAFETY: as above.
+            let cgroup = unsafe { info.__bindgen_anon_1.cgroup };
+            let method = match cgroup.attach_type {
+                libbpf_sys::BPF_CGROUP_INET_INGRESS => "cgroup_skb ingress".into(),
+                libbpf_sys::BPF_CGROUP_INET_EGRESS => "cgroup_skb egress".into(),
+                other => attach_type_name(other),
+            };
+            // A removed cgroup leaves its links attached to nothing.
+            match cgroup.cgroup_id {
+                0 => ("removed cgroup".into(), method, LinkState::Defunct),
+                id => (
+                    cgroup_path(id)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| format!("cgroup id {id}")),
+                    method,
+                    LinkState::Attached,
+                ),
+            }
+        }
+        libbpf_sys::BPF_LINK_TYPE_PERF_EVENT => {
+            // SAFETY: as above.
+            let kind = unsafe { info.__bindgen_anon_1.perf_event.type_ };
+            let method = match kind {
+                libbpf_sys::BPF_PERF_EVENT_TRACEPOINT => "tracepoint",
+                libbpf_sys::BPF_PERF_EVENT_KPROBE => "kprobe",
+                libbpf_sys::BPF_PERF_EVENT_KRETPROBE => "kretprobe",
+                _ => "perf_event",
+            };
+            (c_string(&name), method.into(), LinkState::Attached)
+        }
+        other => (
+            String::new(),
+            libbpf_name(unsafe { libbpf_sys::libbpf_bpf_link_type_str(other) }),
+            LinkState::Attached,
+        ),
+    };
+    Ok(Hooked {
+        link_id: info.id,
+        prog_id: info.prog_id,
+        attach_point,
+        method,
+        state,
+    })
+}
+
+/// An interface by index: its name here, or why it has none.
+fn interface(ifindex: u32) -> (String, LinkState) {
+    if ifindex == 0 {
+        return ("deleted interface".into(), LinkState::Defunct);
+    }
+    match netdev::name_of(ifindex) {
+        Some(name) => (name, LinkState::Attached),
+        None => (
+            format!("ifindex {ifindex} in another network namespace"),
+            LinkState::Elsewhere,
+        ),
+    }
+}
+
+/// A name libbpf returns for a kernel enum value (a static string, or null
+/// for values it does not know).
+fn libbpf_name(name: *const libc::c_char) -> String {
+    if name.is_null() {
+        return "unknown".into();
+    }
+    // SAFETY: libbpf returns static NUL-terminated strings.
+    unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `xdp`, `sched_cls`, `tracing`...
+pub fn prog_type_name(prog_type: u32) -> String {
+    libbpf_name(unsafe { libbpf_sys::libbpf_bpf_prog_type_str(prog_type) })
+}
+
+/// `array`, `hash`, `percpu_array`...
+pub fn map_type_name(map_type: u32) -> String {
+    libbpf_name(unsafe { libbpf_sys::libbpf_bpf_map_type_str(map_type) })
+}
+
+fn attach_type_name(attach_type: u32) -> String {
+    libbpf_name(unsafe { libbpf_sys::libbpf_bpf_attach_type_str(attach_type) })
+}
+
+/// The kernel function or tracepoint a BTF-typed link targets, from the
+/// kernel's BTF (`btf_trace_<tp>` typedefs name tp_btf targets).
+fn btf_target(btf_id: u32) -> String {
+    let name = libbpf_rs::btf::Btf::from_vmlinux().ok().and_then(|btf| {
+        btf.type_by_id::<libbpf_rs::btf::BtfType<'_>>(btf_id.into())
+            .and_then(|t| t.name().map(|n| n.to_string_lossy().into_owned()))
+    });
+    match name {
+        Some(name) => name
+            .strip_prefix("btf_trace_")
+            .map(str::to_string)
+            .unwrap_or(name),
+        None => format!("btf id {btf_id}"),
+    }
+}
+
+/// The cgroup v2 mount points, from this process's mount table.
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, mount_point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == "cgroup2").then(|| PathBuf::from(mount_point))
+        })
+        .collect()
+}
+
+/// The directory of a cgroup by id (its inode number on cgroup2), searched
+/// breadth-first under each cgroup2 mount; None when it is not found.
+pub fn cgroup_path(id: u64) -> Option<PathBuf> {
+    const MAX_DIRS: usize = 100_000;
+    let mut queue: std::collections::VecDeque<PathBuf> = cgroup2_mounts().into();
+    let mut seen = 0;
+    while let Some(dir) = queue.pop_front() {
+        if fs::metadata(&dir).ok().map(|m| m.ino()) == Some(id) {
+            return Some(dir);
+        }
+        seen += 1;
+        if seen > MAX_DIRS {
+            return None;
+        }
+        if let Ok(entries) = fs::read_dir(&dir) {
+            queue.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    None
+}
