@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::kernel::bpfobj::{self, ObjKind};
 use crate::kernel::links::{self, Hooked};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
+use crate::kernel::runstats::RunStats;
 use crate::kernel::{clock, netdev, tc};
 use crate::programs::loaded::{self, LoadedDir};
 use crate::state::LinkState;
@@ -55,6 +56,10 @@ pub struct Program {
     pub loaded_at: String,
     pub pin_path: String,
     pub attachments: Vec<Attachment>,
+    /// The kernel's totals since load; they grow only while run-time
+    /// statistics are on (`stats --sample`, or kernel.bpf_stats_enabled).
+    #[serde(flatten)]
+    pub runtime: RunStats,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,6 +233,10 @@ impl Inventory {
             loaded_at: clock::rfc3339(clock::boottime_to_wall(info.load_time_ns)),
             pin_path: pin.display().to_string(),
             attachments: Vec::new(),
+            runtime: RunStats {
+                run_cnt: info.run_cnt,
+                run_time_ns: info.run_time_ns,
+            },
         });
         Ok(())
     }

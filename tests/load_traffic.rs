@@ -4,6 +4,8 @@
 
 mod common;
 
+use meshbpf::kernel::runstats::StatsEnabled;
+
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -98,6 +100,9 @@ fn a_loaded_xdp_program_counts_real_traffic_and_unload_removes_it() {
     assert_eq!(again["link_id"], attached["link_id"]);
 
     let sock = receiver(&net);
+    // Run-time statistics for as long as this fd lives (never the sysctl):
+    // `list` then shows how often the kernel ran the program.
+    let stats_on = StatsEnabled::enable().expect("BPF_ENABLE_STATS");
     let (rx_packets_before, rx_bytes_before) = net.link_stats("rx");
     let (datagrams, payload) = (25u64, 100u64);
     net.send_udp(
@@ -127,6 +132,10 @@ fn a_loaded_xdp_program_counts_real_traffic_and_unload_removes_it() {
             .ends_with("load_counter.bpf.o"),
         "{counter}"
     );
+    drop(stats_on);
+    let program = &counter["programs"][0];
+    assert_eq!(program["run_cnt"], datagrams, "one run per received packet");
+    assert!(program["run_time_ns"].as_u64().unwrap() > 0, "{program}");
     let attachment = &counter["programs"][0]["attachments"][0];
     assert_eq!(attachment["attach_point"], net.dev.as_str());
     assert_eq!(attachment["method"], "xdp native");
