@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::AttachArgs;
-use crate::commands::filter;
+use crate::commands::{filter, latency};
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -115,6 +115,10 @@ impl Report for AttachReport {
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
+    let Some(interface) = args.interface.as_deref() else {
+        // clap requires IFACE unless --latency is given.
+        return latency::attach(root, out, &args.latency_options, args.btf.as_deref());
+    };
     // A bad rules file must fail before anything touches the kernel.
     let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
     let class_rules = args
@@ -126,7 +130,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         .as_ref()
         .map(|r| r.compiled.warnings.clone())
         .unwrap_or_default();
-    let iface = netdev::resolve(&args.interface)?;
+    let iface = netdev::resolve(interface)?;
     caps::require("attach", &[caps::BPF, caps::NET_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));

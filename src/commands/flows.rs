@@ -24,13 +24,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::{Serialize, Serializer};
 
 use crate::cli::{FlowSort, FlowsArgs};
+use crate::commands::interrupt;
 use crate::error::{Failure, Interrupted};
 use crate::flows::{self, Flow, FlowKey, FlowQuery, HasFlow, L7};
 use crate::kernel::clock::{self, Anchor};
@@ -633,49 +633,6 @@ fn terminal_rows() -> Option<u16> {
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
     (ok && size.ws_row > 0).then_some(size.ws_row)
-}
-
-/// Ctrl-C as a flag the follow loop checks, so it ends between refreshes.
-mod interrupt {
-    use super::*;
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-
-    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-    extern "C" fn on_sigint(_: libc::c_int) {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-    }
-
-    pub fn install() -> Result<()> {
-        let action = SigAction::new(
-            SigHandler::Handler(on_sigint),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(Signal::SIGINT, &action) }
-            .map_err(|errno| anyhow::anyhow!("installing the Ctrl-C handler: {errno}"))?;
-        Ok(())
-    }
-
-    pub fn happened() -> bool {
-        INTERRUPTED.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps until `deadline` or Ctrl-C, whichever comes first; true on Ctrl-C.
-    pub fn sleep_until(deadline: Instant) -> bool {
-        const SLICE: Duration = Duration::from_millis(50);
-        loop {
-            if happened() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            std::thread::sleep((deadline - now).min(SLICE));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub mod completions;
 pub mod detach;
 pub mod filter;
 pub mod flows;
+pub mod interrupt;
+pub mod latency;
 pub mod man;
 pub mod stats;
 
@@ -23,6 +25,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Stats(args) => stats::run(&root, out, &args),
         Command::Filter(command) => filter::run(&root, out, &command),
         Command::Flows(args) => flows::run(&root, out, &args),
+        Command::Latency(args) => latency::run(&root, out, &args),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

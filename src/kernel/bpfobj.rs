@@ -28,6 +28,8 @@ fn c_path(path: &Path) -> io::Result<CString> {
 pub struct ProgInfo {
     pub id: u32,
     pub name: String,
+    /// BPF_PROG_TYPE_*.
+    pub prog_type: u32,
     /// CLOCK_BOOTTIME ns at load.
     pub load_time_ns: u64,
 }
@@ -53,6 +55,7 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
     Ok(ProgInfo {
         id: info.id,
         name,
+        prog_type: info.type_,
         load_time_ns: info.load_time,
     })
 }

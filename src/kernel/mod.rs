@@ -9,6 +9,7 @@ pub mod caps;
 pub mod clock;
 pub mod netdev;
 pub mod pins;
+pub mod syscalls;
 pub mod tc;
 pub mod verifier;
 pub mod xdp;

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::kernel::btf;
 
+pub mod syscall_latency;
 pub mod tc_classifier;
 pub mod traffic;
 pub mod xdp_counter;

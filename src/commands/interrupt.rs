@@ -1,0 +1,45 @@
+//! Ctrl-C as a flag that streaming and timed commands check, so they end
+//! between reads, clean up, and exit with 130 through [`crate::error::Interrupted`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn install() -> Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { sigaction(Signal::SIGINT, &action) }
+        .map_err(|errno| anyhow::anyhow!("installing the Ctrl-C handler: {errno}"))?;
+    Ok(())
+}
+
+pub fn happened() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Sleeps until `deadline` or Ctrl-C, whichever comes first; true on Ctrl-C.
+pub fn sleep_until(deadline: Instant) -> bool {
+    const SLICE: Duration = Duration::from_millis(50);
+    loop {
+        if happened() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(SLICE));
+    }
+}
