@@ -1,0 +1,341 @@
+//! syscall_latency on the host kernel: children with known syscalls, timed
+//! through the real binary's `attach --latency`, `latency` and `detach`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::Ran;
+use serde_json::{json, Value};
+
+/// A pin root of its own per test: the host-wide attachment is one per root,
+/// and tests run in parallel.
+struct Root {
+    path: String,
+}
+
+impl Root {
+    fn new() -> Root {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        Root {
+            path: format!(
+                "/sys/fs/bpf/meshbpf-lat{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    fn meshbpf(&self, args: &[&str]) -> Ran {
+        let mut all = vec!["--bpffs", self.path.as_str()];
+        all.extend_from_slice(args);
+        common::meshbpf(&all)
+    }
+
+    fn pin_dir(&self) -> String {
+        format!("{}/host/syscall_latency", self.path)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = self.meshbpf(&["detach", "--latency"]);
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A python3 child blocked on stdin until [`release`]; then it runs `body`
+/// and exits. Its pid is known before it makes the calls under test.
+fn child(body: &str) -> Child {
+    Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            &format!("import os, sys, time\nsys.stdin.read(1)\n{body}"),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawning python3")
+}
+
+fn release(mut child: Child) {
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"x")
+        .expect("releasing the child");
+    let status = child.wait().expect("waiting for the child");
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// 1.5 ms sits in the middle of the [2^20, 2^21) ns bucket, far from its
+/// edges whatever the timer slack and wake-up delay.
+const SLEEPS: &str = "for _ in range(20): time.sleep(0.0015)";
+
+fn syscall<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["syscalls"]
+        .as_array()
+        .expect("syscalls array")
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+fn sleeps_are_counted_exactly(method: &str, expected: &str) {
+    let root = Root::new();
+    let sleeper = child(SLEEPS);
+    let pid = sleeper.id().to_string();
+    let attached = root
+        .meshbpf(&[
+            "attach",
+            "--latency",
+            "--pid",
+            &pid,
+            "--method",
+            method,
+            "-j",
+        ])
+        .ok()
+        .json();
+    assert_eq!(attached["method"], expected);
+    assert_eq!(attached["filters"], json!({"pid": sleeper.id()}));
+    release(sleeper);
+
+    let report = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep", "-j"])
+        .ok()
+        .json();
+    assert_eq!(report["method"], expected);
+    let rows = report["syscalls"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    let sleeps = &rows[0];
+    assert_eq!(sleeps["name"], "clock_nanosleep");
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(sleeps["nr"], 230);
+    }
+    assert_eq!(sleeps["count"], 20);
+    assert_eq!(
+        sleeps["buckets"],
+        json!([{"le_ns": 2_097_151, "count": 20}]),
+        "{report}"
+    );
+    let total = sleeps["total_ns"].as_u64().unwrap();
+    assert!(
+        (20 * 1_500_000..20 * 2_097_152).contains(&total),
+        "total {total}"
+    );
+    let p50 = sleeps["p50_ns"].as_u64().unwrap();
+    assert!((1_048_576..=2_097_151).contains(&p50), "p50 {p50}");
+
+    let table = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep"])
+        .ok();
+    assert!(
+        table
+            .stdout
+            .contains("1048576 -> 2097151 : 20         |****************************************|"),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn sleeps_land_in_their_bucket_with_tp_btf() {
+    if !common::privileged() {
+        return;
+    }
+    sleeps_are_counted_exactly("tp-btf", "tp_btf");
+}
+
+#[test]
+fn sleeps_land_in_their_bucket_with_raw_tp() {
+    if !common::privileged() {
+        return;
+    }
+    sleeps_are_counted_exactly("raw-tp", "raw_tp");
+}
+
+#[test]
+fn the_pid_filter_excludes_other_processes() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let traced = child("for _ in range(3): time.sleep(0.0015)");
+    let other = child(SLEEPS);
+    let pid = traced.id().to_string();
+    root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();
+    release(other);
+    release(traced);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    let sleeps = syscall(&report, "clock_nanosleep").expect("the traced child's sleeps");
+    assert_eq!(sleeps["count"], 3, "{report}");
+}
+
+#[test]
+fn the_syscalls_filter_keeps_only_those() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let caller = child("for _ in range(100): os.getpid()\ntime.sleep(0.0015)");
+    let pid = caller.id().to_string();
+    let attached = root
+        .meshbpf(&[
+            "attach",
+            "--latency",
+            "--pid",
+            &pid,
+            "--syscalls",
+            "getpid",
+            "-j",
+        ])
+        .ok()
+        .json();
+    assert_eq!(attached["filters"]["syscalls"], json!(["getpid"]));
+    release(caller);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    let rows = report["syscalls"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(
+        (rows[0]["name"].as_str(), rows[0]["count"].as_u64()),
+        (Some("getpid"), Some(100))
+    );
+}
+
+fn link_exists(id: u64) -> bool {
+    // SAFETY: a plain syscall wrapper; a returned fd is closed right away.
+    let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id as u32) };
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+#[test]
+fn detach_leaves_no_pins_and_no_links() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let attached = root.meshbpf(&["attach", "--latency", "-j"]).ok().json();
+    let links: Vec<u64> = attached["link_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2);
+    assert!(links.iter().all(|&l| link_exists(l)));
+    let again = root.meshbpf(&["attach", "--latency", "-j"]).ok().json();
+    assert_eq!(again["status"], "already_attached");
+    assert_eq!(again["link_ids"], attached["link_ids"]);
+
+    let detached = root.meshbpf(&["detach", "--latency", "-j"]).ok().json();
+    assert_eq!(detached["detached"], true);
+    assert_eq!(detached["link_ids"], attached["link_ids"]);
+    assert!(!Path::new(&root.pin_dir()).exists());
+    assert!(!Path::new(&format!("{}/host", root.path)).exists());
+    for link in links {
+        assert!(!link_exists(link), "link {link} still exists");
+    }
+    let nothing = root.meshbpf(&["detach", "--latency", "-j"]).ok().json();
+    assert_eq!(nothing["detached"], false);
+}
+
+#[test]
+fn unknown_syscall_names_fail_with_a_hint_and_attach_nothing() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let ran = root.meshbpf(&[
+        "attach",
+        "--latency",
+        "--syscalls",
+        "read,clock_nanoslep",
+        "-j",
+    ]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    let err = ran.json();
+    assert_eq!(
+        err["error"],
+        format!(
+            "'clock_nanoslep' is not a syscall on {}",
+            std::env::consts::ARCH
+        )
+    );
+    assert_eq!(err["hint"], "did you mean clock_nanosleep?");
+    assert!(!Path::new(&root.pin_dir()).exists());
+
+    let ran = root.meshbpf(&["latency", "--syscall", "frobnicate"]);
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains("'frobnicate' is not a syscall"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn reading_without_an_attachment_says_how_to_attach() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let ran = root.meshbpf(&["latency", "-j"]);
+    assert_eq!(ran.code, 1);
+    let err = ran.json();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("syscall latency is not being measured"),
+        "{err}"
+    );
+    assert!(err["hint"]
+        .as_str()
+        .unwrap()
+        .contains("meshbpf attach --latency"));
+}
+
+#[test]
+fn intervals_stream_deltas_until_ctrl_c() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let caller = child("for _ in range(50): os.getpid()\ntime.sleep(1)");
+    let pid = caller.id().to_string();
+    root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();
+    let stream = Command::new(common::BIN)
+        .args(["--bpffs", &root.path, "latency", "--syscall", "getpid"])
+        .args(["--interval", "0.2", "-j"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning latency --interval");
+    std::thread::sleep(Duration::from_millis(300));
+    release(caller);
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stream.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("sending SIGINT");
+    let out = stream.wait_with_output().expect("waiting for latency");
+    assert_eq!(out.status.code(), Some(130));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    let counted: u64 = lines
+        .iter()
+        .flat_map(|l| l["syscalls"].as_array().unwrap())
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 50, "{lines:?}");
+    assert!(lines.iter().all(|l| l["interval_end"].is_string()));
+}
