@@ -102,6 +102,11 @@ fn sleeps_are_counted_exactly(method: &str, expected: &str) {
         .json();
     assert_eq!(attached["method"], expected);
     assert_eq!(attached["filters"], json!({"pid": sleeper.id()}));
+    let stats = root.meshbpf(&["stats", "-j"]).ok().json();
+    assert_eq!(stats.as_array().map(Vec::len), Some(1), "{stats}");
+    assert_eq!(stats[0]["program"], "syscall_latency");
+    assert_eq!(stats[0]["method"], expected);
+    assert_eq!(stats[0]["link_ids"], attached["link_ids"]);
     release(sleeper);
 
     let report = root
