@@ -155,7 +155,7 @@ impl Report for LatencyReport {
             return format!("{title}\nno syscalls counted");
         }
         let mut by_time: Vec<&Row> = rows.iter().collect();
-        by_time.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+        by_time.sort_by_key(|row| std::cmp::Reverse(row.total_ns));
         let mut table = output::table(&[
             "syscall", "count", "total", "avg", "p50", "p90", "p99", "max ≤",
         ]);
