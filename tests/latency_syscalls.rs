@@ -61,6 +61,17 @@ fn child(body: &str) -> Child {
         .expect("spawning python3")
 }
 
+/// A [`child`], with syscall_latency attached for its pid and `options`;
+/// returns it and what attach printed.
+fn traced_child(root: &Root, body: &str, options: &[&str]) -> (Child, Value) {
+    let child = child(body);
+    let pid = child.id().to_string();
+    let mut args = vec!["attach", "--latency", "--pid", &pid, "-j"];
+    args.extend_from_slice(options);
+    let attached = root.meshbpf(&args).ok().json();
+    (child, attached)
+}
+
 fn release(mut child: Child) {
     child
         .stdin
@@ -86,20 +97,7 @@ fn syscall<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
 
 fn sleeps_are_counted_exactly(method: &str, expected: &str) {
     let root = Root::new();
-    let sleeper = child(SLEEPS);
-    let pid = sleeper.id().to_string();
-    let attached = root
-        .meshbpf(&[
-            "attach",
-            "--latency",
-            "--pid",
-            &pid,
-            "--method",
-            method,
-            "-j",
-        ])
-        .ok()
-        .json();
+    let (sleeper, attached) = traced_child(&root, SLEEPS, &["--method", method]);
     assert_eq!(attached["method"], expected);
     assert_eq!(attached["filters"], json!({"pid": sleeper.id()}));
     let stats = root.meshbpf(&["stats", "-j"]).ok().json();
@@ -169,10 +167,8 @@ fn the_pid_filter_excludes_other_processes() {
         return;
     }
     let root = Root::new();
-    let traced = child("for _ in range(3): time.sleep(0.0015)");
+    let (traced, _) = traced_child(&root, "for _ in range(3): time.sleep(0.0015)", &[]);
     let other = child(SLEEPS);
-    let pid = traced.id().to_string();
-    root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();
     release(other);
     release(traced);
     let report = root.meshbpf(&["latency", "-j"]).ok().json();
@@ -186,20 +182,11 @@ fn the_syscalls_filter_keeps_only_those() {
         return;
     }
     let root = Root::new();
-    let caller = child("for _ in range(100): os.getpid()\ntime.sleep(0.0015)");
-    let pid = caller.id().to_string();
-    let attached = root
-        .meshbpf(&[
-            "attach",
-            "--latency",
-            "--pid",
-            &pid,
-            "--syscalls",
-            "getpid",
-            "-j",
-        ])
-        .ok()
-        .json();
+    let (caller, attached) = traced_child(
+        &root,
+        "for _ in range(100): os.getpid()\ntime.sleep(0.0015)",
+        &["--syscalls", "getpid"],
+    );
     assert_eq!(attached["filters"]["syscalls"], json!(["getpid"]));
     release(caller);
     let report = root.meshbpf(&["latency", "-j"]).ok().json();
@@ -312,9 +299,7 @@ fn intervals_stream_deltas_until_ctrl_c() {
         return;
     }
     let root = Root::new();
-    let caller = child("for _ in range(50): os.getpid()\ntime.sleep(1)");
-    let pid = caller.id().to_string();
-    root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();
+    let (caller, _) = traced_child(&root, "for _ in range(50): os.getpid()\ntime.sleep(1)", &[]);
     let stream = Command::new(common::BIN)
         .args(["--bpffs", &root.path, "latency", "--syscall", "getpid"])
         .args(["--interval", "0.2", "-j"])

@@ -4,19 +4,27 @@
 //! rather than guessed; numbers still work there.
 
 use crate::error::Failure;
+use crate::rules::edit_distance;
 
 mod tables;
 
+/// An arch's names: its own table, then the numbers every arch shares.
+type Table = [&'static [(u32, &'static str)]; 2];
+
 #[cfg(target_arch = "x86_64")]
-const TABLE: Option<&[(u32, &str)]> = Some(tables::X86_64);
+const TABLE: Option<Table> = Some([tables::X86_64, tables::UNIFIED]);
 #[cfg(target_arch = "aarch64")]
-const TABLE: Option<&[(u32, &str)]> = Some(tables::AARCH64);
+const TABLE: Option<Table> = Some([tables::AARCH64, tables::UNIFIED]);
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const TABLE: Option<&[(u32, &str)]> = None;
+const TABLE: Option<Table> = None;
+
+fn entries(table: &Table) -> impl Iterator<Item = &(u32, &'static str)> {
+    table.iter().flat_map(|part| part.iter())
+}
 
 /// The name of syscall `nr`, if this build knows it.
 pub fn name_of(nr: u32) -> Option<&'static str> {
-    table_name(TABLE?, nr)
+    table_name(&TABLE?, nr)
 }
 
 /// A name as shown: the syscall's own, or `syscall_<nr>` for one this build
@@ -49,11 +57,13 @@ pub fn resolve_list(list: &str) -> Result<Vec<u32>, Failure> {
     Ok(numbers)
 }
 
-fn table_name(table: &[(u32, &'static str)], nr: u32) -> Option<&'static str> {
-    table.iter().find(|(n, _)| *n == nr).map(|(_, name)| *name)
+fn table_name(table: &Table, nr: u32) -> Option<&'static str> {
+    entries(table)
+        .find(|(n, _)| *n == nr)
+        .map(|(_, name)| *name)
 }
 
-fn resolve_in(table: Option<&[(u32, &str)]>, name: &str) -> Result<u32, Failure> {
+fn resolve_in(table: Option<Table>, name: &str) -> Result<u32, Failure> {
     let bare = name.strip_prefix("sys_").unwrap_or(name);
     if let Ok(nr) = bare.strip_prefix("syscall_").unwrap_or(bare).parse::<u32>() {
         return Ok(nr);
@@ -67,10 +77,10 @@ fn resolve_in(table: Option<&[(u32, &str)]>, name: &str) -> Result<u32, Failure>
             "give syscall numbers instead of names (see the kernel's syscall table for this arch)",
         ));
     };
-    if let Some((nr, _)) = table.iter().find(|(_, n)| *n == bare) {
+    if let Some((nr, _)) = entries(&table).find(|(_, n)| *n == bare) {
         return Ok(*nr);
     }
-    let near = suggestions(table, bare);
+    let near = suggestions(&table, bare);
     let hint = if near.is_empty() {
         "give names as in `man 2 syscalls` (e.g. read, clock_nanosleep) or numbers".to_string()
     } else {
@@ -84,10 +94,9 @@ fn resolve_in(table: Option<&[(u32, &str)]>, name: &str) -> Result<u32, Failure>
 }
 
 /// Names that contain the misspelt one, or are one or two edits from it.
-fn suggestions(table: &[(u32, &str)], name: &str) -> Vec<String> {
+fn suggestions(table: &Table, name: &str) -> Vec<String> {
     const MAX: usize = 4;
-    let mut near: Vec<(usize, &str)> = table
-        .iter()
+    let mut near: Vec<(usize, &str)> = entries(table)
         .filter_map(|(_, candidate)| {
             let distance = edit_distance(name, candidate);
             (distance <= 2 || (name.len() >= 3 && candidate.contains(name)))
@@ -101,29 +110,16 @@ fn suggestions(table: &[(u32, &str)], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substituted = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const X86: Table = [tables::X86_64, tables::UNIFIED];
+    const ARM: Table = [tables::AARCH64, tables::UNIFIED];
+
     #[test]
     fn names_resolve_per_architecture() {
-        let x86 = Some(tables::X86_64);
-        let arm = Some(tables::AARCH64);
+        let (x86, arm) = (Some(X86), Some(ARM));
         assert_eq!(resolve_in(x86, "read").unwrap(), 0);
         assert_eq!(resolve_in(arm, "read").unwrap(), 63);
         assert_eq!(resolve_in(x86, "getpid").unwrap(), 39);
@@ -135,13 +131,14 @@ mod tests {
         assert_eq!(resolve_in(arm, "mseal").unwrap(), 462);
         // aarch64 has no open(2), only openat(2).
         assert!(resolve_in(arm, "open").is_err());
-        assert_eq!(table_name(tables::X86_64, 2), Some("open"));
-        assert_eq!(table_name(tables::AARCH64, 56), Some("openat"));
+        assert_eq!(table_name(&x86.unwrap(), 2), Some("open"));
+        assert_eq!(table_name(&arm.unwrap(), 56), Some("openat"));
     }
 
     #[test]
     fn tables_have_one_name_per_number() {
-        for table in [tables::X86_64, tables::AARCH64] {
+        for arch in [X86, ARM] {
+            let table: Vec<(u32, &str)> = arch.concat();
             for (i, (nr, name)) in table.iter().enumerate() {
                 assert!(
                     table[i + 1..].iter().all(|(n, m)| n != nr && m != name),
@@ -155,28 +152,28 @@ mod tests {
     #[test]
     fn numbers_pass_through_and_unknown_ones_print_as_numbers() {
         assert_eq!(resolve_in(None, "470").unwrap(), 470);
-        assert_eq!(
-            resolve_in(Some(tables::X86_64), "syscall_470").unwrap(),
-            470
-        );
-        assert_eq!(table_name(tables::X86_64, 470), None);
+        assert_eq!(resolve_in(Some(X86), "syscall_470").unwrap(), 470);
+        assert_eq!(table_name(&X86, 470), None);
         assert_eq!(display_name(511), "syscall_511");
     }
 
     #[test]
     fn an_unknown_name_says_so_and_suggests_near_ones() {
-        let err = resolve_in(Some(tables::X86_64), "clock_nanoslep").unwrap_err();
+        let err = resolve_in(Some(X86), "clock_nanoslep").unwrap_err();
         let explained = crate::error::explain(&err.into());
         assert_eq!(
             explained.message,
-            "'clock_nanoslep' is not a syscall on x86_64"
+            format!(
+                "'clock_nanoslep' is not a syscall on {}",
+                std::env::consts::ARCH
+            )
         );
         assert_eq!(
             explained.hint.as_deref(),
             Some("did you mean clock_nanosleep?")
         );
 
-        let err = resolve_in(Some(tables::X86_64), "frobnicate").unwrap_err();
+        let err = resolve_in(Some(X86), "frobnicate").unwrap_err();
         let hint = crate::error::explain(&err.into()).hint.unwrap();
         assert!(
             hint.starts_with("give names as in `man 2 syscalls`"),

@@ -2,9 +2,9 @@
 //!
 //! Generated from Debian 12's linux-libc-dev (6.1 uapi): x86_64 from
 //! `asm/unistd_64.h`, aarch64 from `asm-generic/unistd.h` with the
-//! `__ARCH_WANT_*` macros arm64's `asm/unistd.h` sets; then the syscalls
-//! of 6.2 to 6.17, numbered alike on every arch since 424 (pidfd_send_signal).
-//! Newer ones are traced and shown by number.
+//! `__ARCH_WANT_*` macros arm64's `asm/unistd.h` sets, less the numbers from
+//! 424 on, which every arch shares: those are [`UNIFIED`], extended by hand
+//! with the syscalls of 6.2 to 6.17. Newer ones are traced and shown by number.
 
 // Both tables are unit-tested on every build host.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -344,52 +344,7 @@ pub(super) const X86_64: &[(u32, &str)] = &[
     (332, "statx"),
     (333, "io_pgetevents"),
     (334, "rseq"),
-    (424, "pidfd_send_signal"),
-    (425, "io_uring_setup"),
-    (426, "io_uring_enter"),
-    (427, "io_uring_register"),
-    (428, "open_tree"),
-    (429, "move_mount"),
-    (430, "fsopen"),
-    (431, "fsconfig"),
-    (432, "fsmount"),
-    (433, "fspick"),
-    (434, "pidfd_open"),
-    (435, "clone3"),
-    (436, "close_range"),
-    (437, "openat2"),
-    (438, "pidfd_getfd"),
-    (439, "faccessat2"),
-    (440, "process_madvise"),
-    (441, "epoll_pwait2"),
-    (442, "mount_setattr"),
-    (443, "quotactl_fd"),
-    (444, "landlock_create_ruleset"),
-    (445, "landlock_add_rule"),
-    (446, "landlock_restrict_self"),
     (447, "memfd_secret"),
-    (448, "process_mrelease"),
-    (449, "futex_waitv"),
-    (450, "set_mempolicy_home_node"),
-    (451, "cachestat"),
-    (452, "fchmodat2"),
-    (453, "map_shadow_stack"),
-    (454, "futex_wake"),
-    (455, "futex_wait"),
-    (456, "futex_requeue"),
-    (457, "statmount"),
-    (458, "listmount"),
-    (459, "lsm_get_self_attr"),
-    (460, "lsm_set_self_attr"),
-    (461, "lsm_list_modules"),
-    (462, "mseal"),
-    (463, "setxattrat"),
-    (464, "getxattrat"),
-    (465, "listxattrat"),
-    (466, "removexattrat"),
-    (467, "open_tree_attr"),
-    (468, "file_getattr"),
-    (469, "file_setattr"),
 ];
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(super) const AARCH64: &[(u32, &str)] = &[
@@ -672,6 +627,10 @@ pub(super) const AARCH64: &[(u32, &str)] = &[
     (292, "io_pgetevents"),
     (293, "rseq"),
     (294, "kexec_file_load"),
+];
+
+/// Numbers from 424 on, the same on every arch (since 5.1).
+pub(super) const UNIFIED: &[(u32, &str)] = &[
     (424, "pidfd_send_signal"),
     (425, "io_uring_setup"),
     (426, "io_uring_enter"),
