@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use common::Ran;
 use serde_json::{json, Value};
@@ -83,9 +82,11 @@ fn release(mut child: Child) {
     assert!(status.success(), "child failed: {status}");
 }
 
-/// 1.5 ms sits in the middle of the [2^20, 2^21) ns bucket, far from its
-/// edges whatever the timer slack and wake-up delay.
-const SLEEPS: &str = "for _ in range(20): time.sleep(0.0015)";
+/// 1.5 ms sits in the middle of the [2^20, 2^21) ns bucket, 0.6 ms from its
+/// upper edge. SCHED_FIFO wakes the sleeper on time (and without timer
+/// slack) while other tests keep both CPUs busy.
+const SLEEPS: &str = "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))\n\
+for _ in range(20): time.sleep(0.0015)";
 
 fn syscall<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
     report["syscalls"]
@@ -300,32 +301,43 @@ fn intervals_stream_deltas_until_ctrl_c() {
     }
     let root = Root::new();
     let (caller, _) = traced_child(&root, "for _ in range(50): os.getpid()\ntime.sleep(1)", &[]);
-    let stream = Command::new(common::BIN)
+    let mut stream = Command::new(common::BIN)
         .args(["--bpffs", &root.path, "latency", "--syscall", "getpid"])
         .args(["--interval", "0.2", "-j"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawning latency --interval");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut lines = BufReader::new(stream.stdout.take().expect("piped stdout"))
+        .lines()
+        .map(|l| -> Value {
+            serde_json::from_str(&l.expect("a line")).expect("one JSON object per line")
+        });
+    let counted = |line: &Value| -> u64 {
+        assert!(line["interval_end"].is_string(), "{line}");
+        line["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum()
+    };
+    // The first interval has ended, so the baseline was read before the calls.
+    let mut total = counted(&lines.next().expect("a first interval"));
     release(caller);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut intervals = 1;
+    while total < 50 && intervals < 100 {
+        total += counted(&lines.next().expect("another interval"));
+        intervals += 1;
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(stream.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .expect("sending SIGINT");
-    let out = stream.wait_with_output().expect("waiting for latency");
-    assert_eq!(out.status.code(), Some(130));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
-    assert!(lines.len() >= 3, "{lines:?}");
-    let counted: u64 = lines
-        .iter()
-        .flat_map(|l| l["syscalls"].as_array().unwrap())
-        .map(|s| s["count"].as_u64().unwrap())
-        .sum();
-    assert_eq!(counted, 50, "{lines:?}");
-    assert!(lines.iter().all(|l| l["interval_end"].is_string()));
+    total += lines.map(|l| counted(&l)).sum::<u64>();
+    assert_eq!(total, 50);
+    assert_eq!(
+        stream.wait().expect("waiting for latency").code(),
+        Some(130)
+    );
 }
