@@ -341,3 +341,78 @@ fn intervals_stream_deltas_until_ctrl_c() {
         Some(130)
     );
 }
+
+#[test]
+fn the_comm_filter_selects_by_command_name() {
+    if !common::privileged() {
+        return;
+    }
+    let root = Root::new();
+    let renamed = child(
+        "open('/proc/self/comm', 'w').write('mblat-traced')\nfor _ in range(4): time.sleep(0.0015)",
+    );
+    let other = child(SLEEPS);
+    let attached = root
+        .meshbpf(&["attach", "--latency", "--comm", "mblat-traced", "-j"])
+        .ok()
+        .json();
+    assert_eq!(attached["filters"], json!({"comm": "mblat-traced"}));
+    release(other);
+    release(renamed);
+    let report = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep", "-j"])
+        .ok()
+        .json();
+    assert_eq!(report["syscalls"][0]["count"], 4, "{report}");
+}
+
+/// A cgroup v2 directory of its own, removed when dropped.
+struct Cgroup {
+    path: std::path::PathBuf,
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.path.join("inner"));
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[test]
+fn the_cgroup_filter_counts_the_cgroup_and_below() {
+    if !common::privileged() {
+        return;
+    }
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let base = if unified.is_dir() {
+        unified
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
+    let cgroup = Cgroup {
+        path: base.join(format!("meshbpf-lat{}", std::process::id())),
+    };
+    std::fs::create_dir_all(cgroup.path.join("inner")).expect("creating a cgroup");
+    let inside = child("for _ in range(5): time.sleep(0.0015)");
+    let outside = child(SLEEPS);
+    std::fs::write(
+        cgroup.path.join("inner/cgroup.procs"),
+        inside.id().to_string(),
+    )
+    .expect("moving the child into the cgroup");
+    let root = Root::new();
+    let path = cgroup.path.display().to_string();
+    let attached = root
+        .meshbpf(&["attach", "--latency", "--cgroup", &path, "-j"])
+        .ok()
+        .json();
+    let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cgroup.path).unwrap());
+    assert_eq!(attached["filters"], json!({"cgroup_id": id}));
+    release(outside);
+    release(inside);
+    let report = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep", "-j"])
+        .ok()
+        .json();
+    assert_eq!(report["syscalls"][0]["count"], 5, "{report}");
+}
