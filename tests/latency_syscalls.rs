@@ -240,7 +240,7 @@ fn detach_leaves_no_pins_and_no_links() {
 }
 
 #[test]
-fn unknown_syscall_names_fail_with_a_hint_and_attach_nothing() {
+fn bad_filters_fail_with_a_hint_and_attach_nothing() {
     if !common::privileged() {
         return;
     }
@@ -262,6 +262,14 @@ fn unknown_syscall_names_fail_with_a_hint_and_attach_nothing() {
         )
     );
     assert_eq!(err["hint"], "did you mean clock_nanosleep?");
+    assert!(!Path::new(&root.pin_dir()).exists());
+
+    let ran = root.meshbpf(&["attach", "--latency", "--cgroup", "/proc", "-j"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert_eq!(
+        ran.json()["error"],
+        "--cgroup /proc: not a directory of a cgroup v2 hierarchy"
+    );
     assert!(!Path::new(&root.pin_dir()).exists());
 
     let ran = root.meshbpf(&["latency", "--syscall", "frobnicate"]);
