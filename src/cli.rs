@@ -50,9 +50,10 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface, pinned
+    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface,
+    /// or with --latency syscall_latency host-wide; pinned
     Attach(AttachArgs),
-    /// Detach meshbpf from an interface and remove every pin that belongs to it
+    /// Detach meshbpf from an interface (or --latency) and remove every pin that belongs to it
     Detach(DetachArgs),
     /// Show packet and byte counters of meshbpf's attachments
     Stats(StatsArgs),

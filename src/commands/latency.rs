@@ -319,7 +319,7 @@ fn measure_function(out: &Output, args: &LatencyArgs, function: &str) -> Result<
         &methods,
         &prepared,
         args.btf.as_deref(),
-        |_| {
+        || {
             interrupted.set(interrupt::sleep_until(
                 Instant::now() + Duration::from_secs_f64(seconds),
             ));

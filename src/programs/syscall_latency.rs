@@ -480,11 +480,11 @@ pub fn measure_function(
     methods: &[Method],
     prepared: &Prepared,
     btf: Option<&Path>,
-    wait: impl FnOnce(Method) -> Result<()>,
+    wait: impl FnOnce() -> Result<()>,
 ) -> Result<Measured> {
     let what = format!("the latency of {function}");
     with_first(&what, methods, Some(function), prepared, btf, |running| {
-        let waited = wait(running.method);
+        let waited = wait();
         let histogram = read_slot(&running.skel.maps.hists, FUNCTION_SLOT);
         let method = running.method;
         running.stop()?;
