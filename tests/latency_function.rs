@@ -137,3 +137,21 @@ fn a_method_that_does_not_fit_is_refused_before_loading() {
         "{ran:?}"
     );
 }
+
+#[test]
+fn an_unknown_function_is_named_before_any_method_is_tried() {
+    if !common::privileged() {
+        return;
+    }
+    let ran = common::meshbpf(&["latency", "--function", "meshbpf_no_such_fn", "-j"]);
+    assert_eq!(ran.code, 1);
+    let err = ran.json();
+    assert_eq!(
+        err["error"],
+        "meshbpf_no_such_fn is not a function of the running kernel (not a text symbol in /proc/kallsyms)"
+    );
+    assert!(err["hint"]
+        .as_str()
+        .unwrap()
+        .starts_with("look for the right name"));
+}

@@ -308,6 +308,7 @@ fn measure_function(out: &Output, args: &LatencyArgs, function: &str) -> Result<
         return Err(Failure::new(format!(
             "--duration: {seconds} is not a number of seconds between 0.01 and 86400"
         ))
+        .hint("write how long to measure, such as 5 or 0.5")
         .into());
     }
     let prepared = syscall_latency::prepare(&filters(&args.options)?)?;

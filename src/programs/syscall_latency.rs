@@ -482,6 +482,7 @@ pub fn measure_function(
     btf: Option<&Path>,
     wait: impl FnOnce() -> Result<()>,
 ) -> Result<Measured> {
+    check_function(function)?;
     let what = format!("the latency of {function}");
     with_first(&what, methods, Some(function), prepared, btf, |running| {
         let waited = wait();
@@ -494,6 +495,30 @@ pub fn measure_function(
             histogram: histogram?,
         })
     })
+}
+
+const KALLSYMS: &str = "/proc/kallsyms";
+
+/// Both methods hook kernel text symbols: a name that is none fails here,
+/// with a clear message, rather than as ESRCH from one and ENOENT from the
+/// other.
+fn check_function(function: &str) -> Result<()> {
+    let symbols =
+        std::fs::read_to_string(KALLSYMS).with_context(|| format!("reading {KALLSYMS}"))?;
+    let is_text = |line: &str| {
+        let mut fields = line.split_whitespace().skip(1);
+        matches!(fields.next(), Some("t" | "T")) && fields.next() == Some(function)
+    };
+    if symbols.lines().any(is_text) {
+        return Ok(());
+    }
+    Err(Failure::new(format!(
+        "{function} is not a function of the running kernel (not a text symbol in {KALLSYMS})"
+    ))
+    .hint(format!(
+        "look for the right name: grep -w -i '{function}' {KALLSYMS}; static functions the compiler inlined cannot be traced"
+    ))
+    .into())
 }
 
 /// One histogram slot, summed over CPUs.
