@@ -226,6 +226,12 @@ fn detach_leaves_no_pins_and_no_links() {
     let again = root.meshbpf(&["attach", "--latency", "-j"]).ok().json();
     assert_eq!(again["status"], "already_attached");
     assert_eq!(again["link_ids"], attached["link_ids"]);
+    let changed = root.meshbpf(&["attach", "--latency", "--pid", "1", "-j"]);
+    assert_eq!(changed.code, 1);
+    assert_eq!(
+        changed.json()["error"],
+        "syscall_latency is already attached (tp_btf); its filters are fixed at load"
+    );
 
     let detached = root.meshbpf(&["detach", "--latency", "-j"]).ok().json();
     assert_eq!(detached["detached"], true);
