@@ -83,6 +83,22 @@ static __always_inline bool task_passes(void)
 	return true;
 }
 
+#if defined(__TARGET_ARCH_x86)
+/* arch/x86/include/asm/thread_info.h: set while a task runs an ia32
+ * syscall, whose numbers are not the x86_64 ones the histograms use. */
+#define LAT_TS_COMPAT 0x0002
+
+static __always_inline bool compat_syscall(void)
+{
+	return bpf_get_current_task_btf()->thread_info.status & LAT_TS_COMPAT;
+}
+#else
+static __always_inline bool compat_syscall(void)
+{
+	return false;
+}
+#endif
+
 static __always_inline int on_enter(__u32 nr)
 {
 	struct latency_start *start;
@@ -107,6 +123,13 @@ static __always_inline int on_enter(__u32 nr)
 	start->nr = nr;
 	start->start_ns = bpf_ktime_get_ns();
 	return 0;
+}
+
+static __always_inline int on_sys_enter(long id)
+{
+	if (compat_syscall())
+		return 0;
+	return on_enter(id);
 }
 
 static __always_inline int on_exit(void)
@@ -141,7 +164,7 @@ static __always_inline int on_exit(void)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(lat_enter_btf, struct pt_regs *regs, long id)
 {
-	return on_enter(id);
+	return on_sys_enter(id);
 }
 
 SEC("tp_btf/sys_exit")
@@ -153,7 +176,7 @@ int BPF_PROG(lat_exit_btf, struct pt_regs *regs, long ret)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(lat_enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id);
+	return on_sys_enter(id);
 }
 
 SEC("raw_tp/sys_exit")

@@ -50,14 +50,18 @@ impl Drop for Root {
 /// A python3 child blocked on stdin until [`release`]; then it runs `body`
 /// and exits. Its pid is known before it makes the calls under test.
 fn child(body: &str) -> Child {
-    Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            &format!("import os, sys, time\nsys.stdin.read(1)\n{body}"),
-        ])
+    blocked(Command::new("/usr/bin/python3").args([
+        "-c",
+        &format!("import os, sys, time\nsys.stdin.read(1)\n{body}"),
+    ]))
+}
+
+/// A program that waits for a byte on stdin before doing what it is for.
+fn blocked(command: &mut Command) -> Child {
+    command
         .stdin(Stdio::piped())
         .spawn()
-        .expect("spawning python3")
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"))
 }
 
 /// A [`child`], with syscall_latency attached for its pid and `options`;
@@ -429,4 +433,38 @@ fn the_cgroup_filter_counts_the_cgroup_and_below() {
         .ok()
         .json();
     assert_eq!(report["syscalls"][0]["count"], 5, "{report}");
+}
+
+/// ia32 syscalls (int 0x80 from a 64-bit process) have numbers of their own:
+/// the 7 ia32 getpid() calls (number 20) must not count as writev (x86_64
+/// number 20), while its 3 x86_64 getpid() calls count.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn ia32_syscalls_are_not_counted_under_x86_64_numbers() {
+    if !common::privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = dir.path().join("ia32_getpid");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ia32_getpid.c");
+    let clang = std::env::var("BPF_CLANG").unwrap_or_else(|_| "clang".into());
+    common::must(&format!(
+        "{clang} -O2 -o {} {}",
+        binary.display(),
+        source.display()
+    ));
+    let root = Root::new();
+    let caller = blocked(&mut Command::new(&binary));
+    let pid = caller.id().to_string();
+    root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();
+    release(caller);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    assert!(syscall(&report, "writev").is_none(), "{report}");
+    // Its 64-bit calls are counted: the read that returned the byte started
+    // before the attach, so the one to count is exit_group's absence and
+    // the process's last calls.
+    assert!(
+        !report["syscalls"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
 }
