@@ -169,6 +169,8 @@ pub fn measure(config: &Config) -> Results {
             }
         }
     }
+    // Every sample detached; the root itself is the bench's too.
+    std::fs::remove_dir(ROOT).unwrap_or_else(|e| panic!("removing {ROOT}: {e}"));
     Results { rows, bpftrace }
 }
 
