@@ -11,7 +11,7 @@ BIN       := target/release/meshbpf
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool \
                 iputils-ping python3 util-linux
 # Benchmarks also compare with the established tools when they are installed.
-BENCH_PACKAGES := xdp-tools
+BENCH_PACKAGES := xdp-tools bpftrace
 
 .PHONY: all deps bench-deps build test demo bench vmlinux clean
 

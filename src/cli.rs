@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::kernel::pins::DEFAULT_ROOT;
 use crate::kernel::tc::TcMethod;
 use crate::kernel::xdp::XdpMode;
 use crate::programs::loaded::globals::{self, Assignment};
+use crate::programs::syscall_latency::MethodChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,9 +52,10 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface, pinned
+    /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface,
+    /// or with --latency syscall_latency host-wide; pinned
     Attach(AttachArgs),
-    /// Detach meshbpf from an interface and remove every pin that belongs to it
+    /// Detach meshbpf from an interface (or --latency) and remove every pin that belongs to it
     Detach(DetachArgs),
     /// Show packet and byte counters of meshbpf's attachments
     Stats(StatsArgs),
@@ -80,6 +82,8 @@ degraded) never fail, even with --strict."
     Unload(UnloadArgs),
     /// Show everything meshbpf manages: attachments and loaded objects, with programs, links and maps
     List,
+    /// Show per-syscall latency (after `attach --latency`), or measure a kernel function's for a while
+    Latency(LatencyArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -87,19 +91,35 @@ degraded) never fail, even with --strict."
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("latency_options")
+        .args(["pid", "comm", "cgroup", "syscalls", "method"])
+        .multiple(true)
+        .requires("latency")
+        // clap waives a requirement that conflicts with a present argument.
+        .conflicts_with("interface")
+))]
 pub struct AttachArgs {
     /// Interface to attach to, in the current network namespace. With --object: the interface (xdp,
     /// tc), the cgroup v2 directory (cgroup_skb), or nothing (tracepoints, raw_tp, tp_btf, kprobe)
-    #[arg(value_name = "IFACE", required_unless_present = "object")]
+    #[arg(value_name = "IFACE", required_unless_present_any = ["object", "latency"])]
     pub interface: Option<String>,
 
     /// Attach a program of an object loaded with `meshbpf load`, on the hook its section names
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["filter", "classes", "no_flows", "max_flows", "tc_method", "btf"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["filter", "classes", "no_flows", "max_flows", "tc_method", "btf", "latency"])]
     pub object: Option<String>,
 
     /// The program of --object to attach; may be left out when the object has one
     #[arg(long, value_name = "PROG", requires = "object")]
     pub prog: Option<String>,
+
+    /// Attach syscall_latency host-wide instead: per-syscall latency
+    /// histograms, read with `meshbpf latency`
+    #[arg(long, conflicts_with_all = ["interface", "mode", "filter", "no_flows", "classes", "tc_method"])]
+    pub latency: bool,
+
+    #[command(flatten)]
+    pub latency_options: LatencyOptions,
 
     /// XDP mode; native runs in the driver, skb (generic) works everywhere. There is no silent fallback. [default: native]
     #[arg(long, value_enum, value_name = "MODE")]
@@ -191,6 +211,68 @@ pub struct FlowsArgs {
     pub interval: f64,
 }
 
+/// What syscall_latency traces, fixed when it is loaded.
+#[derive(Debug, Args, Default)]
+pub struct LatencyOptions {
+    /// Only this process (thread group id)
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Only tasks with this command name (as `ps -o comm` shows it)
+    #[arg(long, value_name = "COMM")]
+    pub comm: Option<String>,
+
+    /// Only tasks in this cgroup v2 directory or below it
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Only these syscalls, by name for this arch or by number: read,write,...
+    #[arg(long, value_name = "NAMES")]
+    pub syscalls: Option<String>,
+
+    /// How to hook; probed when not given: tp-btf then raw-tp for syscalls,
+    /// fentry then kprobe for --function
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<MethodChoice>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("function_options")
+        .args(["pid", "comm", "cgroup", "method", "duration"])
+        .multiple(true)
+        .requires("function")
+))]
+pub struct LatencyArgs {
+    /// Only this syscall, with its log2 histogram
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["function", "syscalls"])]
+    pub syscall: Option<String>,
+
+    /// Show each syscall's log2 histogram too
+    #[arg(long)]
+    pub hist: bool,
+
+    /// Print what happened in each interval until Ctrl-C (JSON Lines with -j)
+    #[arg(long, value_name = "SECONDS", conflicts_with = "function")]
+    pub interval: Option<f64>,
+
+    /// Measure this kernel function instead (fentry/fexit, else
+    /// kprobe/kretprobe) for --duration, then detach
+    #[arg(long, value_name = "NAME", conflicts_with = "syscalls")]
+    pub function: Option<String>,
+
+    /// Seconds to measure --function for [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    #[command(flatten)]
+    pub options: LatencyOptions,
+
+    /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
+    #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]
+    pub btf: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FlowSort {
     Bytes,
@@ -275,8 +357,12 @@ pub struct UnloadArgs {
 #[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Interface to detach from; works even after the interface was deleted
-    #[arg(value_name = "IFACE")]
-    pub interface: String,
+    #[arg(value_name = "IFACE", required_unless_present = "latency")]
+    pub interface: Option<String>,
+
+    /// Detach the host-wide syscall_latency instead
+    #[arg(long, conflicts_with = "interface")]
+    pub latency: bool,
 }
 
 #[derive(Debug, Args)]
@@ -474,5 +560,63 @@ mod tests {
             parse(&["completions", "tcsh"]).unwrap_err().kind(),
             ErrorKind::InvalidValue
         );
+    }
+
+    #[test]
+    fn latency_options_go_with_latency_only() {
+        use clap::error::ErrorKind;
+        match parse(&["attach", "--latency", "--pid", "7", "--syscalls", "read"])
+            .unwrap()
+            .command
+        {
+            Command::Attach(a) => {
+                assert!(a.latency && a.interface.is_none());
+                assert_eq!(a.latency_options.pid, Some(7));
+                assert_eq!(a.latency_options.syscalls.as_deref(), Some("read"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["detach", "--latency"]).is_ok());
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["attach", "eth0", "--pid", "7"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["attach", "--pid", "7"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["attach", "eth0", "--latency"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["attach", "--latency", "--mode", "skb"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(kind(&["detach"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["latency", "--pid", "7"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["latency", "--duration", "1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["latency", "--function", "vfs_read", "--interval", "1"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert!(parse(&[
+            "latency",
+            "--function",
+            "vfs_read",
+            "--method",
+            "kprobe",
+            "--pid",
+            "1"
+        ])
+        .is_ok());
+        assert!(parse(&["latency", "--syscall", "read", "--interval", "0.5"]).is_ok());
     }
 }

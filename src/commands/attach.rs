@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::AttachArgs;
-use crate::commands::filter;
+use crate::commands::{filter, latency};
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -118,6 +118,10 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     if args.object.is_some() {
         return super::attach_object::run(root, out, args);
     }
+    let Some(interface) = args.interface.as_deref() else {
+        // clap requires IFACE unless --latency or --object is given.
+        return latency::attach(root, out, &args.latency_options, args.btf.as_deref());
+    };
     // A bad rules file must fail before anything touches the kernel.
     let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
     let class_rules = args
@@ -129,8 +133,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         .as_ref()
         .map(|r| r.compiled.warnings.clone())
         .unwrap_or_default();
-    // clap requires IFACE without --object.
-    let iface = netdev::resolve(args.interface.as_deref().unwrap_or_default())?;
+    let iface = netdev::resolve(interface)?;
     caps::require("attach", &[caps::BPF, caps::NET_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));

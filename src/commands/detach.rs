@@ -5,6 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DetachArgs;
+use crate::commands::latency;
 use crate::kernel::pins::StateRoot;
 use crate::kernel::{bpffs, bpfobj, caps, netdev, xdp};
 use crate::output::{Output, Report};
@@ -66,7 +67,11 @@ impl Report for DetachReport {
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &DetachArgs) -> Result<()> {
-    netdev::validate_name(&args.interface)?;
+    let Some(interface) = args.interface.as_deref() else {
+        // clap requires IFACE unless --latency is given.
+        return latency::detach(root, out);
+    };
+    netdev::validate_name(interface)?;
     caps::require("detach", &[caps::BPF, caps::NET_ADMIN])?;
     // Without a bpffs under the root there can be no pins to remove.
     let lock = if bpffs::is_on_bpffs(root.path()) {
@@ -75,10 +80,10 @@ pub fn run(root: &StateRoot, out: &Output, args: &DetachArgs) -> Result<()> {
         None
     };
     let dirs = match lock {
-        Some(_) => root.program_dirs(&args.interface)?,
+        Some(_) => root.program_dirs(interface)?,
         None => Vec::new(),
     };
-    let iface = match netdev::resolve(&args.interface) {
+    let iface = match netdev::resolve(interface) {
         Ok(iface) => Some(iface),
         Err(err) if dirs.is_empty() => return Err(err),
         // Pins outlive their interface; removing them is what detach is for.
@@ -110,7 +115,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &DetachArgs) -> Result<()> {
         None => None,
     };
     out.emit(&DetachReport {
-        interface: args.interface.clone(),
+        interface: interface.to_string(),
         detached,
         foreign_xdp_prog,
     })?;

@@ -14,6 +14,7 @@ pub mod detach;
 pub mod filter;
 pub mod flows;
 pub mod health;
+pub mod latency;
 pub mod list;
 pub mod load;
 pub mod man;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Load(args) => load::run(&root, out, &args),
         Command::Unload(args) => unload::run(&root, out, &args),
         Command::List => list::run(&root, out),
+        Command::Latency(args) => latency::run(&root, out, &args),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

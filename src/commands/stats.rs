@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use comfy_table::Table;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::cli::StatsArgs;
+use crate::commands::latency;
 use crate::error::{Failure, Interrupted};
 use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::{RunStats, StatsEnabled};
 use crate::kernel::{bpfobj, caps, netdev, xdp::XdpMode};
 use crate::output::{self, Output, Report};
+use crate::programs::syscall_latency::{self, LatencyAttachment};
 use crate::programs::tc_classifier::classes::ClassUse;
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::traffic::{self, Traffic};
@@ -312,22 +314,52 @@ fn classes_table(classes: &[ClassUse]) -> Table {
     table
 }
 
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
+/// Every attachment: one element per interface, then the host-wide
+/// syscall_latency, if attached.
+#[derive(Debug)]
 struct AllStats {
     attachments: Vec<AttachmentStats>,
-    #[serde(skip)]
+    latency: Option<LatencyAttachment>,
     root: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Interface(&'a AttachmentStats),
+    Host(&'a LatencyAttachment),
+}
+
+impl Serialize for AllStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let host = self.latency.iter().map(Entry::Host);
+        serializer.collect_seq(self.attachments.iter().map(Entry::Interface).chain(host))
+    }
+}
+
+fn render_latency(a: &LatencyAttachment) -> String {
+    format!(
+        "host · {} · {} · since {} · progs {}/{} · links {}/{}{}\nper-syscall histograms: meshbpf latency",
+        a.program,
+        a.method.as_str(),
+        a.attached_at,
+        a.prog_ids[0],
+        a.prog_ids[1],
+        a.link_ids[0],
+        a.link_ids[1],
+        latency::describe_filters(a)
+    )
 }
 
 impl Report for AllStats {
     fn render(&self) -> String {
-        if self.attachments.is_empty() {
+        if self.attachments.is_empty() && self.latency.is_none() {
             return format!("no meshbpf attachments under {}", self.root);
         }
         self.attachments
             .iter()
             .map(Report::render)
+            .chain(self.latency.iter().map(render_latency))
             .collect::<Vec<_>>()
             .join("\n\n")
     }
@@ -348,8 +380,15 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
                 .iter()
                 .map(|d| collect(root, d, window))
                 .collect::<Result<Vec<_>>>()?;
+            let dir = root.host_attachment(syscall_latency::PROGRAM);
+            let latency = if dir.is_committed() {
+                Some(syscall_latency::inspect(&dir)?)
+            } else {
+                None
+            };
             out.emit(&AllStats {
                 attachments,
+                latency,
                 root: root.path().display().to_string(),
             })?;
         }
@@ -455,6 +494,7 @@ mod tests {
     fn no_attachments_is_said_in_words_and_is_an_empty_array_in_json() {
         let all = AllStats {
             attachments: vec![],
+            latency: None,
             root: "/sys/fs/bpf/meshbpf".into(),
         };
         assert_eq!(
@@ -462,5 +502,36 @@ mod tests {
             "no meshbpf attachments under /sys/fs/bpf/meshbpf"
         );
         assert_eq!(serde_json::to_string(&all).unwrap(), "[]");
+    }
+
+    #[test]
+    fn the_host_wide_latency_attachment_follows_the_interfaces() {
+        use crate::programs::syscall_latency::{ActiveFilters, Method};
+        let all = AllStats {
+            attachments: vec![sample()],
+            latency: Some(LatencyAttachment {
+                program: "syscall_latency",
+                method: Method::RawTp,
+                attached_at: "2026-11-22T22:55:25Z".into(),
+                prog_ids: [10, 11],
+                link_ids: [4, 5],
+                filters: ActiveFilters {
+                    pid: Some(42),
+                    ..ActiveFilters::default()
+                },
+                pin_path: "/sys/fs/bpf/meshbpf/host/syscall_latency".into(),
+            }),
+            root: "/sys/fs/bpf/meshbpf".into(),
+        };
+        let v = serde_json::to_value(&all).unwrap();
+        assert_eq!(v[0]["interface"], "eth0");
+        assert_eq!(v[1]["program"], "syscall_latency");
+        assert_eq!(v[1]["method"], "raw_tp");
+        assert_eq!(v[1]["filters"]["pid"], 42);
+        let text = all.render();
+        assert!(
+            text.contains("host · syscall_latency · raw_tp · since 2026-11-22T22:55:25Z · progs 10/11 · links 4/5, only pid 42"),
+            "{text}"
+        );
     }
 }

@@ -88,11 +88,11 @@ fn disables(hook: Hook) -> &'static str {
         Hook::Xdp => "attach: xdp_counter and xdp_mesh_filter (packet counters and filtering)",
         Hook::Tc => "tc_classifier's flow table through netlink clsact filters",
         Hook::Tcx => "tc_classifier's flow table through tcx links",
-        Hook::Tracepoint => "syscall_latency (planned) through syscall tracepoints",
-        Hook::RawTp => "syscall_latency (planned) through raw syscall tracepoints",
-        Hook::TpBtf => "syscall_latency (planned) through BTF-typed raw tracepoints",
-        Hook::Kprobe => "per-function latency (planned) through kprobe/kretprobe",
-        Hook::Fentry => "per-function latency (planned) through fentry/fexit",
+        Hook::Tracepoint => "tracepoint programs of loaded objects (syscall_latency needs none)",
+        Hook::RawTp => "syscall_latency's raw_tp method, its fallback from tp_btf",
+        Hook::TpBtf => "syscall_latency's tp_btf method, its first choice",
+        Hook::Kprobe => "latency --function through kprobe/kretprobe",
+        Hook::Fentry => "latency --function through fentry/fexit, its first choice",
         Hook::Lsm => {
             "lsm_monitor (planned): file opens, exec, ptrace, capability use, module loads"
         }

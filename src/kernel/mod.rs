@@ -15,6 +15,7 @@ pub mod netdev;
 pub mod pins;
 pub mod probe;
 pub mod runstats;
+pub mod syscalls;
 pub mod sysinfo;
 pub mod tc;
 pub mod tracefs;

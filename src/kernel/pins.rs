@@ -1,6 +1,7 @@
 //! The pin tree under the meshbpf root: the only state meshbpf keeps.
 //!
-//! Layout: `<root>/net/<interface>/<program>/{link,prog,<map>...}`. An
+//! Layout: `<root>/net/<interface>/<program>/{link,prog,<map>...}`, and
+//! `<root>/host/<program>/` for programs not tied to an interface. An
 //! attachment exists exactly when its `link` pin does and the link is live:
 //! attach pins the link last and detach detaches it first, so a command
 //! killed at any point leaves the old attachment or the new one, plus at
@@ -15,10 +16,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::error::errno_of;
 use crate::kernel::{bpfobj, netdev, tc};
 
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/meshbpf";
 const NET_DIR: &str = "net";
+const HOST_DIR: &str = "host";
 const LINK_PIN: &str = "link";
 /// Further links of a multi-hook attachment (tc egress) start with this.
 const EXTRA_LINK_PREFIX: &str = "link_";
@@ -89,6 +92,15 @@ impl StateRoot {
                 .join(NET_DIR)
                 .join(encode_component(interface))
                 .join(program),
+        }
+    }
+
+    /// A host-wide attachment; its `interface` is empty.
+    pub fn host_attachment(&self, program: &str) -> AttachmentDir {
+        AttachmentDir {
+            interface: String::new(),
+            program: program.to_string(),
+            path: self.path.join(HOST_DIR).join(program),
         }
     }
 
@@ -197,13 +209,20 @@ impl AttachmentDir {
     /// Removes the attachment: detaches its links (or clsact filters)
     /// first, then removes every pin.
     pub fn remove(&self) -> Result<()> {
+        // Links without a detach operation (raw tracepoints) go with their
+        // last reference: held here, closed once the pins are gone, so they
+        // are released now rather than from the kernel's work queue.
+        let mut undetachable = Vec::new();
         for entry in
             fs::read_dir(&self.path).with_context(|| format!("listing {}", self.path.display()))?
         {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if name == LINK_PIN || name.starts_with(EXTRA_LINK_PREFIX) {
                 let link = bpfobj::open_pinned(&self.pin(&name))?;
-                bpfobj::detach_link(link.as_fd())?;
+                match bpfobj::detach_link(link.as_fd()) {
+                    Err(err) if errno_of(&err) == Some(libc::EOPNOTSUPP) => undetachable.push(link),
+                    other => other?,
+                }
             }
         }
         if self.clsact().exists() {
@@ -213,7 +232,9 @@ impl AttachmentDir {
                 tc::detach_netlink(prog.as_fd(), &iface)?;
             }
         }
-        self.unpin()
+        self.unpin()?;
+        drop(undetachable);
+        Ok(())
     }
 
     /// Removes every pin and the directories left empty, leaving the link

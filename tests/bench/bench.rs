@@ -8,6 +8,7 @@ mod control;
 mod filter;
 mod flow_table;
 mod frames;
+mod latency;
 mod packet;
 mod raw;
 mod rulesets;
@@ -32,6 +33,8 @@ pub struct Config {
     /// The same for the flow-table part of section 3, whose bpftool dumps of
     /// a million entries take seconds each.
     pub flow_rounds: usize,
+    /// The same for section 5, whose bpftrace rows start bpftrace each time.
+    pub latency_rounds: usize,
     /// Runs per BPF_PROG_TEST_RUN call: each call has a fixed cost, so one
     /// long call per sample rather than many short ones.
     pub repeat: u32,
@@ -55,6 +58,7 @@ impl Config {
             rounds: 15,
             filter_rounds: 9,
             flow_rounds: 5,
+            latency_rounds: 9,
             repeat: 1_000_000,
             xdp_filter_object: shipped("xdpfilt_alw_all.o"),
             xdpdump_object: shipped("xdpdump_xdp.o"),
@@ -89,6 +93,11 @@ fn main() {
         config.flow_rounds
     );
     let flow_table = flow_table::measure(&config);
+    eprintln!(
+        "bench: syscall latency tracing ({} rounds)",
+        config.latency_rounds
+    );
+    let latency = latency::measure(&config);
     let report = [
         header,
         method(&config),
@@ -97,6 +106,7 @@ fn main() {
         control.markdown(),
         flow_table.markdown(),
         binary_section(),
+        latency.markdown(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
     ]

@@ -1,0 +1,493 @@
+//! syscall_latency on the host kernel: children with known syscalls, timed
+//! through the real binary's `attach --latency`, `latency` and `detach`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use common::Ran;
+use serde_json::{json, Value};
+
+/// A pin root of its own per test: the host-wide attachment is one per root,
+/// and tests run in parallel.
+struct Root {
+    path: String,
+}
+
+impl Root {
+    fn new() -> Root {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        Root {
+            path: format!(
+                "/sys/fs/bpf/meshbpf-lat{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    fn meshbpf(&self, args: &[&str]) -> Ran {
+        let mut all = vec!["--bpffs", self.path.as_str()];
+        all.extend_from_slice(args);
+        common::meshbpf(&all)
+    }
+
+    fn pin_dir(&self) -> String {
+        format!("{}/host/syscall_latency", self.path)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = self.meshbpf(&["detach", "--latency"]);
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A python3 child blocked on stdin until [`release`]; then it runs `body`
+/// and exits. Its pid is known before it makes the calls under test.
+/// The tests of this file run one at a time. A sleep measured to land in
+/// one bucket must not wake on a CPU that another test keeps busy inside the
+/// kernel (verifying and JIT-compiling a program is not preemptible
+/// everywhere): that delayed one wake-up here by 8 ms.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn child(body: &str) -> Child {
+    blocked(Command::new("/usr/bin/python3").args([
+        "-c",
+        &format!("import os, sys, time\nsys.stdin.read(1)\n{body}"),
+    ]))
+}
+
+/// A program that waits for a byte on stdin before doing what it is for.
+fn blocked(command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"))
+}
+
+/// A [`child`], with syscall_latency attached for its pid and `options`;
+/// returns it and what attach printed.
+fn traced_child(root: &Root, body: &str, options: &[&str]) -> (Child, Value) {
+    let child = child(body);
+    let pid = child.id().to_string();
+    let mut args = vec!["attach", "--latency", "--pid", &pid, "-j"];
+    args.extend_from_slice(options);
+    let attached = root.meshbpf(&args).ok().json();
+    (child, attached)
+}
+
+fn release(mut child: Child) {
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"x")
+        .expect("releasing the child");
+    let status = child.wait().expect("waiting for the child");
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// 1.5 ms sits in the middle of the [2^20, 2^21) ns bucket, 0.6 ms from its
+/// upper edge. SCHED_FIFO wakes the sleeper on time (and without timer
+/// slack) while other tests keep both CPUs busy.
+const SLEEPS: &str = "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))\n\
+for _ in range(20): time.sleep(0.0015)";
+
+fn syscall<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["syscalls"]
+        .as_array()
+        .expect("syscalls array")
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+fn sleeps_are_counted_exactly(method: &str, expected: &str) {
+    let root = Root::new();
+    let (sleeper, attached) = traced_child(&root, SLEEPS, &["--method", method]);
+    assert_eq!(attached["method"], expected);
+    assert_eq!(attached["filters"], json!({"pid": sleeper.id()}));
+    let stats = root.meshbpf(&["stats", "-j"]).ok().json();
+    assert_eq!(stats.as_array().map(Vec::len), Some(1), "{stats}");
+    assert_eq!(stats[0]["program"], "syscall_latency");
+    assert_eq!(stats[0]["method"], expected);
+    assert_eq!(stats[0]["link_ids"], attached["link_ids"]);
+    release(sleeper);
+
+    let report = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep", "-j"])
+        .ok()
+        .json();
+    assert_eq!(report["method"], expected);
+    let rows = report["syscalls"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    let sleeps = &rows[0];
+    assert_eq!(sleeps["name"], "clock_nanosleep");
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(sleeps["nr"], 230);
+    }
+    assert_eq!(sleeps["count"], 20);
+    assert_eq!(
+        sleeps["buckets"],
+        json!([{"le_ns": 2_097_151, "count": 20}]),
+        "{report}"
+    );
+    let total = sleeps["total_ns"].as_u64().unwrap();
+    assert!(
+        (20 * 1_500_000..20 * 2_097_152).contains(&total),
+        "total {total}"
+    );
+    let p50 = sleeps["p50_ns"].as_u64().unwrap();
+    assert!((1_048_576..=2_097_151).contains(&p50), "p50 {p50}");
+
+    let table = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep"])
+        .ok();
+    assert!(
+        table
+            .stdout
+            .contains("1048576 -> 2097151 : 20         |****************************************|"),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn sleeps_land_in_their_bucket_with_tp_btf() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    sleeps_are_counted_exactly("tp-btf", "tp_btf");
+}
+
+#[test]
+fn sleeps_land_in_their_bucket_with_raw_tp() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    sleeps_are_counted_exactly("raw-tp", "raw_tp");
+}
+
+#[test]
+fn the_pid_filter_excludes_other_processes() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let (traced, _) = traced_child(&root, "for _ in range(3): time.sleep(0.0015)", &[]);
+    let other = child(SLEEPS);
+    release(other);
+    release(traced);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    let sleeps = syscall(&report, "clock_nanosleep").expect("the traced child's sleeps");
+    assert_eq!(sleeps["count"], 3, "{report}");
+}
+
+#[test]
+fn the_syscalls_filter_keeps_only_those() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let (caller, attached) = traced_child(
+        &root,
+        "for _ in range(100): os.getpid()\ntime.sleep(0.0015)",
+        &["--syscalls", "getpid"],
+    );
+    assert_eq!(attached["filters"]["syscalls"], json!(["getpid"]));
+    release(caller);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    let rows = report["syscalls"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(
+        (rows[0]["name"].as_str(), rows[0]["count"].as_u64()),
+        (Some("getpid"), Some(100))
+    );
+}
+
+fn link_exists(id: u64) -> bool {
+    // SAFETY: a plain syscall wrapper; a returned fd is closed right away.
+    let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id as u32) };
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+#[test]
+fn detach_leaves_no_pins_and_no_links() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let attached = root.meshbpf(&["attach", "--latency", "-j"]).ok().json();
+    let links: Vec<u64> = attached["link_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2);
+    assert!(links.iter().all(|&l| link_exists(l)));
+    let again = root.meshbpf(&["attach", "--latency", "-j"]).ok().json();
+    assert_eq!(again["status"], "already_attached");
+    assert_eq!(again["link_ids"], attached["link_ids"]);
+    let changed = root.meshbpf(&["attach", "--latency", "--pid", "1", "-j"]);
+    assert_eq!(changed.code, 1);
+    assert_eq!(
+        changed.json()["error"],
+        "syscall_latency is already attached (tp_btf); its filters are fixed at load"
+    );
+
+    let detached = root.meshbpf(&["detach", "--latency", "-j"]).ok().json();
+    assert_eq!(detached["detached"], true);
+    assert_eq!(detached["link_ids"], attached["link_ids"]);
+    assert!(!Path::new(&root.pin_dir()).exists());
+    assert!(!Path::new(&format!("{}/host", root.path)).exists());
+    for link in links {
+        assert!(!link_exists(link), "link {link} still exists");
+    }
+    let nothing = root.meshbpf(&["detach", "--latency", "-j"]).ok().json();
+    assert_eq!(nothing["detached"], false);
+}
+
+#[test]
+fn bad_filters_fail_with_a_hint_and_attach_nothing() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let ran = root.meshbpf(&[
+        "attach",
+        "--latency",
+        "--syscalls",
+        "read,clock_nanoslep",
+        "-j",
+    ]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    let err = ran.json();
+    assert_eq!(
+        err["error"],
+        format!(
+            "'clock_nanoslep' is not a syscall on {}",
+            std::env::consts::ARCH
+        )
+    );
+    assert_eq!(err["hint"], "did you mean clock_nanosleep?");
+    assert!(!Path::new(&root.pin_dir()).exists());
+
+    let ran = root.meshbpf(&["attach", "--latency", "--cgroup", "/proc", "-j"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert_eq!(
+        ran.json()["error"],
+        "--cgroup /proc: not a directory of a cgroup v2 hierarchy"
+    );
+    assert!(!Path::new(&root.pin_dir()).exists());
+
+    let ran = root.meshbpf(&["latency", "--syscall", "frobnicate"]);
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains("'frobnicate' is not a syscall"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn reading_without_an_attachment_says_how_to_attach() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let ran = root.meshbpf(&["latency", "-j"]);
+    assert_eq!(ran.code, 1);
+    let err = ran.json();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("syscall latency is not being measured"),
+        "{err}"
+    );
+    assert!(err["hint"]
+        .as_str()
+        .unwrap()
+        .contains("meshbpf attach --latency"));
+}
+
+#[test]
+fn intervals_stream_deltas_until_ctrl_c() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let (caller, _) = traced_child(&root, "for _ in range(50): os.getpid()\ntime.sleep(1)", &[]);
+    let mut stream = Command::new(common::BIN)
+        .args(["--bpffs", &root.path, "latency", "--syscall", "getpid"])
+        .args(["--interval", "0.2", "-j"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning latency --interval");
+    let mut lines = BufReader::new(stream.stdout.take().expect("piped stdout"))
+        .lines()
+        .map(|l| -> Value {
+            serde_json::from_str(&l.expect("a line")).expect("one JSON object per line")
+        });
+    let counted = |line: &Value| -> u64 {
+        assert!(line["interval_end"].is_string(), "{line}");
+        line["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum()
+    };
+    // The first interval has ended, so the baseline was read before the calls.
+    let mut total = counted(&lines.next().expect("a first interval"));
+    release(caller);
+    let mut intervals = 1;
+    while total < 50 && intervals < 100 {
+        total += counted(&lines.next().expect("another interval"));
+        intervals += 1;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stream.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("sending SIGINT");
+    total += lines.map(|l| counted(&l)).sum::<u64>();
+    assert_eq!(total, 50);
+    assert_eq!(
+        stream.wait().expect("waiting for latency").code(),
+        Some(130)
+    );
+}
+
+#[test]
+fn the_comm_filter_selects_by_command_name() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let root = Root::new();
+    let renamed = child(
+        "open('/proc/self/comm', 'w').write('mblat-traced')\nfor _ in range(4): time.sleep(0.0015)",
+    );
+    let other = child(SLEEPS);
+    let attached = root
+        .meshbpf(&["attach", "--latency", "--comm", "mblat-traced", "-j"])
+        .ok()
+        .json();
+    assert_eq!(attached["filters"], json!({"comm": "mblat-traced"}));
+    release(other);
+    release(renamed);
+    let report = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep", "-j"])
+        .ok()
+        .json();
+    assert_eq!(report["syscalls"][0]["count"], 4, "{report}");
+}
+
+/// A cgroup v2 directory of its own, removed when dropped.
+struct Cgroup {
+    path: std::path::PathBuf,
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.path.join("inner"));
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[test]
+fn the_cgroup_filter_counts_the_cgroup_and_below() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let base = if unified.is_dir() {
+        unified
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
+    let cgroup = Cgroup {
+        path: base.join(format!("meshbpf-lat{}", std::process::id())),
+    };
+    std::fs::create_dir_all(cgroup.path.join("inner")).expect("creating a cgroup");
+    let inside = child("for _ in range(5): time.sleep(0.0015)");
+    let outside = child(SLEEPS);
+    std::fs::write(
+        cgroup.path.join("inner/cgroup.procs"),
+        inside.id().to_string(),
+    )
+    .expect("moving the child into the cgroup");
+    let root = Root::new();
+    let path = cgroup.path.display().to_string();
+    let attached = root
+        .meshbpf(&["attach", "--latency", "--cgroup", &path, "-j"])
+        .ok()
+        .json();
+    let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cgroup.path).unwrap());
+    assert_eq!(attached["filters"], json!({"cgroup_id": id}));
+    release(outside);
+    release(inside);
+    let report = root
+        .meshbpf(&["latency", "--syscall", "clock_nanosleep", "-j"])
+        .ok()
+        .json();
+    assert_eq!(report["syscalls"][0]["count"], 5, "{report}");
+}
+
+/// ia32 syscalls (int 0x80 from a 64-bit process) have numbers of their own:
+/// the 7 ia32 getpid() calls (number 20) must not count as writev (x86_64
+/// number 20), while its 3 x86_64 getpid() calls count.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn ia32_syscalls_are_not_counted_under_x86_64_numbers() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = dir.path().join("ia32_getpid");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ia32_getpid.c");
+    let clang = std::env::var("BPF_CLANG").unwrap_or_else(|_| "clang".into());
+    common::must(&format!(
+        "{clang} -O2 -o {} {}",
+        binary.display(),
+        source.display()
+    ));
+    let root = Root::new();
+    let caller = blocked(&mut Command::new(&binary));
+    let pid = caller.id().to_string();
+    root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();
+    release(caller);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    assert!(syscall(&report, "writev").is_none(), "{report}");
+    // Its 64-bit calls are counted: the read that returned the byte started
+    // before the attach, so the one to count is exit_group's absence and
+    // the process's last calls.
+    assert!(
+        !report["syscalls"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}
