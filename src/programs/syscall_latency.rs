@@ -327,20 +327,15 @@ pub fn prepare(filters: &Filters) -> Result<Prepared> {
     Ok(Prepared { config, cgroup })
 }
 
-/// A loaded and hooked program pair; the links detach when dropped.
+/// A loaded and hooked program pair. Dropped, it closes the links' fds: for
+/// links never pinned they are the last references, and the kernel releases
+/// the links before close returns (tracing and perf-event links have no
+/// BPF_LINK_DETACH).
 struct Running<'obj> {
     skel: SyscallLatencySkel<'obj>,
     method: Method,
     enter: Link,
     exit: Link,
-}
-
-impl Running<'_> {
-    /// Detaches now: dropping the links would leave it to a kernel work queue.
-    fn stop(self) -> Result<()> {
-        bpfobj::detach_link(self.enter.as_fd())?;
-        bpfobj::detach_link(self.exit.as_fd())
-    }
 }
 
 /// Loads `method`'s programs, fills the cgroup filter and hooks them.
@@ -488,7 +483,7 @@ pub fn measure_function(
         let waited = wait();
         let histogram = read_slot(&running.skel.maps.hists, FUNCTION_SLOT);
         let method = running.method;
-        running.stop()?;
+        drop(running);
         waited?;
         Ok(Measured {
             method,
