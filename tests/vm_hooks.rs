@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs::File;
+use std::sync::OnceLock;
 
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, ProgramMut};
 
@@ -16,14 +17,20 @@ const CALLS: u64 = 1000;
 const GETPGID: &str = "__x64_sys_getpgid";
 
 /// The fixture, loaded with its fentry and fexit programs aimed at `function`.
+/// Tests share one load (compiling and verifying is slow under emulation):
+/// counts are per thread and each test compares before and after.
 struct CallCounter {
-    _dir: tempfile::TempDir,
     obj: Object,
 }
 
 impl CallCounter {
+    fn shared() -> &'static Self {
+        static LOADED: OnceLock<CallCounter> = OnceLock::new();
+        LOADED.get_or_init(|| Self::load(GETPGID))
+    }
+
     fn load(function: &str) -> Self {
-        let (dir, path) = common::compile_fixture("call_counter");
+        let (_dir, path) = common::compile_fixture("call_counter");
         let mut open = ObjectBuilder::default()
             .open_file(&path)
             .expect("opening call_counter.bpf.o");
@@ -39,7 +46,7 @@ impl CallCounter {
             }
         }
         let obj = open.load().expect("loading call_counter.bpf.o");
-        CallCounter { _dir: dir, obj }
+        CallCounter { obj }
     }
 
     fn program(&self, name: &str) -> ProgramMut<'_> {
@@ -100,9 +107,8 @@ fn kprobe_and_kretprobe_count_every_call() {
     if !common::privileged() {
         return;
     }
-    let counter = CallCounter::load(GETPGID);
     assert_counts(
-        &counter,
+        CallCounter::shared(),
         &[
             ("on_kprobe", "kprobe_calls"),
             ("on_kretprobe", "kretprobe_calls"),
@@ -116,9 +122,8 @@ fn fentry_and_fexit_count_every_call() {
     if !common::privileged() {
         return;
     }
-    let counter = CallCounter::load(GETPGID);
     assert_counts(
-        &counter,
+        CallCounter::shared(),
         &[("on_fentry", "fentry_calls"), ("on_fexit", "fexit_calls")],
         getpgid,
     );
@@ -129,8 +134,11 @@ fn lsm_file_open_counts_every_open() {
     if !common::privileged() {
         return;
     }
-    let counter = CallCounter::load(GETPGID);
-    assert_counts(&counter, &[("on_file_open", "file_open_calls")], || {
-        File::open("/dev/null").expect("opening /dev/null");
-    });
+    assert_counts(
+        CallCounter::shared(),
+        &[("on_file_open", "file_open_calls")],
+        || {
+            File::open("/dev/null").expect("opening /dev/null");
+        },
+    );
 }
