@@ -12,8 +12,11 @@ DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftoo
                 iputils-ping python3 util-linux
 # Benchmarks also compare with the established tools when they are installed.
 BENCH_PACKAGES := xdp-tools bpftrace
+# The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy
+# (module dependencies) and xz (Debian's compressed modules).
+VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils
 
-.PHONY: all deps bench-deps build test demo bench vmlinux clean
+.PHONY: all deps bench-deps vm-deps build test test-vm demo bench vmlinux clean
 
 all: build
 
@@ -23,6 +26,9 @@ deps:
 
 bench-deps: deps
 	@$(call install_missing,$(BENCH_PACKAGES))
+
+vm-deps: deps
+	@$(call install_missing,$(VM_PACKAGES))
 
 # Quiet when everything is present; one apt-get call for whatever is not.
 define install_missing
@@ -39,6 +45,12 @@ build: deps
 
 test: deps
 	$(CARGO) test --locked
+	@$(MAKE) --no-print-directory test-vm
+
+# The tests of hooks this kernel refuses, and the traffic tests, inside QEMU
+# booting Debian's 6.1 and 6.12 kernels (MESHBPF_VM_KERNELS); see tests/vm/tests.
+test-vm: vm-deps
+	CARGO=$(CARGO) bash tests/vm/test-vm
 
 demo: build
 	bash tests/demo.sh $(BIN)

@@ -239,9 +239,24 @@ impl VethPair {
     }
 
     /// How many programs run on `dev`'s tcx hooks (asked of the kernel:
-    /// Debian's bpftool predates tcx) and clsact filters (from bpftool).
+    /// Debian's bpftool predates tcx; a kernel without tcx has none) and
+    /// clsact filters (from bpftool).
     pub fn tc_program_count(&self) -> usize {
-        let tcx = Self::in_netns(&self.ns, || {
+        let tcx = if kernel_has_tcx() {
+            self.tcx_program_count()
+        } else {
+            0
+        };
+        let out = run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .args(["bpftool", "-j", "net", "show", "dev", &self.dev]));
+        let shown: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("bpftool -j net show");
+        tcx + shown[0]["tc"].as_array().map_or(0, Vec::len)
+    }
+
+    fn tcx_program_count(&self) -> usize {
+        Self::in_netns(&self.ns, || {
             let index =
                 nix::net::if_::if_nametoindex(self.dev.as_str()).expect("the device exists");
             [libbpf_sys::BPF_TCX_INGRESS, libbpf_sys::BPF_TCX_EGRESS]
@@ -258,13 +273,7 @@ impl VethPair {
                     unsafe { opts.__bindgen_anon_1.count as usize }
                 })
                 .sum::<usize>()
-        });
-        let out = run(Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns))
-            .args(["bpftool", "-j", "net", "show", "dev", &self.dev]));
-        let shown: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("bpftool -j net show");
-        tcx + shown[0]["tc"].as_array().map_or(0, Vec::len)
+        })
     }
 
     /// The veth's own packet and byte counters in one direction ("rx" or
@@ -341,6 +350,17 @@ pub fn as_nobody(args: &[&str]) -> Ran {
         ])
         .arg(&bin)
         .args(args)))
+}
+
+/// Whether the running kernel has tcx (Linux 6.6 and later), so meshbpf is
+/// expected to pick it over netlink clsact; the VM tests boot older kernels.
+pub fn kernel_has_tcx() -> bool {
+    let release =
+        fs::read_to_string("/proc/sys/kernel/osrelease").expect("reading the kernel release");
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (6, 6)
 }
 
 /// Compiles a fixture program from tests/fixtures with the same clang the
