@@ -136,8 +136,9 @@ static __always_inline int on_exit(void)
 {
 	struct latency_start *start;
 	struct latency_hist *hist;
-	__u64 delta;
-	__u32 bucket;
+	/* 64 bits wide, so the clamp below is a 64-bit compare: a 32-bit one
+	 * leaves a zero-extension after it whose bounds 6.1's verifier loses. */
+	__u64 delta, bucket;
 
 	/* Cheaper than the storage lookup that would find nothing. */
 	if (lat_config.filters & LAT_FILTER_PID) {
