@@ -122,6 +122,20 @@ fn sleeps_are_counted_exactly(method: &str, expected: &str) {
     assert_eq!(stats[0]["program"], "syscall_latency");
     assert_eq!(stats[0]["method"], expected);
     assert_eq!(stats[0]["link_ids"], attached["link_ids"]);
+    let health = root.meshbpf(&["health", "-j"]).ok().json();
+    let check = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "syscall_latency")
+        .unwrap_or_else(|| panic!("no syscall_latency check: {health}"));
+    assert_eq!(check["status"], "ok", "{check}");
+    let ids = &attached["link_ids"];
+    let method = format!("attached with {expected} (links {} and {})", ids[0], ids[1]);
+    assert!(
+        check["detail"].as_str().unwrap().starts_with(&method),
+        "{check}"
+    );
     release(sleeper);
 
     let report = root

@@ -13,6 +13,7 @@ use crate::health::{Check, Fix};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::tc::{self, Direction};
 use crate::kernel::{bpffs, bpfobj, netdev};
+use crate::programs::syscall_latency;
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::traffic;
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
@@ -169,6 +170,10 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
             }
         }
     }
+    let latency = root.host_attachment(syscall_latency::PROGRAM);
+    if latency.exists() {
+        checks.push(latency_check(&latency));
+    }
     if checks.is_empty() {
         checks.push(Check::ok(
             "attachments",
@@ -176,6 +181,38 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
         ));
     }
     Ok(checks)
+}
+
+/// The host-wide syscall_latency attachment, and the method it runs with.
+fn latency_check(dir: &AttachmentDir) -> Check {
+    let hint = "meshbpf detach --latency removes it; meshbpf attach --latency attaches again";
+    if !dir.is_committed() {
+        return Check::fail(
+            syscall_latency::PROGRAM,
+            format!(
+                "orphaned pins at {}: an attach --latency was interrupted before it committed",
+                dir.path.display()
+            ),
+            hint,
+        );
+    }
+    match syscall_latency::inspect(dir) {
+        Ok(a) => Check::ok(
+            syscall_latency::PROGRAM,
+            format!(
+                "attached with {} (links {} and {}), since {}",
+                a.method.as_str(),
+                a.link_ids[0],
+                a.link_ids[1],
+                a.attached_at
+            ),
+        ),
+        Err(err) => Check::fail(
+            syscall_latency::PROGRAM,
+            format!("cannot inspect {}: {err:#}", dir.path.display()),
+            hint,
+        ),
+    }
 }
 
 fn tables(dir: &AttachmentDir, max_drop_percent: u8) -> Vec<Check> {
