@@ -135,7 +135,13 @@ pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
                 libbpf_sys::BPF_PERF_EVENT_TRACEPOINT => "tracepoint",
                 libbpf_sys::BPF_PERF_EVENT_KPROBE => "kprobe",
                 libbpf_sys::BPF_PERF_EVENT_KRETPROBE => "kretprobe",
-                _ => "perf_event",
+                // Kernels before 6.6 describe no perf_event link: the
+                // program's type still tells a kprobe from a tracepoint.
+                _ => match bpfobj::prog_info_by_id(info.prog_id).map(|p| p.prog_type) {
+                    Ok(libbpf_sys::BPF_PROG_TYPE_KPROBE) => "kprobe",
+                    Ok(libbpf_sys::BPF_PROG_TYPE_TRACEPOINT) => "tracepoint",
+                    _ => "perf_event",
+                },
             };
             (c_string(&name), method.into(), LinkState::Attached)
         }
