@@ -17,16 +17,6 @@ fn flows(net: &VethPair, filters: &[&str]) -> Vec<Value> {
     net.meshbpf(&args).ok().json().as_array().unwrap().clone()
 }
 
-/// The veth's own packet and byte counters for one direction ("rx"/"tx").
-fn kernel_counters(net: &VethPair, direction: &str) -> (u64, u64) {
-    let out = common::run(
-        Command::new("ip").args(["-n", &net.ns, "-j", "-s", "link", "show", "dev", &net.dev]),
-    );
-    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let c = &links[0]["stats64"][direction];
-    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
-}
-
 #[test]
 fn a_tcp_connection_is_one_flow_per_direction_with_the_kernels_counts() {
     if !privileged() {
@@ -35,7 +25,7 @@ fn a_tcp_connection_is_one_flow_per_direction_with_the_kernels_counts() {
     let net = VethPair::new();
     let listener = VethPair::in_netns(&net.ns, || TcpListener::bind((ADDR, 8080)).unwrap());
     net.meshbpf(&["attach", &net.dev]).ok();
-    let (rx0, tx0) = (kernel_counters(&net, "rx"), kernel_counters(&net, "tx"));
+    let (rx0, tx0) = (net.link_stats("rx"), net.link_stats("tx"));
 
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
@@ -57,7 +47,7 @@ fn a_tcp_connection_is_one_flow_per_direction_with_the_kernels_counts() {
     assert_eq!(server.join().unwrap(), 50_000);
     // The last ACK may still be in flight; wait until both directions settle.
     let (rx, tx) = common::wait_for(std::time::Duration::from_secs(5), || {
-        let (rx, tx) = (kernel_counters(&net, "rx"), kernel_counters(&net, "tx"));
+        let (rx, tx) = (net.link_stats("rx"), net.link_stats("tx"));
         let all = flows(&net, &["--proto", "tcp"]);
         let counted: u64 = all.iter().map(|f| f["packets"].as_u64().unwrap()).sum();
         (counted == (rx.0 - rx0.0) + (tx.0 - tx0.0)).then_some((rx, tx))

@@ -4,52 +4,20 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use common::Ran;
+use common::PinRoot;
 use serde_json::{json, Value};
 
 /// A pin root of its own per test: the host-wide attachment is one per root,
 /// and tests run in parallel.
-struct Root {
-    path: String,
+/// Where syscall_latency pins itself under a test's own root.
+fn latency_dir(root: &PinRoot) -> PathBuf {
+    root.path.join("host/syscall_latency")
 }
 
-impl Root {
-    fn new() -> Root {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        Root {
-            path: format!(
-                "/sys/fs/bpf/meshbpf-lat{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
-        }
-    }
-
-    fn meshbpf(&self, args: &[&str]) -> Ran {
-        let mut all = vec!["--bpffs", self.path.as_str()];
-        all.extend_from_slice(args);
-        common::meshbpf(&all)
-    }
-
-    fn pin_dir(&self) -> String {
-        format!("{}/host/syscall_latency", self.path)
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = self.meshbpf(&["detach", "--latency"]);
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
-/// A python3 child blocked on stdin until [`release`]; then it runs `body`
-/// and exits. Its pid is known before it makes the calls under test.
 /// The tests of this file run one at a time. A sleep measured to land in
 /// one bucket must not wake on a CPU that another test keeps busy inside the
 /// kernel (verifying and JIT-compiling a program is not preemptible
@@ -61,6 +29,8 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A python3 child blocked on stdin until [`release`]; then it runs `body`
+/// and exits. Its pid is known before it makes the calls under test.
 fn child(body: &str) -> Child {
     blocked(Command::new("/usr/bin/python3").args([
         "-c",
@@ -79,7 +49,7 @@ fn blocked(command: &mut Command) -> Child {
 
 /// A [`child`], with syscall_latency attached for its pid and `options`;
 /// returns it and what attach printed.
-fn traced_child(root: &Root, body: &str, options: &[&str]) -> (Child, Value) {
+fn traced_child(root: &PinRoot, body: &str, options: &[&str]) -> (Child, Value) {
     let child = child(body);
     let pid = child.id().to_string();
     let mut args = vec!["attach", "--latency", "--pid", &pid, "-j"];
@@ -140,7 +110,7 @@ fn sleeps_are_counted_exactly(method: &str, expected: &str) {
 
 /// False when the sleeper overslept; otherwise asserts everything.
 fn sleeps_attempt(method: &str, expected: &str) -> bool {
-    let root = Root::new();
+    let root = PinRoot::new();
     let (sleeper, attached) = traced_child(&root, SLEEPS, &["--method", method]);
     assert_eq!(attached["method"], expected);
     assert_eq!(attached["filters"], json!({"pid": sleeper.id()}));
@@ -231,7 +201,7 @@ fn the_pid_filter_excludes_other_processes() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let (traced, _) = traced_child(&root, "for _ in range(3): time.sleep(0.0015)", &[]);
     let other = child(SLEEPS);
     release(other);
@@ -247,7 +217,7 @@ fn the_syscalls_filter_keeps_only_those() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let (caller, attached) = traced_child(
         &root,
         "for _ in range(100): os.getpid()\ntime.sleep(0.0015)",
@@ -279,7 +249,7 @@ fn detach_leaves_no_pins_and_no_links() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let attached = root.meshbpf(&["attach", "--latency", "-j"]).ok().json();
     let links: Vec<u64> = attached["link_ids"]
         .as_array()
@@ -302,8 +272,8 @@ fn detach_leaves_no_pins_and_no_links() {
     let detached = root.meshbpf(&["detach", "--latency", "-j"]).ok().json();
     assert_eq!(detached["detached"], true);
     assert_eq!(detached["link_ids"], attached["link_ids"]);
-    assert!(!Path::new(&root.pin_dir()).exists());
-    assert!(!Path::new(&format!("{}/host", root.path)).exists());
+    assert!(!latency_dir(&root).exists());
+    assert!(!root.path.join("host").exists());
     for link in links {
         assert!(!link_exists(link), "link {link} still exists");
     }
@@ -317,7 +287,7 @@ fn bad_filters_fail_with_a_hint_and_attach_nothing() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let ran = root.meshbpf(&[
         "attach",
         "--latency",
@@ -335,7 +305,7 @@ fn bad_filters_fail_with_a_hint_and_attach_nothing() {
         )
     );
     assert_eq!(err["hint"], "did you mean clock_nanosleep?");
-    assert!(!Path::new(&root.pin_dir()).exists());
+    assert!(!latency_dir(&root).exists());
 
     let ran = root.meshbpf(&["attach", "--latency", "--cgroup", "/proc", "-j"]);
     assert_eq!(ran.code, 1, "{ran:?}");
@@ -343,7 +313,7 @@ fn bad_filters_fail_with_a_hint_and_attach_nothing() {
         ran.json()["error"],
         "--cgroup /proc: not a directory of a cgroup v2 hierarchy"
     );
-    assert!(!Path::new(&root.pin_dir()).exists());
+    assert!(!latency_dir(&root).exists());
 
     let ran = root.meshbpf(&["latency", "--syscall", "frobnicate"]);
     assert_eq!(ran.code, 1);
@@ -359,7 +329,7 @@ fn reading_without_an_attachment_says_how_to_attach() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let ran = root.meshbpf(&["latency", "-j"]);
     assert_eq!(ran.code, 1);
     let err = ran.json();
@@ -382,10 +352,10 @@ fn intervals_stream_deltas_until_ctrl_c() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let (caller, _) = traced_child(&root, "for _ in range(50): os.getpid()\ntime.sleep(1)", &[]);
     let mut stream = Command::new(common::BIN)
-        .args(["--bpffs", &root.path, "latency", "--syscall", "getpid"])
+        .args(root.args(&["latency", "--syscall", "getpid"]))
         .args(["--interval", "0.2", "-j"])
         .stdout(Stdio::piped())
         .spawn()
@@ -431,7 +401,7 @@ fn the_comm_filter_selects_by_command_name() {
         return;
     }
     let _serial = serial();
-    let root = Root::new();
+    let root = PinRoot::new();
     let renamed = child(
         "open('/proc/self/comm', 'w').write('mblat-traced')\nfor _ in range(4): time.sleep(0.0015)",
     );
@@ -485,7 +455,7 @@ fn the_cgroup_filter_counts_the_cgroup_and_below() {
         inside.id().to_string(),
     )
     .expect("moving the child into the cgroup");
-    let root = Root::new();
+    let root = PinRoot::new();
     let path = cgroup.path.display().to_string();
     let attached = root
         .meshbpf(&["attach", "--latency", "--cgroup", &path, "-j"])
@@ -521,7 +491,7 @@ fn ia32_syscalls_are_not_counted_under_x86_64_numbers() {
         binary.display(),
         source.display()
     ));
-    let root = Root::new();
+    let root = PinRoot::new();
     let caller = blocked(&mut Command::new(&binary));
     let pid = caller.id().to_string();
     root.meshbpf(&["attach", "--latency", "--pid", &pid]).ok();

@@ -411,8 +411,9 @@ pub fn wait_for<T>(
 }
 
 /// A pin root of its own under /sys/fs/bpf (`--bpffs`), so that tests
-/// loading objects never see each other's. What a test leaves there, even
-/// when it fails, is unloaded and removed on drop.
+/// loading objects or attaching syscall_latency never see each other's. What
+/// a test leaves there, even when it fails, is detached, unloaded and removed
+/// on drop.
 pub struct PinRoot {
     pub path: PathBuf,
 }
@@ -458,6 +459,11 @@ impl PinRoot {
 
 impl Drop for PinRoot {
     fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .args(self.args(&["detach", "--latency"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         for name in self.loaded_entries() {
             let _ = Command::new(BIN)
                 .args(self.args(&["unload", &name]))
