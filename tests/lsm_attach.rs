@@ -243,7 +243,8 @@ fn a_failed_attach_leaves_no_pins_and_nothing_hooked() {
         "{error}"
     );
     let released = common::wait_for(Duration::from_secs(5), || {
-        (programs_named("tp_sys_enter") == before).then_some(())
+        // <=: a program of an earlier test may still be on its way out.
+        (programs_named("tp_sys_enter") <= before).then_some(())
     });
     assert!(released.is_some(), "the failed attach left its programs");
     std::fs::remove_file(&host).unwrap();

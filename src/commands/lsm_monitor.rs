@@ -48,10 +48,10 @@ pub fn describe_method(method: Method) -> &'static str {
 pub fn describe_policy(p: &PolicySummary) -> String {
     let mut denies = Vec::new();
     if p.deny_write_prefixes > 0 {
-        denies.push(format!("writes under {} prefixes", p.deny_write_prefixes));
+        denies.push(format!("writes under {}", prefixes(p.deny_write_prefixes)));
     }
     if p.deny_exec_prefixes > 0 {
-        denies.push(format!("exec from {} prefixes", p.deny_exec_prefixes));
+        denies.push(format!("exec from {}", prefixes(p.deny_exec_prefixes)));
     }
     if p.deny_ptrace_other_users {
         denies.push("ptrace of other users' processes".into());
@@ -65,9 +65,20 @@ pub fn describe_policy(p: &PolicySummary) -> String {
         denies.join(", ")
     };
     format!(
-        "policy generation {}: {} watched prefixes; denies {denies}; allows {} uids, {} comms, {} cgroups",
-        p.generation, p.watched_prefixes, p.allow_uids, p.allow_comms, p.allow_cgroups
+        "policy generation {}: watches {}; denies {denies}; allows {} uids, {} comms, {} cgroups",
+        p.generation,
+        prefixes(p.watched_prefixes),
+        p.allow_uids,
+        p.allow_comms,
+        p.allow_cgroups
     )
+}
+
+fn prefixes(n: usize) -> String {
+    match n {
+        1 => "1 prefix".to_string(),
+        n => format!("{n} prefixes"),
+    }
 }
 
 fn ids(ids: &[u32]) -> String {

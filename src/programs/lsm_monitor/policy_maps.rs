@@ -312,8 +312,9 @@ pub struct PolicySummary {
     #[serde(skip)]
     pub mode: Mode,
     pub generation: u8,
-    /// Distinct prefixes ("/etc" counts once for "/etc" and "/etc/...")
-    /// whose entries carry each flag, inherited flags included.
+    /// Prefixes given each flag by the policy: "/etc" counts once for its
+    /// two entries, and a prefix under another with the same flag (which
+    /// its entries inherit) does not count.
     pub watched_prefixes: usize,
     pub deny_write_prefixes: usize,
     pub deny_exec_prefixes: usize,
@@ -329,6 +330,19 @@ pub struct PolicySummary {
 fn prefix_of(key: &lsm_path_key) -> Vec<u8> {
     let len = (key.prefixlen / 8).saturating_sub(1) as usize;
     key.path[..len.min(KEY_PATH_LEN).saturating_sub(1)].to_vec()
+}
+
+/// Whether `outer` covers `inner`: it is the root (""), or `inner` is under
+/// it.
+fn covers(outer: &[u8], inner: &[u8]) -> bool {
+    outer.is_empty() || (inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/'))
+}
+
+/// The prefixes of `set` that no other prefix of it covers.
+fn outermost(set: &BTreeSet<Vec<u8>>) -> usize {
+    set.iter()
+        .filter(|p| !set.iter().any(|q| q != *p && covers(q, p)))
+        .count()
 }
 
 pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
@@ -367,9 +381,9 @@ pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
     Ok(PolicySummary {
         mode: Mode::of(has(lsm_policy_flags::LSM_POLICY_ENFORCE)),
         generation: gen,
-        watched_prefixes: watched.len(),
-        deny_write_prefixes: deny_write.len(),
-        deny_exec_prefixes: deny_exec.len(),
+        watched_prefixes: outermost(&watched),
+        deny_write_prefixes: outermost(&deny_write),
+        deny_exec_prefixes: outermost(&deny_exec),
         deny_ptrace_other_users: has(lsm_policy_flags::LSM_POLICY_DENY_PTRACE_OTHER_USERS),
         deny_modules: has(lsm_policy_flags::LSM_POLICY_DENY_MODULES),
         allow_uids: count_gen(maps.uids),
@@ -397,6 +411,17 @@ mod tests {
         assert_eq!(path_key(0, &longest).unwrap().prefixlen, 8 * 256);
         assert!(path_key(0, &[b'a'; KEY_PATH_LEN + 1]).is_err());
         assert!(path_key(0, b"").is_err());
+    }
+
+    #[test]
+    fn prefixes_under_one_with_the_same_flag_do_not_count() {
+        let set: BTreeSet<Vec<u8>> = [&b"/etc"[..], b"/etc/ssh", b"/etcetera", b"/var/log"]
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        assert_eq!(outermost(&set), 3);
+        let with_root: BTreeSet<Vec<u8>> = [vec![], b"/etc".to_vec()].into_iter().collect();
+        assert_eq!(outermost(&with_root), 1);
     }
 
     #[test]
