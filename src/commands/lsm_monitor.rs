@@ -16,6 +16,7 @@ use crate::programs::lsm_monitor::{
     self, setup, LsmAttachment, Method, Mode, PolicySummary, PROGRAM,
 };
 use crate::rules::policy::{self, CompiledPolicy};
+use crate::state;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -311,23 +312,13 @@ impl Report for DetachReport {
 /// `detach --lsm`: unhook lsm_monitor and remove its pins, in any mode.
 pub fn detach(root: &StateRoot, out: &Output) -> Result<()> {
     caps::require("detach --lsm", &[caps::BPF])?;
-    let dir = root.host_attachment(PROGRAM);
-    let _lock = if bpffs::is_on_bpffs(root.path()) {
-        Some(root.lock()?)
-    } else {
-        None
-    };
-    let before = if dir.is_committed() {
-        lsm_monitor::inspect(&dir).ok()
-    } else {
-        None
-    };
-    let status = if dir.exists() {
-        dir.remove()?;
+    let removed = state::remove_host(root, &root.host_attachment(PROGRAM), lsm_monitor::inspect)?;
+    let status = if removed.existed {
         Detached::Detached
     } else {
         Detached::NotAttached
     };
+    let before = removed.before;
     out.emit(&DetachReport {
         program: PROGRAM,
         status,

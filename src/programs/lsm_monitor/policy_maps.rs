@@ -22,7 +22,7 @@ use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
 use crate::kernel::bpfobj;
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::traffic;
+use crate::programs::traffic::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
 
 // SAFETY: generated #[repr(C)] structs of integers and byte arrays whose
@@ -121,23 +121,8 @@ impl PinnedPolicyMaps {
     }
 }
 
-fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: Plain types are plain old data with explicit padding.
-    unsafe { plain::as_bytes(value) }
-}
-
-fn read<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {
-    let Some(raw) = map.lookup(key, MapFlags::ANY)? else {
-        return Ok(None);
-    };
-    let mut value = T::default();
-    plain::copy_from_bytes(&mut value, &raw)
-        .map_err(|e| anyhow::anyhow!("unexpected value size: {e:?}"))?;
-    Ok(Some(value))
-}
-
 pub fn active_generation(maps: &PolicyMaps<'_>) -> Result<u8> {
-    let active: Option<u32> = read(maps.active, &0u32.to_ne_bytes())?;
+    let active: Option<u32> = lookup(maps.active, &0u32.to_ne_bytes())?;
     Ok(active.unwrap_or(0) as u8 & 1)
 }
 
@@ -347,7 +332,7 @@ fn outermost(set: &BTreeSet<Vec<u8>>) -> usize {
 
 pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
     let gen = active_generation(maps)?;
-    let slot: lsm_policy = read(maps.policy, &u32::from(gen).to_ne_bytes())?.unwrap_or_default();
+    let slot: lsm_policy = lookup(maps.policy, &u32::from(gen).to_ne_bytes())?.unwrap_or_default();
     let mut by_flag: [BTreeSet<Vec<u8>>; 3] = Default::default();
     for raw in maps.paths.keys() {
         let mut key = lsm_path_key::default();
@@ -356,7 +341,7 @@ pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
         if key.generation != gen {
             continue;
         }
-        let Some(rule) = read::<lsm_path_rule>(maps.paths, &raw)? else {
+        let Some(rule) = lookup::<lsm_path_rule>(maps.paths, &raw)? else {
             continue;
         };
         let flags = [
