@@ -910,30 +910,20 @@ mod tests {
         )
         .unwrap();
         let user = subject(1000, "bash", &[1, 30]);
-        assert_eq!(
-            policy.evaluate(Access::Write, "/etc/ssh/sshd_config", &user),
-            Verdict::Denied
-        );
-        assert_eq!(
-            policy.evaluate(Access::Read, "/etc/ssh/sshd_config", &user),
-            Verdict::Allowed
-        );
-        assert_eq!(
-            policy.evaluate(Access::Write, "/etc/passwd", &user),
-            Verdict::Allowed
-        );
-        assert_eq!(
-            policy.evaluate(Access::Exec, "/tmp/x", &user),
-            Verdict::Denied
-        );
-        assert_eq!(
-            policy.evaluate(Access::Exec, "/tmpx", &user),
-            Verdict::Allowed
-        );
-        assert_eq!(
-            policy.evaluate(Access::Exec, "tmp/x", &user),
-            Verdict::Allowed
-        );
+        for (access, path, verdict) in [
+            (Access::Write, "/etc/ssh/sshd_config", Verdict::Denied),
+            (Access::Read, "/etc/ssh/sshd_config", Verdict::Allowed),
+            (Access::Write, "/etc/passwd", Verdict::Allowed),
+            (Access::Exec, "/tmp/x", Verdict::Denied),
+            (Access::Exec, "/tmpx", Verdict::Allowed),
+            (Access::Exec, "tmp/x", Verdict::Allowed),
+        ] {
+            assert_eq!(
+                policy.evaluate(access, path, &user),
+                verdict,
+                "{access} {path}"
+            );
+        }
         for exempt in [
             subject(0, "bash", &[1]),
             subject(1000, "apt", &[1]),
