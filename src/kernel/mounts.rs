@@ -209,6 +209,23 @@ mod tests {
     }
 
     #[test]
+    fn own_cgroup_ids_run_from_the_root_to_this_process_cgroup() {
+        let root = mount_points("cgroup2").into_iter().next().unwrap();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let relative = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let ids = own_cgroup_ids();
+        let depth = relative.split('/').filter(|c| !c.is_empty()).count();
+        assert_eq!(ids.len(), 1 + depth);
+        assert_eq!(ids[0], fs::metadata(&root).unwrap().ino());
+        let leaf = root.join(relative.trim_start_matches('/'));
+        assert_eq!(ids[depth], open_cgroup2(&leaf).unwrap().1);
+        assert_eq!(
+            open_cgroup2(Path::new("/proc")).unwrap_err(),
+            "not a directory of a cgroup v2 hierarchy"
+        );
+    }
+
+    #[test]
     fn unescape_leaves_stray_backslashes() {
         assert_eq!(unescape("a\\134b"), "a\\b");
         assert_eq!(unescape("a\\9"), "a\\9");

@@ -68,7 +68,7 @@ pub fn entries(prefixes: &[(&str, u32)]) -> Vec<PathEntry> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, Policy, DENY_EXEC, DENY_WRITE, WATCH};
+    use super::super::{parse, Access, Policy, Subject, Verdict, DENY_EXEC, DENY_WRITE, WATCH};
     use super::*;
     use crate::rules::policy::lsm_limits;
 
@@ -83,6 +83,16 @@ mod tests {
             .filter(|entry| key.starts_with(&entry.key))
             .max_by_key(|entry| entry.key.len())
             .map_or(0, |entry| entry.flags)
+    }
+
+    /// lsm_monitor.bpf.c's on_open and on_exec: whether the access makes an
+    /// event, and whether the policy denies it, from the flags it looked up.
+    fn program_decision(access: Access, flags: u32) -> (bool, bool) {
+        match access {
+            Access::Read => (flags & WATCH != 0, false),
+            Access::Write => (flags & (WATCH | DENY_WRITE) != 0, flags & DENY_WRITE != 0),
+            Access::Exec => (true, flags & DENY_EXEC != 0),
+        }
     }
 
     fn compiled(text: &str) -> (Policy, Vec<PathEntry>) {
@@ -194,12 +204,26 @@ mod tests {
             paths.extend(frontier.iter().cloned());
         }
         assert_eq!(paths.len(), 1 + 6 + 36 + 216 + 1296);
+        let nobody = Subject {
+            uid: 4242,
+            comm: "nobody".into(),
+            cgroups: vec![1],
+        };
         let mut matched = 0;
         for text in policies {
             let (policy, entries) = compiled(text);
             for path in &paths {
-                let flags = policy.path_flags(path);
-                assert_eq!(lookup(&entries, path), flags, "{text}: {path}");
+                let flags = lookup(&entries, path);
+                assert_eq!(policy.path_flags(path), flags, "{text}: {path}");
+                for access in Access::ALL {
+                    let (reported, denied) = program_decision(access, flags);
+                    let verdict = policy.evaluate(access, path, &nobody);
+                    assert_eq!(
+                        (policy.reports(access, path), verdict == Verdict::Denied),
+                        (reported, denied),
+                        "{text}: {access} {path}"
+                    );
+                }
                 matched += usize::from(flags != 0);
             }
         }
