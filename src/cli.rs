@@ -64,6 +64,9 @@ pub enum Command {
     Filter(FilterCommand),
     /// Show the conversations crossing an interface, from tc_classifier's flow table
     Flows(FlowsArgs),
+    /// Check the policies of lsm_monitor
+    #[command(subcommand)]
+    Lsm(LsmCommand),
     /// Check the kernel, the machine and meshbpf's own state; probe every hook by loading a program
     #[command(
         long_about = "Checks what meshbpf needs (kernel version, BTF, bpffs, tracefs, capabilities, JIT, \
@@ -318,6 +321,29 @@ pub struct FilterCheckArgs {
     /// Rules file to check
     #[arg(value_name = "RULES.json")]
     pub rules: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LsmCommand {
+    /// Check a policy without attaching: what it watches and denies, its allow-lists, and whether it
+    /// would lock the operator out
+    Check(LsmCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LsmCheckArgs {
+    /// Policy file (JSON; see the README, "LSM policy file")
+    #[arg(value_name = "POLICY.json")]
+    pub policy: PathBuf,
+
+    /// Check it for enforce mode: refuse it, as `attach --lsm --enforce` would, when it denies the
+    /// operator what it takes to undo it
+    #[arg(long)]
+    pub enforce: bool,
+
+    /// Also show whether reading, writing and executing PATH would be reported or denied (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<String>,
 }
 
 #[derive(Debug, Args)]

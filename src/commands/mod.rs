@@ -17,6 +17,7 @@ pub mod health;
 pub mod latency;
 pub mod list;
 pub mod load;
+pub mod lsm;
 pub mod man;
 pub mod stats;
 pub mod unload;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Stats(args) => stats::run(&root, out, &args),
         Command::Filter(command) => filter::run(&root, out, &command),
         Command::Flows(args) => flows::run(&root, out, &args),
+        Command::Lsm(command) => lsm::run(out, &command),
         Command::Health(args) => health::run(&root, out, &args),
         Command::Load(args) => load::run(&root, out, &args),
         Command::Unload(args) => unload::run(&root, out, &args),

@@ -10,6 +10,7 @@
 pub mod classes;
 pub mod compile;
 pub mod filter;
+pub mod policy;
 pub mod traffic;
 
 use std::fmt;
