@@ -64,6 +64,9 @@ pub enum Command {
     Filter(FilterCommand),
     /// Show the conversations crossing an interface, from tc_classifier's flow table
     Flows(FlowsArgs),
+    /// Check lsm_monitor's policies, and replace the policy of the attached monitor
+    #[command(subcommand)]
+    Lsm(LsmCommand),
     /// Check the kernel, the machine and meshbpf's own state; probe every hook by loading a program
     #[command(
         long_about = "Checks what meshbpf needs (kernel version, BTF, bpffs, tracefs, capabilities, JIT, \
@@ -84,9 +87,6 @@ degraded) never fail, even with --strict."
     List,
     /// Show per-syscall latency (after `attach --latency`), or measure a kernel function's for a while
     Latency(LatencyArgs),
-    /// Manage the policy of lsm_monitor (attached with `attach --lsm`)
-    #[command(subcommand)]
-    Lsm(LsmCommand),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -338,6 +338,32 @@ pub struct FilterCheckArgs {
     pub rules: PathBuf,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum LsmCommand {
+    /// Check a policy without attaching: what it watches and denies, its allow-lists, and whether it
+    /// would lock the operator out
+    Check(LsmCheckArgs),
+    /// Replace the policy of the attached lsm_monitor atomically; the mode stays unless a flag
+    /// changes it
+    Apply(LsmApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LsmCheckArgs {
+    /// Policy file (JSON; see the README, "LSM policy file")
+    #[arg(value_name = "POLICY.json")]
+    pub policy: PathBuf,
+
+    /// Check it for enforce mode: refuse it, as `attach --lsm --enforce` would, when it denies the
+    /// operator what it takes to undo it
+    #[arg(long)]
+    pub enforce: bool,
+
+    /// Also show whether reading, writing and executing PATH would be reported or denied (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Compiled BPF object (clang -g -O2 -target bpf -c prog.bpf.c -o prog.bpf.o)
@@ -385,13 +411,6 @@ pub struct DetachArgs {
     /// Detach the host-wide lsm_monitor instead; works in any mode
     #[arg(long, conflicts_with_all = ["interface", "latency"])]
     pub lsm: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LsmCommand {
-    /// Replace the policy of the attached lsm_monitor atomically; the mode stays unless a flag
-    /// changes it
-    Apply(LsmApplyArgs),
 }
 
 #[derive(Debug, Args)]
