@@ -35,13 +35,7 @@ unsafe impl plain::Plain for lsm_comm_key {}
 unsafe impl plain::Plain for lsm_cgroup_key {}
 
 const KEY_PATH_LEN: usize = lsm_limits::LSM_KEY_PATH_LEN.0 as usize;
-const MAX_PATH_ENTRIES: usize = lsm_limits::LSM_MAX_PATH_ENTRIES.0 as usize;
-const MAX_ALLOW: usize = lsm_limits::LSM_MAX_ALLOW.0 as usize;
 const ENFORCE: u32 = lsm_policy_flags::LSM_POLICY_ENFORCE.0;
-/// Allow-list flags follow from the lists themselves.
-const ALLOW_FLAGS: u32 = lsm_policy_flags::LSM_POLICY_ALLOW_UIDS.0
-    | lsm_policy_flags::LSM_POLICY_ALLOW_COMMS.0
-    | lsm_policy_flags::LSM_POLICY_ALLOW_CGROUPS.0;
 
 /// The policy maps, as pinned: the program's own names.
 const PINNED: [&str; 6] = [
@@ -153,51 +147,14 @@ fn comm_key(generation: u8, comm: &[u8; 16]) -> lsm_comm_key {
     }
 }
 
-fn check_sizes(compiled: &CompiledPolicy) -> Result<()> {
-    let tables = [
-        ("path entries", compiled.paths.len(), MAX_PATH_ENTRIES),
-        ("allowed uids", compiled.uids.len(), MAX_ALLOW),
-        ("allowed comms", compiled.comms.len(), MAX_ALLOW),
-        ("allowed cgroups", compiled.cgroups.len(), MAX_ALLOW),
-    ];
-    for (what, count, max) in tables {
-        if count > max {
-            return Err(Failure::new(format!(
-                "the policy compiles to {count} {what}; lsm_monitor holds at most {max}"
-            ))
-            .hint("merge prefixes or shorten the allow-lists")
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// The `policy` slot's flags for a compiled policy in a mode.
+/// The `policy` slot's flags for a compiled policy in a mode: the mode is
+/// the runtime's to set, whatever the compiled flags say.
 fn policy_flags(compiled: &CompiledPolicy, mode: Mode) -> u32 {
-    let mut flags = compiled.flags & !(ENFORCE | ALLOW_FLAGS);
-    let lists = [
-        (
-            !compiled.uids.is_empty(),
-            lsm_policy_flags::LSM_POLICY_ALLOW_UIDS,
-        ),
-        (
-            !compiled.comms.is_empty(),
-            lsm_policy_flags::LSM_POLICY_ALLOW_COMMS,
-        ),
-        (
-            !compiled.cgroups.is_empty(),
-            lsm_policy_flags::LSM_POLICY_ALLOW_CGROUPS,
-        ),
-    ];
-    for (used, flag) in lists {
-        if used {
-            flags |= flag.0;
-        }
+    let flags = compiled.flags & !ENFORCE;
+    match mode {
+        Mode::Audit => flags,
+        Mode::Enforce => flags | ENFORCE,
     }
-    if mode == Mode::Enforce {
-        flags |= ENFORCE;
-    }
-    flags
 }
 
 fn write_generation(
@@ -275,7 +232,6 @@ fn clear_generation(maps: &PolicyMaps<'_>, gen: u8) -> Result<()> {
 /// Replaces the whole policy atomically and sets the mode with it;
 /// returns the generation now in use.
 pub fn apply(maps: &PolicyMaps<'_>, compiled: &CompiledPolicy, mode: Mode) -> Result<u8> {
-    check_sizes(compiled)?;
     let old = active_generation(maps)?;
     let new = 1 - old;
     clear_generation(maps, new).context("clearing the idle policy generation")?;
@@ -380,7 +336,6 @@ pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::policy::PathEntry;
 
     #[test]
     fn path_keys_count_the_generation_byte_and_every_path_byte() {
@@ -424,39 +379,23 @@ mod tests {
     fn compiled(flags: u32) -> CompiledPolicy {
         CompiledPolicy {
             flags,
-            paths: vec![PathEntry {
-                key: b"/etc/".to_vec(),
-                flags: lsm_path_flags::LSM_PATH_WATCH.0,
-            }],
-            uids: vec![0],
-            comms: vec![],
-            cgroups: vec![7],
+            paths: Vec::new(),
+            uids: Vec::new(),
+            comms: Vec::new(),
+            cgroups: Vec::new(),
         }
     }
 
     #[test]
-    fn the_mode_and_the_used_allow_lists_set_the_flags() {
+    fn the_mode_is_the_runtimes_to_set() {
         let deny_modules = lsm_policy_flags::LSM_POLICY_DENY_MODULES.0;
-        let stray = ENFORCE | lsm_policy_flags::LSM_POLICY_ALLOW_COMMS.0;
-        let audit = policy_flags(&compiled(deny_modules | stray), Mode::Audit);
         assert_eq!(
-            audit,
+            policy_flags(&compiled(deny_modules | ENFORCE), Mode::Audit),
             deny_modules
-                | lsm_policy_flags::LSM_POLICY_ALLOW_UIDS.0
-                | lsm_policy_flags::LSM_POLICY_ALLOW_CGROUPS.0
         );
         assert_eq!(
             policy_flags(&compiled(deny_modules), Mode::Enforce),
-            audit | ENFORCE
+            deny_modules | ENFORCE
         );
-    }
-
-    #[test]
-    fn oversized_policies_are_refused_before_any_write() {
-        let mut big = compiled(0);
-        big.uids = (0..=MAX_ALLOW as u32).collect();
-        let err = check_sizes(&big).unwrap_err().to_string();
-        assert!(err.contains("257 allowed uids"), "{err}");
-        assert!(check_sizes(&compiled(0)).is_ok());
     }
 }
