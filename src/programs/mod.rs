@@ -10,6 +10,7 @@ use anyhow::Result;
 use crate::kernel::btf;
 
 pub mod loaded;
+pub mod lsm_monitor;
 pub mod syscall_latency;
 pub mod tc_classifier;
 pub mod traffic;
