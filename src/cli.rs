@@ -54,7 +54,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface,
-    /// or with --latency syscall_latency host-wide; pinned
+    /// or with --latency syscall_latency, with --lsm lsm_monitor host-wide; pinned
     Attach(AttachArgs),
     /// Detach meshbpf from an interface (or --latency) and remove every pin that belongs to it
     Detach(DetachArgs),
@@ -88,6 +88,9 @@ degraded) never fail, even with --strict."
     /// Read lsm_monitor's security events (after `attach --lsm`): what its ring buffer holds, or
     /// with --follow until Ctrl-C
     Events(EventsArgs),
+    /// Manage the policy of lsm_monitor (attached with `attach --lsm`)
+    #[command(subcommand)]
+    Lsm(LsmCommand),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -106,11 +109,11 @@ degraded) never fail, even with --strict."
 pub struct AttachArgs {
     /// Interface to attach to, in the current network namespace. With --object: the interface (xdp,
     /// tc), the cgroup v2 directory (cgroup_skb), or nothing (tracepoints, raw_tp, tp_btf, kprobe)
-    #[arg(value_name = "IFACE", required_unless_present_any = ["object", "latency"])]
+    #[arg(value_name = "IFACE", required_unless_present_any = ["object", "latency", "lsm"])]
     pub interface: Option<String>,
 
     /// Attach a program of an object loaded with `meshbpf load`, on the hook its section names
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["filter", "classes", "no_flows", "max_flows", "tc_method", "btf", "latency"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["filter", "classes", "no_flows", "max_flows", "tc_method", "btf", "latency", "lsm"])]
     pub object: Option<String>,
 
     /// The program of --object to attach; may be left out when the object has one
@@ -124,6 +127,21 @@ pub struct AttachArgs {
 
     #[command(flatten)]
     pub latency_options: LatencyOptions,
+
+    /// Attach lsm_monitor host-wide instead: exec, opens under watched paths, ptrace attach,
+    /// capability use and module loads, read with `meshbpf events`. BPF LSM where the kernel runs
+    /// it, else tracepoints (audit only)
+    #[arg(long, conflicts_with_all = ["interface", "mode", "filter", "no_flows", "classes", "tc_method", "max_flows", "latency", "latency_options"])]
+    pub lsm: bool,
+
+    /// lsm_monitor's policy (JSON): watched paths, what enforce mode denies, allow-lists.
+    /// On an attached monitor it is replaced atomically
+    #[arg(long, value_name = "POLICY.json", requires = "lsm")]
+    pub policy: Option<PathBuf>,
+
+    /// Deny what the policy denies (BPF LSM only) instead of auditing it
+    #[arg(long, requires = "policy")]
+    pub enforce: bool,
 
     /// XDP mode; native runs in the driver, skb (generic) works everywhere. There is no silent fallback. [default: native]
     #[arg(long, value_enum, value_name = "MODE")]
@@ -376,12 +394,38 @@ pub struct UnloadArgs {
 #[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Interface to detach from; works even after the interface was deleted
-    #[arg(value_name = "IFACE", required_unless_present = "latency")]
+    #[arg(value_name = "IFACE", required_unless_present_any = ["latency", "lsm"])]
     pub interface: Option<String>,
 
     /// Detach the host-wide syscall_latency instead
     #[arg(long, conflicts_with = "interface")]
     pub latency: bool,
+
+    /// Detach the host-wide lsm_monitor instead; works in any mode
+    #[arg(long, conflicts_with_all = ["interface", "latency"])]
+    pub lsm: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LsmCommand {
+    /// Replace the policy of the attached lsm_monitor atomically; the mode stays unless a flag
+    /// changes it
+    Apply(LsmApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LsmApplyArgs {
+    /// Policy file (JSON; see the README for the format)
+    #[arg(value_name = "POLICY.json")]
+    pub policy: PathBuf,
+
+    /// Deny what the policy denies from now on (BPF LSM only)
+    #[arg(long, conflicts_with = "audit")]
+    pub enforce: bool,
+
+    /// Only report what the policy would deny from now on
+    #[arg(long)]
+    pub audit: bool,
 }
 
 #[derive(Debug, Args)]
@@ -579,6 +623,57 @@ mod tests {
             parse(&["completions", "tcsh"]).unwrap_err().kind(),
             ErrorKind::InvalidValue
         );
+    }
+
+    #[test]
+    fn lsm_takes_a_policy_and_enforce_needs_one() {
+        use clap::error::ErrorKind;
+        match parse(&["attach", "--lsm", "--policy", "p.json", "--enforce"])
+            .unwrap()
+            .command
+        {
+            Command::Attach(a) => {
+                assert!(a.lsm && a.enforce && a.interface.is_none());
+                assert_eq!(a.policy, Some(PathBuf::from("p.json")));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["attach", "--lsm", "--enforce"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["attach", "--policy", "p.json"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        for conflicting in [
+            &["attach", "eth0", "--lsm"][..],
+            &["attach", "--lsm", "--latency"],
+            &["attach", "--lsm", "--mode", "skb"],
+            &["attach", "--lsm", "--pid", "1"],
+            &["attach", "--lsm", "--object", "o"],
+            &["detach", "eth0", "--lsm"],
+            &["detach", "--lsm", "--latency"],
+            &["lsm", "apply", "p.json", "--enforce", "--audit"],
+        ] {
+            assert_eq!(
+                kind(conflicting),
+                ErrorKind::ArgumentConflict,
+                "{conflicting:?}"
+            );
+        }
+        assert!(parse(&["detach", "--lsm"]).is_ok());
+        match parse(&["lsm", "apply", "p.json", "--audit"])
+            .unwrap()
+            .command
+        {
+            Command::Lsm(LsmCommand::Apply(a)) => {
+                assert!(a.audit && !a.enforce);
+                assert_eq!(a.policy, PathBuf::from("p.json"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
-use common::PinRoot;
+use common::{link_exists, PinRoot};
 use serde_json::{json, Value};
 
 /// A pin root of its own per test: the host-wide attachment is one per root,
@@ -232,15 +232,6 @@ fn the_syscalls_filter_keeps_only_those() {
         (rows[0]["name"].as_str(), rows[0]["count"].as_u64()),
         (Some("getpid"), Some(100))
     );
-}
-
-fn link_exists(id: u64) -> bool {
-    // SAFETY: a plain syscall wrapper; a returned fd is closed right away.
-    let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id as u32) };
-    if fd >= 0 {
-        unsafe { libc::close(fd) };
-    }
-    fd >= 0
 }
 
 #[test]

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::AttachArgs;
-use crate::commands::{filter, latency};
+use crate::commands::{filter, latency, lsm_monitor};
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -118,8 +118,17 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     if args.object.is_some() {
         return super::attach_object::run(root, out, args);
     }
+    if args.lsm {
+        return lsm_monitor::attach(
+            root,
+            out,
+            args.policy.as_deref(),
+            args.enforce,
+            args.btf.as_deref(),
+        );
+    }
     let Some(interface) = args.interface.as_deref() else {
-        // clap requires IFACE unless --latency or --object is given.
+        // clap requires IFACE unless --latency, --lsm or --object is given.
         return latency::attach(root, out, &args.latency_options, args.btf.as_deref());
     };
     // A bad rules file must fail before anything touches the kernel.

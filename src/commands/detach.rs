@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DetachArgs;
-use crate::commands::latency;
+use crate::commands::{latency, lsm_monitor};
 use crate::kernel::pins::StateRoot;
 use crate::kernel::{bpffs, bpfobj, caps, netdev, xdp};
 use crate::output::{Output, Report};
@@ -67,8 +67,11 @@ impl Report for DetachReport {
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &DetachArgs) -> Result<()> {
+    if args.lsm {
+        return lsm_monitor::detach(root, out);
+    }
     let Some(interface) = args.interface.as_deref() else {
-        // clap requires IFACE unless --latency is given.
+        // clap requires IFACE unless --latency or --lsm is given.
         return latency::detach(root, out);
     };
     netdev::validate_name(interface)?;

@@ -21,7 +21,7 @@ use crate::kernel::caps;
 use crate::kernel::clock::BootAnchor;
 use crate::kernel::pins::StateRoot;
 use crate::output::{self, Delivery, Output};
-use crate::programs::lsm_monitor::counters::{Counters, LostByType};
+use crate::programs::lsm_monitor::counters::EventCounts;
 use crate::programs::lsm_monitor::events::{self, Detail, Event, EventTypes, Reader};
 use crate::programs::lsm_monitor::PROGRAM;
 
@@ -33,23 +33,48 @@ const BATCH: usize = 4096;
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Serialize)]
-struct Summary<'a> {
+struct Summary {
     #[serde(rename = "type")]
     kind: &'static str,
     /// Records this run read, before --type and --pid.
     delivered: u64,
     /// The kernel's count since attach.
     lost: u64,
-    lost_by_type: LostByType<'a>,
+    lost_by_type: LostByType,
 }
 
-impl Summary<'_> {
-    fn render(&self) -> String {
-        let by_type: Vec<String> = self
-            .lost_by_type
-            .counts()
-            .filter(|(_, lost)| *lost > 0)
-            .map(|(name, lost)| format!("{name} {}", output::count(lost)))
+/// Lost events since attach, per type.
+#[derive(Debug, Serialize)]
+struct LostByType {
+    exec: u64,
+    open: u64,
+    ptrace: u64,
+    capable: u64,
+    module: u64,
+}
+
+impl Summary {
+    fn new(delivered: u64, counts: &EventCounts) -> Summary {
+        Summary {
+            kind: "summary",
+            delivered,
+            lost: counts.lost_total(),
+            lost_by_type: LostByType {
+                exec: counts.exec.lost,
+                open: counts.open.lost,
+                ptrace: counts.ptrace.lost,
+                capable: counts.capable.lost,
+                module: counts.module.lost,
+            },
+        }
+    }
+
+    fn render(&self, counts: &EventCounts) -> String {
+        let by_type: Vec<String> = counts
+            .by_type()
+            .iter()
+            .filter(|(_, c)| c.lost > 0)
+            .map(|(name, c)| format!("{name} {}", output::count(c.lost)))
             .collect();
         let detail = if by_type.is_empty() {
             String::new()
@@ -203,13 +228,8 @@ impl Sink<'_> {
         ))?)
     }
 
-    fn finish(&self, delivered: u64, counters: &Counters) -> Result<()> {
-        let summary = Summary {
-            kind: "summary",
-            delivered,
-            lost: counters.lost_total(),
-            lost_by_type: counters.lost_by_type(),
-        };
+    fn finish(&self, delivered: u64, counts: &EventCounts) -> Result<()> {
+        let summary = Summary::new(delivered, counts);
         if self.out.is_json() {
             self.out.lines([&summary])?;
             return Ok(());
@@ -223,7 +243,7 @@ impl Sink<'_> {
             };
             text.push('\n');
         }
-        text.push_str(&summary.render());
+        text.push_str(&summary.render(counts));
         self.out.stream_text(&text)?;
         Ok(())
     }
@@ -373,31 +393,18 @@ mod tests {
 
     #[test]
     fn the_summary_names_the_types_that_lost() {
-        use crate::programs::lsm_monitor::counters::TypeCounts;
-        let counters = Counters(vec![
-            ("exec", TypeCounts::default()),
-            (
-                "open",
-                TypeCounts {
-                    events: 100_000,
-                    lost: 88_000,
-                    ..TypeCounts::default()
-                },
-            ),
-        ]);
-        let summary = Summary {
-            kind: "summary",
-            delivered: 12_000,
-            lost: counters.lost_total(),
-            lost_by_type: counters.lost_by_type(),
-        };
+        let mut counts = EventCounts::default();
+        counts.open.events = 100_000;
+        counts.open.lost = 88_000;
+        counts.capable.lost = 2;
+        let summary = Summary::new(12_000, &counts);
         assert_eq!(
-            summary.render(),
-            "12,000 events read; 88,000 lost since attach (ring buffer full) (open 88,000)"
+            summary.render(&counts),
+            "12,000 events read; 88,002 lost since attach (ring buffer full) (open 88,000, capable 2)"
         );
         assert_eq!(
             serde_json::to_string(&summary).unwrap(),
-            r#"{"type":"summary","delivered":12000,"lost":88000,"lost_by_type":{"exec":0,"open":88000}}"#
+            r#"{"type":"summary","delivered":12000,"lost":88002,"lost_by_type":{"exec":0,"open":88000,"ptrace":0,"capable":2,"module":0}}"#
         );
     }
 }

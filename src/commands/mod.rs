@@ -18,6 +18,8 @@ pub mod health;
 pub mod latency;
 pub mod list;
 pub mod load;
+pub mod lsm;
+pub mod lsm_monitor;
 pub mod man;
 pub mod stats;
 pub mod unload;
@@ -36,6 +38,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::List => list::run(&root, out),
         Command::Latency(args) => latency::run(&root, out, &args),
         Command::Events(args) => events::run(&root, out, &args),
+        Command::Lsm(command) => lsm::run(&root, out, &command),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

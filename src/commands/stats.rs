@@ -10,13 +10,14 @@ use comfy_table::Table;
 use serde::{Serialize, Serializer};
 
 use crate::cli::StatsArgs;
-use crate::commands::latency;
+use crate::commands::{latency, lsm_monitor};
 use crate::error::{Failure, Interrupted};
 use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::{RunStats, StatsEnabled};
 use crate::kernel::{bpfobj, caps, netdev, xdp::XdpMode};
 use crate::output::{self, Output, Report};
+use crate::programs::lsm_monitor::{self as lsm_program, LsmStats};
 use crate::programs::syscall_latency::{self, LatencyAttachment};
 use crate::programs::tc_classifier::classes::ClassUse;
 use crate::programs::tc_classifier::{self, FlowTable};
@@ -315,11 +316,12 @@ fn classes_table(classes: &[ClassUse]) -> Table {
 }
 
 /// Every attachment: one element per interface, then the host-wide
-/// syscall_latency, if attached.
+/// syscall_latency and lsm_monitor, if attached.
 #[derive(Debug)]
 struct AllStats {
     attachments: Vec<AttachmentStats>,
     latency: Option<LatencyAttachment>,
+    lsm: Option<LsmStats>,
     root: String,
 }
 
@@ -328,12 +330,20 @@ struct AllStats {
 enum Entry<'a> {
     Interface(&'a AttachmentStats),
     Host(&'a LatencyAttachment),
+    Lsm(&'a LsmStats),
 }
 
 impl Serialize for AllStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let host = self.latency.iter().map(Entry::Host);
-        serializer.collect_seq(self.attachments.iter().map(Entry::Interface).chain(host))
+        let lsm = self.lsm.iter().map(Entry::Lsm);
+        serializer.collect_seq(
+            self.attachments
+                .iter()
+                .map(Entry::Interface)
+                .chain(host)
+                .chain(lsm),
+        )
     }
 }
 
@@ -351,15 +361,55 @@ fn render_latency(a: &LatencyAttachment) -> String {
     )
 }
 
+fn render_lsm(s: &LsmStats) -> String {
+    let a = &s.attachment;
+    let mut table = output::table(&[
+        "type",
+        "events",
+        "delivered",
+        "lost",
+        "denied",
+        "audited",
+        "suppressed",
+    ]);
+    for (name, c) in s.events.by_type() {
+        table.add_row(vec![
+            name.into(),
+            output::right(output::count(c.events)),
+            output::right(output::count(c.delivered)),
+            output::right(output::count(c.lost)),
+            output::right(output::count(c.denied)),
+            output::right(output::count(c.audited)),
+            output::right(output::count(c.suppressed)),
+        ]);
+    }
+    format!(
+        "host · {} · {} · {} mode · since {} · progs {} · links {}\n{}\n{table}\nlost in all: {}; events themselves: meshbpf events",
+        a.program,
+        a.method.as_str(),
+        a.mode.as_str(),
+        a.attached_at,
+        join_ids(&a.prog_ids),
+        join_ids(&a.link_ids),
+        lsm_monitor::describe_policy(&a.policy),
+        output::count(s.lost_total)
+    )
+}
+
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join("/")
+}
+
 impl Report for AllStats {
     fn render(&self) -> String {
-        if self.attachments.is_empty() && self.latency.is_none() {
+        if self.attachments.is_empty() && self.latency.is_none() && self.lsm.is_none() {
             return format!("no meshbpf attachments under {}", self.root);
         }
         self.attachments
             .iter()
             .map(Report::render)
             .chain(self.latency.iter().map(render_latency))
+            .chain(self.lsm.iter().map(render_lsm))
             .collect::<Vec<_>>()
             .join("\n\n")
     }
@@ -386,9 +436,16 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
             } else {
                 None
             };
+            let dir = root.host_attachment(lsm_program::PROGRAM);
+            let lsm = if dir.is_committed() {
+                Some(lsm_program::stats(&dir)?)
+            } else {
+                None
+            };
             out.emit(&AllStats {
                 attachments,
                 latency,
+                lsm,
                 root: root.path().display().to_string(),
             })?;
         }
@@ -495,6 +552,7 @@ mod tests {
         let all = AllStats {
             attachments: vec![],
             latency: None,
+            lsm: None,
             root: "/sys/fs/bpf/meshbpf".into(),
         };
         assert_eq!(
@@ -521,6 +579,7 @@ mod tests {
                 },
                 pin_path: "/sys/fs/bpf/meshbpf/host/syscall_latency".into(),
             }),
+            lsm: None,
             root: "/sys/fs/bpf/meshbpf".into(),
         };
         let v = serde_json::to_value(&all).unwrap();

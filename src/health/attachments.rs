@@ -13,10 +13,10 @@ use crate::health::{Check, Fix};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::tc::{self, Direction};
 use crate::kernel::{bpffs, bpfobj, netdev};
-use crate::programs::syscall_latency;
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::traffic;
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
+use crate::programs::{lsm_monitor, syscall_latency};
 use crate::state::{self, LinkState};
 
 /// A table this full is about to evict, or to refuse, entries.
@@ -174,6 +174,10 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
     if latency.exists() {
         checks.push(latency_check(&latency));
     }
+    let lsm = root.host_attachment(lsm_monitor::PROGRAM);
+    if lsm.exists() {
+        checks.push(lsm_check(&lsm));
+    }
     if checks.is_empty() {
         checks.push(Check::ok(
             "attachments",
@@ -213,6 +217,55 @@ fn latency_check(dir: &AttachmentDir) -> Check {
             hint,
         ),
     }
+}
+
+/// The host-wide lsm_monitor: its mode and method, and whether the ring
+/// buffer lost events.
+fn lsm_check(dir: &AttachmentDir) -> Check {
+    let hint = "meshbpf detach --lsm removes it; meshbpf attach --lsm attaches again";
+    if !dir.is_committed() {
+        return Check::fail(
+            lsm_monitor::PROGRAM,
+            format!(
+                "orphaned pins at {}: an attach --lsm was interrupted before it committed",
+                dir.path.display()
+            ),
+            hint,
+        );
+    }
+    let stats = match lsm_monitor::stats(dir) {
+        Ok(stats) => stats,
+        Err(err) => {
+            return Check::fail(
+                lsm_monitor::PROGRAM,
+                format!("cannot inspect {}: {err:#}", dir.path.display()),
+                hint,
+            )
+        }
+    };
+    let a = &stats.attachment;
+    let detail = format!(
+        "{} mode with {} (links {}), since {}",
+        a.mode.as_str(),
+        a.method.as_str(),
+        a.link_ids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        a.attached_at
+    );
+    if stats.lost_total > 0 {
+        return Check::warn(
+            lsm_monitor::PROGRAM,
+            format!(
+                "{detail}; {} events were lost: the ring buffer was full",
+                stats.lost_total
+            ),
+            "read events more often (meshbpf events --follow keeps up), or watch fewer paths",
+        );
+    }
+    Check::ok(lsm_monitor::PROGRAM, detail)
 }
 
 fn tables(dir: &AttachmentDir, max_drop_percent: u8) -> Vec<Check> {

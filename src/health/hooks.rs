@@ -94,10 +94,10 @@ fn disables(hook: Hook) -> &'static str {
         Hook::Kprobe => "latency --function through kprobe/kretprobe",
         Hook::Fentry => "latency --function through fentry/fexit, its first choice",
         Hook::Lsm => {
-            "lsm_monitor (planned): file opens, exec, ptrace, capability use, module loads"
+            "lsm_monitor's BPF LSM method: enforce mode, and capability and module-request events"
         }
         Hook::CgroupSkb => "nothing meshbpf ships; other tools' cgroup_skb programs",
-        Hook::Ringbuf => "lsm_monitor's (planned) event stream",
+        Hook::Ringbuf => "lsm_monitor: its events reach `meshbpf events` through a ring buffer",
         Hook::LpmTrie => "attach --filter: xdp_mesh_filter keeps its CIDR rules in LPM tries",
     }
 }
@@ -141,7 +141,11 @@ fn fallback(hook: Hook, available: &dyn Fn(Hook) -> bool) -> String {
             (Hook::RawTp, SYSCALLS_ONLY),
         ]),
         Hook::LpmTrie => "none: attach without --filter still counts".into(),
-        Hook::Xdp | Hook::Lsm | Hook::CgroupSkb | Hook::Ringbuf => "none".into(),
+        Hook::Lsm => first(&[(
+            Hook::Tracepoint,
+            "lsm_monitor's tracepoint method: exec, opens, ptrace and module loads, audit only",
+        )]),
+        Hook::Xdp | Hook::CgroupSkb | Hook::Ringbuf => "none".into(),
     }
 }
 
@@ -166,6 +170,7 @@ mod tests {
             (Hook::Fentry, refused(Stage::Load, libc::EPERM)),
             (Hook::Tcx, Ok("attached".into())),
             (Hook::Tc, refused(Stage::Attach, libc::EOPNOTSUPP)),
+            (Hook::Lsm, refused(Stage::Load, libc::EPERM)),
         ]);
         let by = |hook: Hook| hooks.0.iter().find(|h| h.hook == hook).unwrap();
         assert_eq!(
@@ -176,6 +181,11 @@ mod tests {
         assert_eq!(by(Hook::Fentry).stage, Some(Stage::Load));
         assert_eq!(by(Hook::Tc).fallback.as_deref(), Some("tcx links"));
         assert_eq!(by(Hook::Tracepoint).fallback, None);
+        assert!(by(Hook::Lsm)
+            .fallback
+            .as_deref()
+            .unwrap()
+            .starts_with("lsm_monitor's tracepoint method"));
         assert!(!hooks.all_available());
     }
 

@@ -127,7 +127,7 @@ pub fn errno_name(errno: i32) -> String {
     format!("{:?}", Errno::from_raw(errno))
 }
 
-fn errno_text(errno: i32) -> String {
+pub fn errno_text(errno: i32) -> String {
     format!("{} ({})", errno_name(errno), Errno::from_raw(errno).desc())
 }
 

@@ -459,11 +459,13 @@ impl PinRoot {
 
 impl Drop for PinRoot {
     fn drop(&mut self) {
-        let _ = Command::new(BIN)
-            .args(self.args(&["detach", "--latency"]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        for host_wide in ["--latency", "--lsm"] {
+            let _ = Command::new(BIN)
+                .args(self.args(&["detach", host_wide]))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         for name in self.loaded_entries() {
             let _ = Command::new(BIN)
                 .args(self.args(&["unload", &name]))
@@ -494,6 +496,16 @@ pub fn bpftool_u64_array(pin: &Path) -> Vec<u64> {
         .iter()
         .map(|e| e["formatted"]["value"].as_u64().expect("a u64 value"))
         .collect()
+}
+
+/// Whether the kernel still has a link of this id.
+pub fn link_exists(id: u64) -> bool {
+    // SAFETY: a plain syscall wrapper; a returned fd is closed right away.
+    let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id as u32) };
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
 }
 
 /// Whether the kernel still has a program of this id.

@@ -1,102 +1,93 @@
-//! lsm_monitor's per-type counters: a per-CPU array with one slot per event
-//! type, summed over CPUs.
+//! The per-type event counters, a per-CPU array indexed by event type,
+//! summed over CPUs.
 
 use anyhow::Result;
 use libbpf_rs::MapCore;
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Serialize;
 
 use super::skel::types::{lsm_counters, lsm_event_type};
-use super::COUNTERS_MAP;
-use crate::kernel::pins::AttachmentDir;
 use crate::programs::traffic;
 
-// SAFETY: a generated #[repr(C)] struct of u64 fields: any bytes are valid.
+// SAFETY: a generated #[repr(C)] struct of u64s: any bytes are valid.
 unsafe impl plain::Plain for lsm_counters {}
 
-/// JSON and table names of the event types, bound to the C enum so that a
-/// renumbering in the shared header cannot silently shift them.
-pub const EVENT_TYPES: [(lsm_event_type, &str); 5] = [
-    (lsm_event_type::LSM_EVENT_EXEC, "exec"),
-    (lsm_event_type::LSM_EVENT_OPEN, "open"),
-    (lsm_event_type::LSM_EVENT_PTRACE, "ptrace"),
-    (lsm_event_type::LSM_EVENT_CAPABLE, "capable"),
-    (lsm_event_type::LSM_EVENT_MODULE, "module"),
-];
-
-/// One event type's counts since attach.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// One event type's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TypeCounts {
     /// Events that qualified: delivered to the ring buffer or lost.
     pub events: u64,
-    /// Dropped because the ring buffer was full.
+    pub delivered: u64,
+    /// The ring buffer was full.
     pub lost: u64,
     pub denied: u64,
     /// Would have been denied in enforce mode.
     pub audited: u64,
-    /// capable() checks folded into an earlier event (rate limit).
+    /// capable() checks folded into an earlier event of the same process
+    /// and capability.
     pub suppressed: u64,
 }
 
-/// Every event type's counts, in slot order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counters(pub Vec<(&'static str, TypeCounts)>);
+impl TypeCounts {
+    fn add(&mut self, c: &lsm_counters) {
+        self.events += c.events;
+        self.lost += c.lost;
+        self.denied += c.denied;
+        self.audited += c.audited;
+        self.suppressed += c.suppressed;
+        self.delivered = self.events.saturating_sub(self.lost);
+    }
+}
 
-impl Counters {
-    pub fn get(&self, name: &str) -> TypeCounts {
-        self.0
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
+/// Every type's counts, by the names events carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    pub exec: TypeCounts,
+    pub open: TypeCounts,
+    pub ptrace: TypeCounts,
+    pub capable: TypeCounts,
+    pub module: TypeCounts,
+}
+
+impl EventCounts {
+    /// The counts of the event type with this index (enum lsm_event_type).
+    fn slot(&mut self, event_type: u32) -> Option<&mut TypeCounts> {
+        match lsm_event_type(event_type) {
+            lsm_event_type::LSM_EVENT_EXEC => Some(&mut self.exec),
+            lsm_event_type::LSM_EVENT_OPEN => Some(&mut self.open),
+            lsm_event_type::LSM_EVENT_PTRACE => Some(&mut self.ptrace),
+            lsm_event_type::LSM_EVENT_CAPABLE => Some(&mut self.capable),
+            lsm_event_type::LSM_EVENT_MODULE => Some(&mut self.module),
+            _ => None,
+        }
+    }
+
+    pub fn by_type(&self) -> [(&'static str, &TypeCounts); 5] {
+        [
+            ("exec", &self.exec),
+            ("open", &self.open),
+            ("ptrace", &self.ptrace),
+            ("capable", &self.capable),
+            ("module", &self.module),
+        ]
     }
 
     pub fn lost_total(&self) -> u64 {
-        self.0.iter().map(|(_, c)| c.lost).sum()
-    }
-
-    /// Only the lost counts, by type: `{"exec":0,"open":12,...}`.
-    pub fn lost_by_type(&self) -> LostByType<'_> {
-        LostByType(self)
+        self.by_type().iter().map(|(_, c)| c.lost).sum()
     }
 }
 
-#[derive(Debug)]
-pub struct LostByType<'a>(&'a Counters);
-
-impl LostByType<'_> {
-    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.0 .0.iter().map(|(name, c)| (*name, c.lost))
-    }
-}
-
-impl Serialize for LostByType<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0 .0.len()))?;
-        for (name, lost) in self.counts() {
-            map.serialize_entry(name, &lost)?;
+/// Sums the `counters` map over CPUs.
+pub fn read(map: &dyn MapCore) -> Result<EventCounts> {
+    let mut counts = EventCounts::default();
+    for event_type in 0..lsm_event_type::LSM_EVENT_TYPES.0 {
+        let per_cpu = traffic::read_per_cpu::<lsm_counters>(map, event_type)?;
+        if let Some(slot) = counts.slot(event_type) {
+            for cpu in &per_cpu {
+                slot.add(cpu);
+            }
         }
-        map.end()
     }
-}
-
-pub fn read(map: &dyn MapCore) -> Result<Counters> {
-    let mut by_type = Vec::with_capacity(EVENT_TYPES.len());
-    for (slot, name) in EVENT_TYPES {
-        let mut sum = TypeCounts::default();
-        for cpu in traffic::read_per_cpu::<lsm_counters>(map, slot.0)? {
-            sum.events += cpu.events;
-            sum.lost += cpu.lost;
-            sum.denied += cpu.denied;
-            sum.audited += cpu.audited;
-            sum.suppressed += cpu.suppressed;
-        }
-        by_type.push((name, sum));
-    }
-    Ok(Counters(by_type))
-}
-
-pub fn read_pinned(dir: &AttachmentDir) -> Result<Counters> {
-    read(&traffic::open_pinned_map(dir, COUNTERS_MAP)?)
+    Ok(counts)
 }
 
 #[cfg(test)]
@@ -104,30 +95,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_type_has_a_name_in_slot_order() {
-        assert_eq!(
-            EVENT_TYPES.len(),
-            lsm_event_type::LSM_EVENT_TYPES.0 as usize
-        );
-        for (i, (slot, _)) in EVENT_TYPES.iter().enumerate() {
-            assert_eq!(slot.0 as usize, i);
-        }
-    }
-
-    #[test]
-    fn lost_counts_serialize_by_type() {
-        let lost = |n| TypeCounts {
-            events: 10,
-            lost: n,
-            ..TypeCounts::default()
+    fn cpus_add_up_and_delivered_is_what_was_not_lost() {
+        let mut counts = EventCounts::default();
+        let cpu = |events, lost| lsm_counters {
+            events,
+            lost,
+            denied: 1,
+            audited: 2,
+            suppressed: 3,
         };
-        let counters = Counters(vec![("exec", lost(1)), ("open", lost(5))]);
-        assert_eq!(counters.lost_total(), 6);
-        assert_eq!(counters.get("open").lost, 5);
-        assert_eq!(counters.get("ptrace"), TypeCounts::default());
+        let slot = counts.slot(lsm_event_type::LSM_EVENT_OPEN.0).unwrap();
+        slot.add(&cpu(10, 4));
+        slot.add(&cpu(5, 0));
         assert_eq!(
-            serde_json::to_string(&counters.lost_by_type()).unwrap(),
-            r#"{"exec":1,"open":5}"#
+            counts.open,
+            TypeCounts {
+                events: 15,
+                delivered: 11,
+                lost: 4,
+                denied: 2,
+                audited: 4,
+                suppressed: 6
+            }
         );
+        assert_eq!(counts.lost_total(), 4);
+        assert!(counts.slot(lsm_event_type::LSM_EVENT_TYPES.0).is_none());
+        let v = serde_json::to_value(counts).unwrap();
+        assert_eq!(v["open"]["delivered"], 11);
+        assert_eq!(v["exec"]["events"], 0);
     }
 }

@@ -11,9 +11,9 @@ use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-use super::counters::{self, Counters, EVENT_TYPES};
+use super::counters::{self, EventCounts};
 use super::skel::types::{
-    lsm_event_flags, lsm_hook, lsm_module_kind, lsm_monitor_event, lsm_verdict,
+    lsm_event_flags, lsm_event_type, lsm_hook, lsm_module_kind, lsm_monitor_event, lsm_verdict,
 };
 use super::{Method, COUNTERS_MAP, EVENTS_MAP};
 use crate::error::Failure;
@@ -84,6 +84,16 @@ pub enum Detail {
         path: Option<String>,
     },
 }
+
+/// Event type names, bound to the C enum so that a renumbering in the
+/// shared header cannot silently shift them.
+pub const EVENT_TYPES: [(lsm_event_type, &str); 5] = [
+    (lsm_event_type::LSM_EVENT_EXEC, "exec"),
+    (lsm_event_type::LSM_EVENT_OPEN, "open"),
+    (lsm_event_type::LSM_EVENT_PTRACE, "ptrace"),
+    (lsm_event_type::LSM_EVENT_CAPABLE, "capable"),
+    (lsm_event_type::LSM_EVENT_MODULE, "module"),
+];
 
 /// `--type exec,open`: the event types to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,7 +479,7 @@ impl Reader {
     }
 
     /// The kernel's counters, lost events included.
-    pub fn counters(&self) -> Result<Counters> {
+    pub fn counters(&self) -> Result<EventCounts> {
         counters::read(&self.counters)
     }
 }
@@ -685,7 +695,14 @@ mod tests {
     }
 
     #[test]
-    fn every_hook_and_module_kind_has_a_name() {
+    fn every_type_hook_and_module_kind_has_a_name_in_slot_order() {
+        assert_eq!(
+            EVENT_TYPES.len(),
+            lsm_event_type::LSM_EVENT_TYPES.0 as usize
+        );
+        for (i, (kind, _)) in EVENT_TYPES.iter().enumerate() {
+            assert_eq!(kind.0 as usize, i);
+        }
         for (i, (hook, _, _)) in HOOKS.iter().enumerate() {
             assert_eq!(hook.0 as usize, i);
         }
