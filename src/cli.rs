@@ -88,7 +88,7 @@ degraded) never fail, even with --strict."
     /// Read lsm_monitor's security events (after `attach --lsm`): what its ring buffer holds, or
     /// with --follow until Ctrl-C
     Events(EventsArgs),
-    /// Manage the policy of lsm_monitor (attached with `attach --lsm`)
+    /// Check a policy of lsm_monitor, or replace the attached monitor's (`attach --lsm`)
     #[command(subcommand)]
     Lsm(LsmCommand),
     /// Print a shell completion script to stdout
@@ -357,6 +357,32 @@ pub struct FilterCheckArgs {
     pub rules: PathBuf,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum LsmCommand {
+    /// Check a policy without attaching: what it watches and denies, its allow-lists, and whether it
+    /// would lock the operator out
+    Check(LsmCheckArgs),
+    /// Replace the policy of the attached lsm_monitor atomically; the mode stays unless a flag
+    /// changes it
+    Apply(LsmApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LsmCheckArgs {
+    /// Policy file (JSON; see the README, "LSM policy file")
+    #[arg(value_name = "POLICY.json")]
+    pub policy: PathBuf,
+
+    /// Check it for enforce mode: refuse it, as `attach --lsm --enforce` would, when it denies the
+    /// operator what it takes to undo it
+    #[arg(long)]
+    pub enforce: bool,
+
+    /// Also show whether reading, writing and executing PATH would be reported or denied (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Compiled BPF object (clang -g -O2 -target bpf -c prog.bpf.c -o prog.bpf.o)
@@ -404,13 +430,6 @@ pub struct DetachArgs {
     /// Detach the host-wide lsm_monitor instead; works in any mode
     #[arg(long, conflicts_with_all = ["interface", "latency"])]
     pub lsm: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LsmCommand {
-    /// Replace the policy of the attached lsm_monitor atomically; the mode stays unless a flag
-    /// changes it
-    Apply(LsmApplyArgs),
 }
 
 #[derive(Debug, Args)]

@@ -5,11 +5,12 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
-use nix::sys::statfs::statfs;
+use nix::sys::statfs::{fstatfs, statfs, CGROUP2_SUPER_MAGIC};
 
 /// Where tracefs belongs, and where debugfs shows it; libbpf looks in both.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -83,6 +84,41 @@ fn unescape(field: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A directory of a cgroup v2 hierarchy, open, and its cgroup id: the
+/// directory's inode number, which is what bpf_get_current_cgroup_id()
+/// returns. The error says why `path` is not one.
+pub fn open_cgroup2(path: &Path) -> Result<(fs::File, u64), String> {
+    let dir = fs::File::open(path).map_err(|e| e.to_string())?;
+    let stat = fstatfs(&dir).map_err(|e| e.to_string())?;
+    if stat.filesystem_type() != CGROUP2_SUPER_MAGIC {
+        return Err("not a directory of a cgroup v2 hierarchy".into());
+    }
+    let id = dir.metadata().map_err(|e| e.to_string())?.ino();
+    Ok((dir, id))
+}
+
+/// The cgroup v2 ids of this process's cgroup and of its ancestors, the
+/// root first, as bpf_get_current_ancestor_cgroup_id() numbers them by
+/// level; empty where no cgroup2 hierarchy is mounted.
+pub fn own_cgroup_ids() -> Vec<u64> {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(relative) = own.lines().find_map(|line| line.strip_prefix("0::")) else {
+        return Vec::new();
+    };
+    let Some(mut dir) = mount_points("cgroup2").into_iter().next() else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for component in std::iter::once("").chain(relative.split('/').filter(|c| !c.is_empty())) {
+        dir.push(component);
+        match fs::metadata(&dir) {
+            Ok(meta) => ids.push(meta.ino()),
+            Err(_) => return Vec::new(),
+        }
+    }
+    ids
 }
 
 /// A file of securityfs, from its mount point or, where it is not mounted,
@@ -170,6 +206,23 @@ mod tests {
             vec![PathBuf::from("/sys/fs/bpf")]
         );
         assert!(parse_mount_points(info, "tracefs").is_empty());
+    }
+
+    #[test]
+    fn own_cgroup_ids_run_from_the_root_to_this_process_cgroup() {
+        let root = mount_points("cgroup2").into_iter().next().unwrap();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let relative = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let ids = own_cgroup_ids();
+        let depth = relative.split('/').filter(|c| !c.is_empty()).count();
+        assert_eq!(ids.len(), 1 + depth);
+        assert_eq!(ids[0], fs::metadata(&root).unwrap().ino());
+        let leaf = root.join(relative.trim_start_matches('/'));
+        assert_eq!(ids[depth], open_cgroup2(&leaf).unwrap().1);
+        assert_eq!(
+            open_cgroup2(Path::new("/proc")).unwrap_err(),
+            "not a directory of a cgroup v2 hierarchy"
+        );
     }
 
     #[test]

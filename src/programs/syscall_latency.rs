@@ -11,7 +11,6 @@
 use std::fs::File;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -21,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::{errno_of, Failure};
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::{bpfobj, clock, syscalls, verifier};
+use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
 use crate::programs::traffic;
 
 pub mod histogram;
@@ -191,12 +190,7 @@ fn open_cgroup(path: &Path) -> Result<Cgroup> {
         Failure::new(format!("--cgroup {}: {why}", path.display()))
             .hint("give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/ssh.service")
     };
-    let dir = File::open(path).map_err(|e| fail(e.to_string()))?;
-    let stat = nix::sys::statfs::fstatfs(&dir).map_err(|e| fail(e.to_string()))?;
-    if stat.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-        return Err(fail("not a directory of a cgroup v2 hierarchy".into()).into());
-    }
-    let id = dir.metadata().map_err(|e| fail(e.to_string()))?.ino();
+    let (dir, id) = mounts::open_cgroup2(path).map_err(fail)?;
     Ok(Cgroup { dir, id })
 }
 
