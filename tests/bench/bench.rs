@@ -9,6 +9,7 @@ mod filter;
 mod flow_table;
 mod frames;
 mod latency;
+mod lsm;
 mod packet;
 mod raw;
 mod rulesets;
@@ -98,6 +99,11 @@ fn main() {
         config.latency_rounds
     );
     let latency = latency::measure(&config);
+    eprintln!(
+        "bench: lsm_monitor's tracepoint fallback ({} rounds)",
+        config.latency_rounds
+    );
+    let lsm = lsm::measure(&config);
     let report = [
         header,
         method(&config),
@@ -107,6 +113,7 @@ fn main() {
         flow_table.markdown(),
         binary_section(),
         latency.markdown(),
+        lsm.markdown(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
     ]
