@@ -125,6 +125,22 @@ fn main() {
     eprintln!("bench: wrote {}", path.display());
 }
 
+/// `meshbpf -j ARGS` on the pin root `root` (each section keeps its own, so
+/// an operator's attachments are neither used nor touched); its JSON.
+pub fn meshbpf_on(root: &str, args: &[&str]) -> serde_json::Value {
+    let out = common::run(
+        Command::new(common::BIN)
+            .args(["--bpffs", root, "-j"])
+            .args(args),
+    );
+    assert!(
+        out.status.success(),
+        "meshbpf {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("meshbpf -j prints JSON")
+}
+
 /// The first line a command prints, or why there is none.
 fn first_line(words: &[&str]) -> String {
     match Command::new(words[0]).args(&words[1..]).output() {

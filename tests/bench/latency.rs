@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::common::{run, BIN};
 use crate::stats::{self, Summary};
 use crate::Config;
 
@@ -41,13 +40,7 @@ pub struct Results {
 }
 
 fn meshbpf(args: &[&str]) -> Value {
-    let out = run(Command::new(BIN).args(["--bpffs", ROOT, "-j"]).args(args));
-    assert!(
-        out.status.success(),
-        "meshbpf {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).expect("meshbpf -j prints JSON")
+    crate::meshbpf_on(ROOT, args)
 }
 
 /// Nanoseconds per getpid(), through the raw syscall so no libc cache helps.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{run, wait_for, BIN};
+use crate::common::{wait_for, BIN};
 use crate::stats::{self, Summary};
 use crate::Config;
 
@@ -49,13 +49,7 @@ pub struct Results {
 }
 
 fn meshbpf(args: &[&str]) -> Value {
-    let out = run(Command::new(BIN).args(["--bpffs", ROOT, "-j"]).args(args));
-    assert!(
-        out.status.success(),
-        "meshbpf {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).expect("meshbpf -j prints JSON")
+    crate::meshbpf_on(ROOT, args)
 }
 
 /// The watched directory, and the policy file that watches it.
