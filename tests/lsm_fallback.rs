@@ -245,6 +245,18 @@ fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// The first event of process `pid` among the streamed lines, within 10 s.
+fn streamed_event_of(lines: &mpsc::Receiver<String>, pid: u32) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event: Value = serde_json::from_str(&lines.recv_timeout(left).ok()?).unwrap();
+        if event["pid"] == pid {
+            return Some(event);
+        }
+    }
+}
+
 #[test]
 fn follow_streams_keeps_others_out_and_ends_on_ctrl_c_with_a_summary() {
     if !common::privileged() {
@@ -259,17 +271,8 @@ fn follow_streams_keeps_others_out_and_ends_on_ctrl_c_with_a_summary() {
     let mut seen = Vec::new();
     for round in 0..3 {
         let pid = cat(&file);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let event = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no open of pid {pid} streamed (round {round})"));
-            let event: Value = serde_json::from_str(&line).unwrap();
-            if event["pid"] == pid {
-                break event;
-            }
-        };
+        let event = streamed_event_of(&lines, pid)
+            .unwrap_or_else(|| panic!("no open of pid {pid} streamed (round {round})"));
         assert_eq!(event["path"], file.to_str().unwrap());
         seen.push(pid);
     }
@@ -296,6 +299,32 @@ fn follow_streams_keeps_others_out_and_ends_on_ctrl_c_with_a_summary() {
     assert!(summary["delivered"].as_u64().unwrap() >= 3, "{summary}");
     assert_eq!(summary["lost"], 0);
     assert_eq!(seen.len(), 3);
+}
+
+#[test]
+fn follow_ends_with_the_summary_when_the_monitor_is_detached() {
+    if !common::privileged() {
+        return;
+    }
+    let monitor = Monitor::attach();
+    let file = monitor.path("last");
+    std::fs::write(&file, b"x").unwrap();
+    let mut follow = monitor.spawn_events(&["events", "-j", "--follow", "--type", "open"]);
+    let lines = lines_of(&mut follow);
+    let first = cat(&file);
+    streamed_event_of(&lines, first).expect("the first open streamed");
+    let pid = cat(&file);
+    monitor.root.meshbpf(&["detach", "--lsm"]).ok();
+    let ended = common::wait_for(Duration::from_secs(10), || follow.try_wait().unwrap());
+    assert_eq!(ended.expect("follow ended").code(), Some(0));
+    let all: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    // The open just before the detach is read, then the summary ends the
+    // stream.
+    assert!(all.iter().any(|e| e["pid"] == pid), "{all:?}");
+    assert_eq!(all.last().unwrap()["type"], "summary", "{all:?}");
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //!
 //! - Without --follow: what the buffer holds now, then a summary; the
 //!   records read are consumed (the next run starts after them).
-//! - `--follow`: keeps reading until Ctrl-C (exit 130, after the summary);
-//!   a `lost` line whenever the kernel counted new losses.
+//! - `--follow`: keeps reading until Ctrl-C (exit 130, after the summary),
+//!   or until the monitor is detached (exit 0, after the summary); a `lost`
+//!   line whenever the kernel counted new losses.
 //!
 //! A table, or with -j JSON Lines: one object per event, `lost` lines, and
 //! the `summary` line last.
@@ -277,6 +278,8 @@ pub fn run(root: &StateRoot, out: &Output, args: &EventsArgs) -> Result<()> {
     let mut delivered = 0;
     let mut lost_total = reader.counters()?.lost_total();
     loop {
+        // Checked before draining: what came before a detach is still read.
+        let attached = !args.follow || reader.still_attached()?;
         loop {
             let batch = reader.take(BATCH)?;
             if batch.is_empty() {
@@ -309,6 +312,10 @@ pub fn run(root: &StateRoot, out: &Output, args: &EventsArgs) -> Result<()> {
         if interrupt::happened() {
             sink.finish(delivered, &counters)?;
             return Err(Interrupted.into());
+        }
+        if !attached {
+            out.note("lsm_monitor was detached: no more events can come");
+            return sink.finish(delivered, &counters);
         }
         reader.wait(POLL)?;
     }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapHandle, RingBuffer, RingBufferBuilder};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
@@ -405,8 +405,9 @@ type Pending = Rc<RefCell<Vec<lsm_monitor_event>>>;
 pub struct Reader {
     ring: RingBuffer<'static>,
     pending: Pending,
-    _events: MapHandle,
+    events: MapHandle,
     counters: MapHandle,
+    dir: AttachmentDir,
     /// Held while reading: a ring buffer has one consumer position, and two
     /// readers would each see a random half of the events.
     _lock: Flock<File>,
@@ -440,10 +441,25 @@ impl Reader {
         Ok(Reader {
             ring,
             pending,
-            _events: events,
+            events,
             counters,
+            dir: dir.clone(),
             _lock: lock,
         })
+    }
+
+    /// Whether the attachment still pins the ring buffer this reads: after
+    /// a detach (and maybe a new attach), no event can come any more.
+    pub fn still_attached(&self) -> Result<bool> {
+        if !self.dir.is_committed() {
+            return Ok(false);
+        }
+        let id = |map: &MapHandle| map.info().map(|info| info.info.id);
+        match MapHandle::from_pinned_path(self.dir.map(EVENTS_MAP)) {
+            Ok(pinned) => Ok(id(&pinned)? == id(&self.events)?),
+            Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err).context("checking that lsm_monitor is still attached"),
+        }
     }
 
     /// Takes up to `max` records that are in the buffer now, without
