@@ -280,23 +280,9 @@ pub fn run(root: &StateRoot, out: &Output, args: &EventsArgs) -> Result<()> {
     loop {
         // Checked before draining: what came before a detach is still read.
         let attached = !args.follow || reader.still_attached()?;
-        loop {
-            let batch = reader.take(BATCH)?;
-            if batch.is_empty() {
-                break;
-            }
-            delivered += batch.len() as u64;
-            let anchor = BootAnchor::now();
-            let mut kept = Vec::with_capacity(batch.len());
-            for raw in &batch {
-                let event = events::decode(raw, &anchor)?;
-                if filter.keeps(&event) {
-                    kept.push(event);
-                }
-            }
-            if sink.events(kept)? == Delivery::Closed {
-                return Ok(());
-            }
+        match drain(&mut reader, &filter, &mut sink)? {
+            Some(read) => delivered += read,
+            None => return Ok(()),
         }
         let counters = reader.counters()?;
         if !args.follow {
@@ -318,6 +304,30 @@ pub fn run(root: &StateRoot, out: &Output, args: &EventsArgs) -> Result<()> {
             return sink.finish(delivered, &counters);
         }
         reader.wait(POLL)?;
+    }
+}
+
+/// Reads every record the buffer holds now into `sink`, in batches; how
+/// many, or None once stdout is closed.
+fn drain(reader: &mut Reader, filter: &Filter, sink: &mut Sink) -> Result<Option<u64>> {
+    let mut read = 0;
+    loop {
+        let batch = reader.take(BATCH)?;
+        if batch.is_empty() {
+            return Ok(Some(read));
+        }
+        read += batch.len() as u64;
+        let anchor = BootAnchor::now();
+        let mut kept = Vec::with_capacity(batch.len());
+        for raw in &batch {
+            let event = events::decode(raw, &anchor)?;
+            if filter.keeps(&event) {
+                kept.push(event);
+            }
+        }
+        if sink.events(kept)? == Delivery::Closed {
+            return Ok(None);
+        }
     }
 }
 

@@ -472,9 +472,9 @@ impl Reader {
         Ok(std::mem::take(&mut *self.pending.borrow_mut()))
     }
 
-    /// Waits up to `timeout` for records to arrive; false on timeout or
-    /// when a signal (Ctrl-C) cut the wait short.
-    pub fn wait(&self, timeout: Duration) -> Result<bool> {
+    /// Waits up to `timeout` for records to arrive; a signal (Ctrl-C) cuts
+    /// the wait short.
+    pub fn wait(&self, timeout: Duration) -> Result<()> {
         // Not the ring buffer's own poll: it consumes everything that
         // arrives while it runs, where `take` reads in bounded batches.
         let mut fd = libc::pollfd {
@@ -487,10 +487,10 @@ impl Reader {
         // long as `self`.
         match unsafe { libc::poll(&mut fd, 1, timeout_ms) } {
             -1 => match std::io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::EINTR) => Ok(false),
+                e if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
                 e => Err(anyhow::Error::from(e).context("waiting for lsm_monitor's events")),
             },
-            ready => Ok(ready > 0),
+            _ => Ok(()),
         }
     }
 
