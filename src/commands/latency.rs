@@ -23,6 +23,7 @@ use crate::output::{self, Delivery, Output, Report};
 use crate::programs::syscall_latency::{
     self, histogram, Filters, Histogram, LatencyAttachment, Method, MethodChoice, PROGRAM,
 };
+use crate::state;
 
 const DEFAULT_DURATION_S: f64 = 5.0;
 /// Width of the histogram's bars, as bcc draws them.
@@ -478,26 +479,17 @@ impl Report for DetachReport {
 /// `detach --latency`: unhook syscall_latency and remove its pins.
 pub fn detach(root: &StateRoot, out: &Output) -> Result<()> {
     caps::require("detach --latency", &[caps::BPF])?;
-    let dir = root.host_attachment(PROGRAM);
-    let _lock = if bpffs::is_on_bpffs(root.path()) {
-        Some(root.lock()?)
-    } else {
-        None
-    };
-    let before = if dir.is_committed() {
-        syscall_latency::inspect(&dir).ok()
-    } else {
-        None
-    };
-    let detached = dir.exists();
-    if detached {
-        dir.remove()?;
-    }
+    let removed = state::remove_host(
+        root,
+        &root.host_attachment(PROGRAM),
+        syscall_latency::inspect,
+    )?;
+    let before = removed.before.as_ref();
     out.emit(&DetachReport {
         program: PROGRAM,
-        detached,
-        prog_ids: before.as_ref().map(|a| a.prog_ids),
-        link_ids: before.as_ref().map(|a| a.link_ids),
+        detached: removed.existed,
+        prog_ids: before.map(|a| a.prog_ids),
+        link_ids: before.map(|a| a.link_ids),
     })?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::programs::lsm_monitor::{
     self, setup, LsmAttachment, Method, Mode, PolicySummary, PROGRAM,
 };
 use crate::rules::policy::{self, CompiledPolicy};
+use crate::state;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -48,10 +49,10 @@ pub fn describe_method(method: Method) -> &'static str {
 pub fn describe_policy(p: &PolicySummary) -> String {
     let mut denies = Vec::new();
     if p.deny_write_prefixes > 0 {
-        denies.push(format!("writes under {} prefixes", p.deny_write_prefixes));
+        denies.push(format!("writes under {}", prefixes(p.deny_write_prefixes)));
     }
     if p.deny_exec_prefixes > 0 {
-        denies.push(format!("exec from {} prefixes", p.deny_exec_prefixes));
+        denies.push(format!("exec from {}", prefixes(p.deny_exec_prefixes)));
     }
     if p.deny_ptrace_other_users {
         denies.push("ptrace of other users' processes".into());
@@ -65,9 +66,20 @@ pub fn describe_policy(p: &PolicySummary) -> String {
         denies.join(", ")
     };
     format!(
-        "policy generation {}: {} watched prefixes; denies {denies}; allows {} uids, {} comms, {} cgroups",
-        p.generation, p.watched_prefixes, p.allow_uids, p.allow_comms, p.allow_cgroups
+        "policy generation {}: watches {}; denies {denies}; allows {} uids, {} comms, {} cgroups",
+        p.generation,
+        prefixes(p.watched_prefixes),
+        p.allow_uids,
+        p.allow_comms,
+        p.allow_cgroups
     )
+}
+
+fn prefixes(n: usize) -> String {
+    match n {
+        1 => "1 prefix".to_string(),
+        n => format!("{n} prefixes"),
+    }
 }
 
 fn ids(ids: &[u32]) -> String {
@@ -300,23 +312,13 @@ impl Report for DetachReport {
 /// `detach --lsm`: unhook lsm_monitor and remove its pins, in any mode.
 pub fn detach(root: &StateRoot, out: &Output) -> Result<()> {
     caps::require("detach --lsm", &[caps::BPF])?;
-    let dir = root.host_attachment(PROGRAM);
-    let _lock = if bpffs::is_on_bpffs(root.path()) {
-        Some(root.lock()?)
-    } else {
-        None
-    };
-    let before = if dir.is_committed() {
-        lsm_monitor::inspect(&dir).ok()
-    } else {
-        None
-    };
-    let status = if dir.exists() {
-        dir.remove()?;
+    let removed = state::remove_host(root, &root.host_attachment(PROGRAM), lsm_monitor::inspect)?;
+    let status = if removed.existed {
         Detached::Detached
     } else {
         Detached::NotAttached
     };
+    let before = removed.before;
     out.emit(&DetachReport {
         program: PROGRAM,
         status,

@@ -187,18 +187,24 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
+/// Pins of a host-wide attachment whose attach (with `flag`) never
+/// committed.
+fn orphaned(program: &'static str, dir: &AttachmentDir, flag: &str, hint: &str) -> Check {
+    Check::fail(
+        program,
+        format!(
+            "orphaned pins at {}: an attach {flag} was interrupted before it committed",
+            dir.path.display()
+        ),
+        hint,
+    )
+}
+
 /// The host-wide syscall_latency attachment, and the method it runs with.
 fn latency_check(dir: &AttachmentDir) -> Check {
     let hint = "meshbpf detach --latency removes it; meshbpf attach --latency attaches again";
     if !dir.is_committed() {
-        return Check::fail(
-            syscall_latency::PROGRAM,
-            format!(
-                "orphaned pins at {}: an attach --latency was interrupted before it committed",
-                dir.path.display()
-            ),
-            hint,
-        );
+        return orphaned(syscall_latency::PROGRAM, dir, "--latency", hint);
     }
     match syscall_latency::inspect(dir) {
         Ok(a) => Check::ok(
@@ -224,14 +230,7 @@ fn latency_check(dir: &AttachmentDir) -> Check {
 fn lsm_check(dir: &AttachmentDir) -> Check {
     let hint = "meshbpf detach --lsm removes it; meshbpf attach --lsm attaches again";
     if !dir.is_committed() {
-        return Check::fail(
-            lsm_monitor::PROGRAM,
-            format!(
-                "orphaned pins at {}: an attach --lsm was interrupted before it committed",
-                dir.path.display()
-            ),
-            hint,
-        );
+        return orphaned(lsm_monitor::PROGRAM, dir, "--lsm", hint);
     }
     let stats = match lsm_monitor::stats(dir) {
         Ok(stats) => stats,

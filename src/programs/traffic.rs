@@ -75,6 +75,24 @@ pub struct Traffic {
     pub l4: Breakdown,
 }
 
+/// A plain value's bytes, as a map key or value.
+pub fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
+    // SAFETY: Plain types are plain old data, and the shared structs have
+    // explicit padding fields, so every byte is initialized.
+    unsafe { plain::as_bytes(value) }
+}
+
+/// The value of `key`, as `T`; None when the map has no such key.
+pub fn lookup<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {
+    let Some(raw) = map.lookup(key, MapFlags::ANY)? else {
+        return Ok(None);
+    };
+    let mut value = T::default();
+    plain::copy_from_bytes(&mut value, &raw)
+        .map_err(|e| anyhow::anyhow!("unexpected value size: {e:?}"))?;
+    Ok(Some(value))
+}
+
 /// Reads slot 0 of a per-CPU array on every CPU, as `T`.
 pub fn read_per_cpu<T: plain::Plain + Default>(map: &dyn MapCore, key: u32) -> Result<Vec<T>> {
     let per_cpu = map

@@ -19,7 +19,7 @@ use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
-use crate::programs::traffic::{self, Counter, COUNTERS_MAP};
+use crate::programs::traffic::{self, bytes, lookup, Counter, COUNTERS_MAP};
 use crate::rules::compile::{
     CompiledFilter, Decision, DecisionKey, PortClasses, ANY_CLASS, NO_PORTS,
 };
@@ -203,24 +203,8 @@ pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     bpfobj::pin(skel.progs.xdp_mesh_filter.as_fd(), &dir.prog())
 }
 
-fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: Plain types are plain old data: every byte is initialized
-    // integer or array data (keys set their padding fields explicitly).
-    unsafe { plain::as_bytes(value) }
-}
-
-fn read<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {
-    let Some(raw) = map.lookup(key, MapFlags::ANY)? else {
-        return Ok(None);
-    };
-    let mut value = T::default();
-    plain::copy_from_bytes(&mut value, &raw)
-        .map_err(|e| anyhow::anyhow!("unexpected value size: {e:?}"))?;
-    Ok(Some(value))
-}
-
 pub fn active_generation(maps: &FilterMaps<'_>) -> Result<u8> {
-    let active: Option<u32> = read(maps.active, &0u32.to_ne_bytes())?;
+    let active: Option<u32> = lookup(maps.active, &0u32.to_ne_bytes())?;
     Ok(active.unwrap_or(0) as u8 & 1)
 }
 
@@ -732,11 +716,12 @@ pub struct ShownRule {
 
 pub fn read_rules(maps: &FilterMaps<'_>) -> Result<ActiveRules> {
     let gen = active_generation(maps)?;
-    let config: filter_config = read(maps.config, &(gen as u32).to_ne_bytes())?.unwrap_or_default();
+    let config: filter_config =
+        lookup(maps.config, &(gen as u32).to_ne_bytes())?.unwrap_or_default();
     let mut rules = Vec::with_capacity(config.rules as usize);
     for index in 0..config.rules {
         let key = (gen as u32 * MAX_RULES + index).to_ne_bytes();
-        let described: filter_rule = read(maps.rules, &key)?.unwrap_or_default();
+        let described: filter_rule = lookup(maps.rules, &key)?.unwrap_or_default();
         let mut hits = Counter::default();
         for cpu in
             traffic::read_per_cpu::<traffic_counter>(maps.rule_hits, u32::from_ne_bytes(key))?

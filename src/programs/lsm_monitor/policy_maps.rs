@@ -22,7 +22,7 @@ use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
 use crate::kernel::bpfobj;
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::traffic;
+use crate::programs::traffic::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
 
 // SAFETY: generated #[repr(C)] structs of integers and byte arrays whose
@@ -121,23 +121,8 @@ impl PinnedPolicyMaps {
     }
 }
 
-fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: Plain types are plain old data with explicit padding.
-    unsafe { plain::as_bytes(value) }
-}
-
-fn read<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {
-    let Some(raw) = map.lookup(key, MapFlags::ANY)? else {
-        return Ok(None);
-    };
-    let mut value = T::default();
-    plain::copy_from_bytes(&mut value, &raw)
-        .map_err(|e| anyhow::anyhow!("unexpected value size: {e:?}"))?;
-    Ok(Some(value))
-}
-
 pub fn active_generation(maps: &PolicyMaps<'_>) -> Result<u8> {
-    let active: Option<u32> = read(maps.active, &0u32.to_ne_bytes())?;
+    let active: Option<u32> = lookup(maps.active, &0u32.to_ne_bytes())?;
     Ok(active.unwrap_or(0) as u8 & 1)
 }
 
@@ -312,8 +297,9 @@ pub struct PolicySummary {
     #[serde(skip)]
     pub mode: Mode,
     pub generation: u8,
-    /// Distinct prefixes ("/etc" counts once for "/etc" and "/etc/...")
-    /// whose entries carry each flag, inherited flags included.
+    /// Prefixes given each flag by the policy: "/etc" counts once for its
+    /// two entries, and a prefix under another with the same flag (which
+    /// its entries inherit) does not count.
     pub watched_prefixes: usize,
     pub deny_write_prefixes: usize,
     pub deny_exec_prefixes: usize,
@@ -331,9 +317,22 @@ fn prefix_of(key: &lsm_path_key) -> Vec<u8> {
     key.path[..len.min(KEY_PATH_LEN).saturating_sub(1)].to_vec()
 }
 
+/// Whether `outer` covers `inner`: it is the root (""), or `inner` is under
+/// it.
+fn covers(outer: &[u8], inner: &[u8]) -> bool {
+    outer.is_empty() || (inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/'))
+}
+
+/// The prefixes of `set` that no other prefix of it covers.
+fn outermost(set: &BTreeSet<Vec<u8>>) -> usize {
+    set.iter()
+        .filter(|p| !set.iter().any(|q| q != *p && covers(q, p)))
+        .count()
+}
+
 pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
     let gen = active_generation(maps)?;
-    let slot: lsm_policy = read(maps.policy, &u32::from(gen).to_ne_bytes())?.unwrap_or_default();
+    let slot: lsm_policy = lookup(maps.policy, &u32::from(gen).to_ne_bytes())?.unwrap_or_default();
     let mut by_flag: [BTreeSet<Vec<u8>>; 3] = Default::default();
     for raw in maps.paths.keys() {
         let mut key = lsm_path_key::default();
@@ -342,7 +341,7 @@ pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
         if key.generation != gen {
             continue;
         }
-        let Some(rule) = read::<lsm_path_rule>(maps.paths, &raw)? else {
+        let Some(rule) = lookup::<lsm_path_rule>(maps.paths, &raw)? else {
             continue;
         };
         let flags = [
@@ -367,9 +366,9 @@ pub fn summary(maps: &PolicyMaps<'_>) -> Result<PolicySummary> {
     Ok(PolicySummary {
         mode: Mode::of(has(lsm_policy_flags::LSM_POLICY_ENFORCE)),
         generation: gen,
-        watched_prefixes: watched.len(),
-        deny_write_prefixes: deny_write.len(),
-        deny_exec_prefixes: deny_exec.len(),
+        watched_prefixes: outermost(&watched),
+        deny_write_prefixes: outermost(&deny_write),
+        deny_exec_prefixes: outermost(&deny_exec),
         deny_ptrace_other_users: has(lsm_policy_flags::LSM_POLICY_DENY_PTRACE_OTHER_USERS),
         deny_modules: has(lsm_policy_flags::LSM_POLICY_DENY_MODULES),
         allow_uids: count_gen(maps.uids),
@@ -397,6 +396,17 @@ mod tests {
         assert_eq!(path_key(0, &longest).unwrap().prefixlen, 8 * 256);
         assert!(path_key(0, &[b'a'; KEY_PATH_LEN + 1]).is_err());
         assert!(path_key(0, b"").is_err());
+    }
+
+    #[test]
+    fn prefixes_under_one_with_the_same_flag_do_not_count() {
+        let set: BTreeSet<Vec<u8>> = [&b"/etc"[..], b"/etc/ssh", b"/etcetera", b"/var/log"]
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        assert_eq!(outermost(&set), 3);
+        let with_root: BTreeSet<Vec<u8>> = [vec![], b"/etc".to_vec()].into_iter().collect();
+        assert_eq!(outermost(&with_root), 1);
     }
 
     #[test]

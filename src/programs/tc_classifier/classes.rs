@@ -15,7 +15,7 @@ use super::TcClassifierSkel;
 use crate::error::Failure;
 use crate::flows::Direction;
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::traffic::{self, Counter};
+use crate::programs::traffic::{self, bytes, Counter};
 use crate::rules::classes::{Class, ClassRule, ClassRules};
 use crate::rules::traffic::Traffic;
 use crate::rules::{Family, PortRange, Prefix, Protocol};
@@ -92,12 +92,6 @@ impl PinnedClassMaps {
             counters: &h[3],
         }
     }
-}
-
-fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: the shared structs have explicit padding fields, so every byte
-    // is initialized.
-    unsafe { plain::as_bytes(value) }
 }
 
 fn generation(maps: &ClassMaps<'_>) -> Result<u32> {
