@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{wait_for, BIN};
-use crate::stats::{self, Summary};
+use crate::stats::{self, Row, Summary};
 use crate::Config;
 
 /// open()+close() pairs per sample.
@@ -37,14 +37,8 @@ enum Setup {
     Watched,
 }
 
-struct Row {
-    what: &'static str,
-    setup: Setup,
-    samples: Vec<f64>,
-}
-
 pub struct Results {
-    rows: Vec<Row>,
+    rows: Vec<Row<Setup>>,
     delivered_per_s: Vec<f64>,
 }
 
@@ -204,33 +198,19 @@ fn delivery(files: &Files) -> f64 {
 pub fn measure(config: &Config) -> Results {
     let files = Files::new();
     let mut rows = vec![
-        Row {
-            what: "not attached",
-            setup: Setup::Detached,
-            samples: Vec::new(),
-        },
-        Row {
-            what: "attached, the file outside the watched directory",
-            setup: Setup::Unwatched,
-            samples: Vec::new(),
-        },
-        Row {
-            what: "attached, the file watched (an event each; nothing reads, so the full buffer drops most)",
-            setup: Setup::Watched,
-            samples: Vec::new(),
-        },
+        Row::new("not attached", Setup::Detached),
+        Row::new(
+            "attached, the file outside the watched directory",
+            Setup::Unwatched,
+        ),
+        Row::new(
+            "attached, the file watched (an event each; nothing reads, so the full buffer drops most)",
+            Setup::Watched,
+        ),
     ];
-    // One warm-up round, then the rows in an order that rotates each round.
-    for round in 0..=config.latency_rounds {
-        let n = rows.len();
-        for i in 0..n {
-            let row = &mut rows[(i + round) % n];
-            let ns = sample(&files, row.setup);
-            if round > 0 {
-                row.samples.push(ns);
-            }
-        }
-    }
+    stats::sample_rotating(&mut rows, config.latency_rounds, |setup| {
+        sample(&files, setup)
+    });
     let delivered_per_s = (0..config.latency_rounds.min(5))
         .map(|_| delivery(&files))
         .collect();
@@ -249,17 +229,8 @@ fn per_second(value: f64) -> String {
 impl Results {
     pub fn markdown(&self) -> String {
         let base = Summary::of(&self.rows[0].samples);
-        let table_rows: Vec<Vec<String>> = self
-            .rows
-            .iter()
-            .map(|row| {
-                let summary = Summary::of(&row.samples);
-                let mut cells = vec![row.what.to_string()];
-                cells.extend(summary.cells(stats::ns));
-                cells.push(summary.versus(&base, stats::ns)[0].clone());
-                cells
-            })
-            .collect();
+        let table_rows: Vec<Vec<String>> =
+            self.rows.iter().map(|row| row.ns_cells(&base)).collect();
         let delivered = Summary::of(&self.delivered_per_s);
         let mut delivery_cells = vec!["`meshbpf events -j --follow`".to_string()];
         delivery_cells.extend(delivered.cells(per_second));
