@@ -327,6 +327,75 @@ fn follow_ends_with_the_summary_when_the_monitor_is_detached() {
     assert_eq!(all.last().unwrap()["type"], "summary", "{all:?}");
 }
 
+/// python3 opening `file` read-only `count` times; its pid once it ended,
+/// within `timeout` (a full ring buffer must never hold it up).
+fn flood(file: &Path, count: u64, timeout: Duration) -> u32 {
+    let script = format!(
+        "import os\nfor _ in range({count}):\n    os.close(os.open({:?}, os.O_RDONLY))\n",
+        file.to_str().unwrap()
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .spawn()
+        .expect("python3");
+    let finished = common::wait_for(timeout, || {
+        child.try_wait().unwrap().map(|status| status.success())
+    });
+    assert_eq!(
+        finished,
+        Some(true),
+        "{count} opens did not finish in {timeout:?}"
+    );
+    child.id()
+}
+
+#[test]
+fn follow_reports_losses_as_they_happen_and_every_open_adds_up() {
+    if !common::privileged() {
+        return;
+    }
+    const OPENS: u64 = 20_000;
+    let monitor = Monitor::attach();
+    let file = monitor.path("lossy");
+    std::fs::write(&file, b"x").unwrap();
+    let mut follow = monitor.spawn_events(&["events", "-j", "--follow", "--type", "open"]);
+    let lines = lines_of(&mut follow);
+    let first = cat(&file);
+    streamed_event_of(&lines, first).expect("the reader runs");
+
+    // A stopped reader reads nothing: the buffer fills and the rest is lost.
+    let reader = Pid::from_raw(follow.id() as i32);
+    kill(reader, Signal::SIGSTOP).unwrap();
+    let pid = flood(&file, OPENS, Duration::from_secs(60));
+    kill(reader, Signal::SIGCONT).unwrap();
+
+    let mut streamed: Vec<Value> = Vec::new();
+    while streamed.last().is_none_or(|e| e["type"] != "lost") {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a lost line");
+        streamed.push(serde_json::from_str(&line).unwrap());
+    }
+    kill(reader, Signal::SIGINT).unwrap();
+    assert_eq!(follow.wait().unwrap().code(), Some(130));
+    streamed.extend(lines.iter().map(|l| serde_json::from_str(&l).unwrap()));
+    let summary = streamed.pop().expect("a summary");
+    assert_eq!(summary["type"], "summary", "{summary}");
+
+    // Execs elsewhere on the host may be lost too while the buffer is full:
+    // the lost lines count every type, the summary each.
+    let lost_lines: u64 = streamed
+        .iter()
+        .filter(|e| e["type"] == "lost")
+        .map(|e| e["lost"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lost_lines, summary["lost"].as_u64().unwrap(), "{summary}");
+    let lost = summary["lost_by_type"]["open"].as_u64().unwrap();
+    assert!(lost > 0, "{summary}");
+    let delivered = streamed.iter().filter(|e| e["pid"] == pid).count() as u64;
+    assert_eq!(delivered + lost, OPENS, "{summary}");
+}
+
 #[test]
 fn a_flood_never_blocks_and_every_open_is_delivered_or_counted_lost() {
     if !common::privileged() {
@@ -336,23 +405,9 @@ fn a_flood_never_blocks_and_every_open_is_delivered_or_counted_lost() {
     let monitor = Monitor::attach();
     let file = monitor.path("flooded");
     std::fs::write(&file, b"x").unwrap();
-    let script = format!(
-        "import os\nfor _ in range({OPENS}):\n    os.close(os.open({:?}, os.O_RDONLY))\n",
-        file.to_str().unwrap()
-    );
-    let started = Instant::now();
-    let mut flood = Command::new("python3")
-        .args(["-c", &script])
-        .spawn()
-        .expect("python3");
-    let pid = flood.id();
     // Nothing reads meanwhile: the buffer fills and the rest is dropped,
     // never waited for.
-    let finished = common::wait_for(Duration::from_secs(120), || {
-        flood.try_wait().unwrap().map(|status| status.success())
-    });
-    assert_eq!(finished, Some(true), "the flood did not finish");
-    eprintln!("{OPENS} opens took {:?}", started.elapsed());
+    let pid = flood(&file, OPENS, Duration::from_secs(120));
 
     let (events, summary) = monitor.events(&["--type", "open", "--pid", &pid.to_string()]);
     assert!(events
