@@ -201,6 +201,40 @@ fn opens_in_a_watched_directory_say_how_the_file_was_opened() {
 }
 
 #[test]
+fn the_table_shows_each_event_and_the_summary_under_it() {
+    if !common::privileged() {
+        return;
+    }
+    let monitor = Monitor::attach();
+    let file = monitor.path("shown");
+    std::fs::write(&file, b"x").unwrap();
+    let pid = cat(&file);
+
+    let ran = monitor
+        .root
+        .meshbpf(&["events", "--type", "open", "--pid", &pid.to_string()])
+        .ok();
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    let row = format!("{} (read: O_RDONLY)", file.display());
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(&row)).count(),
+        1,
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        lines[1].contains("type") && lines[1].contains("verdict"),
+        "{}",
+        ran.stdout
+    );
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.ends_with(" events read; 0 lost since attach (ring buffer full)"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn type_and_pid_filters_keep_exactly_what_they_name() {
     if !common::privileged() {
         return;
