@@ -13,8 +13,9 @@ DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftoo
 # Benchmarks also compare with the established tools when they are installed.
 BENCH_PACKAGES := xdp-tools bpftrace
 # The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy
-# (module dependencies) and xz (Debian's compressed modules).
-VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils
+# (module dependencies), xz (Debian's compressed modules) and kmod (insmod and
+# rmmod for the LSM monitor's module tests).
+VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils kmod
 
 .PHONY: all deps bench-deps vm-deps build test test-vm demo bench vmlinux clean
 

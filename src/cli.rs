@@ -65,6 +65,9 @@ pub enum Command {
     Filter(FilterCommand),
     /// Show the conversations crossing an interface, from tc_classifier's flow table
     Flows(FlowsArgs),
+    /// Check lsm_monitor's policies, and replace the policy of the attached monitor
+    #[command(subcommand)]
+    Lsm(LsmCommand),
     /// Check the kernel, the machine and meshbpf's own state; probe every hook by loading a program
     #[command(
         long_about = "Checks what meshbpf needs (kernel version, BTF, bpffs, tracefs, capabilities, JIT, \
@@ -88,9 +91,6 @@ degraded) never fail, even with --strict."
     /// Read lsm_monitor's security events (after `attach --lsm`): what its ring buffer holds, or
     /// with --follow until Ctrl-C
     Events(EventsArgs),
-    /// Check a policy of lsm_monitor, or replace the attached monitor's (`attach --lsm`)
-    #[command(subcommand)]
-    Lsm(LsmCommand),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory

@@ -158,7 +158,10 @@ fn hook_probes_give_this_kernels_answers() {
         hooks["fentry"]["fallback"],
         "syscall tracepoints only: no per-function latency"
     );
-    assert_eq!(hooks["lsm"]["fallback"], "none");
+    assert_eq!(
+        hooks["lsm"]["fallback"],
+        "lsm_monitor's tracepoint method: exec, opens, ptrace and module loads, audit only"
+    );
     assert!(hooks["lsm"]["disables"]
         .as_str()
         .unwrap()

@@ -292,12 +292,6 @@ fn pins_of_an_interrupted_attach_are_reported_then_swept() {
     assert_eq!(health_check(&root).unwrap()["status"], "ok");
 }
 
-/// The policy parser arrives with the policy branch (`lsm check` with it);
-/// on the runtime branch alone the policy API is a stub.
-fn policy_parser_exists() -> bool {
-    common::meshbpf(&["lsm", "check", "--help"]).code == 0
-}
-
 fn write_policy(dir: &Path, name: &str, policy: Value) -> String {
     let path = dir.join(name);
     std::fs::write(&path, policy.to_string()).unwrap();
@@ -327,7 +321,7 @@ fn own_dir() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn opens_under_a_watched_directory_are_counted_exactly() {
-    if !common::privileged() || !policy_parser_exists() {
+    if !common::privileged() {
         return;
     }
     let _serial = serial();
@@ -364,7 +358,7 @@ fn opens_under_a_watched_directory_are_counted_exactly() {
 
 #[test]
 fn policies_are_replaced_atomically_and_keep_the_mode() {
-    if !common::privileged() || !policy_parser_exists() {
+    if !common::privileged() {
         return;
     }
     let _serial = serial();
@@ -433,7 +427,7 @@ fn policies_are_replaced_atomically_and_keep_the_mode() {
 
 #[test]
 fn enforce_is_refused_with_the_kernels_reason_and_attaches_nothing() {
-    if !common::privileged() || !policy_parser_exists() {
+    if !common::privileged() {
         return;
     }
     let _serial = serial();
@@ -467,7 +461,7 @@ fn enforce_is_refused_with_the_kernels_reason_and_attaches_nothing() {
 
 #[test]
 fn apply_without_an_attachment_says_how_to_attach() {
-    if !common::privileged() || !policy_parser_exists() {
+    if !common::privileged() {
         return;
     }
     let root = PinRoot::new();

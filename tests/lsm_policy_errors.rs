@@ -301,20 +301,9 @@ fn enforce_refuses_a_policy_that_would_deny_meshbpf_itself() {
     assert_eq!(accepted["lockout_probes"][0]["verdict"], "exempt");
 }
 
-/// `attach --lsm` arrives with the runtime branch; until it is merged this
-/// binary has no such flag, and clap says so with exit 2.
-fn attach_lsm_exists() -> bool {
-    let help = meshbpf(&["attach", "--help"]);
-    help.stdout.contains("--lsm")
-}
-
 #[test]
 fn attach_with_a_bad_policy_attaches_nothing() {
     if !privileged() {
-        return;
-    }
-    if !attach_lsm_exists() {
-        eprintln!("skipping: this build has no `attach --lsm` yet");
         return;
     }
     let root = PinRoot::new();

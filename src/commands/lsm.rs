@@ -1,5 +1,5 @@
-//! `meshbpf lsm ...`: lsm_monitor's policies, checked without attaching
-//! (`check`) or applied to the attached monitor (`apply`).
+//! `meshbpf lsm check`: lsm_monitor's policies, checked without attaching;
+//! `lsm apply` (in `lsm_monitor`) replaces the attached monitor's policy.
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,7 +8,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{LsmCheckArgs, LsmCommand};
-use crate::commands::lsm_monitor;
 use crate::error::Failure;
 use crate::kernel::pins::StateRoot;
 use crate::output::{self, Output, Report};
@@ -17,7 +16,7 @@ use crate::rules::policy::{self, Access, Allow, Operator, Policy, Probe, Verdict
 pub fn run(root: &StateRoot, out: &Output, command: &LsmCommand) -> Result<()> {
     match command {
         LsmCommand::Check(args) => check(out, args),
-        LsmCommand::Apply(args) => lsm_monitor::apply(root, out, args),
+        LsmCommand::Apply(args) => super::lsm_monitor::apply(root, out, args),
     }
 }
 
