@@ -11,6 +11,7 @@ use crate::kernel::pins::DEFAULT_ROOT;
 use crate::kernel::tc::TcMethod;
 use crate::kernel::xdp::XdpMode;
 use crate::programs::loaded::globals::{self, Assignment};
+use crate::programs::lsm_monitor::events::{self, EventTypes};
 use crate::programs::syscall_latency::MethodChoice;
 
 #[derive(Debug, Parser)]
@@ -87,6 +88,9 @@ degraded) never fail, even with --strict."
     List,
     /// Show per-syscall latency (after `attach --latency`), or measure a kernel function's for a while
     Latency(LatencyArgs),
+    /// Read lsm_monitor's security events (after `attach --lsm`): what its ring buffer holds, or
+    /// with --follow until Ctrl-C
+    Events(EventsArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -289,6 +293,21 @@ pub struct LatencyArgs {
     /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
     #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]
     pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep reading until Ctrl-C (JSON Lines with -j); without it, read what the buffer holds and exit
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Only these event types: exec,open,ptrace,capable,module
+    #[arg(long = "type", value_name = "TYPES", value_parser = events::parse_types)]
+    pub types: Option<EventTypes>,
+
+    /// Only events of this process (thread group id)
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -84,6 +84,12 @@ impl Output {
         })
     }
 
+    /// Text that continues a stream (table-mode `events --follow`),
+    /// flushed as it comes.
+    pub fn stream_text(&self, text: &str) -> io::Result<Delivery> {
+        deliver(|out| writeln!(out, "{text}"))
+    }
+
     /// Raw text that is data but not a report (a completion script).
     pub fn text(&self, text: &str) -> io::Result<()> {
         write_stdout(text.trim_end())

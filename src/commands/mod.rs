@@ -11,6 +11,7 @@ pub mod attach;
 pub mod attach_object;
 pub mod completions;
 pub mod detach;
+pub mod events;
 pub mod filter;
 pub mod flows;
 pub mod health;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Unload(args) => unload::run(&root, out, &args),
         Command::List => list::run(&root, out),
         Command::Latency(args) => latency::run(&root, out, &args),
+        Command::Events(args) => events::run(&root, out, &args),
         Command::Lsm(command) => lsm::run(&root, out, &command),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),

@@ -9,6 +9,7 @@ mod filter;
 mod flow_table;
 mod frames;
 mod latency;
+mod lsm;
 mod packet;
 mod raw;
 mod rulesets;
@@ -98,6 +99,11 @@ fn main() {
         config.latency_rounds
     );
     let latency = latency::measure(&config);
+    eprintln!(
+        "bench: lsm_monitor's tracepoint fallback ({} rounds)",
+        config.latency_rounds
+    );
+    let lsm = lsm::measure(&config);
     let report = [
         header,
         method(&config),
@@ -107,6 +113,7 @@ fn main() {
         flow_table.markdown(),
         binary_section(),
         latency.markdown(),
+        lsm.markdown(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
     ]
@@ -116,6 +123,22 @@ fn main() {
     std::fs::write(&path, &report).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     print!("{report}");
     eprintln!("bench: wrote {}", path.display());
+}
+
+/// `meshbpf -j ARGS` on the pin root `root` (each section keeps its own, so
+/// an operator's attachments are neither used nor touched); its JSON.
+pub fn meshbpf_on(root: &str, args: &[&str]) -> serde_json::Value {
+    let out = common::run(
+        Command::new(common::BIN)
+            .args(["--bpffs", root, "-j"])
+            .args(args),
+    );
+    assert!(
+        out.status.success(),
+        "meshbpf {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("meshbpf -j prints JSON")
 }
 
 /// The first line a command prints, or why there is none.

@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::common::{run, BIN};
-use crate::stats::{self, Summary};
+use crate::stats::{self, Row, Summary};
 use crate::Config;
 
 /// getpid() calls per sample.
@@ -29,25 +28,13 @@ enum Tracer {
     Bpftrace,
 }
 
-struct Row {
-    what: &'static str,
-    tracer: Tracer,
-    samples: Vec<f64>,
-}
-
 pub struct Results {
-    rows: Vec<Row>,
+    rows: Vec<Row<Tracer>>,
     bpftrace: Option<String>,
 }
 
 fn meshbpf(args: &[&str]) -> Value {
-    let out = run(Command::new(BIN).args(["--bpffs", ROOT, "-j"]).args(args));
-    assert!(
-        out.status.success(),
-        "meshbpf {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).expect("meshbpf -j prints JSON")
+    crate::meshbpf_on(ROOT, args)
 }
 
 /// Nanoseconds per getpid(), through the raw syscall so no libc cache helps.
@@ -130,45 +117,24 @@ pub fn measure(config: &Config) -> Results {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let mut rows = vec![
-        Row {
-            what: "untraced",
-            tracer: Tracer::None,
-            samples: Vec::new(),
-        },
-        Row {
-            what: "`meshbpf attach --latency` (probed: tp_btf)",
-            tracer: Tracer::Meshbpf(&[]),
-            samples: Vec::new(),
-        },
-        Row {
-            what: "`meshbpf attach --latency --method raw-tp`",
-            tracer: Tracer::Meshbpf(&["--method", "raw-tp"]),
-            samples: Vec::new(),
-        },
-        Row {
-            what: "`meshbpf attach --latency --pid 1` (this process filtered out)",
-            tracer: Tracer::Meshbpf(&["--pid", "1"]),
-            samples: Vec::new(),
-        },
+        Row::new("untraced", Tracer::None),
+        Row::new(
+            "`meshbpf attach --latency` (probed: tp_btf)",
+            Tracer::Meshbpf(&[]),
+        ),
+        Row::new(
+            "`meshbpf attach --latency --method raw-tp`",
+            Tracer::Meshbpf(&["--method", "raw-tp"]),
+        ),
+        Row::new(
+            "`meshbpf attach --latency --pid 1` (this process filtered out)",
+            Tracer::Meshbpf(&["--pid", "1"]),
+        ),
     ];
     if bpftrace.is_some() {
-        rows.push(Row {
-            what: "bpftrace, the script below",
-            tracer: Tracer::Bpftrace,
-            samples: Vec::new(),
-        });
+        rows.push(Row::new("bpftrace, the script below", Tracer::Bpftrace));
     }
-    // One warm-up round, then the rows in an order that rotates each round.
-    for round in 0..=config.latency_rounds {
-        let n = rows.len();
-        for i in 0..n {
-            let row = &mut rows[(i + round) % n];
-            let ns = sample(row.tracer);
-            if round > 0 {
-                row.samples.push(ns);
-            }
-        }
-    }
+    stats::sample_rotating(&mut rows, config.latency_rounds, sample);
     // Every sample detached; the root itself is the bench's too.
     std::fs::remove_dir(ROOT).unwrap_or_else(|e| panic!("removing {ROOT}: {e}"));
     Results { rows, bpftrace }
@@ -177,19 +143,16 @@ pub fn measure(config: &Config) -> Results {
 impl Results {
     pub fn markdown(&self) -> String {
         let base = Summary::of(&self.rows[0].samples);
-        let added = |row: &Row| Summary::of(&row.samples).median - base.median;
+        let added = |row: &Row<Tracer>| Summary::of(&row.samples).median - base.median;
         let ours = added(&self.rows[1]);
-        let bpftrace = self.rows.iter().find(|r| r.tracer == Tracer::Bpftrace);
+        let bpftrace = self.rows.iter().find(|r| r.kind == Tracer::Bpftrace);
         let table_rows: Vec<Vec<String>> = self
             .rows
             .iter()
             .map(|row| {
-                let summary = Summary::of(&row.samples);
-                let mut cells = vec![row.what.to_string()];
-                cells.extend(summary.cells(stats::ns));
-                cells.push(summary.versus(&base, stats::ns)[0].clone());
+                let mut cells = row.ns_cells(&base);
                 cells.push(match bpftrace {
-                    Some(bt) if row.tracer != Tracer::None => {
+                    Some(bt) if row.kind != Tracer::None => {
                         format!("×{:.2}", added(row) / added(bt))
                     }
                     _ => String::new(),

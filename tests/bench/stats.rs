@@ -46,6 +46,52 @@ impl Summary {
     }
 }
 
+/// A measured row: what it is, how to set it up, and its kept samples.
+pub struct Row<K> {
+    pub what: &'static str,
+    pub kind: K,
+    pub samples: Vec<f64>,
+}
+
+impl<K: Copy> Row<K> {
+    pub fn new(what: &'static str, kind: K) -> Self {
+        Row {
+            what,
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    /// `what`, the median and range in ns, and the median's difference to
+    /// `baseline`.
+    pub fn ns_cells(&self, baseline: &Summary) -> Vec<String> {
+        let summary = Summary::of(&self.samples);
+        let mut cells = vec![self.what.to_string()];
+        cells.extend(summary.cells(ns));
+        cells.push(summary.versus(baseline, ns)[0].clone());
+        cells
+    }
+}
+
+/// Samples every row `rounds` times after one discarded warm-up round, in an
+/// order that rotates each round, so drift on the machine hits all alike.
+pub fn sample_rotating<K: Copy>(
+    rows: &mut [Row<K>],
+    rounds: usize,
+    mut sample: impl FnMut(K) -> f64,
+) {
+    for round in 0..=rounds {
+        let n = rows.len();
+        for i in 0..n {
+            let row = &mut rows[(i + round) % n];
+            let value = sample(row.kind);
+            if round > 0 {
+                row.samples.push(value);
+            }
+        }
+    }
+}
+
 pub fn ns(value: f64) -> String {
     format!("{value:.0} ns")
 }

@@ -19,6 +19,7 @@ use crate::kernel::pins::AttachmentDir;
 use crate::kernel::{bpfobj, clock};
 
 pub mod counters;
+pub mod events;
 pub mod policy_maps;
 pub mod setup;
 
