@@ -38,17 +38,6 @@ fn ids(report: &Value, key: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The lsm_monitor element of `stats -j`.
-fn lsm_stats(root: &PinRoot) -> Value {
-    let all = root.meshbpf(&["stats", "-j"]).ok().json();
-    all.as_array()
-        .unwrap_or_else(|| panic!("stats is not an array: {all}"))
-        .iter()
-        .find(|entry| entry["program"] == "lsm_monitor")
-        .unwrap_or_else(|| panic!("no lsm_monitor in {all}"))
-        .clone()
-}
-
 /// The `lsm_monitor` check of `health -j`, if there is one.
 fn health_check(root: &PinRoot) -> Option<Value> {
     let report = root.meshbpf(&["health", "-j"]).ok().json();
@@ -109,7 +98,7 @@ fn attach_falls_back_to_tracepoints_with_the_kernels_reason() {
         ]
     );
 
-    let stats = lsm_stats(&root);
+    let stats = root.lsm_stats();
     assert_eq!(stats["method"], "tracepoint");
     assert_eq!(stats["mode"], "audit");
     assert_eq!(stats["link_ids"], attached["link_ids"]);
@@ -175,10 +164,10 @@ fn counters_count_each_ptrace_and_module_call_and_no_unwatched_open() {
     let _serial = serial();
     let root = PinRoot::new();
     root.meshbpf(&["attach", "--lsm", "-j"]).ok();
-    let before = lsm_stats(&root);
+    let before = root.lsm_stats();
     ptrace_and_module_calls(25);
     std::fs::read_to_string("/etc/hostname").unwrap();
-    let after = lsm_stats(&root);
+    let after = root.lsm_stats();
     let grew = |kind: &str, counter: &str| {
         after["events"][kind][counter].as_u64().unwrap()
             - before["events"][kind][counter].as_u64().unwrap()
@@ -299,7 +288,7 @@ fn write_policy(dir: &Path, name: &str, policy: Value) -> String {
 }
 
 fn opens(root: &PinRoot) -> (u64, u64, u64) {
-    let open = &lsm_stats(root)["events"]["open"];
+    let open = &root.lsm_stats()["events"]["open"];
     let n = |k: &str| open[k].as_u64().unwrap();
     (n("events"), n("audited"), n("denied"))
 }
@@ -417,7 +406,7 @@ fn policies_are_replaced_atomically_and_keep_the_mode() {
         "--enforce: the attached lsm_monitor runs the tracepoint fallback, which cannot deny \
 (the kernel refused to load BPF LSM program 'lsm_open': EPERM (Operation not permitted))"
     );
-    let stats = lsm_stats(&root);
+    let stats = root.lsm_stats();
     assert_eq!(
         stats["policy"]["generation"], 1,
         "the refused apply changed nothing"

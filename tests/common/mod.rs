@@ -437,6 +437,17 @@ impl PinRoot {
         meshbpf(&self.args(args))
     }
 
+    /// The lsm_monitor element of `stats -j`.
+    pub fn lsm_stats(&self) -> serde_json::Value {
+        let all = self.meshbpf(&["stats", "-j"]).ok().json();
+        all.as_array()
+            .unwrap_or_else(|| panic!("stats is not an array: {all}"))
+            .iter()
+            .find(|entry| entry["program"] == "lsm_monitor")
+            .unwrap_or_else(|| panic!("no lsm_monitor in {all}"))
+            .clone()
+    }
+
     /// Where loaded objects are pinned.
     pub fn loaded(&self) -> PathBuf {
         self.path.join("loaded")
