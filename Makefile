@@ -56,7 +56,7 @@ test-vm: vm-deps
 demo: build
 	bash tests/demo.sh $(BIN)
 
-bench: bench-deps
+bench: bench-deps vm-deps
 	$(CARGO) bench --locked --bench bench
 
 # Regenerates the kernel type header from this machine's BTF (commit the result).

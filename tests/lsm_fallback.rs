@@ -56,17 +56,7 @@ impl Monitor {
 
     /// `events -j ARGS`: the event lines and the summary line.
     fn events(&self, args: &[&str]) -> (Vec<Value>, Value) {
-        let mut all = vec!["events", "-j"];
-        all.extend(args);
-        let ran = self.root.meshbpf(&all).ok();
-        let mut lines: Vec<Value> = ran
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        let summary = lines.pop().expect("a summary line");
-        assert_eq!(summary["type"], "summary", "{summary}");
-        (lines, summary)
+        self.root.events(args)
     }
 
     /// `meshbpf events ARGS` running in the background on this root.

@@ -157,11 +157,16 @@ fn own_comm() -> String {
 #[test]
 fn check_shows_what_a_good_policy_watches_denies_and_exempts() {
     let dir = tempfile::tempdir().unwrap();
+    // Not /tmp: a checkout under it holds meshbpf, whose exec the lock-out
+    // probes check.
+    let drop = dir.path().join("drop");
+    let drop = drop.to_str().unwrap();
+    let drop_x = format!("{drop}/x");
     let cgroup = cgroup2_root();
     let cgroup_id = std::fs::metadata(&cgroup).unwrap().ino();
     let policy = json!({
         "watch": ["/etc", "/root/.ssh/"],
-        "deny": {"write": ["/etc/ssh"], "exec": ["/tmp", "/dev/shm"], "modules": true},
+        "deny": {"write": ["/etc/ssh"], "exec": [drop, "/dev/shm"], "modules": true},
         "allow": {"uid": [4000], "comm": ["apt"], "cgroup": [cgroup.to_str().unwrap(), 77]}
     });
     let path = write(&dir, "good.json", &policy.to_string());
@@ -172,7 +177,7 @@ fn check_shows_what_a_good_policy_watches_denies_and_exempts() {
         "--path",
         "/etc/ssh/sshd_config",
         "--path",
-        "/tmp/x",
+        &drop_x,
         "-j",
     ])
     .ok();
@@ -183,7 +188,7 @@ fn check_shows_what_a_good_policy_watches_denies_and_exempts() {
     assert_eq!(report["watch"], json!(["/etc", "/root/.ssh"]));
     assert_eq!(
         report["deny"],
-        json!({"write": ["/etc/ssh"], "exec": ["/tmp", "/dev/shm"],
+        json!({"write": ["/etc/ssh"], "exec": [drop, "/dev/shm"],
                "ptrace_other_users": false, "modules": true})
     );
     assert_eq!(
@@ -200,10 +205,10 @@ fn check_shows_what_a_good_policy_watches_denies_and_exempts() {
              "read": {"reported": true, "verdict": "allowed", "rule": null},
              "write": {"reported": true, "verdict": "audit", "rule": "deny.write \"/etc/ssh\""},
              "exec": {"reported": true, "verdict": "allowed", "rule": null}},
-            {"path": "/tmp/x",
+            {"path": drop_x,
              "read": {"reported": false, "verdict": "allowed", "rule": null},
              "write": {"reported": false, "verdict": "allowed", "rule": null},
-             "exec": {"reported": true, "verdict": "audit", "rule": "deny.exec \"/tmp\""}}
+             "exec": {"reported": true, "verdict": "audit", "rule": format!("deny.exec \"{drop}\"")}}
         ])
     );
     let probes = report["lockout_probes"].as_array().unwrap();

@@ -40,19 +40,6 @@ fn attach(root: &PinRoot, policy: &Path, enforce: bool) -> Value {
     attached
 }
 
-/// Everything the ring buffer holds, split into events and the summary.
-fn drain(root: &PinRoot) -> (Vec<Value>, Value) {
-    let out = root.meshbpf(&["events", "-j"]).ok();
-    let mut lines: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let summary = lines.pop().expect("a summary line");
-    assert_eq!(summary["type"], "summary", "{summary}");
-    (lines, summary)
-}
-
 fn of_pid<'a>(events: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value> {
     events
         .iter()
@@ -141,7 +128,7 @@ fn exec_open_and_ptrace_attach_are_reported_in_audit_mode() {
     tracee.kill().unwrap();
     tracee.wait().unwrap();
 
-    let (events, summary) = drain(&root);
+    let (events, summary) = root.events(&[]);
     assert_eq!(summary["lost"], 0, "{summary}");
     let execs = of_pid(&events, "exec", exec_pid);
     assert_eq!(execs.len(), 1, "{execs:?}");
@@ -249,7 +236,7 @@ fn enforce_denies_writes_but_not_reads_and_spares_the_allow_listed() {
     assert_eq!(denied.run().trim(), EPERM.to_string());
     assert_eq!(fs::read_to_string(&file).unwrap(), "before\nmore\nx");
 
-    let (events, _) = drain(&root);
+    let (events, _) = root.events(&[]);
     let opens = of_pid(&events, "open", denied_pid);
     assert_eq!(opens.len(), 1, "{opens:?}");
     assert_eq!(opens[0]["verdict"], "denied");
@@ -307,7 +294,7 @@ fn module_loading_is_denied_until_detach() {
         String::from_utf8_lossy(&insmod.stderr).contains("Operation not permitted"),
         "{insmod:?}"
     );
-    let (events, _) = drain(&root);
+    let (events, _) = root.events(&[]);
     let denied: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "module" && e["module_kind"] == "load_file")

@@ -68,19 +68,28 @@ impl Config {
     }
 }
 
+fn pin_to_cpu() {
+    let mut cpus = CpuSet::new();
+    cpus.set(CPU).expect("CPU index in range");
+    sched_setaffinity(Pid::from_raw(0), &cpus)
+        .unwrap_or_else(|e| panic!("pinning the bench to CPU {CPU}: {e}"));
+}
+
 fn main() {
     let started = Instant::now();
     assert!(
         nix::unistd::geteuid().is_root(),
         "the benchmarks load and attach eBPF programs: run them as root"
     );
+    if std::env::var_os(lsm::GUEST_ENV).is_some() {
+        pin_to_cpu();
+        lsm::guest();
+        return;
+    }
     let config = Config::new();
     // Collected before pinning, which would hide the other CPUs.
     let header = environment_header();
-    let mut cpus = CpuSet::new();
-    cpus.set(CPU).expect("CPU index in range");
-    sched_setaffinity(Pid::from_raw(0), &cpus)
-        .unwrap_or_else(|e| panic!("pinning the bench to CPU {CPU}: {e}"));
+    pin_to_cpu();
 
     eprintln!("bench: per-packet cost ({} rounds)", config.rounds);
     let packet = packet::measure(&config);
@@ -142,7 +151,7 @@ pub fn meshbpf_on(root: &str, args: &[&str]) -> serde_json::Value {
 }
 
 /// The first line a command prints, or why there is none.
-fn first_line(words: &[&str]) -> String {
+pub fn first_line(words: &[&str]) -> String {
     match Command::new(words[0]).args(&words[1..]).output() {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -47,11 +47,11 @@ fn time_getpid() -> f64 {
     started.elapsed().as_nanos() as f64 / CALLS as f64
 }
 
-/// bpftrace running the script; ready once it printed that it attached
-/// and its probes fire.
-fn start_bpftrace() -> Child {
+/// bpftrace running `script`; ready once it printed that it attached and
+/// its probes fire. What it prints afterwards is read and dropped.
+pub fn start_bpftrace(script: &str) -> Child {
     let mut child = Command::new("bpftrace")
-        .args(["-e", BPFTRACE_SCRIPT])
+        .args(["-e", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -66,13 +66,23 @@ fn start_bpftrace() -> Child {
     child
 }
 
-fn stop_bpftrace(mut child: Child) {
+pub fn stop_bpftrace(mut child: Child) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .expect("stopping bpftrace");
     child.wait().expect("waiting for bpftrace");
+}
+
+/// bpftrace's version; None when it is not installed.
+pub fn bpftrace_version() -> Option<String> {
+    Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 fn sample(tracer: Tracer) -> f64 {
@@ -101,7 +111,7 @@ fn sample(tracer: Tracer) -> f64 {
             ns
         }
         Tracer::Bpftrace => {
-            let child = start_bpftrace();
+            let child = start_bpftrace(BPFTRACE_SCRIPT);
             let ns = time_getpid();
             stop_bpftrace(child);
             ns
@@ -110,12 +120,7 @@ fn sample(tracer: Tracer) -> f64 {
 }
 
 pub fn measure(config: &Config) -> Results {
-    let bpftrace = Command::new("bpftrace")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let bpftrace = bpftrace_version();
     let mut rows = vec![
         Row::new("untraced", Tracer::None),
         Row::new(

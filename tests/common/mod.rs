@@ -448,6 +448,21 @@ impl PinRoot {
             .clone()
     }
 
+    /// `events -j ARGS`: the event lines, and the summary line that ends them.
+    pub fn events(&self, args: &[&str]) -> (Vec<serde_json::Value>, serde_json::Value) {
+        let mut all = vec!["events", "-j"];
+        all.extend(args);
+        let ran = self.meshbpf(&all).ok();
+        let mut lines: Vec<serde_json::Value> = ran
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let summary = lines.pop().expect("a summary line");
+        assert_eq!(summary["type"], "summary", "{summary}");
+        (lines, summary)
+    }
+
     /// Where loaded objects are pinned.
     pub fn loaded(&self) -> PathBuf {
         self.path.join("loaded")
