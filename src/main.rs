@@ -53,11 +53,15 @@ fn usage_error(err: clap::Error) -> ExitCode {
     });
     if wants_json {
         let rendered = err.render().to_string();
+        // The first paragraph: a message that ends in ':' goes on with the
+        // indented names it is about (missing arguments, say).
         let message = rendered
             .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ");
+            .take_while(|line| !line.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let message = message.trim_start_matches("error: ");
         let out = Output::new(true, false);
         out.error(&anyhow::anyhow!("{message}"));
     } else {

@@ -258,6 +258,13 @@ fn usage_errors_exit_2_and_speak_json_when_asked() {
             .contains("invalid value 'hw'"),
         "{j:?}"
     );
+    // A missing argument is named in JSON too, not only on stderr.
+    let missing = meshbpf(&["attach", "--lsm", "--enforce", "-j"]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert_eq!(
+        missing.json()["error"],
+        "the following required arguments were not provided: --policy <POLICY.json>"
+    );
     assert_eq!(meshbpf(&["frobnicate"]).code, 2);
     let help = meshbpf(&["attach", "--help"]).ok();
     assert!(
