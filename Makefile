@@ -4,6 +4,11 @@
 CARGO     ?= cargo
 ARCH      := $(shell uname -m)
 BIN       := target/release/meshbpf
+# `make static` and `make deb` (the package carries the static binary).
+STATIC_TARGET := $(ARCH)-unknown-linux-gnu
+STATIC_BIN    := target/$(STATIC_TARGET)/release/meshbpf
+DEB_EXTRA     := target/deb-extra
+DEB_DIR       := target/debian
 
 # Build: clang compiles bpf/*.bpf.c; libelf/zlib/pkg-config for libbpf-sys.
 # Run and test: iproute2 (ip netns, veth), bpftool (make vmlinux, benchmarks),
@@ -16,8 +21,11 @@ BENCH_PACKAGES := xdp-tools bpftrace
 # (module dependencies), xz (Debian's compressed modules) and kmod (insmod and
 # rmmod for the LSM monitor's module tests).
 VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils kmod
+# The package test: systemd-analyze verifies the units, man-db resolves the
+# man pages they name.
+DEPLOY_PACKAGES := systemd man-db
 
-.PHONY: all deps bench-deps vm-deps build test test-vm demo bench vmlinux clean
+.PHONY: all deps bench-deps vm-deps deploy-deps build static deb test test-static test-deb test-vm demo bench vmlinux clean
 
 all: build
 
@@ -30,6 +38,9 @@ bench-deps: deps
 
 vm-deps: deps
 	@$(call install_missing,$(VM_PACKAGES))
+
+deploy-deps: deps
+	@$(call install_missing,$(DEPLOY_PACKAGES))
 
 # Quiet when everything is present; one apt-get call for whatever is not.
 define install_missing
@@ -44,9 +55,42 @@ endef
 build: deps
 	$(CARGO) build --release --locked
 
+# One statically linked binary: libbpf-sys builds libbpf and links Debian's
+# libelf.a and libz.a (from libelf-dev and zlib1g-dev), glibc is linked in.
+static: deps
+	@if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx $(STATIC_TARGET); then \
+	  rustup target add $(STATIC_TARGET); fi
+	LIBBPF_SYS_LIBRARY_PATH=/usr/lib/$(ARCH)-linux-gnu RUSTFLAGS="-C target-feature=+crt-static" \
+	  $(CARGO) build --release --locked --features static --target $(STATIC_TARGET)
+	@ldd $(STATIC_BIN) 2>&1 | grep -Eq 'not a dynamic executable|statically linked' \
+	  || { echo "$(STATIC_BIN) is not statically linked:" >&2; ldd $(STATIC_BIN) >&2; exit 1; }
+	@echo "$(STATIC_BIN): statically linked"
+
+# The .deb (cargo-deb; [package.metadata.deb] in Cargo.toml lists its files):
+# the static binary, man pages and completions it generates, deploy/systemd.
+deb: static
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	rm -rf $(DEB_EXTRA) $(DEB_DIR)
+	mkdir -p $(DEB_EXTRA)/completions
+	$(STATIC_BIN) man $(DEB_EXTRA)/man >/dev/null
+	$(STATIC_BIN) completions bash > $(DEB_EXTRA)/completions/meshbpf.bash
+	$(STATIC_BIN) completions zsh > $(DEB_EXTRA)/completions/_meshbpf
+	$(STATIC_BIN) completions fish > $(DEB_EXTRA)/completions/meshbpf.fish
+	$(CARGO) deb --no-build --target $(STATIC_TARGET) --output $(DEB_DIR)/
+
 test: deps
 	$(CARGO) test --locked
+	@$(MAKE) --no-print-directory test-static test-deb
 	@$(MAKE) --no-print-directory test-vm
+
+# The end-to-end tests once more, on the static binary (tests/common takes
+# MESHBPF_BIN at compile time).
+test-static: static
+	MESHBPF_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --locked --test demo --test attach_traffic
+
+# The package unpacked into a scratch root: contents, units, capabilities.
+test-deb: deb deploy-deps
+	MESHBPF_DEB=$$(ls $(CURDIR)/$(DEB_DIR)/*.deb) $(CARGO) test --locked --test deb_package
 
 # The tests of hooks this kernel refuses, and the traffic tests, inside QEMU
 # booting Debian's 6.1 and 6.12 kernels (MESHBPF_VM_KERNELS); see tests/vm/tests.

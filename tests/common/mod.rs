@@ -14,7 +14,13 @@ use nix::sched::{setns, CloneFlags};
 pub mod frames;
 pub mod rng;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_meshbpf");
+/// The binary under test: cargo's build, or another build of it named by
+/// MESHBPF_BIN when the tests are compiled (`make test-static` runs them on
+/// the static binary).
+pub const BIN: &str = match option_env!("MESHBPF_BIN") {
+    Some(bin) => bin,
+    None => env!("CARGO_BIN_EXE_meshbpf"),
+};
 pub const ROOT: &str = "/sys/fs/bpf/meshbpf";
 
 /// Privileged tests run as root. Without root they skip, unless CI demands
