@@ -275,3 +275,42 @@ fn the_attach_units_capabilities_suffice_to_attach_count_and_detach() {
     assert_eq!(net.xdp_prog_id(), None);
     assert!(!net.pin_dir().exists());
 }
+
+/// Runs the packaged binary as the only file of a root directory, as in the
+/// image deploy/kubernetes/Containerfile builds (FROM scratch), with the
+/// host's /sys and a /proc as a container runtime provides them, inside
+/// `net`'s namespace.
+fn alone_in_a_root(pkg: &Unpacked, net: &VethPair, args: &str) -> Ran {
+    let image = tempfile::tempdir().unwrap();
+    let root = image.path().display();
+    common::in_private_mounts(&format!(
+        "mkdir -p {root}/usr/bin {root}/sys {root}/proc
+         cp {bin} {root}/usr/bin/meshbpf
+         mount --rbind /sys {root}/sys
+         mount -t proc proc {root}/proc
+         exec nsenter --net=/run/netns/{ns} -- chroot {root} /usr/bin/meshbpf {args}",
+        bin = pkg.bin().display(),
+        ns = net.ns,
+    ))
+}
+
+#[test]
+fn the_static_binary_needs_no_file_beside_itself() {
+    if !privileged() {
+        return;
+    }
+    let pkg = Unpacked::new();
+    let net = VethPair::new();
+    let attached = alone_in_a_root(&pkg, &net, &format!("attach {} -j", net.dev))
+        .ok()
+        .json();
+    assert_eq!(net.xdp_prog_id(), attached["prog_id"].as_u64());
+    net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 5, 100);
+    let stats = alone_in_a_root(&pkg, &net, &format!("stats {} -j", net.dev))
+        .ok()
+        .json();
+    assert_eq!(stats["l4"]["udp"]["packets"], 5);
+    alone_in_a_root(&pkg, &net, &format!("detach {}", net.dev)).ok();
+    assert_eq!(net.xdp_prog_id(), None);
+    assert!(!net.pin_dir().exists());
+}
