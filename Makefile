@@ -9,6 +9,7 @@ STATIC_TARGET := $(ARCH)-unknown-linux-gnu
 STATIC_BIN    := target/$(STATIC_TARGET)/release/meshbpf
 DEB_EXTRA     := target/deb-extra
 DEB_DIR       := target/debian
+CARGO_DEB_VERSION := 3.8.0
 
 # Build: clang compiles bpf/*.bpf.c; libelf/zlib/pkg-config for libbpf-sys.
 # Run and test: iproute2 (ip netns, veth), bpftool (make vmlinux, benchmarks),
@@ -69,7 +70,7 @@ static: deps
 # The .deb (cargo-deb; [package.metadata.deb] in Cargo.toml lists its files):
 # the static binary, man pages and completions it generates, deploy/systemd.
 deb: static
-	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
 	rm -rf $(DEB_EXTRA) $(DEB_DIR)
 	mkdir -p $(DEB_EXTRA)/completions
 	$(STATIC_BIN) man $(DEB_EXTRA)/man >/dev/null
