@@ -67,6 +67,41 @@ fn missing_privileges_are_named() {
 }
 
 #[test]
+fn attach_without_cap_sys_admin_names_it_and_attaches_nothing() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let caps = "-all,+bpf,+net_admin,+perfmon";
+    let attach = common::Ran::from(common::run(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", net.ns))
+            .args([
+                "--",
+                "setpriv",
+                "--bounding-set",
+                caps,
+                "--inh-caps",
+                caps,
+                "--",
+            ])
+            .args([BIN, "attach", &net.dev, "-j"]),
+    ));
+    assert_eq!(attach.code, 1, "{attach:?}");
+    let err = attach.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        err.starts_with("attach needs capabilities this process lacks: CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    assert_eq!(net.xdp_prog_id(), None);
+    assert!(
+        !net.pin_dir().exists(),
+        "{} was left",
+        net.pin_dir().display()
+    );
+}
+
+#[test]
 fn a_missing_bpffs_is_mounted_when_root() {
     if !privileged() {
         return;

@@ -147,6 +147,10 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }
+    // After the bpffs check, whose error says how to mount it; before
+    // anything is attached: without it the kernel refuses the by-id reads
+    // that follow the pins.
+    caps::require("attach", &[caps::SYS_ADMIN])?;
     let _lock = root.lock()?;
     state::reconcile(&root.program_dirs(&iface.name)?)?;
 

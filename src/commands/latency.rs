@@ -407,7 +407,7 @@ pub fn attach(
 ) -> Result<()> {
     let methods = MethodChoice::for_syscalls(options.method)?;
     let prepared = syscall_latency::prepare(&filters(options)?)?;
-    caps::require("attach --latency", &[caps::BPF])?;
+    caps::require("attach --latency", &[caps::BPF, caps::SYS_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }

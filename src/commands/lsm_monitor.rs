@@ -154,7 +154,7 @@ pub fn attach(
 ) -> Result<()> {
     let mode = Mode::of(enforce);
     let compiled = policy_file.map(|p| compile(p, mode)).transpose()?;
-    caps::require("attach --lsm", &[caps::BPF, caps::PERFMON])?;
+    caps::require("attach --lsm", &[caps::BPF, caps::PERFMON, caps::SYS_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }

@@ -419,7 +419,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
     if let Some(name) = &args.interface {
         netdev::validate_name(name)?;
     }
-    caps::require("stats", &[caps::BPF])?;
+    caps::require("stats", &[caps::BPF, caps::SYS_ADMIN])?;
     let window = args.sample.map(|length| sample(root, length)).transpose()?;
     let window = window.as_ref();
     let _lock = root.lock_shared()?;

@@ -29,6 +29,11 @@ pub const NET_ADMIN: Need = Need {
     why: "attach to network interfaces",
 };
 
+pub const SYS_ADMIN: Need = Need {
+    cap: Capability::CAP_SYS_ADMIN,
+    why: "open programs and links by id, which is how meshbpf reads an attachment back",
+};
+
 /// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as the kernel itself allows.
 fn satisfied(need: &Need) -> bool {
     has(need.cap)
