@@ -7,9 +7,10 @@ BIN       := target/release/meshbpf
 
 # Build: clang compiles bpf/*.bpf.c; libelf/zlib/pkg-config for libbpf-sys.
 # Run and test: iproute2 (ip netns, veth), bpftool (make vmlinux, benchmarks),
-# iputils-ping and python3 (test traffic), util-linux (nsenter, unshare, setpriv).
+# iputils-ping and python3 (test traffic), util-linux (nsenter, unshare, setpriv),
+# prometheus (its server scrapes `meshbpf serve` in tests/serve.rs; promtool checks the exposition).
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool \
-                iputils-ping python3 util-linux
+                iputils-ping python3 util-linux prometheus
 # Benchmarks also compare with the established tools when they are installed.
 BENCH_PACKAGES := xdp-tools bpftrace
 # The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy
