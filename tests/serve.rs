@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{privileged, PinRoot, VethPair, ADDR, BIN};
+use common::{http, privileged, PinRoot, VethPair, ADDR, BIN};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -34,29 +34,6 @@ fn free_port(ns: Option<&str>) -> u16 {
             .local_addr()
             .unwrap()
             .port()
-    })
-}
-
-/// One HTTP/1.0 request (so no chunked encoding): status, content type, body.
-fn get(ns: Option<&str>, port: u16, path: &str, accept: Option<&str>) -> (u16, String, String) {
-    within(ns, || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n"
-        )
-        .unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).expect("read response");
-        let (head, body) = raw.split_once("\r\n\r\n").expect("a header");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let content_type = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Type: "))
-            .unwrap_or("")
-            .to_string();
-        (status, content_type, body.to_string())
     })
 }
 
@@ -104,7 +81,8 @@ impl Server {
     }
 
     fn get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
-        get(self.ns.as_deref(), self.port, path, accept)
+        let a = within(self.ns.as_deref(), || http::get(self.port, path, accept));
+        (a.status, a.content_type, a.body)
     }
 
     /// /metrics in the text format, asserting a 200.
@@ -365,7 +343,10 @@ fn scrapes_racing_attach_and_detach_see_all_or_nothing() {
         flips.join().unwrap();
     });
     eprintln!("{present} scrapes saw the attachment, {absent} did not");
-    assert!(present > 0 && absent > 0, "the scrapes never saw both states");
+    assert!(
+        present > 0 && absent > 0,
+        "the scrapes never saw both states"
+    );
 }
 
 /// Debian's Prometheus server on a free loopback port in `ns`, scraping
@@ -425,11 +406,11 @@ impl Prometheus {
         if !reachable {
             return None;
         }
-        let (status, _, body) = get(ns, self.port, &path, None);
-        if status != 200 {
+        let answer = within(ns, || http::get(self.port, &path, None));
+        if answer.status != 200 {
             return None;
         }
-        let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let answer: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
         Some(
             answer["data"]["result"][0]["value"][1]
                 .as_str()?

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::sched::{setns, CloneFlags};
 
 pub mod frames;
+pub mod http;
 pub mod rng;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshbpf");
