@@ -184,14 +184,20 @@ fn nothing_attached_is_a_valid_exposition_that_says_so() {
     );
 }
 
+/// A veth with meshbpf attached, and `serve` in its namespace.
+fn attached() -> (VethPair, Server) {
+    let net = VethPair::new();
+    net.meshbpf(&["attach", &net.dev]).ok();
+    let server = Server::start(Some(&net.ns), &[]);
+    (net, server)
+}
+
 #[test]
 fn a_scrape_counts_known_traffic_exactly_as_stats_does() {
     if !privileged() {
         return;
     }
-    let net = VethPair::new();
-    net.meshbpf(&["attach", &net.dev]).ok();
-    let server = Server::start(Some(&net.ns), &[]);
+    let (net, server) = attached();
     let datagrams = 25;
     net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 100);
     let stats = common::wait_for(Duration::from_secs(5), || {
@@ -431,9 +437,7 @@ fn prometheus_scrapes_the_exact_packet_count() {
     if !privileged() {
         return;
     }
-    let net = VethPair::new();
-    net.meshbpf(&["attach", &net.dev]).ok();
-    let server = Server::start(Some(&net.ns), &[]);
+    let (net, server) = attached();
     let prometheus = Prometheus::start(&net.ns, server.port);
     let datagrams = 40;
     net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 64);
@@ -454,4 +458,123 @@ fn prometheus_scrapes_the_exact_packet_count() {
         prometheus.query("up{job=\"meshbpf\"}").as_deref(),
         Some("1")
     );
+}
+
+#[test]
+fn filter_verdicts_and_rule_hits_are_exact() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        r#"{"default": "allow", "rules": [{"action": "deny", "protocol": "udp", "dport": 9}]}"#,
+    )
+    .unwrap();
+    net.meshbpf(&[
+        "attach",
+        &net.dev,
+        "--filter",
+        rules.path().to_str().unwrap(),
+    ])
+    .ok();
+    let server = Server::start(Some(&net.ns), &[]);
+    let (denied, allowed) = (7, 5);
+    net.send_udp(format!("{ADDR}:9").parse().unwrap(), denied, 32);
+    net.send_udp(format!("{ADDR}:10").parse().unwrap(), allowed, 32);
+    let shown = common::wait_for(Duration::from_secs(5), || {
+        let s = net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json();
+        (s["rules"][0]["packets"] == denied).then_some(s)
+    })
+    .expect("the denied datagrams were never counted");
+
+    let live = server.scrape();
+    promtool(&live);
+    let dev = &net.dev;
+    let series = |family: &str, labels: &str| {
+        value(&live, &format!("{family}{{interface=\"{dev}\",{labels}}}"))
+    };
+    assert_eq!(
+        series("meshbpf_filter_rule_packets_total", "rule=\"0\""),
+        shown["rules"][0]["packets"].as_f64()
+    );
+    assert_eq!(
+        series("meshbpf_filter_rule_bytes_total", "rule=\"0\""),
+        shown["rules"][0]["bytes"].as_f64()
+    );
+    assert_eq!(
+        series("meshbpf_filter_verdict_packets_total", "verdict=\"drop\""),
+        Some(denied as f64)
+    );
+    assert_eq!(
+        series("meshbpf_filter_verdict_packets_total", "verdict=\"pass\""),
+        Some(allowed as f64)
+    );
+    assert_eq!(
+        value(
+            &live,
+            &format!("meshbpf_filter_rate_limited_packets_total{{interface=\"{dev}\"}}")
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn syscall_latency_is_a_histogram_that_agrees_with_latency() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, sys\nsys.stdin.read(1)\nfor _ in range(100): os.getpid()",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    root.meshbpf(&["attach", "--latency", "--pid", &pid, "--syscalls", "getpid"])
+        .ok();
+    child.stdin.take().unwrap().write_all(b"x").unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    let row = &report["syscalls"][0];
+    assert_eq!(row["name"], "getpid", "{report}");
+    let family = "meshbpf_syscall_latency_seconds";
+    let get = |series: &str| value(&once, &format!("{family}{series}"));
+    assert_eq!(get("_count{syscall=\"getpid\"}"), Some(100.0), "{once}");
+    assert_eq!(get("_bucket{le=\"+Inf\",syscall=\"getpid\"}"), Some(100.0));
+    assert_eq!(
+        get("_sum{syscall=\"getpid\"}"),
+        Some(row["total_ns"].as_f64().unwrap() / 1e9)
+    );
+    // (le in seconds, cumulative count) of every finite bucket.
+    let prefix = format!("{family}_bucket{{le=\"");
+    let buckets: Vec<(f64, u64)> = once
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter(|l| l.contains("syscall=\"getpid\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once('"')?;
+            let le = le.parse().ok()?;
+            Some((le, rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    // Bucket b of `latency -j` (le_ns = 2^(b+1) - 1) is le = 2^(b+1) ns.
+    let mut cumulative = 0;
+    for bucket in row["buckets"].as_array().unwrap() {
+        cumulative += bucket["count"].as_u64().unwrap();
+        let le = (bucket["le_ns"].as_u64().unwrap() as f64 + 1.0) / 1e9;
+        let found = buckets
+            .iter()
+            .find(|(b, _)| (b - le).abs() < le * 1e-9)
+            .unwrap_or_else(|| panic!("no bucket le={le}: {once}"));
+        assert_eq!(found.1, cumulative, "le={le}: {once}");
+    }
+    assert_eq!(cumulative, 100);
 }

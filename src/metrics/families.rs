@@ -2,7 +2,7 @@
 //! metric families. Every reader is the command's own; nothing is cached.
 
 use super::model::{Family, Kind, Labels, Value};
-use crate::commands::stats::AllStats;
+use crate::commands::stats::{AllStats, AttachmentStats};
 use crate::health::{Check, Status};
 use crate::kernel::syscalls;
 use crate::programs::syscall_latency::histogram::{self, Histogram, BUCKETS};
@@ -50,6 +50,19 @@ impl Pair {
 
 pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
     let stats = scrape.stats;
+    let mut families = presence(stats).to_vec();
+    families.extend(traffic(&stats.attachments));
+    families.extend(filter(&stats.attachments, &scrape.rules));
+    families.extend(flows(&stats.attachments));
+    families.extend(runtime(&stats.attachments));
+    families.push(latency(&scrape.latency));
+    families.extend(lsm(stats));
+    families.push(health(scrape.checks));
+    families
+}
+
+/// Always a series each, so a host with nothing attached says so.
+fn presence(stats: &AllStats) -> [Family; 2] {
     let mut up = Family::new("meshbpf_up", Kind::Gauge, "1: meshbpf read its state");
     up.add(vec![], Value::Int(1));
     let mut attachments = Family::new(
@@ -59,7 +72,10 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
     );
     let host = stats.latency.iter().count() + stats.lsm.iter().count();
     attachments.add(vec![], Value::Int((stats.attachments.len() + host) as u64));
+    [up, attachments]
+}
 
+fn traffic(attachments: &[AttachmentStats]) -> [Family; 2] {
     let mut traffic = Pair::new(
         "meshbpf_packets",
         "meshbpf",
@@ -68,6 +84,22 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             "Bytes of the packets the XDP program saw, by layer (l3 or l4) and protocol",
         ],
     );
+    for a in attachments {
+        for (layer, breakdown) in [("l3", &a.traffic.l3), ("l4", &a.traffic.l4)] {
+            for (protocol, c) in &breakdown.0 {
+                let labels = vec![
+                    label("interface", &a.attachment.interface),
+                    label("layer", layer),
+                    label("protocol", *protocol),
+                ];
+                traffic.add(labels, *c);
+            }
+        }
+    }
+    traffic.into_families()
+}
+
+fn filter(attachments: &[AttachmentStats], rules: &[(String, ActiveRules)]) -> Vec<Family> {
     let mut verdicts = Pair::new(
         "meshbpf_filter_verdict_packets",
         "meshbpf_filter_verdict",
@@ -92,6 +124,48 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             "Bytes of the TCP SYNs dropped by SYN-flood protection",
         ],
     );
+    for a in attachments {
+        let Some(f) = &a.filter else { continue };
+        let interface = &a.attachment.interface;
+        for (verdict, c) in [("pass", f.verdicts.pass), ("drop", f.verdicts.drop)] {
+            verdicts.add(
+                vec![label("interface", interface), label("verdict", verdict)],
+                c,
+            );
+        }
+        rate_limited.add(vec![label("interface", interface)], f.rate_limited);
+        syn_dropped.add(vec![label("interface", interface)], f.syn_dropped);
+    }
+    let mut hits = Pair::new(
+        "meshbpf_filter_rule_packets",
+        "meshbpf_filter_rule",
+        [
+            "Packets that matched a filter rule, by its index in the rule set",
+            "Bytes of the packets that matched a filter rule, by its index in the rule set",
+        ],
+    );
+    for (interface, active) in rules {
+        for r in &active.rules {
+            let labels = vec![
+                label("interface", interface),
+                label("rule", r.index.to_string()),
+            ];
+            hits.add(
+                labels,
+                Counter {
+                    packets: r.packets,
+                    bytes: r.bytes,
+                },
+            );
+        }
+    }
+    [verdicts, hits, rate_limited, syn_dropped]
+        .into_iter()
+        .flat_map(Pair::into_families)
+        .collect()
+}
+
+fn flows(attachments: &[AttachmentStats]) -> Vec<Family> {
     let mut flows = Family::new(
         "meshbpf_flows",
         Kind::Gauge,
@@ -107,14 +181,6 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
         Kind::Counter,
         "Flows the LRU table pushed out to make room",
     );
-    let mut classes = Pair::new(
-        "meshbpf_class_packets",
-        "meshbpf_class",
-        [
-            "Packets per QoS class (attach --classes) and direction",
-            "Bytes per QoS class (attach --classes) and direction",
-        ],
-    );
     let mut entries = Family::new(
         "meshbpf_map_entries",
         Kind::Gauge,
@@ -125,6 +191,42 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
         Kind::Gauge,
         "Maximum entries of a map meshbpf counts",
     );
+    let mut classes = Pair::new(
+        "meshbpf_class_packets",
+        "meshbpf_class",
+        [
+            "Packets per QoS class (attach --classes) and direction",
+            "Bytes per QoS class (attach --classes) and direction",
+        ],
+    );
+    for a in attachments {
+        let Some(t) = &a.flows else { continue };
+        let interface = &a.attachment.interface;
+        let on = || vec![label("interface", interface)];
+        flows.add(on(), Value::Int(t.flows as u64));
+        created.add(on(), Value::Int(t.flows_created));
+        evicted.add(on(), Value::Int(t.evictions));
+        let map = || vec![label("interface", interface), label("map", "flows")];
+        entries.add(map(), Value::Int(t.flows as u64));
+        capacity.add(map(), Value::Int(u64::from(t.max_flows)));
+        for c in &t.classes {
+            for (direction, counter) in [("ingress", c.ingress), ("egress", c.egress)] {
+                let labels = vec![
+                    label("interface", interface),
+                    label("class", &c.class),
+                    label("direction", direction),
+                ];
+                classes.add(labels, counter);
+            }
+        }
+    }
+    let mut families = vec![flows, created, evicted];
+    families.extend(classes.into_families());
+    families.extend([entries, capacity]);
+    families
+}
+
+fn runtime(attachments: &[AttachmentStats]) -> [Family; 2] {
     let mut runs = Family::new(
         "meshbpf_program_runs",
         Kind::Counter,
@@ -136,55 +238,10 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
         "Time a program ran (counted while kernel.bpf_stats_enabled=1)",
     )
     .unit("seconds");
-
-    for a in &stats.attachments {
-        let interface = &a.attachment.interface;
-        for (layer, breakdown) in [("l3", &a.traffic.l3), ("l4", &a.traffic.l4)] {
-            for (protocol, c) in &breakdown.0 {
-                traffic.add(
-                    vec![
-                        label("interface", interface),
-                        label("layer", layer),
-                        label("protocol", *protocol),
-                    ],
-                    *c,
-                );
-            }
-        }
-        if let Some(f) = &a.filter {
-            for (verdict, c) in [("pass", f.verdicts.pass), ("drop", f.verdicts.drop)] {
-                verdicts.add(
-                    vec![label("interface", interface), label("verdict", verdict)],
-                    c,
-                );
-            }
-            rate_limited.add(vec![label("interface", interface)], f.rate_limited);
-            syn_dropped.add(vec![label("interface", interface)], f.syn_dropped);
-        }
-        if let Some(t) = &a.flows {
-            let on = || vec![label("interface", interface)];
-            flows.add(on(), Value::Int(t.flows as u64));
-            created.add(on(), Value::Int(t.flows_created));
-            evicted.add(on(), Value::Int(t.evictions));
-            let map = || vec![label("interface", interface), label("map", "flows")];
-            entries.add(map(), Value::Int(t.flows as u64));
-            capacity.add(map(), Value::Int(u64::from(t.max_flows)));
-            for c in &t.classes {
-                for (direction, counter) in [("ingress", c.ingress), ("egress", c.egress)] {
-                    classes.add(
-                        vec![
-                            label("interface", interface),
-                            label("class", &c.class),
-                            label("direction", direction),
-                        ],
-                        counter,
-                    );
-                }
-            }
-        }
+    for a in attachments {
         for p in &a.runtime.programs {
             let labels = vec![
-                label("interface", interface),
+                label("interface", &a.attachment.interface),
                 label("program", &p.program),
                 label("hook", p.hook),
             ];
@@ -192,43 +249,7 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             run_time.add(labels, Value::Float(p.stats.run_time_ns as f64 / 1e9));
         }
     }
-
-    let mut rule_hits = Pair::new(
-        "meshbpf_filter_rule_packets",
-        "meshbpf_filter_rule",
-        [
-            "Packets that matched a filter rule, by its index in the rule set",
-            "Bytes of the packets that matched a filter rule, by its index in the rule set",
-        ],
-    );
-    for (interface, active) in &scrape.rules {
-        for r in &active.rules {
-            rule_hits.add(
-                vec![
-                    label("interface", interface),
-                    label("rule", r.index.to_string()),
-                ],
-                Counter {
-                    packets: r.packets,
-                    bytes: r.bytes,
-                },
-            );
-        }
-    }
-
-    let mut families = vec![up, attachments];
-    families.extend(traffic.into_families());
-    families.extend(verdicts.into_families());
-    families.extend(rule_hits.into_families());
-    families.extend(rate_limited.into_families());
-    families.extend(syn_dropped.into_families());
-    families.extend([flows, created, evicted]);
-    families.extend(classes.into_families());
-    families.extend([entries, capacity, runs, run_time]);
-    families.push(latency(&scrape.latency));
-    families.extend(lsm(stats));
-    families.push(health(scrape.checks));
-    families
+    [runs, run_time]
 }
 
 /// Bucket b counts [2^b, 2^(b+1)) ns: its Prometheus upper bound is

@@ -299,13 +299,17 @@ pub fn timed(argv: &[&str]) -> f64 {
     ms
 }
 
+/// Where `attach` pins the pair's flow table.
+pub fn flows_pin(pair: &VethPair) -> PathBuf {
+    pair.pin_dir()
+        .join(tc_classifier::PROGRAM)
+        .join(tc_classifier::FLOWS_MAP)
+}
+
 pub fn measure(config: &Config) -> Results {
     let pair = VethPair::new();
     let dev = pair.dev.clone();
-    let flows_pin = pair
-        .pin_dir()
-        .join(tc_classifier::PROGRAM)
-        .join(tc_classifier::FLOWS_MAP);
+    let flows_pin = flows_pin(&pair);
     let results = VethPair::in_netns(&pair.ns, || measure_in_netns(config, &dev, &flows_pin));
     check_nothing_left(&pair, results.1);
     results.0

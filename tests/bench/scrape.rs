@@ -7,12 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::MapHandle;
-use meshbpf::programs::tc_classifier;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::common::{self, http, run, VethPair, BIN};
-use crate::flow_table::{fill, monotonic_ns, timed};
+use crate::flow_table::{fill, flows_pin, monotonic_ns, timed};
 use crate::rulesets;
 use crate::stats::{self, Summary};
 use crate::Config;
@@ -32,10 +31,7 @@ pub struct Results {
 pub fn measure(config: &Config) -> Results {
     let pair = VethPair::new();
     let dev = pair.dev.clone();
-    let flows_pin = pair
-        .pin_dir()
-        .join(tc_classifier::PROGRAM)
-        .join(tc_classifier::FLOWS_MAP);
+    let flows_pin = flows_pin(&pair);
     VethPair::in_netns(&pair.ns, || {
         let rules = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(rules.path(), rulesets::cidr_rules(RULES)).unwrap();
