@@ -578,3 +578,51 @@ fn syscall_latency_is_a_histogram_that_agrees_with_latency() {
     }
     assert_eq!(cumulative, 100);
 }
+
+#[test]
+fn lsm_events_by_type_and_verdict_agree_with_stats() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    let watched = tempfile::tempdir().unwrap();
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    let policy_json = serde_json::json!({ "watch": [watched.path()] }).to_string();
+    std::fs::write(policy.path(), policy_json).unwrap();
+    root.meshbpf(&[
+        "attach",
+        "--lsm",
+        "--policy",
+        policy.path().to_str().unwrap(),
+    ])
+    .ok();
+    let file = watched.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    for _ in 0..2 {
+        std::fs::read(&file).unwrap();
+    }
+
+    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    let open = &root.lsm_stats()["events"]["open"];
+    assert_eq!(open["events"], 3, "{open}");
+    let get = |series: &str| value(&once, series);
+    assert_eq!(
+        get("meshbpf_lsm_events_total{type=\"open\"}"),
+        open["events"].as_f64()
+    );
+    for verdict in ["denied", "audited"] {
+        assert_eq!(
+            get(&format!(
+                "meshbpf_lsm_verdicts_total{{type=\"open\",verdict=\"{verdict}\"}}"
+            )),
+            open[verdict].as_f64(),
+            "{verdict}"
+        );
+    }
+    assert_eq!(
+        get("meshbpf_lsm_lost_events_total{type=\"open\"}"),
+        Some(0.0)
+    );
+    assert_eq!(get("meshbpf_attachments"), Some(1.0));
+}
