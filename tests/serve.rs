@@ -218,12 +218,12 @@ fn a_scrape_counts_known_traffic_exactly_as_stats_does() {
             let counter = &stats[layer][name];
             assert_eq!(
                 value(&live, &packets(dev, layer, name)),
-                counter["packets"].as_f64(),
+                Some(counter["packets"].as_f64().unwrap()),
                 "{layer} {name}: {live}"
             );
             assert_eq!(
                 value(&live, &bytes(dev, layer, name)),
-                counter["bytes"].as_f64(),
+                Some(counter["bytes"].as_f64().unwrap()),
                 "{layer} {name}: {live}"
             );
         }
@@ -233,7 +233,7 @@ fn a_scrape_counts_known_traffic_exactly_as_stats_does() {
             &live,
             &format!("meshbpf_map_capacity{{interface=\"{dev}\",map=\"flows\"}}")
         ),
-        stats["flows"]["max_flows"].as_f64()
+        Some(stats["flows"]["max_flows"].as_f64().unwrap())
     );
     assert_eq!(series_of(&live, "meshbpf_program_runs_total", dev).len(), 3);
 
@@ -497,11 +497,11 @@ fn filter_verdicts_and_rule_hits_are_exact() {
     };
     assert_eq!(
         series("meshbpf_filter_rule_packets_total", "rule=\"0\""),
-        shown["rules"][0]["packets"].as_f64()
+        Some(shown["rules"][0]["packets"].as_f64().unwrap())
     );
     assert_eq!(
         series("meshbpf_filter_rule_bytes_total", "rule=\"0\""),
-        shown["rules"][0]["bytes"].as_f64()
+        Some(shown["rules"][0]["bytes"].as_f64().unwrap())
     );
     assert_eq!(
         series("meshbpf_filter_verdict_packets_total", "verdict=\"drop\""),
@@ -609,14 +609,14 @@ fn lsm_events_by_type_and_verdict_agree_with_stats() {
     let get = |series: &str| value(&once, series);
     assert_eq!(
         get("meshbpf_lsm_events_total{type=\"open\"}"),
-        open["events"].as_f64()
+        Some(open["events"].as_f64().unwrap())
     );
     for verdict in ["denied", "audited"] {
         assert_eq!(
             get(&format!(
                 "meshbpf_lsm_verdicts_total{{type=\"open\",verdict=\"{verdict}\"}}"
             )),
-            open[verdict].as_f64(),
+            Some(open[verdict].as_f64().unwrap()),
             "{verdict}"
         );
     }
@@ -625,4 +625,54 @@ fn lsm_events_by_type_and_verdict_agree_with_stats() {
         Some(0.0)
     );
     assert_eq!(get("meshbpf_attachments"), Some(1.0));
+}
+
+#[test]
+fn class_counters_agree_with_stats() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let classes = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        classes.path(),
+        r#"{"classes": {"bulk": {"mark": "0x30"}},
+            "rules": [{"class": "bulk", "protocol": "udp", "dport": 9}]}"#,
+    )
+    .unwrap();
+    net.meshbpf(&[
+        "attach",
+        &net.dev,
+        "--classes",
+        classes.path().to_str().unwrap(),
+    ])
+    .ok();
+    let datagrams = 6;
+    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 50);
+    let stats = common::wait_for(Duration::from_secs(5), || {
+        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        let bulk = s["flows"]["classes"]
+            .as_array()?
+            .iter()
+            .find(|c| c["class"] == "bulk")?
+            .clone();
+        (bulk["ingress"]["packets"] == datagrams).then_some(bulk)
+    })
+    .expect("the bulk class never counted the datagrams");
+
+    let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    for direction in ["ingress", "egress"] {
+        for unit in ["packets", "bytes"] {
+            let series = format!(
+                "meshbpf_class_{unit}_total{{interface=\"{}\",class=\"bulk\",direction=\"{direction}\"}}",
+                net.dev
+            );
+            assert_eq!(
+                value(&once, &series),
+                Some(stats[direction][unit].as_f64().unwrap()),
+                "{series}: {once}"
+            );
+        }
+    }
 }
