@@ -676,3 +676,28 @@ fn class_counters_agree_with_stats() {
         }
     }
 }
+
+#[test]
+fn a_port_in_use_is_named_with_what_to_do() {
+    if !privileged() {
+        return;
+    }
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let ran = common::meshbpf(&["serve", "--listen", &listen, "-j"]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let error = ran.json();
+    assert_eq!(
+        error["error"],
+        format!("cannot listen on {listen}: Address already in use (os error 98)")
+    );
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--listen ADDR:PORT"),
+        "{error}"
+    );
+    let usage = common::meshbpf(&["serve", "--listen", "localhost"]);
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+}
