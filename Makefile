@@ -13,9 +13,10 @@ CARGO_DEB_VERSION := 3.8.0
 
 # Build: clang compiles bpf/*.bpf.c; libelf/zlib/pkg-config for libbpf-sys.
 # Run and test: iproute2 (ip netns, veth), bpftool (make vmlinux, benchmarks),
-# iputils-ping and python3 (test traffic), util-linux (nsenter, unshare, setpriv).
+# iputils-ping and python3 (test traffic), util-linux (nsenter, unshare, setpriv),
+# prometheus (its server scrapes `meshbpf serve` in tests/serve.rs; promtool checks the exposition).
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool \
-                iputils-ping python3 util-linux
+                iputils-ping python3 util-linux prometheus
 # Benchmarks also compare with the established tools when they are installed.
 BENCH_PACKAGES := xdp-tools bpftrace
 # The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy
@@ -85,9 +86,10 @@ test: deps
 	@$(MAKE) --no-print-directory test-vm
 
 # The end-to-end tests once more, on the static binary (tests/common takes
-# MESHBPF_BIN at compile time).
+# MESHBPF_BIN at compile time): the demo, real traffic, and Prometheus
+# scraping `meshbpf serve`.
 test-static: static
-	MESHBPF_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --locked --test demo --test attach_traffic
+	MESHBPF_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --locked --test demo --test attach_traffic --test serve
 
 # The package unpacked into a scratch root: contents, units, capabilities.
 test-deb: deb deploy-deps

@@ -91,6 +91,8 @@ degraded) never fail, even with --strict."
     /// Read lsm_monitor's security events (after `attach --lsm`): what its ring buffer holds, or
     /// with --follow until Ctrl-C
     Events(EventsArgs),
+    /// Serve Prometheus metrics (/metrics) and health (/healthz) over HTTP until SIGTERM or Ctrl-C
+    Serve(ServeArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Write man pages for meshbpf and each subcommand into a directory
@@ -457,6 +459,18 @@ pub struct StatsArgs {
     /// run-time statistics enabled for this command only (kernel.bpf_stats_enabled is left alone)
     #[arg(long, value_name = "SECONDS", value_parser = sample_window)]
     pub sample: Option<Duration>,
+
+    /// Write everything once in the Prometheus text format (as `serve` does on /metrics), for
+    /// node_exporter's textfile collector
+    #[arg(long, conflicts_with_all = ["interface", "sample"])]
+    pub prometheus: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on; loopback unless told otherwise
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9435")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// 0.01 s to an hour: a window long enough to see runs, short enough to wait for.

@@ -14,14 +14,24 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 pub fn install() -> Result<()> {
+    catch(Signal::SIGINT)
+}
+
+/// Ctrl-C and SIGTERM alike, for a service that a supervisor stops.
+pub fn install_with_sigterm() -> Result<()> {
+    catch(Signal::SIGINT)?;
+    catch(Signal::SIGTERM)
+}
+
+fn catch(signal: Signal) -> Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_sigint),
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
     // SAFETY: the handler only stores to an atomic.
-    unsafe { sigaction(Signal::SIGINT, &action) }
-        .map_err(|errno| anyhow::anyhow!("installing the Ctrl-C handler: {errno}"))?;
+    unsafe { sigaction(signal, &action) }
+        .map_err(|errno| anyhow::anyhow!("installing the {signal} handler: {errno}"))?;
     Ok(())
 }
 

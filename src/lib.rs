@@ -9,6 +9,7 @@ pub mod health;
 pub mod interrupt;
 pub mod inventory;
 pub mod kernel;
+pub mod metrics;
 pub mod output;
 pub mod programs;
 pub mod rules;

@@ -90,7 +90,8 @@ impl Output {
         deliver(|out| writeln!(out, "{text}"))
     }
 
-    /// Raw text that is data but not a report (a completion script).
+    /// Raw text that is data but not a report (a completion script, the
+    /// Prometheus exposition).
     pub fn text(&self, text: &str) -> io::Result<()> {
         write_stdout(text.trim_end())
     }

@@ -21,6 +21,7 @@ pub mod load;
 pub mod lsm;
 pub mod lsm_monitor;
 pub mod man;
+pub mod serve;
 pub mod stats;
 pub mod unload;
 
@@ -39,6 +40,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Latency(args) => latency::run(&root, out, &args),
         Command::Events(args) => events::run(&root, out, &args),
         Command::Lsm(command) => lsm::run(&root, out, &command),
+        Command::Serve(args) => serve::run(&root, &args),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),
     }

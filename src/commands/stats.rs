@@ -16,6 +16,7 @@ use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::{RunStats, StatsEnabled};
 use crate::kernel::{bpfobj, caps, netdev, xdp::XdpMode};
+use crate::metrics;
 use crate::output::{self, Output, Report};
 use crate::programs::lsm_monitor::{self as lsm_program, LsmStats};
 use crate::programs::syscall_latency::{self, LatencyAttachment};
@@ -29,33 +30,33 @@ use crate::state::{self, Attachment, LinkState};
 #[derive(Debug, Serialize)]
 pub struct AttachmentStats {
     #[serde(flatten)]
-    attachment: Attachment,
+    pub attachment: Attachment,
     #[serde(flatten)]
-    traffic: Traffic,
+    pub traffic: Traffic,
     /// Verdicts, rate-limited and SYN-dropped counters when the filter runs.
     #[serde(flatten)]
-    filter: Option<FilterCounters>,
+    pub filter: Option<FilterCounters>,
     /// tc_classifier's flow table on the same interface, if attached.
     #[serde(skip_serializing_if = "Option::is_none")]
-    flows: Option<FlowTable>,
-    runtime: Runtime,
+    pub flows: Option<FlowTable>,
+    pub runtime: Runtime,
 }
 
 /// How often and how long the interface's programs ran.
 #[derive(Debug, Serialize)]
-struct Runtime {
+pub struct Runtime {
     /// The --sample window; null for the kernel's totals since each load.
     sampled_ns: Option<u64>,
-    programs: Vec<ProgramRuntime>,
+    pub programs: Vec<ProgramRuntime>,
 }
 
 #[derive(Debug, Serialize)]
-struct ProgramRuntime {
-    program: String,
-    hook: &'static str,
+pub struct ProgramRuntime {
+    pub program: String,
+    pub hook: &'static str,
     prog_id: u32,
     #[serde(flatten)]
-    stats: RunStats,
+    pub stats: RunStats,
     /// Null when it did not run.
     avg_run_time_ns: Option<u64>,
 }
@@ -93,7 +94,7 @@ fn running(root: &StateRoot, xdp: &Attachment) -> Result<Vec<Running>> {
 
 /// A --sample window: statistics stay enabled until it is dropped, after
 /// the programs were read a second time.
-struct Window {
+pub struct Window {
     _enabled: StatsEnabled,
     before: HashMap<u32, RunStats>,
     elapsed: Duration,
@@ -176,7 +177,7 @@ fn collect(
 }
 
 /// One per interface: its XDP attachment, which the flow table goes with.
-fn xdp_dirs(root: &StateRoot) -> Result<Vec<AttachmentDir>> {
+pub fn xdp_dirs(root: &StateRoot) -> Result<Vec<AttachmentDir>> {
     Ok(root
         .attachments()?
         .into_iter()
@@ -318,10 +319,10 @@ fn classes_table(classes: &[ClassUse]) -> Table {
 /// Every attachment: one element per interface, then the host-wide
 /// syscall_latency and lsm_monitor, if attached.
 #[derive(Debug)]
-struct AllStats {
-    attachments: Vec<AttachmentStats>,
-    latency: Option<LatencyAttachment>,
-    lsm: Option<LsmStats>,
+pub struct AllStats {
+    pub attachments: Vec<AttachmentStats>,
+    pub latency: Option<LatencyAttachment>,
+    pub lsm: Option<LsmStats>,
     root: String,
 }
 
@@ -415,40 +416,52 @@ impl Report for AllStats {
     }
 }
 
+/// Every attachment under `dirs`, and the host-wide ones; the caller holds
+/// the shared lock.
+pub fn gather(
+    root: &StateRoot,
+    dirs: &[AttachmentDir],
+    window: Option<&Window>,
+) -> Result<AllStats> {
+    let attachments = dirs
+        .iter()
+        .map(|d| collect(root, d, window))
+        .collect::<Result<Vec<_>>>()?;
+    let dir = root.host_attachment(syscall_latency::PROGRAM);
+    let latency = if dir.is_committed() {
+        Some(syscall_latency::inspect(&dir)?)
+    } else {
+        None
+    };
+    let dir = root.host_attachment(lsm_program::PROGRAM);
+    let lsm = if dir.is_committed() {
+        Some(lsm_program::stats(&dir)?)
+    } else {
+        None
+    };
+    Ok(AllStats {
+        attachments,
+        latency,
+        lsm,
+        root: root.path().display().to_string(),
+    })
+}
+
 pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
     if let Some(name) = &args.interface {
         netdev::validate_name(name)?;
     }
     caps::require("stats", &[caps::BPF, caps::SYS_ADMIN])?;
+    if args.prometheus {
+        out.text(&metrics::exposition(root, metrics::Format::Text)?)?;
+        return Ok(());
+    }
     let window = args.sample.map(|length| sample(root, length)).transpose()?;
     let window = window.as_ref();
     let _lock = root.lock_shared()?;
     let dirs = xdp_dirs(root)?;
     match &args.interface {
-        None => {
-            let attachments = dirs
-                .iter()
-                .map(|d| collect(root, d, window))
-                .collect::<Result<Vec<_>>>()?;
-            let dir = root.host_attachment(syscall_latency::PROGRAM);
-            let latency = if dir.is_committed() {
-                Some(syscall_latency::inspect(&dir)?)
-            } else {
-                None
-            };
-            let dir = root.host_attachment(lsm_program::PROGRAM);
-            let lsm = if dir.is_committed() {
-                Some(lsm_program::stats(&dir)?)
-            } else {
-                None
-            };
-            out.emit(&AllStats {
-                attachments,
-                latency,
-                lsm,
-                root: root.path().display().to_string(),
-            })?;
-        }
+        None => out.emit(&gather(root, &dirs, window)?)?,
         Some(name) => {
             let dir = dirs.iter().find(|d| &d.interface == name).ok_or_else(|| {
                 Failure::new(format!("nothing of meshbpf's is attached to {name}")).hint(format!(

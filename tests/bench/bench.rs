@@ -13,6 +13,7 @@ mod lsm;
 mod packet;
 mod raw;
 mod rulesets;
+mod scrape;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,8 @@ fn main() {
         config.flow_rounds
     );
     let flow_table = flow_table::measure(&config);
+    eprintln!("bench: Prometheus scrape ({} rounds)", config.rounds);
+    let scrape = scrape::measure(&config);
     eprintln!(
         "bench: syscall latency tracing ({} rounds)",
         config.latency_rounds
@@ -120,6 +123,7 @@ fn main() {
         filter.markdown(),
         control.markdown(),
         flow_table.markdown(),
+        scrape.markdown(),
         binary_section(),
         latency.markdown(),
         lsm.markdown(),

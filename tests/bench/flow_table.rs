@@ -148,16 +148,16 @@ fn flow(i: u32, now_ns: u64) -> (flow_key, flow_value) {
     (key, value)
 }
 
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let now = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
-/// Every flow through BPF_MAP_UPDATE_BATCH, FILL_BATCH at a time.
-fn fill(map: &MapHandle, now_ns: u64) {
+/// Flows 0..count through BPF_MAP_UPDATE_BATCH, FILL_BATCH at a time.
+pub fn fill(map: &MapHandle, now_ns: u64, count: u32) {
     let mut keys = Vec::with_capacity(FILL_BATCH * std::mem::size_of::<flow_key>());
     let mut values = Vec::with_capacity(FILL_BATCH * std::mem::size_of::<flow_value>());
-    let ids: Vec<u32> = (0..FLOWS).collect();
+    let ids: Vec<u32> = (0..count).collect();
     for chunk in ids.chunks(FILL_BATCH) {
         keys.clear();
         values.clear();
@@ -286,7 +286,7 @@ fn argv(words: &[&str]) -> Vec<String> {
 }
 
 /// Runs `argv` and returns its wall time in ms, asserting success.
-fn timed(argv: &[&str]) -> f64 {
+pub fn timed(argv: &[&str]) -> f64 {
     let started = Instant::now();
     let out = run(Command::new(argv[0]).args(&argv[1..]));
     let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -299,13 +299,17 @@ fn timed(argv: &[&str]) -> f64 {
     ms
 }
 
+/// Where `attach` pins the pair's flow table.
+pub fn flows_pin(pair: &VethPair) -> PathBuf {
+    pair.pin_dir()
+        .join(tc_classifier::PROGRAM)
+        .join(tc_classifier::FLOWS_MAP)
+}
+
 pub fn measure(config: &Config) -> Results {
     let pair = VethPair::new();
     let dev = pair.dev.clone();
-    let flows_pin = pair
-        .pin_dir()
-        .join(tc_classifier::PROGRAM)
-        .join(tc_classifier::FLOWS_MAP);
+    let flows_pin = flows_pin(&pair);
     let results = VethPair::in_netns(&pair.ns, || measure_in_netns(config, &dev, &flows_pin));
     check_nothing_left(&pair, results.1);
     results.0
@@ -321,7 +325,7 @@ fn measure_in_netns(config: &Config, dev: &str, flows_pin: &Path) -> (Results, u
 
     let now_ns = monotonic_ns();
     let started = Instant::now();
-    fill(&map, now_ns);
+    fill(&map, now_ns, FLOWS);
     let fill_ms = started.elapsed().as_secs_f64() * 1e3;
     // Every key is distinct and the table has room: nothing may be missing,
     // nor may anything else be in it.

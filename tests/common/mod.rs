@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::sched::{setns, CloneFlags};
 
 pub mod frames;
+pub mod http;
 pub mod rng;
 
 /// The binary under test: cargo's build, or another build of it named by

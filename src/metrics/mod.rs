@@ -1,0 +1,60 @@
+//! The Prometheus exposition of everything meshbpf counts, read from the
+//! pins at the moment it is asked for (`serve`, `stats --prometheus`).
+
+mod encode;
+mod families;
+mod model;
+
+use anyhow::Result;
+
+pub use encode::Format;
+
+use crate::commands::stats;
+use crate::health::{attachments, system, Check};
+use crate::kernel::pins::StateRoot;
+use crate::programs::{syscall_latency, xdp_mesh_filter};
+use families::Scrape;
+
+/// health's default threshold for a filter's drop share.
+const MAX_DROP_PERCENT: u8 = 50;
+
+/// The checks `health` runs, without its hook probes: those load programs,
+/// too heavy for every scrape.
+pub fn health_checks(root: &StateRoot) -> Vec<Check> {
+    let mut checks = system::checks(root);
+    checks.extend(attachments::checks(root, MAX_DROP_PERCENT));
+    checks
+}
+
+/// One scrape: the state read under the shared lock, so an attach or detach
+/// running at the same time is seen before or after, never half done.
+pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
+    let checks = health_checks(root);
+    let _lock = root.lock_shared()?;
+    let dirs = stats::xdp_dirs(root)?;
+    let all = stats::gather(root, &dirs, None)?;
+    let rules = dirs
+        .iter()
+        .filter(|d| d.program == xdp_mesh_filter::PROGRAM)
+        .map(|d| {
+            let pinned = xdp_mesh_filter::PinnedMaps::open(d)?;
+            Ok((
+                d.interface.clone(),
+                xdp_mesh_filter::read_rules(&pinned.maps())?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let latency_dir = root.host_attachment(syscall_latency::PROGRAM);
+    let latency = if all.latency.is_some() {
+        syscall_latency::read(&latency_dir)?
+    } else {
+        Vec::new()
+    };
+    let scrape = Scrape {
+        stats: &all,
+        rules,
+        latency,
+        checks: &checks,
+    };
+    encode::encode(families::families(&scrape), format)
+}

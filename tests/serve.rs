@@ -1,0 +1,703 @@
+//! `meshbpf serve` and `stats --prometheus` against the running kernel: the
+//! exposition checked by Debian's promtool, exact packet counts after known
+//! traffic, /healthz, signals, scrapes racing attach and detach, and Debian's
+//! real Prometheus server scraping meshbpf.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{http, privileged, PinRoot, VethPair, ADDR, BIN};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The slots `stats -j` and the exposition both have, per interface.
+const L3: [&str; 4] = ["ipv4", "ipv6", "arp", "other"];
+const L4: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "other"];
+
+/// Runs `f` in network namespace `ns`, or here when None.
+fn within<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
+    match ns {
+        Some(ns) => VethPair::in_netns(ns, f),
+        None => f(),
+    }
+}
+
+/// A loopback port nobody listens on now.
+fn free_port(ns: Option<&str>) -> u16 {
+    within(ns, || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
+}
+
+/// `meshbpf serve` on a free loopback port, in `ns` or here.
+struct Server {
+    child: Child,
+    port: u16,
+    ns: Option<String>,
+}
+
+impl Server {
+    fn start(ns: Option<&str>, extra: &[&str]) -> Server {
+        let port = free_port(ns);
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = match ns {
+            // nsenter execs meshbpf: the child's pid is meshbpf's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
+            .args(["serve", "--listen", &listen])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshbpf serve");
+        let server = Server {
+            child,
+            port,
+            ns: ns.map(str::to_string),
+        };
+        common::wait_for(Duration::from_secs(10), || server.listening().then_some(()))
+            .expect("meshbpf serve never listened");
+        server
+    }
+
+    fn listening(&self) -> bool {
+        within(self.ns.as_deref(), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        })
+    }
+
+    fn get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
+        let a = within(self.ns.as_deref(), || http::get(self.port, path, accept));
+        (a.status, a.content_type, a.body)
+    }
+
+    /// /metrics in the text format, asserting a 200.
+    fn scrape(&self) -> String {
+        let (status, content_type, body) = self.get("/metrics", None);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        body
+    }
+
+    /// Sends `signal`; the exit status and the stderr.
+    fn stop(mut self, signal: Signal) -> (std::process::ExitStatus, String) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's promtool, the strict parser and linter of the exposition.
+fn promtool(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; make deps installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of one series, e.g. `meshbpf_attachments` or
+/// `meshbpf_packets_total{interface="x",layer="l4",protocol="udp"}`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+fn packets(interface: &str, layer: &str, protocol: &str) -> String {
+    format!("meshbpf_packets_total{{interface=\"{interface}\",layer=\"{layer}\",protocol=\"{protocol}\"}}")
+}
+
+fn bytes(interface: &str, layer: &str, protocol: &str) -> String {
+    packets(interface, layer, protocol).replace("_packets_", "_bytes_")
+}
+
+/// Lines of the exposition about `interface`.
+fn series_of<'a>(text: &'a str, family: &str, interface: &str) -> Vec<&'a str> {
+    let prefix = format!("{family}{{interface=\"{interface}\"");
+    text.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+#[test]
+fn nothing_attached_is_a_valid_exposition_that_says_so() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    assert_eq!(value(&once, "meshbpf_up"), Some(1.0), "{once}");
+    assert_eq!(value(&once, "meshbpf_attachments"), Some(0.0), "{once}");
+    assert!(!once.contains("meshbpf_packets_total{"), "{once}");
+
+    let server = Server::start(None, &root.args(&[])[..]);
+    let live = server.scrape();
+    promtool(&live);
+    assert_eq!(value(&live, "meshbpf_attachments"), Some(0.0), "{live}");
+    assert_eq!(
+        value(&live, "meshbpf_health_check{check=\"bpffs\",status=\"ok\"}"),
+        Some(1.0),
+        "{live}"
+    );
+}
+
+/// A veth with meshbpf attached, and `serve` in its namespace.
+fn attached() -> (VethPair, Server) {
+    let net = VethPair::new();
+    net.meshbpf(&["attach", &net.dev]).ok();
+    let server = Server::start(Some(&net.ns), &[]);
+    (net, server)
+}
+
+#[test]
+fn a_scrape_counts_known_traffic_exactly_as_stats_does() {
+    if !privileged() {
+        return;
+    }
+    let (net, server) = attached();
+    let datagrams = 25;
+    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 100);
+    let stats = common::wait_for(Duration::from_secs(5), || {
+        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        (s["l4"]["udp"]["packets"] == datagrams).then_some(s)
+    })
+    .expect("the datagrams were never counted");
+
+    let live = server.scrape();
+    promtool(&live);
+    let dev = &net.dev;
+    assert_eq!(
+        value(&live, &packets(dev, "l4", "udp")),
+        Some(datagrams as f64)
+    );
+    for (layer, names) in [("l3", &L3[..]), ("l4", &L4[..])] {
+        for name in names {
+            let counter = &stats[layer][name];
+            assert_eq!(
+                value(&live, &packets(dev, layer, name)),
+                Some(counter["packets"].as_f64().unwrap()),
+                "{layer} {name}: {live}"
+            );
+            assert_eq!(
+                value(&live, &bytes(dev, layer, name)),
+                Some(counter["bytes"].as_f64().unwrap()),
+                "{layer} {name}: {live}"
+            );
+        }
+    }
+    assert_eq!(
+        value(
+            &live,
+            &format!("meshbpf_map_capacity{{interface=\"{dev}\",map=\"flows\"}}")
+        ),
+        Some(stats["flows"]["max_flows"].as_f64().unwrap())
+    );
+    assert_eq!(series_of(&live, "meshbpf_program_runs_total", dev).len(), 3);
+
+    let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    assert_eq!(
+        value(&once, &packets(dev, "l4", "udp")),
+        Some(datagrams as f64)
+    );
+
+    let (status, content_type, open) = server.get(
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(open.contains("# TYPE meshbpf_packets counter\n"), "{open}");
+    assert_eq!(
+        value(&open, &packets(dev, "l4", "udp")),
+        Some(datagrams as f64)
+    );
+}
+
+#[test]
+fn healthz_is_200_until_a_check_fails_then_503() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    std::fs::create_dir_all(&root.path).unwrap();
+    let server = Server::start(None, &root.args(&[])[..]);
+    let (status, content_type, body) = server.get("/healthz", None);
+    assert_eq!(content_type, "application/json");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(report["status"], "fail", "{body}");
+
+    // What a command killed before it pinned its link leaves behind.
+    std::fs::create_dir_all(root.path.join("net/ghost0/xdp_counter")).unwrap();
+    let (status, _, body) = server.get("/healthz", None);
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(report["status"], "fail");
+    let ghost = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["interface"] == "ghost0")
+        .unwrap_or_else(|| panic!("no check of ghost0: {body}"));
+    assert_eq!(ghost["status"], "fail");
+    let live = server.scrape();
+    assert_eq!(
+        value(
+            &live,
+            "meshbpf_health_check{check=\"attachment ghost0/xdp_counter\",status=\"fail\"}"
+        ),
+        Some(1.0),
+        "{live}"
+    );
+    assert_eq!(server.get("/nothing", None).0, 404);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_it_with_exit_0_and_the_port_closed() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let server = Server::start(None, &root.args(&[])[..]);
+        server.scrape();
+        let port = server.port;
+        let (status, stderr) = server.stop(signal);
+        assert_eq!(status.code(), Some(0), "{signal}: {stderr}");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{signal}: port {port} still open"
+        );
+    }
+}
+
+#[test]
+fn scrapes_racing_attach_and_detach_see_all_or_nothing() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let server = Server::start(Some(&net.ns), &[]);
+    let rounds = 10;
+    let (mut present, mut absent) = (0, 0);
+    std::thread::scope(|s| {
+        let flips = s.spawn(|| {
+            for _ in 0..rounds {
+                net.meshbpf(&["attach", &net.dev]).ok();
+                net.meshbpf(&["detach", &net.dev]).ok();
+            }
+        });
+        while !flips.is_finished() {
+            let live = server.scrape();
+            let traffic = series_of(&live, "meshbpf_packets_total", &net.dev).len();
+            let flows = series_of(&live, "meshbpf_flows", &net.dev).len();
+            let runs = series_of(&live, "meshbpf_program_runs_total", &net.dev).len();
+            match (traffic, flows, runs) {
+                (9, 1, 3) => present += 1,
+                (0, 0, 0) => absent += 1,
+                half => panic!("half an attachment (packets, flows, programs) {half:?}: {live}"),
+            }
+        }
+        flips.join().unwrap();
+    });
+    eprintln!("{present} scrapes saw the attachment, {absent} did not");
+    assert!(
+        present > 0 && absent > 0,
+        "the scrapes never saw both states"
+    );
+}
+
+/// Debian's Prometheus server on a free loopback port in `ns`, scraping
+/// `target` every second, with its config and data in a temp dir.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    ns: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(ns: &str, target: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: meshbpf\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port(Some(ns));
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["--", "prometheus"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus; make deps installs it)");
+        Prometheus {
+            child,
+            port,
+            ns: ns.to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant query's single result, if there is one.
+    fn query(&self, promql: &str) -> Option<String> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/api/v1/query?query={encoded}");
+        let ns = Some(self.ns.as_str());
+        let reachable = within(ns, || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+        if !reachable {
+            return None;
+        }
+        let answer = within(ns, || http::get(self.port, &path, None));
+        if answer.status != 200 {
+            return None;
+        }
+        let answer: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+        Some(
+            answer["data"]["result"][0]["value"][1]
+                .as_str()?
+                .to_string(),
+        )
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_exact_packet_count() {
+    if !privileged() {
+        return;
+    }
+    let (net, server) = attached();
+    let prometheus = Prometheus::start(&net.ns, server.port);
+    let datagrams = 40;
+    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 64);
+
+    let promql = packets(&net.dev, "l4", "udp");
+    let seen = common::wait_for(Duration::from_secs(60), || {
+        prometheus
+            .query(&promql)
+            .filter(|v| v == &datagrams.to_string())
+    });
+    assert_eq!(
+        seen.as_deref(),
+        Some("40"),
+        "Prometheus never reported {datagrams} for {promql}; last answer {:?}",
+        prometheus.query(&promql)
+    );
+    assert_eq!(
+        prometheus.query("up{job=\"meshbpf\"}").as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn filter_verdicts_and_rule_hits_are_exact() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        r#"{"default": "allow", "rules": [{"action": "deny", "protocol": "udp", "dport": 9}]}"#,
+    )
+    .unwrap();
+    net.meshbpf(&[
+        "attach",
+        &net.dev,
+        "--filter",
+        rules.path().to_str().unwrap(),
+    ])
+    .ok();
+    let server = Server::start(Some(&net.ns), &[]);
+    let (denied, allowed) = (7, 5);
+    net.send_udp(format!("{ADDR}:9").parse().unwrap(), denied, 32);
+    net.send_udp(format!("{ADDR}:10").parse().unwrap(), allowed, 32);
+    let shown = common::wait_for(Duration::from_secs(5), || {
+        let s = net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json();
+        (s["rules"][0]["packets"] == denied).then_some(s)
+    })
+    .expect("the denied datagrams were never counted");
+
+    let live = server.scrape();
+    promtool(&live);
+    let dev = &net.dev;
+    let series = |family: &str, labels: &str| {
+        value(&live, &format!("{family}{{interface=\"{dev}\",{labels}}}"))
+    };
+    assert_eq!(
+        series("meshbpf_filter_rule_packets_total", "rule=\"0\""),
+        Some(shown["rules"][0]["packets"].as_f64().unwrap())
+    );
+    assert_eq!(
+        series("meshbpf_filter_rule_bytes_total", "rule=\"0\""),
+        Some(shown["rules"][0]["bytes"].as_f64().unwrap())
+    );
+    assert_eq!(
+        series("meshbpf_filter_verdict_packets_total", "verdict=\"drop\""),
+        Some(denied as f64)
+    );
+    assert_eq!(
+        series("meshbpf_filter_verdict_packets_total", "verdict=\"pass\""),
+        Some(allowed as f64)
+    );
+    assert_eq!(
+        value(
+            &live,
+            &format!("meshbpf_filter_rate_limited_packets_total{{interface=\"{dev}\"}}")
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn syscall_latency_is_a_histogram_that_agrees_with_latency() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, sys\nsys.stdin.read(1)\nfor _ in range(100): os.getpid()",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    root.meshbpf(&["attach", "--latency", "--pid", &pid, "--syscalls", "getpid"])
+        .ok();
+    child.stdin.take().unwrap().write_all(b"x").unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    let report = root.meshbpf(&["latency", "-j"]).ok().json();
+    let row = &report["syscalls"][0];
+    assert_eq!(row["name"], "getpid", "{report}");
+    let family = "meshbpf_syscall_latency_seconds";
+    let get = |series: &str| value(&once, &format!("{family}{series}"));
+    assert_eq!(get("_count{syscall=\"getpid\"}"), Some(100.0), "{once}");
+    assert_eq!(get("_bucket{le=\"+Inf\",syscall=\"getpid\"}"), Some(100.0));
+    assert_eq!(
+        get("_sum{syscall=\"getpid\"}"),
+        Some(row["total_ns"].as_f64().unwrap() / 1e9)
+    );
+    // (le in seconds, cumulative count) of every finite bucket.
+    let prefix = format!("{family}_bucket{{le=\"");
+    let buckets: Vec<(f64, u64)> = once
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter(|l| l.contains("syscall=\"getpid\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once('"')?;
+            let le = le.parse().ok()?;
+            Some((le, rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    // Bucket b of `latency -j` (le_ns = 2^(b+1) - 1) is le = 2^(b+1) ns.
+    let mut cumulative = 0;
+    for bucket in row["buckets"].as_array().unwrap() {
+        cumulative += bucket["count"].as_u64().unwrap();
+        let le = (bucket["le_ns"].as_u64().unwrap() as f64 + 1.0) / 1e9;
+        let found = buckets
+            .iter()
+            .find(|(b, _)| (b - le).abs() < le * 1e-9)
+            .unwrap_or_else(|| panic!("no bucket le={le}: {once}"));
+        assert_eq!(found.1, cumulative, "le={le}: {once}");
+    }
+    assert_eq!(cumulative, 100);
+}
+
+#[test]
+fn lsm_events_by_type_and_verdict_agree_with_stats() {
+    if !privileged() {
+        return;
+    }
+    let root = PinRoot::new();
+    let watched = tempfile::tempdir().unwrap();
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    let policy_json = serde_json::json!({ "watch": [watched.path()] }).to_string();
+    std::fs::write(policy.path(), policy_json).unwrap();
+    root.meshbpf(&[
+        "attach",
+        "--lsm",
+        "--policy",
+        policy.path().to_str().unwrap(),
+    ])
+    .ok();
+    let file = watched.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    for _ in 0..2 {
+        std::fs::read(&file).unwrap();
+    }
+
+    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    let open = &root.lsm_stats()["events"]["open"];
+    assert_eq!(open["events"], 3, "{open}");
+    let get = |series: &str| value(&once, series);
+    assert_eq!(
+        get("meshbpf_lsm_events_total{type=\"open\"}"),
+        Some(open["events"].as_f64().unwrap())
+    );
+    for verdict in ["denied", "audited"] {
+        assert_eq!(
+            get(&format!(
+                "meshbpf_lsm_verdicts_total{{type=\"open\",verdict=\"{verdict}\"}}"
+            )),
+            Some(open[verdict].as_f64().unwrap()),
+            "{verdict}"
+        );
+    }
+    assert_eq!(
+        get("meshbpf_lsm_lost_events_total{type=\"open\"}"),
+        Some(0.0)
+    );
+    assert_eq!(get("meshbpf_attachments"), Some(1.0));
+}
+
+#[test]
+fn class_counters_agree_with_stats() {
+    if !privileged() {
+        return;
+    }
+    let net = VethPair::new();
+    let classes = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        classes.path(),
+        r#"{"classes": {"bulk": {"mark": "0x30"}},
+            "rules": [{"class": "bulk", "protocol": "udp", "dport": 9}]}"#,
+    )
+    .unwrap();
+    net.meshbpf(&[
+        "attach",
+        &net.dev,
+        "--classes",
+        classes.path().to_str().unwrap(),
+    ])
+    .ok();
+    let datagrams = 6;
+    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 50);
+    let stats = common::wait_for(Duration::from_secs(5), || {
+        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        let bulk = s["flows"]["classes"]
+            .as_array()?
+            .iter()
+            .find(|c| c["class"] == "bulk")?
+            .clone();
+        (bulk["ingress"]["packets"] == datagrams).then_some(bulk)
+    })
+    .expect("the bulk class never counted the datagrams");
+
+    let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+    promtool(&once);
+    for direction in ["ingress", "egress"] {
+        for unit in ["packets", "bytes"] {
+            let series = format!(
+                "meshbpf_class_{unit}_total{{interface=\"{}\",class=\"bulk\",direction=\"{direction}\"}}",
+                net.dev
+            );
+            assert_eq!(
+                value(&once, &series),
+                Some(stats[direction][unit].as_f64().unwrap()),
+                "{series}: {once}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_port_in_use_is_named_with_what_to_do() {
+    if !privileged() {
+        return;
+    }
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let ran = common::meshbpf(&["serve", "--listen", &listen, "-j"]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let error = ran.json();
+    assert_eq!(
+        error["error"],
+        format!("cannot listen on {listen}: Address already in use (os error 98)")
+    );
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--listen ADDR:PORT"),
+        "{error}"
+    );
+    let usage = common::meshbpf(&["serve", "--listen", "localhost"]);
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+}
