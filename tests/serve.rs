@@ -625,6 +625,20 @@ fn lsm_events_by_type_and_verdict_agree_with_stats() {
         Some(0.0)
     );
     assert_eq!(get("meshbpf_attachments"), Some(1.0));
+    // Its programs' run counters, under their kernel names: the tracepoint
+    // fallback's two here.
+    let runs: Vec<&str> = series_of(&once, "meshbpf_program_runs_total", "")
+        .into_iter()
+        .map(|l| l.split_once('}').unwrap().0)
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_exec\"",
+            "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_sys_enter\""
+        ],
+        "{once}"
+    );
 }
 
 #[test]

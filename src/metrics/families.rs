@@ -4,6 +4,7 @@
 use super::model::{Family, Kind, Labels, Value};
 use crate::commands::stats::{AllStats, AttachmentStats};
 use crate::health::{Check, Status};
+use crate::kernel::runstats::RunStats;
 use crate::kernel::syscalls;
 use crate::programs::syscall_latency::histogram::{self, Histogram, BUCKETS};
 use crate::programs::traffic::Counter;
@@ -16,6 +17,9 @@ pub struct Scrape<'a> {
     pub rules: Vec<(String, ActiveRules)>,
     /// Per syscall number, when syscall_latency is attached.
     pub latency: Vec<(u32, Histogram)>,
+    /// The host-wide attachments' programs (syscall_latency, lsm_monitor):
+    /// attachment, kernel program name, run counters.
+    pub host_programs: Vec<(&'static str, String, RunStats)>,
     pub checks: &'a [Check],
 }
 
@@ -54,7 +58,7 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
     families.extend(traffic(&stats.attachments));
     families.extend(filter(&stats.attachments, &scrape.rules));
     families.extend(flows(&stats.attachments));
-    families.extend(runtime(&stats.attachments));
+    families.extend(runtime(&stats.attachments, &scrape.host_programs));
     families.push(latency(&scrape.latency));
     families.extend(lsm(stats));
     families.push(health(scrape.checks));
@@ -226,7 +230,12 @@ fn flows(attachments: &[AttachmentStats]) -> Vec<Family> {
     families
 }
 
-fn runtime(attachments: &[AttachmentStats]) -> [Family; 2] {
+/// Interface programs are labelled with their interface and hook; host-wide
+/// ones with `interface=""` and their kernel program name as the hook.
+fn runtime(
+    attachments: &[AttachmentStats],
+    host_programs: &[(&'static str, String, RunStats)],
+) -> [Family; 2] {
     let mut runs = Family::new(
         "meshbpf_program_runs",
         Kind::Counter,
@@ -248,6 +257,15 @@ fn runtime(attachments: &[AttachmentStats]) -> [Family; 2] {
             runs.add(labels.clone(), Value::Int(p.stats.run_cnt));
             run_time.add(labels, Value::Float(p.stats.run_time_ns as f64 / 1e9));
         }
+    }
+    for (program, hook, stats) in host_programs {
+        let labels = vec![
+            label("interface", ""),
+            label("program", *program),
+            label("hook", hook.as_str()),
+        ];
+        runs.add(labels.clone(), Value::Int(stats.run_cnt));
+        run_time.add(labels, Value::Float(stats.run_time_ns as f64 / 1e9));
     }
     [runs, run_time]
 }

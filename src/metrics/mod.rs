@@ -11,8 +11,10 @@ pub use encode::Format;
 
 use crate::commands::stats;
 use crate::health::{attachments, system, Check};
+use crate::kernel::bpfobj;
 use crate::kernel::pins::StateRoot;
-use crate::programs::{syscall_latency, xdp_mesh_filter};
+use crate::kernel::runstats::RunStats;
+use crate::programs::{lsm_monitor, syscall_latency, xdp_mesh_filter};
 use families::Scrape;
 
 /// health's default threshold for a filter's drop share.
@@ -50,10 +52,28 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
     } else {
         Vec::new()
     };
+    let latency_ids = all.latency.iter().flat_map(|a| a.prog_ids);
+    let lsm_ids = all
+        .lsm
+        .iter()
+        .flat_map(|a| a.attachment.prog_ids.iter().copied());
+    let host_programs = latency_ids
+        .map(|id| (syscall_latency::PROGRAM, id))
+        .chain(lsm_ids.map(|id| (lsm_monitor::PROGRAM, id)))
+        .map(|(program, id)| {
+            let info = bpfobj::prog_info_by_id(id)?;
+            let stats = RunStats {
+                run_cnt: info.run_cnt,
+                run_time_ns: info.run_time_ns,
+            };
+            Ok((program, info.name, stats))
+        })
+        .collect::<Result<_>>()?;
     let scrape = Scrape {
         stats: &all,
         rules,
         latency,
+        host_programs,
         checks: &checks,
     };
     encode::encode(families::families(&scrape), format)
