@@ -518,6 +518,11 @@ fn filter_verdicts_and_rule_hits_are_exact() {
         ),
         Some(0.0)
     );
+    assert_eq!(series("meshbpf_map_entries", "map=\"rules\""), Some(1.0));
+    assert_eq!(
+        series("meshbpf_map_capacity", "map=\"rules\""),
+        Some(f64::from(meshbpf::programs::xdp_mesh_filter::MAX_RULES))
+    );
 }
 
 #[test]

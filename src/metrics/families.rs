@@ -8,7 +8,7 @@ use crate::kernel::runstats::RunStats;
 use crate::kernel::syscalls;
 use crate::programs::syscall_latency::histogram::{self, Histogram, BUCKETS};
 use crate::programs::traffic::Counter;
-use crate::programs::xdp_mesh_filter::ActiveRules;
+use crate::programs::xdp_mesh_filter::{ActiveRules, MAX_RULES};
 
 /// What one scrape read, under one shared lock.
 pub struct Scrape<'a> {
@@ -58,6 +58,7 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
     families.extend(traffic(&stats.attachments));
     families.extend(filter(&stats.attachments, &scrape.rules));
     families.extend(flows(&stats.attachments));
+    families.extend(map_sizes(&stats.attachments, &scrape.rules));
     families.extend(runtime(&stats.attachments, &scrape.host_programs));
     families.push(latency(&scrape.latency));
     families.extend(lsm(stats));
@@ -185,16 +186,6 @@ fn flows(attachments: &[AttachmentStats]) -> Vec<Family> {
         Kind::Counter,
         "Flows the LRU table pushed out to make room",
     );
-    let mut entries = Family::new(
-        "meshbpf_map_entries",
-        Kind::Gauge,
-        "Entries in a map meshbpf counts",
-    );
-    let mut capacity = Family::new(
-        "meshbpf_map_capacity",
-        Kind::Gauge,
-        "Maximum entries of a map meshbpf counts",
-    );
     let mut classes = Pair::new(
         "meshbpf_class_packets",
         "meshbpf_class",
@@ -210,9 +201,6 @@ fn flows(attachments: &[AttachmentStats]) -> Vec<Family> {
         flows.add(on(), Value::Int(t.flows as u64));
         created.add(on(), Value::Int(t.flows_created));
         evicted.add(on(), Value::Int(t.evictions));
-        let map = || vec![label("interface", interface), label("map", "flows")];
-        entries.add(map(), Value::Int(t.flows as u64));
-        capacity.add(map(), Value::Int(u64::from(t.max_flows)));
         for c in &t.classes {
             for (direction, counter) in [("ingress", c.ingress), ("egress", c.egress)] {
                 let labels = vec![
@@ -226,8 +214,39 @@ fn flows(attachments: &[AttachmentStats]) -> Vec<Family> {
     }
     let mut families = vec![flows, created, evicted];
     families.extend(classes.into_families());
-    families.extend([entries, capacity]);
     families
+}
+
+/// The tables that fill up: each flow table, and each filter's rule table.
+fn map_sizes(attachments: &[AttachmentStats], rules: &[(String, ActiveRules)]) -> [Family; 2] {
+    let mut entries = Family::new(
+        "meshbpf_map_entries",
+        Kind::Gauge,
+        "Entries in a map meshbpf counts",
+    );
+    let mut capacity = Family::new(
+        "meshbpf_map_capacity",
+        Kind::Gauge,
+        "Maximum entries of a map meshbpf counts",
+    );
+    let flow_tables = attachments.iter().filter_map(|a| {
+        let t = a.flows.as_ref()?;
+        Some((
+            &a.attachment.interface,
+            "flows",
+            t.flows as u64,
+            t.max_flows,
+        ))
+    });
+    let rule_tables = rules
+        .iter()
+        .map(|(interface, r)| (interface, "rules", r.rules.len() as u64, MAX_RULES));
+    for (interface, map, used, max) in flow_tables.chain(rule_tables) {
+        let labels = vec![label("interface", interface), label("map", map)];
+        entries.add(labels.clone(), Value::Int(used));
+        capacity.add(labels, Value::Int(u64::from(max)));
+    }
+    [entries, capacity]
 }
 
 /// Interface programs are labelled with their interface and hook; host-wide
