@@ -38,14 +38,14 @@ const HOST: Place = Place {
 };
 const GUEST: Place = Place {
     method: "lsm",
-    opens: 20_000,
+    opens: 50_000,
 };
 /// The kernel the VM rows boot (tests/vm/fetch-kernel caches it).
 const VM_KERNEL: &str = "linux-image-6.12-amd64";
 /// Set by the host for this binary inside the VM: run the guest rows only.
 pub const GUEST_ENV: &str = "MESHBPF_BENCH_LSM_GUEST";
 /// Rounds in the VM, kept short under emulation.
-const GUEST_ROUNDS: usize = 5;
+const GUEST_ROUNDS: usize = 9;
 /// Around the guest's table in the VM's output.
 const TABLE_MARK: &str = "-- lsm bench table --";
 /// Opens per burst of the delivery run: fewer than the 4 MiB ring buffer
