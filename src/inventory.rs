@@ -221,6 +221,7 @@ impl Inventory {
             return Ok(());
         }
         self.map_ids.extend(bpfobj::prog_map_ids(fd)?);
+        let runtime = RunStats::from_info(&info);
         let (name, section) = match program {
             Some((name, section)) => (name, Some(section)),
             None => (info.name, None),
@@ -233,10 +234,7 @@ impl Inventory {
             loaded_at: clock::rfc3339(clock::boottime_to_wall(info.load_time_ns)),
             pin_path: pin.display().to_string(),
             attachments: Vec::new(),
-            runtime: RunStats {
-                run_cnt: info.run_cnt,
-                run_time_ns: info.run_time_ns,
-            },
+            runtime,
         });
         Ok(())
     }

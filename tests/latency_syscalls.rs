@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{link_exists, PinRoot};
+use common::{blocked, held_python, link_exists, release, PinRoot};
 use serde_json::{json, Value};
 
 /// A pin root of its own per test: the host-wide attachment is one per root,
@@ -29,46 +29,15 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A python3 child blocked on stdin until [`release`]; then it runs `body`
-/// and exits. Its pid is known before it makes the calls under test.
-fn child(body: &str) -> Child {
-    blocked(Command::new("/usr/bin/python3").args([
-        "-c",
-        &format!("import os, sys, time\nsys.stdin.read(1)\n{body}"),
-    ]))
-}
-
-/// A program that waits for a byte on stdin before doing what it is for.
-fn blocked(command: &mut Command) -> Child {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"))
-}
-
-/// A [`child`], with syscall_latency attached for its pid and `options`;
+/// A held python3 child, with syscall_latency attached for its pid and `options`;
 /// returns it and what attach printed.
 fn traced_child(root: &PinRoot, body: &str, options: &[&str]) -> (Child, Value) {
-    let child = child(body);
+    let child = held_python(body);
     let pid = child.id().to_string();
     let mut args = vec!["attach", "--latency", "--pid", &pid, "-j"];
     args.extend_from_slice(options);
     let attached = root.meshbpf(&args).ok().json();
     (child, attached)
-}
-
-/// Lets the child go, waits for it, and returns what it printed.
-fn release(mut child: Child) -> String {
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(b"x")
-        .expect("releasing the child");
-    let out = child.wait_with_output().expect("waiting for the child");
-    assert!(out.status.success(), "child failed: {}", out.status);
-    String::from_utf8(out.stdout).expect("UTF-8 from the child")
 }
 
 /// 1.5 ms sits in the middle of the [2^20, 2^21) ns bucket, 0.6 ms from its
@@ -203,7 +172,7 @@ fn the_pid_filter_excludes_other_processes() {
     let _serial = serial();
     let root = PinRoot::new();
     let (traced, _) = traced_child(&root, "for _ in range(3): time.sleep(0.0015)", &[]);
-    let other = child(SLEEPS);
+    let other = held_python(SLEEPS);
     release(other);
     release(traced);
     let report = root.meshbpf(&["latency", "-j"]).ok().json();
@@ -393,10 +362,10 @@ fn the_comm_filter_selects_by_command_name() {
     }
     let _serial = serial();
     let root = PinRoot::new();
-    let renamed = child(
+    let renamed = held_python(
         "open('/proc/self/comm', 'w').write('mblat-traced')\nfor _ in range(4): time.sleep(0.0015)",
     );
-    let other = child(SLEEPS);
+    let other = held_python(SLEEPS);
     let attached = root
         .meshbpf(&["attach", "--latency", "--comm", "mblat-traced", "-j"])
         .ok()
@@ -439,8 +408,8 @@ fn the_cgroup_filter_counts_the_cgroup_and_below() {
         path: base.join(format!("meshbpf-lat{}", std::process::id())),
     };
     std::fs::create_dir_all(cgroup.path.join("inner")).expect("creating a cgroup");
-    let inside = child("for _ in range(5): time.sleep(0.0015)");
-    let outside = child(SLEEPS);
+    let inside = held_python("for _ in range(5): time.sleep(0.0015)");
+    let outside = held_python(SLEEPS);
     std::fs::write(
         cgroup.path.join("inner/cgroup.procs"),
         inside.id().to_string(),

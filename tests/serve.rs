@@ -531,19 +531,11 @@ fn syscall_latency_is_a_histogram_that_agrees_with_latency() {
         return;
     }
     let root = PinRoot::new();
-    let mut child = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import os, sys\nsys.stdin.read(1)\nfor _ in range(100): os.getpid()",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::held_python("for _ in range(100): os.getpid()");
     let pid = child.id().to_string();
     root.meshbpf(&["attach", "--latency", "--pid", &pid, "--syscalls", "getpid"])
         .ok();
-    child.stdin.take().unwrap().write_all(b"x").unwrap();
-    assert!(child.wait().unwrap().success());
+    common::release(child);
 
     let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
     promtool(&once);

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -52,18 +51,9 @@ fn linked_programs() -> Vec<String> {
 /// /dev/zero exactly `reads` times once released: one vfs_read each. Ended
 /// by Ctrl-C once the child is done, which prints what was measured.
 fn count_reads(method: &str, programs: [&str; 2], reads: usize) -> Value {
-    let mut child = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            &format!(
-                "import os, sys\nsys.stdin.buffer.raw.read(1)\n\
-                 fd = os.open('/dev/zero', os.O_RDONLY)\n\
-                 for _ in range({reads}): os.read(fd, 1)"
-            ),
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawning python3");
+    let child = common::held_python(&format!(
+        "fd = os.open('/dev/zero', os.O_RDONLY)\nfor _ in range({reads}): os.read(fd, 1)"
+    ));
     let pid = child.id().to_string();
     let latency = Command::new(common::BIN)
         .args(["latency", "--function", "vfs_read", "--pid", &pid])
@@ -81,8 +71,7 @@ fn count_reads(method: &str, programs: [&str; 2], reads: usize) -> Value {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("{programs:?} never both got links"));
-    child.stdin.take().unwrap().write_all(b"x").unwrap();
-    assert!(child.wait().unwrap().success());
+    common::release(child);
     let meshbpf = Pid::from_raw(latency.id() as i32);
     signal::kill(meshbpf, Signal::SIGINT).expect("SIGINT to meshbpf latency");
     let out = latency.wait_with_output().expect("meshbpf latency");

@@ -6,12 +6,12 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::PinRoot;
+use common::{held_python, release, PinRoot};
 use serde_json::Value;
 
 const EPERM: i32 = 1;
@@ -47,43 +47,10 @@ fn of_pid<'a>(events: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value> {
         .collect()
 }
 
-/// A python3 child that runs `script` once released by a byte on stdin, so
-/// its pid is known before it acts.
-struct Held {
-    child: std::process::Child,
-}
-
-impl Held {
-    fn python(script: &str) -> Held {
-        let child = Command::new("/usr/bin/python3")
-            .args([
-                "-c",
-                &format!("import sys\nsys.stdin.buffer.raw.read(1)\n{script}"),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawning python3");
-        Held { child }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Releases it and returns what it printed.
-    fn run(mut self) -> String {
-        self.child.stdin.take().unwrap().write_all(b"x").unwrap();
-        let out = self.child.wait_with_output().expect("python3");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
 /// Python that opens `path` for writing and prints "ok" or the errno.
 fn try_write(path: &Path) -> String {
     format!(
-        "import os\ntry:\n    fd = os.open({:?}, os.O_WRONLY | os.O_APPEND)\n    os.write(fd, b'x')\n    print('ok')\nexcept OSError as e:\n    print(e.errno)",
+        "try:\n    fd = os.open({:?}, os.O_WRONLY | os.O_APPEND)\n    os.write(fd, b'x')\n    print('ok')\nexcept OSError as e:\n    print(e.errno)",
         path.to_str().unwrap()
     )
 }
@@ -112,19 +79,19 @@ fn exec_open_and_ptrace_attach_are_reported_in_audit_mode() {
     let exec_pid = exec.id();
     assert!(exec.wait_with_output().unwrap().status.success());
 
-    let writer = Held::python(&try_write(&file));
-    let writer_pid = writer.pid();
-    assert_eq!(writer.run().trim(), "ok");
+    let writer = held_python(&try_write(&file));
+    let writer_pid = writer.id();
+    assert_eq!(release(writer).trim(), "ok");
 
     let mut tracee = Command::new("sleep").arg("60").spawn().unwrap();
-    let tracer = Held::python(&format!(
+    let tracer = held_python(&format!(
         "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n\
          assert libc.ptrace(16, {0}, 0, 0) == 0, ctypes.get_errno()\n\
          os.waitpid({0}, 0)\nassert libc.ptrace(17, {0}, 0, 0) == 0\nprint('ok')",
         tracee.id()
     ));
-    let tracer_pid = tracer.pid();
-    assert_eq!(tracer.run().trim(), "ok");
+    let tracer_pid = tracer.id();
+    assert_eq!(release(tracer).trim(), "ok");
     tracee.kill().unwrap();
     tracee.wait().unwrap();
 
@@ -226,14 +193,14 @@ fn enforce_denies_writes_but_not_reads_and_spares_the_allow_listed() {
         !write_as(65534, &file),
         "a uid outside the allow-list wrote"
     );
-    let renamed = Held::python(&format!(
+    let renamed = held_python(&format!(
         "import ctypes\nctypes.CDLL(None).prctl(15, b'allowed-writer', 0, 0, 0)\n{}",
         try_write(&file)
     ));
-    assert_eq!(renamed.run().trim(), "ok");
-    let denied = Held::python(&try_write(&file));
-    let denied_pid = denied.pid();
-    assert_eq!(denied.run().trim(), EPERM.to_string());
+    assert_eq!(release(renamed).trim(), "ok");
+    let denied = held_python(&try_write(&file));
+    let denied_pid = denied.id();
+    assert_eq!(release(denied).trim(), EPERM.to_string());
     assert_eq!(fs::read_to_string(&file).unwrap(), "before\nmore\nx");
 
     let (events, _) = root.events(&[]);
@@ -249,7 +216,7 @@ fn enforce_denies_writes_but_not_reads_and_spares_the_allow_listed() {
 /// dummy.ko of the running kernel, from the package the VM suite unpacked
 /// (tests/vm/cache), decompressed where Debian ships it with xz.
 fn dummy_module(into: &Path) -> PathBuf {
-    let release = String::from_utf8(common::sh("uname -r").stdout).unwrap();
+    let kernel = String::from_utf8(common::sh("uname -r").stdout).unwrap();
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/cache");
     let found = fs::read_dir(&cache)
         .unwrap()
@@ -257,12 +224,12 @@ fn dummy_module(into: &Path) -> PathBuf {
         .map(|k| {
             k.path()
                 .join("root/lib/modules")
-                .join(release.trim())
+                .join(kernel.trim())
                 .join("kernel/drivers/net/dummy.ko")
         })
         .flat_map(|ko| [ko.with_extension("ko.xz"), ko])
         .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("no dummy.ko for {release} under {}", cache.display()));
+        .unwrap_or_else(|| panic!("no dummy.ko for {kernel} under {}", cache.display()));
     let ko = into.join("dummy.ko");
     if found.extension().is_some_and(|e| e == "xz") {
         let out = common::run(Command::new("xz").arg("-dc").arg(&found));

@@ -43,11 +43,15 @@ pub struct RunStats {
 
 impl RunStats {
     pub fn of(prog_id: u32) -> Result<Self> {
-        let info = bpfobj::prog_info_by_id(prog_id)?;
-        Ok(RunStats {
+        Ok(Self::from_info(&bpfobj::prog_info_by_id(prog_id)?))
+    }
+
+    /// The counters of program info already read.
+    pub fn from_info(info: &bpfobj::ProgInfo) -> Self {
+        RunStats {
             run_cnt: info.run_cnt,
             run_time_ns: info.run_time_ns,
-        })
+        }
     }
 
     /// What was counted between `before` and this.

@@ -62,10 +62,7 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
         .chain(lsm_ids.map(|id| (lsm_monitor::PROGRAM, id)))
         .map(|(program, id)| {
             let info = bpfobj::prog_info_by_id(id)?;
-            let stats = RunStats {
-                run_cnt: info.run_cnt,
-                run_time_ns: info.run_time_ns,
-            };
+            let stats = RunStats::from_info(&info);
             Ok((program, info.name, stats))
         })
         .collect::<Result<_>>()?;

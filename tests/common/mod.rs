@@ -399,6 +399,40 @@ pub fn compile_fixture_for(name: &str, target: &str) -> (tempfile::TempDir, Path
     (dir, obj)
 }
 
+/// A program that waits for a byte on stdin (see [`release`]) before doing
+/// what it is for, so its pid is known before it acts.
+pub fn blocked(command: &mut std::process::Command) -> std::process::Child {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"))
+}
+
+/// A [`blocked`] python3 that runs `body` (with os, sys and time imported)
+/// once released, and exits.
+pub fn held_python(body: &str) -> std::process::Child {
+    blocked(Command::new("/usr/bin/python3").args([
+        "-c",
+        &format!("import os, sys, time\nsys.stdin.buffer.raw.read(1)\n{body}"),
+    ]))
+}
+
+/// Lets a [`blocked`] child go, waits for it to succeed, and returns what
+/// it printed.
+pub fn release(mut child: std::process::Child) -> String {
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"x")
+        .expect("releasing the child");
+    let out = child.wait_with_output().expect("waiting for the child");
+    assert!(out.status.success(), "child failed: {}", out.status);
+    String::from_utf8(out.stdout).expect("UTF-8 from the child")
+}
+
 /// Polls `probe` until it returns Some or `timeout` passes: tests wait for a
 /// condition, never for a fixed time.
 pub fn wait_for<T>(
