@@ -15,6 +15,7 @@ use crate::kernel::links::{self, Hooked};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::RunStats;
 use crate::kernel::{clock, netdev, tc};
+use crate::output;
 use crate::programs::loaded::{self, LoadedDir};
 use crate::state::LinkState;
 
@@ -312,5 +313,91 @@ fn entries(map: &MapHandle) -> Option<u64> {
             Some(map.keys().take(map.max_entries() as usize).count() as u64)
         }
         _ => None,
+    }
+}
+
+impl Object {
+    /// An object's title, its programs with their attachments, and its maps.
+    pub fn render(&self) -> String {
+        let title = match self.kind {
+            ObjectKind::Attachment => format!(
+                "{} on {} · {}",
+                self.name,
+                self.interface.as_deref().unwrap_or("?"),
+                self.pin_path
+            ),
+            ObjectKind::Loaded => format!(
+                "loaded object {} · {} · from {}",
+                self.name,
+                self.pin_path,
+                self.file.as_deref().unwrap_or("?")
+            ),
+        };
+        let globals: String = self
+            .globals
+            .iter()
+            .map(|(name, value)| format!("\nset {name} = {value}"))
+            .collect();
+        let mut programs = output::table(&[
+            "program",
+            "section",
+            "type",
+            "prog id",
+            "attached to",
+            "method",
+            "state",
+            "link id",
+        ]);
+        for p in &self.programs {
+            let section = p.section.as_deref().unwrap_or("-");
+            let id = output::right(p.prog_id);
+            if p.attachments.is_empty() {
+                programs.add_row(vec![
+                    p.name.as_str().into(),
+                    section.into(),
+                    p.prog_type.as_str().into(),
+                    id.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+            for a in &p.attachments {
+                programs.add_row(vec![
+                    p.name.as_str().into(),
+                    section.into(),
+                    p.prog_type.as_str().into(),
+                    id.clone(),
+                    a.attach_point.as_str().into(),
+                    a.method.as_str().into(),
+                    format!("{:?}", a.state).to_lowercase().into(),
+                    output::right(a.link_id.map_or("-".into(), |l| l.to_string())),
+                ]);
+            }
+        }
+        let mut text = format!("{title}{globals}\n{programs}");
+        if !self.maps.is_empty() {
+            let mut maps = output::table(&[
+                "map",
+                "type",
+                "map id",
+                "entries",
+                "max entries",
+                "pinned at",
+            ]);
+            for m in &self.maps {
+                maps.add_row(vec![
+                    m.name.as_str().into(),
+                    m.map_type.as_str().into(),
+                    output::right(m.map_id),
+                    output::right(m.entries.map_or("-".into(), output::count)),
+                    output::right(output::count(m.max_entries.into())),
+                    m.pin_path.as_deref().unwrap_or("-").into(),
+                ]);
+            }
+            text.push_str(&format!("\n{maps}"));
+        }
+        text
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::AttachArgs;
-use crate::commands::{filter, latency, lsm_monitor};
+use crate::commands::{latency, lsm_monitor};
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -16,7 +16,7 @@ use crate::kernel::{bpffs, bpfobj, caps};
 use crate::output::{self, Output, Report};
 use crate::programs::tc_classifier::classes;
 use crate::programs::{tc_classifier, xdp_counter, xdp_mesh_filter};
-use crate::rules::{self, classes::ClassRules};
+use crate::rules::{self, classes::ClassRules, compile};
 use crate::state::{self, Attachment, LinkState};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -132,7 +132,12 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         return latency::attach(root, out, &args.latency_options, args.btf.as_deref());
     };
     // A bad rules file must fail before anything touches the kernel.
-    let rules = args.filter.as_deref().map(filter::load_rules).transpose()?;
+    let rules = args
+        .filter
+        .as_deref()
+        .map(compile::load_rules)
+        .transpose()
+        .map_err(Failure::from)?;
     let class_rules = args
         .classes
         .as_deref()
@@ -185,7 +190,7 @@ fn attach_xdp(
     root: &StateRoot,
     iface: &Interface,
     args: &AttachArgs,
-    rules: Option<&filter::LoadedRules>,
+    rules: Option<&compile::LoadedRules>,
 ) -> Result<(Outcome, AttachmentDir)> {
     let btf = args.btf.as_deref();
     if let Some(dir) = state::xdp_attachment(root, &iface.name)? {

@@ -1,7 +1,5 @@
 //! `meshbpf filter apply|show|check|remove`: the rule set of xdp_mesh_filter.
 
-use std::path::Path;
-
 use anyhow::Result;
 use serde::Serialize;
 
@@ -12,8 +10,8 @@ use crate::kernel::{caps, netdev};
 use crate::output::{self, Output, Report};
 use crate::programs::xdp_counter;
 use crate::programs::xdp_mesh_filter::{self, ActiveRules, FilterCounters, PinnedMaps};
-use crate::rules::compile::{self, CompiledFilter};
-use crate::rules::filter::{self as rules_file, FilterRules, Rule};
+use crate::rules::compile;
+use crate::rules::filter::Rule;
 use crate::rules::{PortRange, Protocol};
 use crate::state;
 
@@ -26,19 +24,6 @@ pub fn run(root: &StateRoot, out: &Output, command: &FilterCommand) -> Result<()
     }
 }
 
-/// A rules file, parsed and compiled: everything that can be wrong with it
-/// is found here, before the kernel is touched.
-pub struct LoadedRules {
-    pub rules: FilterRules,
-    pub compiled: CompiledFilter,
-}
-
-pub fn load_rules(path: &Path) -> Result<LoadedRules> {
-    let rules = rules_file::load(path).map_err(Failure::from)?;
-    let compiled = compile::compile(&rules).map_err(|e| Failure::from(e.in_file(path)))?;
-    Ok(LoadedRules { rules, compiled })
-}
-
 #[derive(Debug, Serialize)]
 struct CompileReport {
     rules: usize,
@@ -49,7 +34,7 @@ struct CompileReport {
 }
 
 impl CompileReport {
-    fn of(loaded: &LoadedRules) -> Self {
+    fn of(loaded: &compile::LoadedRules) -> Self {
         let c = &loaded.compiled;
         CompileReport {
             rules: loaded.rules.rules.len(),
@@ -79,7 +64,9 @@ impl Report for CompileReport {
 }
 
 fn check(out: &Output, args: &FilterCheckArgs) -> Result<()> {
-    out.emit(&CompileReport::of(&load_rules(&args.rules)?))?;
+    out.emit(&CompileReport::of(
+        &compile::load_rules(&args.rules).map_err(Failure::from)?,
+    ))?;
     Ok(())
 }
 
@@ -119,7 +106,7 @@ impl Report for ApplyReport {
 
 fn apply(root: &StateRoot, out: &Output, args: &FilterApplyArgs) -> Result<()> {
     netdev::validate_name(&args.interface)?;
-    let loaded = load_rules(&args.rules)?;
+    let loaded = compile::load_rules(&args.rules).map_err(Failure::from)?;
     caps::require("filter apply", &[caps::BPF])?;
     let _lock = root.lock()?;
     state::reconcile(&root.program_dirs(&args.interface)?)?;

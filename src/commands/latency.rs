@@ -370,31 +370,9 @@ impl Report for AttachReport {
             a.prog_ids[1],
             a.link_ids[0],
             a.link_ids[1],
-            describe_filters(a),
+            syscall_latency::describe_filters(a),
             a.pin_path
         )
-    }
-}
-
-pub fn describe_filters(a: &LatencyAttachment) -> String {
-    let f = &a.filters;
-    let mut parts = Vec::new();
-    if let Some(pid) = f.pid {
-        parts.push(format!("pid {pid}"));
-    }
-    if let Some(comm) = &f.comm {
-        parts.push(format!("comm {comm}"));
-    }
-    if let Some(id) = f.cgroup_id {
-        parts.push(format!("cgroup id {id}"));
-    }
-    if !f.syscalls.is_empty() {
-        parts.push(format!("syscalls {}", f.syscalls.join(",")));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(", only {}", parts.join(", "))
     }
 }
 
@@ -419,7 +397,7 @@ pub fn attach(
             return Err(Failure::new(format!(
                 "syscall_latency is already attached ({}{}); its filters are fixed at load",
                 existing.method.as_str(),
-                describe_filters(&existing)
+                syscall_latency::describe_filters(&existing)
             ))
             .hint(
                 "to change them: meshbpf detach --latency, then attach --latency with the new ones",

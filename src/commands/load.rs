@@ -5,7 +5,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::LoadArgs;
-use crate::commands::list::render_object;
 use crate::error::Failure;
 use crate::inventory::{self, Object};
 use crate::kernel::pins::StateRoot;
@@ -27,7 +26,7 @@ impl Report for LoadReport {
             self.object.name,
             self.object.programs.len(),
             self.object.maps.len(),
-            render_object(&self.object)
+            self.object.render()
         )
     }
 }

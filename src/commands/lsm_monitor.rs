@@ -37,51 +37,6 @@ struct AttachReport {
     fallback_reason: Option<String>,
 }
 
-/// "BPF LSM" or "tracepoints (audit only)".
-pub fn describe_method(method: Method) -> &'static str {
-    match method {
-        Method::Lsm => "BPF LSM",
-        Method::Tracepoint => "tracepoints (audit only)",
-    }
-}
-
-/// The policy in words, for attach, apply and stats.
-pub fn describe_policy(p: &PolicySummary) -> String {
-    let mut denies = Vec::new();
-    if p.deny_write_prefixes > 0 {
-        denies.push(format!("writes under {}", prefixes(p.deny_write_prefixes)));
-    }
-    if p.deny_exec_prefixes > 0 {
-        denies.push(format!("exec from {}", prefixes(p.deny_exec_prefixes)));
-    }
-    if p.deny_ptrace_other_users {
-        denies.push("ptrace of other users' processes".into());
-    }
-    if p.deny_modules {
-        denies.push("module loads".into());
-    }
-    let denies = if denies.is_empty() {
-        "nothing".to_string()
-    } else {
-        denies.join(", ")
-    };
-    format!(
-        "policy generation {}: watches {}; denies {denies}; allows {} uids, {} comms, {} cgroups",
-        p.generation,
-        prefixes(p.watched_prefixes),
-        p.allow_uids,
-        p.allow_comms,
-        p.allow_cgroups
-    )
-}
-
-fn prefixes(n: usize) -> String {
-    match n {
-        1 => "1 prefix".to_string(),
-        n => format!("{n} prefixes"),
-    }
-}
-
 fn ids(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
@@ -93,7 +48,7 @@ impl Report for AttachReport {
             Outcome::Attached => format!(
                 "attached {} host-wide with {} in {} mode (prog ids {}, link ids {}); pinned at {}",
                 a.program,
-                describe_method(a.method),
+                lsm_monitor::describe_method(a.method),
                 a.mode.as_str(),
                 ids(&a.prog_ids),
                 ids(&a.link_ids),
@@ -102,7 +57,7 @@ impl Report for AttachReport {
             Outcome::AlreadyAttached => format!(
                 "{} is already attached with {} in {} mode since {}; nothing changed",
                 a.program,
-                describe_method(a.method),
+                lsm_monitor::describe_method(a.method),
                 a.mode.as_str(),
                 a.attached_at
             ),
@@ -119,7 +74,7 @@ impl Report for AttachReport {
             .unwrap_or_default();
         format!(
             "{head}{fallback}\n{}\nread events with `meshbpf events`",
-            describe_policy(&a.policy)
+            lsm_monitor::describe_policy(&a.policy)
         )
     }
 }
@@ -230,7 +185,7 @@ impl Report for ApplyReport {
             "replaced the policy of {} atomically; {} mode\n{}",
             self.program,
             self.mode.as_str(),
-            describe_policy(&self.policy)
+            lsm_monitor::describe_policy(&self.policy)
         )
     }
 }

@@ -10,7 +10,6 @@ use comfy_table::Table;
 use serde::{Serialize, Serializer};
 
 use crate::cli::StatsArgs;
-use crate::commands::{latency, lsm_monitor};
 use crate::error::{Failure, Interrupted};
 use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -358,7 +357,7 @@ fn render_latency(a: &LatencyAttachment) -> String {
         a.prog_ids[1],
         a.link_ids[0],
         a.link_ids[1],
-        latency::describe_filters(a)
+        syscall_latency::describe_filters(a)
     )
 }
 
@@ -392,7 +391,7 @@ fn render_lsm(s: &LsmStats) -> String {
         a.attached_at,
         join_ids(&a.prog_ids),
         join_ids(&a.link_ids),
-        lsm_monitor::describe_policy(&a.policy),
+        lsm_program::describe_policy(&a.policy),
         output::count(s.lost_total)
     )
 }

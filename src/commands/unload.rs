@@ -5,7 +5,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::UnloadArgs;
-use crate::commands::list::render_object;
 use crate::error::Failure;
 use crate::inventory::{self, Object};
 use crate::kernel::pins::StateRoot;
@@ -33,7 +32,7 @@ impl Report for UnloadReport {
             "unloaded {}: detached {detached} attachments, removed {} programs; it was:\n{}",
             self.object.name,
             self.object.programs.len(),
-            render_object(&self.object)
+            self.object.render()
         )
     }
 }

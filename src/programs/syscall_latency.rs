@@ -670,3 +670,26 @@ mod tests {
         assert!(format!("{err:#}").contains("not a directory of a cgroup v2 hierarchy"));
     }
 }
+
+/// The filters in words, for attach and stats: empty when it traces everything.
+pub fn describe_filters(a: &LatencyAttachment) -> String {
+    let f = &a.filters;
+    let mut parts = Vec::new();
+    if let Some(pid) = f.pid {
+        parts.push(format!("pid {pid}"));
+    }
+    if let Some(comm) = &f.comm {
+        parts.push(format!("comm {comm}"));
+    }
+    if let Some(id) = f.cgroup_id {
+        parts.push(format!("cgroup id {id}"));
+    }
+    if !f.syscalls.is_empty() {
+        parts.push(format!("syscalls {}", f.syscalls.join(",")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(", only {}", parts.join(", "))
+    }
+}

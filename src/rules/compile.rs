@@ -38,6 +38,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};
+use std::path::Path;
 use std::rc::Rc;
 
 use super::filter::{FilterRules, Rule};
@@ -964,6 +965,19 @@ fn unreached(rules: &[Rule], reached: &[bool]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// A rules file, parsed and compiled: everything that can be wrong with it
+/// is found here, before the kernel is touched.
+pub struct LoadedRules {
+    pub rules: FilterRules,
+    pub compiled: CompiledFilter,
+}
+
+pub fn load_rules(path: &Path) -> Result<LoadedRules, RuleError> {
+    let rules = super::filter::load(path)?;
+    let compiled = compile(&rules).map_err(|e| e.in_file(path))?;
+    Ok(LoadedRules { rules, compiled })
 }
 
 #[cfg(test)]

@@ -212,3 +212,48 @@ pub fn stats(dir: &AttachmentDir) -> Result<LsmStats> {
         events,
     })
 }
+
+/// "BPF LSM" or "tracepoints (audit only)".
+pub fn describe_method(method: Method) -> &'static str {
+    match method {
+        Method::Lsm => "BPF LSM",
+        Method::Tracepoint => "tracepoints (audit only)",
+    }
+}
+
+/// The policy in words, for attach, apply and stats.
+pub fn describe_policy(p: &PolicySummary) -> String {
+    let mut denies = Vec::new();
+    if p.deny_write_prefixes > 0 {
+        denies.push(format!("writes under {}", prefixes(p.deny_write_prefixes)));
+    }
+    if p.deny_exec_prefixes > 0 {
+        denies.push(format!("exec from {}", prefixes(p.deny_exec_prefixes)));
+    }
+    if p.deny_ptrace_other_users {
+        denies.push("ptrace of other users' processes".into());
+    }
+    if p.deny_modules {
+        denies.push("module loads".into());
+    }
+    let denies = if denies.is_empty() {
+        "nothing".to_string()
+    } else {
+        denies.join(", ")
+    };
+    format!(
+        "policy generation {}: watches {}; denies {denies}; allows {} uids, {} comms, {} cgroups",
+        p.generation,
+        prefixes(p.watched_prefixes),
+        p.allow_uids,
+        p.allow_comms,
+        p.allow_cgroups
+    )
+}
+
+fn prefixes(n: usize) -> String {
+    match n {
+        1 => "1 prefix".to_string(),
+        n => format!("{n} prefixes"),
+    }
+}
