@@ -13,6 +13,7 @@ use crate::kernel::xdp::XdpMode;
 use crate::programs::loaded::globals::{self, Assignment};
 use crate::programs::lsm_monitor::events::{self, EventTypes};
 use crate::programs::syscall_latency::MethodChoice;
+use crate::programs::tc_classifier::flows::QueryArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -182,49 +183,8 @@ pub struct FlowsArgs {
     #[arg(value_name = "IFACE")]
     pub interface: Option<String>,
 
-    /// Only flows whose source is in this CIDR (or is this address)
-    #[arg(long, value_name = "CIDR")]
-    pub src: Option<String>,
-
-    /// Only flows whose destination is in this CIDR (or is this address)
-    #[arg(long, value_name = "CIDR")]
-    pub dst: Option<String>,
-
-    /// Only flows with this port (or range, e.g. 8000-8080) on either side
-    #[arg(long, value_name = "PORT")]
-    pub port: Option<String>,
-
-    /// Only flows with this source port (or range)
-    #[arg(long, value_name = "PORT")]
-    pub sport: Option<String>,
-
-    /// Only flows with this destination port (or range)
-    #[arg(long, value_name = "PORT")]
-    pub dport: Option<String>,
-
-    /// Only flows of this protocol: tcp, udp, icmp, icmpv6, or an IP protocol number
-    #[arg(long, value_name = "PROTO")]
-    pub proto: Option<String>,
-
-    /// Only flows whose payload looks like: http, tls, http2, dns, ssh or unknown
-    #[arg(long, value_name = "L7")]
-    pub l7: Option<String>,
-
-    /// Only flows with at least this many packets
-    #[arg(long, value_name = "N")]
-    pub min_packets: Option<u64>,
-
-    /// Only flows with at least this many bytes
-    #[arg(long, value_name = "N")]
-    pub min_bytes: Option<u64>,
-
-    /// Order, largest or latest first
-    #[arg(long, value_enum, default_value = "bytes")]
-    pub sort: FlowSort,
-
-    /// Show at most N flows
-    #[arg(long, value_name = "N")]
-    pub top: Option<usize>,
+    #[command(flatten)]
+    pub query: QueryArgs,
 
     /// Keep going until Ctrl-C: JSON Lines with -j, a refreshing table otherwise
     #[arg(long)]
@@ -310,16 +270,6 @@ pub struct EventsArgs {
     /// Only events of this process (thread group id)
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FlowSort {
-    Bytes,
-    Packets,
-    /// First seen, newest first
-    First,
-    /// Last seen, newest first
-    Last,
 }
 
 #[derive(Debug, Subcommand)]

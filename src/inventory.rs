@@ -17,6 +17,7 @@ use crate::kernel::runstats::RunStats;
 use crate::kernel::{clock, netdev, tc};
 use crate::output;
 use crate::programs::loaded::{self, LoadedDir};
+use crate::proto::Direction;
 use crate::state::LinkState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -248,7 +249,7 @@ impl Inventory {
         };
         for program in &mut self.programs {
             let fd = bpfobj::open_pinned(Path::new(&program.pin_path))?;
-            for direction in tc::Direction::BOTH {
+            for direction in Direction::BOTH {
                 if tc::netlink_prog_id(fd.as_fd(), &iface, direction) == Some(program.prog_id) {
                     program.attachments.push(Attachment {
                         link_id: None,

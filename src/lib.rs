@@ -4,7 +4,6 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
-pub mod flows;
 pub mod health;
 pub mod interrupt;
 pub mod inventory;
@@ -12,5 +11,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod output;
 pub mod programs;
+pub mod proto;
 pub mod rules;
+pub mod snapshot;
 pub mod state;

@@ -12,18 +12,7 @@ use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj};
 use crate::programs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    /// The link runs the pinned program on the interface of that name here.
-    Attached,
-    /// The link no longer runs: its interface was deleted, or a detach was
-    /// interrupted after detaching it.
-    Defunct,
-    /// The link is live, but not on an interface of that name in this
-    /// network namespace (it was attached from another one).
-    Elsewhere,
-}
+pub use crate::kernel::links::LinkState;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Attachment {

@@ -15,7 +15,7 @@ use std::net::Ipv6Addr;
 
 use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use libbpf_rs::{ErrorKind, OpenObject, ProgramInput};
-use meshbpf::programs::traffic::{self, Breakdown, Traffic};
+use meshbpf::programs::xdp_counter::traffic::{self, Breakdown, Traffic};
 use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
 
 const XDP_PASS: u32 = 2;

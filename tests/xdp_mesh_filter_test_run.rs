@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use libbpf_rs::{OpenObject, ProgramInput};
-use meshbpf::programs::traffic::Counter;
+use meshbpf::programs::xdp_counter::traffic::Counter;
 use meshbpf::programs::xdp_mesh_filter::{self as filter, XdpMeshFilterSkel};
 use meshbpf::rules::compile::{self, CompiledFilter, PacketFields, Ports, Prefix, L4};
 use meshbpf::rules::filter::{parse, FilterRules};

@@ -12,7 +12,7 @@ use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpffs, bpfobj, caps};
+use crate::kernel::{bpffs, bpfobj, caps, probe};
 use crate::output::{self, Output, Report};
 use crate::programs::tc_classifier::classes;
 use crate::programs::{tc_classifier, xdp_counter, xdp_mesh_filter};
@@ -271,11 +271,11 @@ fn attach_flows(
         }
     } else {
         let method = match args.tc_method {
-            Some(TcMethod::Tcx) if !tc::tcx_available(iface) => {
+            Some(TcMethod::Tcx) if !probe::tcx_available(iface) => {
                 return Err(tc::tcx_refused(iface).into())
             }
             Some(method) => method,
-            None if tc::tcx_available(iface) => TcMethod::Tcx,
+            None if probe::tcx_available(iface) => TcMethod::Tcx,
             None => TcMethod::Netlink,
         };
         if let Err(err) = tc_classifier::attach(

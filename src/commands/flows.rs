@@ -29,15 +29,16 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::{Serialize, Serializer};
 
-use crate::cli::{FlowSort, FlowsArgs};
+use crate::cli::FlowsArgs;
 use crate::error::{Failure, Interrupted};
-use crate::flows::{self, Flow, FlowKey, FlowQuery, HasFlow, L7};
 use crate::interrupt;
 use crate::kernel::clock::{self, Anchor};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev};
 use crate::output::{self, Delivery, Output, Report};
 use crate::programs::tc_classifier;
+use crate::programs::tc_classifier::flows::{Flow, FlowKey, FlowQuery, FlowSort, HasFlow};
+use crate::proto::{self, L7};
 
 /// Where flows come from: [`read`] (or, in tests, anything else). Hands
 /// each flow to the sink as it is read.
@@ -56,7 +57,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &FlowsArgs) -> Result<()> {
     if let Some(name) = &args.interface {
         netdev::validate_name(name)?;
     }
-    let query = FlowQuery::from_args(args)?;
+    let query = FlowQuery::from_args(&args.query)?;
     let interval = interval(args)?;
     caps::require("flows", &[caps::BPF])?;
     if !args.follow {
@@ -394,7 +395,7 @@ fn record<'a>(row: &'a Row, rate: &Rate, at: &Anchor) -> FlowRecord<'a> {
         dst: f.dst,
         sport: f.sport,
         dport: f.dport,
-        protocol: flows::protocol_name(f.protocol),
+        protocol: proto::protocol_name(f.protocol),
         protocol_number: f.protocol,
         icmp_type: icmp.then_some(f.sport),
         icmp_code: icmp.then_some(f.dport),
@@ -403,7 +404,7 @@ fn record<'a>(row: &'a Row, rate: &Rate, at: &Anchor) -> FlowRecord<'a> {
         bytes: f.bytes,
         first_seen: clock::rfc3339_millis(at.wall(f.first_seen_ns)),
         last_seen: clock::rfc3339_millis(at.wall(f.last_seen_ns)),
-        tcp_flags: flows::tcp_flag_names(f.tcp_flags),
+        tcp_flags: proto::tcp_flag_names(f.tcp_flags),
         l7: f.l7.as_str(),
         bytes_per_second: rounded(rate.bytes),
         packets_per_second: rounded(rate.packets),
@@ -522,11 +523,11 @@ impl Report for FlowsReport<'_> {
             if self.show_interface {
                 cells.push(row.interface.to_string().into());
             }
-            let flags = flows::tcp_flags_text(f.tcp_flags);
+            let flags = proto::tcp_flags_text(f.tcp_flags);
             cells.extend([
                 match f.direction {
-                    flows::Direction::Ingress => "in",
-                    flows::Direction::Egress => "out",
+                    proto::Direction::Ingress => "in",
+                    proto::Direction::Egress => "out",
                 }
                 .into(),
                 f.protocol_text().into(),
@@ -638,7 +639,8 @@ fn terminal_rows() -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{Direction, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+    use crate::programs::tc_classifier::flows::QueryArgs;
+    use crate::proto::{Direction, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
     use std::path::Path;
     use std::time::SystemTime;
 
@@ -1130,17 +1132,19 @@ mod tests {
         fn default() -> Self {
             FlowsArgsFixture(FlowsArgs {
                 interface: None,
-                src: None,
-                dst: None,
-                port: None,
-                sport: None,
-                dport: None,
-                proto: None,
-                l7: None,
-                min_packets: None,
-                min_bytes: None,
-                sort: FlowSort::Bytes,
-                top: None,
+                query: QueryArgs {
+                    src: None,
+                    dst: None,
+                    port: None,
+                    sport: None,
+                    dport: None,
+                    proto: None,
+                    l7: None,
+                    min_packets: None,
+                    min_bytes: None,
+                    sort: FlowSort::Bytes,
+                    top: None,
+                },
                 follow: false,
                 interval: 1.0,
             })

@@ -1,196 +1,22 @@
 //! `meshbpf stats [IFACE] [--sample SECONDS]`: counters of attachments,
 //! read from their pins, and how often and how long their programs ran.
 
-use std::collections::HashMap;
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use comfy_table::Table;
-use serde::{Serialize, Serializer};
 
 use crate::cli::StatsArgs;
-use crate::error::{Failure, Interrupted};
-use crate::interrupt;
-use crate::kernel::pins::{AttachmentDir, StateRoot};
-use crate::kernel::runstats::{RunStats, StatsEnabled};
-use crate::kernel::{bpfobj, caps, netdev, xdp::XdpMode};
+use crate::error::Failure;
+use crate::kernel::pins::StateRoot;
+use crate::kernel::{caps, netdev, xdp::XdpMode};
 use crate::metrics;
 use crate::output::{self, Output, Report};
-use crate::programs::lsm_monitor::{self as lsm_program, LsmStats};
+use crate::programs::lsm_monitor::{self, LsmStats};
 use crate::programs::syscall_latency::{self, LatencyAttachment};
 use crate::programs::tc_classifier::classes::ClassUse;
-use crate::programs::tc_classifier::{self, FlowTable};
-use crate::programs::traffic::{self, Traffic};
-use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
-use crate::programs::XDP_PROGRAMS;
-use crate::state::{self, Attachment, LinkState};
-
-#[derive(Debug, Serialize)]
-pub struct AttachmentStats {
-    #[serde(flatten)]
-    pub attachment: Attachment,
-    #[serde(flatten)]
-    pub traffic: Traffic,
-    /// Verdicts, rate-limited and SYN-dropped counters when the filter runs.
-    #[serde(flatten)]
-    pub filter: Option<FilterCounters>,
-    /// tc_classifier's flow table on the same interface, if attached.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flows: Option<FlowTable>,
-    pub runtime: Runtime,
-}
-
-/// How often and how long the interface's programs ran.
-#[derive(Debug, Serialize)]
-pub struct Runtime {
-    /// The --sample window; null for the kernel's totals since each load.
-    sampled_ns: Option<u64>,
-    pub programs: Vec<ProgramRuntime>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProgramRuntime {
-    pub program: String,
-    pub hook: &'static str,
-    prog_id: u32,
-    #[serde(flatten)]
-    pub stats: RunStats,
-    /// Null when it did not run.
-    avg_run_time_ns: Option<u64>,
-}
-
-/// A program of an attachment, by the hook it runs on.
-struct Running {
-    program: String,
-    hook: &'static str,
-    prog_id: u32,
-}
-
-/// The XDP program the link runs, and tc_classifier's two if attached.
-fn running(root: &StateRoot, xdp: &Attachment) -> Result<Vec<Running>> {
-    let mut programs = vec![Running {
-        program: xdp.program.clone(),
-        hook: "xdp",
-        prog_id: xdp.prog_id,
-    }];
-    let tc = root.attachment(&xdp.interface, tc_classifier::PROGRAM);
-    if tc.is_committed() {
-        for (pin, hook) in [
-            (tc_classifier::PROG_INGRESS_PIN, "tc_ingress"),
-            (tc_classifier::PROG_EGRESS_PIN, "tc_egress"),
-        ] {
-            let prog = bpfobj::open_pinned(&tc.pin(pin))?;
-            programs.push(Running {
-                program: tc_classifier::PROGRAM.to_string(),
-                hook,
-                prog_id: bpfobj::prog_info(prog.as_fd())?.id,
-            });
-        }
-    }
-    Ok(programs)
-}
-
-/// A --sample window: statistics stay enabled until it is dropped, after
-/// the programs were read a second time.
-pub struct Window {
-    _enabled: StatsEnabled,
-    before: HashMap<u32, RunStats>,
-    elapsed: Duration,
-}
-
-/// Enables run-time statistics, reads every program, waits, and hands back
-/// the first reading. No lock is held while waiting, so attach and detach
-/// are not held up by a long window.
-fn sample(root: &StateRoot, length: Duration) -> Result<Window> {
-    let enabled = StatsEnabled::enable()?;
-    interrupt::install()?;
-    let mut before = HashMap::new();
-    {
-        let _lock = root.lock_shared()?;
-        for dir in xdp_dirs(root)? {
-            for program in running(root, &state::inspect(&dir)?)? {
-                before.insert(program.prog_id, RunStats::of(program.prog_id)?);
-            }
-        }
-    }
-    log::info!(
-        "run-time statistics enabled; sampling {} programs for {length:?}",
-        before.len()
-    );
-    let started = Instant::now();
-    if interrupt::sleep_until(started + length) {
-        return Err(Interrupted.into());
-    }
-    Ok(Window {
-        _enabled: enabled,
-        before,
-        elapsed: started.elapsed(),
-    })
-}
-
-fn runtime(root: &StateRoot, xdp: &Attachment, window: Option<&Window>) -> Result<Runtime> {
-    let programs = running(root, xdp)?
-        .into_iter()
-        .map(|p| {
-            let now = RunStats::of(p.prog_id)?;
-            // A program loaded during the window counted from zero.
-            let stats = match window {
-                Some(w) => now.since(w.before.get(&p.prog_id).copied().unwrap_or_default()),
-                None => now,
-            };
-            Ok(ProgramRuntime {
-                program: p.program,
-                hook: p.hook,
-                prog_id: p.prog_id,
-                stats,
-                avg_run_time_ns: stats.avg_run_time_ns(),
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok(Runtime {
-        sampled_ns: window.map(|w| w.elapsed.as_nanos() as u64),
-        programs,
-    })
-}
-
-fn collect(
-    root: &StateRoot,
-    dir: &AttachmentDir,
-    window: Option<&Window>,
-) -> Result<AttachmentStats> {
-    let filter = if dir.program == xdp_mesh_filter::PROGRAM {
-        let pinned = PinnedMaps::open(dir)?;
-        Some(xdp_mesh_filter::read_stats(&pinned.maps())?)
-    } else {
-        None
-    };
-    let attachment = state::inspect(dir)?;
-    Ok(AttachmentStats {
-        runtime: runtime(root, &attachment, window)?,
-        attachment,
-        traffic: traffic::read_pinned_counters(dir)?,
-        filter,
-        flows: flow_table(root, &dir.interface)?,
-    })
-}
-
-/// One per interface: its XDP attachment, which the flow table goes with.
-pub fn xdp_dirs(root: &StateRoot) -> Result<Vec<AttachmentDir>> {
-    Ok(root
-        .attachments()?
-        .into_iter()
-        .filter(|d| XDP_PROGRAMS.contains(&d.program.as_str()))
-        .collect())
-}
-
-fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
-    let dir = root.attachment(interface, tc_classifier::PROGRAM);
-    if !dir.is_committed() {
-        return Ok(None);
-    }
-    tc_classifier::inspect(&dir).map(Some)
-}
+use crate::snapshot::{self, AllStats, AttachmentStats, Runtime};
+use crate::state::LinkState;
 
 impl Report for AttachmentStats {
     fn render(&self) -> String {
@@ -315,38 +141,6 @@ fn classes_table(classes: &[ClassUse]) -> Table {
     table
 }
 
-/// Every attachment: one element per interface, then the host-wide
-/// syscall_latency and lsm_monitor, if attached.
-#[derive(Debug)]
-pub struct AllStats {
-    pub attachments: Vec<AttachmentStats>,
-    pub latency: Option<LatencyAttachment>,
-    pub lsm: Option<LsmStats>,
-    root: String,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Entry<'a> {
-    Interface(&'a AttachmentStats),
-    Host(&'a LatencyAttachment),
-    Lsm(&'a LsmStats),
-}
-
-impl Serialize for AllStats {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let host = self.latency.iter().map(Entry::Host);
-        let lsm = self.lsm.iter().map(Entry::Lsm);
-        serializer.collect_seq(
-            self.attachments
-                .iter()
-                .map(Entry::Interface)
-                .chain(host)
-                .chain(lsm),
-        )
-    }
-}
-
 fn render_latency(a: &LatencyAttachment) -> String {
     format!(
         "host · {} · {} · since {} · progs {}/{} · links {}/{}{}\nper-syscall histograms: meshbpf latency",
@@ -391,7 +185,7 @@ fn render_lsm(s: &LsmStats) -> String {
         a.attached_at,
         join_ids(&a.prog_ids),
         join_ids(&a.link_ids),
-        lsm_program::describe_policy(&a.policy),
+        lsm_monitor::describe_policy(&a.policy),
         output::count(s.lost_total)
     )
 }
@@ -415,37 +209,6 @@ impl Report for AllStats {
     }
 }
 
-/// Every attachment under `dirs`, and the host-wide ones; the caller holds
-/// the shared lock.
-pub fn gather(
-    root: &StateRoot,
-    dirs: &[AttachmentDir],
-    window: Option<&Window>,
-) -> Result<AllStats> {
-    let attachments = dirs
-        .iter()
-        .map(|d| collect(root, d, window))
-        .collect::<Result<Vec<_>>>()?;
-    let dir = root.host_attachment(syscall_latency::PROGRAM);
-    let latency = if dir.is_committed() {
-        Some(syscall_latency::inspect(&dir)?)
-    } else {
-        None
-    };
-    let dir = root.host_attachment(lsm_program::PROGRAM);
-    let lsm = if dir.is_committed() {
-        Some(lsm_program::stats(&dir)?)
-    } else {
-        None
-    };
-    Ok(AllStats {
-        attachments,
-        latency,
-        lsm,
-        root: root.path().display().to_string(),
-    })
-}
-
 pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
     if let Some(name) = &args.interface {
         netdev::validate_name(name)?;
@@ -455,19 +218,22 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
         out.text(&metrics::exposition(root, metrics::Format::Text)?)?;
         return Ok(());
     }
-    let window = args.sample.map(|length| sample(root, length)).transpose()?;
+    let window = args
+        .sample
+        .map(|length| snapshot::sample(root, length))
+        .transpose()?;
     let window = window.as_ref();
     let _lock = root.lock_shared()?;
-    let dirs = xdp_dirs(root)?;
+    let dirs = snapshot::xdp_dirs(root)?;
     match &args.interface {
-        None => out.emit(&gather(root, &dirs, window)?)?,
+        None => out.emit(&snapshot::gather(root, &dirs, window)?)?,
         Some(name) => {
             let dir = dirs.iter().find(|d| &d.interface == name).ok_or_else(|| {
                 Failure::new(format!("nothing of meshbpf's is attached to {name}")).hint(format!(
                     "attach with `meshbpf attach {name}`; `meshbpf stats` lists every attachment"
                 ))
             })?;
-            out.emit(&collect(root, dir, window)?)?;
+            out.emit(&snapshot::collect(root, dir, window)?)?;
         }
     }
     Ok(())
@@ -476,7 +242,10 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::programs::traffic::{Breakdown, Counter};
+    use crate::kernel::runstats::RunStats;
+    use crate::programs::xdp_counter::traffic::{Breakdown, Counter, Traffic};
+    use crate::snapshot::ProgramRuntime;
+    use crate::state::Attachment;
 
     fn sample() -> AttachmentStats {
         let c = |packets, bytes| Counter { packets, bytes };

@@ -11,12 +11,13 @@ use libbpf_rs::MapCore;
 
 use crate::health::{Check, Fix};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
-use crate::kernel::tc::{self, Direction};
+use crate::kernel::tc;
 use crate::kernel::{bpffs, bpfobj, netdev};
+use crate::programs::maps;
 use crate::programs::tc_classifier::{self, FlowTable};
-use crate::programs::traffic;
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
 use crate::programs::{lsm_monitor, syscall_latency};
+use crate::proto::Direction;
 use crate::state::{self, LinkState};
 
 /// A table this full is about to evict, or to refuse, entries.
@@ -335,7 +336,7 @@ fn filter_tables(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>
     let pinned = PinnedMaps::open(dir)?;
     let maps = pinned.maps();
     let rules = xdp_mesh_filter::read_rules(&maps)?.rules.len() as u64;
-    let limiters = traffic::open_pinned_map(dir, xdp_mesh_filter::LIMITERS_MAP)?;
+    let limiters = maps::open_pinned_map(dir, xdp_mesh_filter::LIMITERS_MAP)?;
     let sources = limiters.keys().count() as u64;
     Ok(vec![
         fullness(
@@ -422,7 +423,7 @@ pub fn remove_orphans(root: &StateRoot) -> Result<Vec<Fix>> {
 mod tests {
     use super::*;
     use crate::health::Status;
-    use crate::programs::traffic::Counter;
+    use crate::programs::xdp_counter::traffic::Counter;
     use crate::programs::xdp_mesh_filter::Verdicts;
 
     #[test]

@@ -11,7 +11,20 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::kernel::{bpfobj, netdev, xdp};
-use crate::state::LinkState;
+
+/// Whether a pinned link still runs where its pin says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// The link runs the pinned program on the interface of that name here.
+    Attached,
+    /// The link no longer runs: its interface was deleted, or a detach was
+    /// interrupted after detaching it.
+    Defunct,
+    /// The link is live, but not on an interface of that name in this
+    /// network namespace (it was attached from another one).
+    Elsewhere,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Hooked {

@@ -20,9 +20,10 @@ use serde::Serialize;
 use crate::error::errno_of;
 use crate::kernel::btf::{KernelBtf, KERNEL_BTF};
 use crate::kernel::netdev::Interface;
-use crate::kernel::tc::{self, Direction};
+use crate::kernel::tc;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, caps, mounts};
+use crate::proto::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -374,6 +375,11 @@ fn tc_on(lo: &Interface) -> Outcome {
     Ok(format!(
         "loaded and attached as a netlink clsact ingress filter to {ON_LO}"
     ))
+}
+
+/// Whether the kernel accepts tcx links on this interface.
+pub fn tcx_available(iface: &Interface) -> bool {
+    tcx_on(iface).is_ok()
 }
 
 /// Whether the kernel accepts tcx links on `iface`: attaches a program that

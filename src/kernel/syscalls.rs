@@ -3,8 +3,8 @@
 //! aarch64), so on an architecture without a table names are refused
 //! rather than guessed; numbers still work there.
 
+use crate::error::edit_distance;
 use crate::error::Failure;
-use crate::rules::edit_distance;
 
 mod tables;
 

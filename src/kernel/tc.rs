@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::error::Failure;
 use crate::kernel::netdev::Interface;
-use crate::kernel::probe;
+use crate::proto::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -38,41 +38,25 @@ impl TcMethod {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Ingress,
-    Egress,
+fn tcx_attach_type(direction: Direction) -> libbpf_sys::bpf_attach_type {
+    match direction {
+        Direction::Ingress => libbpf_sys::BPF_TCX_INGRESS,
+        Direction::Egress => libbpf_sys::BPF_TCX_EGRESS,
+    }
 }
 
-impl Direction {
-    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
-
-    pub fn tcx_attach_type(self) -> libbpf_sys::bpf_attach_type {
-        match self {
-            Direction::Ingress => libbpf_sys::BPF_TCX_INGRESS,
-            Direction::Egress => libbpf_sys::BPF_TCX_EGRESS,
-        }
-    }
-
-    fn clsact_parent(self) -> u32 {
-        let minor = match self {
-            Direction::Ingress => TC_H_MIN_INGRESS,
-            Direction::Egress => TC_H_MIN_EGRESS,
-        };
-        (TC_H_CLSACT & 0xFFFF_0000) | minor
-    }
+fn clsact_parent(direction: Direction) -> u32 {
+    let minor = match direction {
+        Direction::Ingress => TC_H_MIN_INGRESS,
+        Direction::Egress => TC_H_MIN_EGRESS,
+    };
+    (TC_H_CLSACT & 0xFFFF_0000) | minor
 }
 
 /// meshbpf's cls_bpf filters: handle "MB", and a priority late enough that
 /// filters other tools placed first keep running first.
 pub const FILTER_HANDLE: u32 = 0x4d42;
 pub const FILTER_PRIORITY: u32 = 0xFF00;
-
-/// Whether the kernel accepts tcx links on this interface (probed by
-/// attaching a program that only says "next").
-pub fn tcx_available(iface: &Interface) -> bool {
-    probe::tcx_on(iface).is_ok()
-}
 
 /// A tcx link, appended after the programs already there; it detaches when
 /// its last fd or pin goes.
@@ -85,7 +69,7 @@ pub fn attach_tcx(
         libbpf_sys::bpf_link_create(
             prog.as_raw_fd(),
             iface.index as i32,
-            direction.tcx_attach_type(),
+            tcx_attach_type(direction),
             std::ptr::null(),
         )
     };
@@ -211,7 +195,7 @@ pub fn filters_on(iface: &Interface, direction: Direction) -> Result<usize> {
             pad2: 0,
             ifindex: iface.index as i32,
             handle: 0,
-            parent: direction.clsact_parent(),
+            parent: clsact_parent(direction),
             info: 0,
         },
     };

@@ -2,13 +2,13 @@
 //! metric families. Every reader is the command's own; nothing is cached.
 
 use super::model::{Family, Kind, Labels, Value};
-use crate::commands::stats::{AllStats, AttachmentStats};
 use crate::health::{Check, Status};
 use crate::kernel::runstats::RunStats;
 use crate::kernel::syscalls;
 use crate::programs::syscall_latency::histogram::{self, Histogram, BUCKETS};
-use crate::programs::traffic::Counter;
+use crate::programs::xdp_counter::traffic::Counter;
 use crate::programs::xdp_mesh_filter::{ActiveRules, MAX_RULES};
+use crate::snapshot::{AllStats, AttachmentStats};
 
 /// What one scrape read, under one shared lock.
 pub struct Scrape<'a> {

@@ -9,12 +9,12 @@ use anyhow::Result;
 
 pub use encode::Format;
 
-use crate::commands::stats;
 use crate::health::{attachments, system, Check};
 use crate::kernel::bpfobj;
 use crate::kernel::pins::StateRoot;
 use crate::kernel::runstats::RunStats;
 use crate::programs::{lsm_monitor, syscall_latency, xdp_mesh_filter};
+use crate::snapshot;
 use families::Scrape;
 
 /// health's default threshold for a filter's drop share.
@@ -33,8 +33,8 @@ pub fn health_checks(root: &StateRoot) -> Vec<Check> {
 pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
     let checks = health_checks(root);
     let _lock = root.lock_shared()?;
-    let dirs = stats::xdp_dirs(root)?;
-    let all = stats::gather(root, &dirs, None)?;
+    let dirs = snapshot::xdp_dirs(root)?;
+    let all = snapshot::gather(root, &dirs, None)?;
     let rules = dirs
         .iter()
         .filter(|d| d.program == xdp_mesh_filter::PROGRAM)

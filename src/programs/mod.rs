@@ -11,9 +11,9 @@ use crate::kernel::btf;
 
 pub mod loaded;
 pub mod lsm_monitor;
+pub mod maps;
 pub mod syscall_latency;
 pub mod tc_classifier;
-pub mod traffic;
 pub mod xdp_counter;
 pub mod xdp_mesh_filter;
 

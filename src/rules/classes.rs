@@ -30,7 +30,7 @@ use super::traffic::Traffic;
 use super::{
     load_file, object, optional, parse_document, required, text, Expected, Protocol, RuleError,
 };
-use crate::flows::{Direction, L7};
+use crate::proto::{Direction, L7};
 
 /// At most this many classes and rules (the programs' map sizes; a test
 /// checks them against include/qos_classes.h).

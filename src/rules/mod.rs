@@ -21,7 +21,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::error::Failure;
+use crate::error::{edit_distance, Failure};
 
 /// A rule file that meshbpf refuses, located as precisely as it is known.
 /// Boxed, because every parser returns it and most calls succeed.
@@ -310,22 +310,6 @@ fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .filter(|&(distance, _)| distance <= 2)
         .min()
         .map(|(_, candidate)| candidate)
-}
-
-/// Levenshtein distance, for did-you-mean hints.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// Parses field `name` of `map` when it is present.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use libbpf_rs::{AsRawLibbpf, Object, ObjectBuilder, Program};
-use meshbpf::programs::traffic;
+use meshbpf::programs::xdp_counter::traffic;
 use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
 
 use crate::common::run;

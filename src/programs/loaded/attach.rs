@@ -14,7 +14,7 @@ use crate::kernel::links::{self, Hooked};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpfobj, caps, hooks, tc, tracefs};
+use crate::kernel::{bpfobj, caps, hooks, probe, tc, tracefs};
 use crate::state::LinkState;
 
 pub struct Request<'a> {
@@ -273,7 +273,7 @@ fn attach_interface(
             xdp::create_link(prog, iface, mode.unwrap_or(XdpMode::Native))?
         }
         Hook::Tc(direction) => {
-            if !tc::tcx_available(iface) {
+            if !probe::tcx_available(iface) {
                 return Err(Failure::new(format!(
                     "the kernel refuses tcx links on {}, and loaded tc programs attach through tcx only",
                     iface.name

@@ -1,7 +1,7 @@
 //! How a program of a loaded object attaches, from its ELF section name
 //! (libbpf's SEC() conventions), which meshbpf records at load time.
 
-use crate::kernel::tc::Direction;
+use crate::proto::Direction;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {

@@ -6,7 +6,7 @@ use libbpf_rs::MapCore;
 use serde::Serialize;
 
 use super::skel::types::{lsm_counters, lsm_event_type};
-use crate::programs::traffic;
+use crate::programs::maps;
 
 // SAFETY: a generated #[repr(C)] struct of u64s: any bytes are valid.
 unsafe impl plain::Plain for lsm_counters {}
@@ -80,7 +80,7 @@ impl EventCounts {
 pub fn read(map: &dyn MapCore) -> Result<EventCounts> {
     let mut counts = EventCounts::default();
     for event_type in 0..lsm_event_type::LSM_EVENT_TYPES.0 {
-        let per_cpu = traffic::read_per_cpu::<lsm_counters>(map, event_type)?;
+        let per_cpu = maps::read_per_cpu::<lsm_counters>(map, event_type)?;
         if let Some(slot) = counts.slot(event_type) {
             for cpu in &per_cpu {
                 slot.add(cpu);

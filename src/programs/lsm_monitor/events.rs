@@ -19,7 +19,7 @@ use super::{Method, COUNTERS_MAP, EVENTS_MAP};
 use crate::error::Failure;
 use crate::kernel::clock::{self, BootAnchor};
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::traffic;
+use crate::programs::maps;
 
 // SAFETY: a generated #[repr(C)] struct of integers and byte arrays: any
 // bytes are valid.
@@ -418,8 +418,8 @@ impl Reader {
     /// has it.
     pub fn open(dir: &AttachmentDir) -> Result<Reader> {
         let lock = lock_reader(dir)?;
-        let events = traffic::open_pinned_map(dir, EVENTS_MAP)?;
-        let counters = traffic::open_pinned_map(dir, COUNTERS_MAP)?;
+        let events = maps::open_pinned_map(dir, EVENTS_MAP)?;
+        let counters = maps::open_pinned_map(dir, COUNTERS_MAP)?;
         let pending: Pending = Rc::default();
         let sink = Rc::clone(&pending);
         let mut builder = RingBufferBuilder::new();

@@ -190,7 +190,7 @@ pub fn inspect(dir: &AttachmentDir) -> Result<LsmAttachment> {
 
 /// The per-type counters of a committed attachment.
 pub fn read_counters(dir: &AttachmentDir) -> Result<EventCounts> {
-    let map = crate::programs::traffic::open_pinned_map(dir, COUNTERS_MAP)?;
+    let map = crate::programs::maps::open_pinned_map(dir, COUNTERS_MAP)?;
     counters::read(&map)
 }
 

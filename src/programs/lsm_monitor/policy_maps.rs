@@ -22,7 +22,7 @@ use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
 use crate::kernel::bpfobj;
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::traffic::{self, bytes, lookup};
+use crate::programs::maps::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
 
 // SAFETY: generated #[repr(C)] structs of integers and byte arrays whose
@@ -97,7 +97,7 @@ impl PinnedPolicyMaps {
     pub fn open(dir: &AttachmentDir) -> Result<Self> {
         let handles = PINNED
             .iter()
-            .map(|name| traffic::open_pinned_map(dir, name))
+            .map(|name| maps::open_pinned_map(dir, name))
             .collect::<Result<_>>()?;
         Ok(PinnedPolicyMaps { handles })
     }

@@ -13,9 +13,10 @@ use super::skel::types::{
 };
 use super::TcClassifierSkel;
 use crate::error::Failure;
-use crate::flows::Direction;
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::traffic::{self, bytes, Counter};
+use crate::programs::maps::{self, bytes};
+use crate::programs::xdp_counter::traffic::Counter;
+use crate::proto::Direction;
 use crate::rules::classes::{Class, ClassRule, ClassRules};
 use crate::rules::traffic::Traffic;
 use crate::rules::{Family, PortRange, Prefix, Protocol};
@@ -69,7 +70,7 @@ impl PinnedClassMaps {
     pub fn open(dir: &AttachmentDir) -> Result<Self> {
         let handles = PINNED
             .iter()
-            .map(|name| traffic::open_pinned_map(dir, name))
+            .map(|name| maps::open_pinned_map(dir, name))
             .collect::<Result<_>>()
             .map_err(|err| {
                 err.context(
@@ -304,7 +305,7 @@ pub fn read(maps: &ClassMaps<'_>) -> Result<Vec<ClassUse>> {
             ingress: Counter::default(),
             egress: Counter::default(),
         };
-        for cpu in traffic::read_per_cpu::<class_counters>(maps.counters, index)? {
+        for cpu in maps::read_per_cpu::<class_counters>(maps.counters, index)? {
             let (i, e) = (
                 Direction::Ingress.raw() as usize,
                 Direction::Egress.raw() as usize,
@@ -330,7 +331,7 @@ fn name_of(def: &class_def) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::L7;
+    use crate::proto::L7;
     use crate::rules::classes::{self, MAX_CLASSES, MAX_NAME_LEN, MAX_RULES};
 
     #[test]

@@ -18,15 +18,17 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramAttachType};
 
 use crate::error::Failure;
-use crate::flows::{self, Direction, Flow, L7};
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::{bpfobj, verifier};
-use crate::programs::traffic;
+use crate::programs::maps;
+use crate::proto::{Direction, L7};
 use crate::rules::classes::ClassRules;
+use flows::Flow;
 
 pub mod classes;
+pub mod flows;
 
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/tc_classifier.skel.rs"));
@@ -357,7 +359,7 @@ pub fn read_stats(map: &dyn MapCore) -> Result<FlowStats> {
         (flow_direction::FLOW_INGRESS, &mut stats.ingress),
         (flow_direction::FLOW_EGRESS, &mut stats.egress),
     ] {
-        for cpu in traffic::read_per_cpu::<flow_table_stats>(map, direction.0)? {
+        for cpu in maps::read_per_cpu::<flow_table_stats>(map, direction.0)? {
             add_stats(slot, &cpu);
         }
     }
@@ -369,12 +371,12 @@ pub fn visit_pinned_flows(
     dir: &AttachmentDir,
     visit: &mut dyn FnMut(&flow_key, &flow_value),
 ) -> Result<usize> {
-    visit_flows(&traffic::open_pinned_map(dir, FLOWS_MAP)?, visit)
+    visit_flows(&maps::open_pinned_map(dir, FLOWS_MAP)?, visit)
 }
 
 /// The totals of a pinned attachment.
 pub fn read_pinned_stats(dir: &AttachmentDir) -> Result<FlowStats> {
-    read_stats(&traffic::open_pinned_map(dir, STATS_MAP)?)
+    read_stats(&maps::open_pinned_map(dir, STATS_MAP)?)
 }
 
 /// One flow by its key.
@@ -514,8 +516,8 @@ pub fn attach(
     match method {
         TcMethod::Tcx => {
             // Links die with their fds until pinned: a failure here leaves nothing.
-            let ingress_link = tc::attach_tcx(ingress, iface, tc::Direction::Ingress)?;
-            let egress_link = tc::attach_tcx(egress, iface, tc::Direction::Egress)?;
+            let ingress_link = tc::attach_tcx(ingress, iface, Direction::Ingress)?;
+            let egress_link = tc::attach_tcx(egress, iface, Direction::Egress)?;
             pin(&skel, dir)?;
             bpfobj::pin(egress_link.as_fd(), &dir.pin(LINK_EGRESS_PIN))?;
             bpfobj::pin(ingress_link.as_fd(), &dir.link())
@@ -523,8 +525,8 @@ pub fn attach(
         TcMethod::Netlink => {
             // Filters outlive the process: take them off again on failure.
             let hooked = pin(&skel, dir)
-                .and_then(|()| tc::attach_netlink(ingress, iface, tc::Direction::Ingress))
-                .and_then(|()| tc::attach_netlink(egress, iface, tc::Direction::Egress));
+                .and_then(|()| tc::attach_netlink(ingress, iface, Direction::Ingress))
+                .and_then(|()| tc::attach_netlink(egress, iface, Direction::Egress));
             if let Err(err) = hooked {
                 let _ = tc::detach_netlink(ingress, iface);
                 return Err(err);
@@ -553,7 +555,7 @@ pub struct FlowTable {
 }
 
 pub fn inspect(dir: &AttachmentDir) -> Result<FlowTable> {
-    let map = traffic::open_pinned_map(dir, FLOWS_MAP)?;
+    let map = maps::open_pinned_map(dir, FLOWS_MAP)?;
     let flows = visit_flows(&map, &mut |_, _| {})?;
     let totals = read_pinned_stats(dir)?.total();
     Ok(FlowTable {

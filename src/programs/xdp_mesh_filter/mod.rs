@@ -19,7 +19,8 @@ use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
-use crate::programs::traffic::{self, bytes, lookup, Counter, COUNTERS_MAP};
+use crate::programs::maps::{self, bytes, lookup};
+use crate::programs::xdp_counter::traffic::{self, Counter, COUNTERS_MAP};
 use crate::rules::compile::{
     CompiledFilter, Decision, DecisionKey, PortClasses, ANY_CLASS, NO_PORTS,
 };
@@ -108,7 +109,7 @@ impl PinnedMaps {
     pub fn open(dir: &AttachmentDir) -> Result<Self> {
         let handles = PINNED
             .iter()
-            .map(|name| traffic::open_pinned_map(dir, name))
+            .map(|name| maps::open_pinned_map(dir, name))
             .collect::<Result<_>>()?;
         Ok(PinnedMaps { handles })
     }
@@ -672,7 +673,7 @@ pub struct Verdicts {
 
 pub fn read_stats(maps: &FilterMaps<'_>) -> Result<FilterCounters> {
     let mut sum = FilterCounters::default();
-    for cpu in traffic::read_per_cpu::<filter_stats>(maps.stats, 0)? {
+    for cpu in maps::read_per_cpu::<filter_stats>(maps.stats, 0)? {
         let add = |sum: &mut Counter, c: &traffic_counter| sum.add(c.packets, c.bytes);
         add(
             &mut sum.verdicts.pass,
@@ -723,9 +724,7 @@ pub fn read_rules(maps: &FilterMaps<'_>) -> Result<ActiveRules> {
         let key = (gen as u32 * MAX_RULES + index).to_ne_bytes();
         let described: filter_rule = lookup(maps.rules, &key)?.unwrap_or_default();
         let mut hits = Counter::default();
-        for cpu in
-            traffic::read_per_cpu::<traffic_counter>(maps.rule_hits, u32::from_ne_bytes(key))?
-        {
+        for cpu in maps::read_per_cpu::<traffic_counter>(maps.rule_hits, u32::from_ne_bytes(key))? {
             hits.add(cpu.packets, cpu.bytes);
         }
         rules.push(ShownRule {

@@ -1,12 +1,13 @@
 //! The L3/L4 packet and byte breakdown that every XDP program of meshbpf
 //! keeps in a per-CPU `counters` map laid out by include/traffic_counters.h.
 
-use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use anyhow::Result;
+use libbpf_rs::MapCore;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::skel::types::{l3_proto, l4_proto, traffic_counters};
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::xdp_counter::skel::types::{l3_proto, l4_proto, traffic_counters};
+use crate::programs::maps::{open_pinned_map, read_per_cpu};
 
 // SAFETY: generated #[repr(C)] structs of u64 fields only: any bytes are valid.
 unsafe impl plain::Plain for traffic_counters {}
@@ -75,41 +76,6 @@ pub struct Traffic {
     pub l4: Breakdown,
 }
 
-/// A plain value's bytes, as a map key or value.
-pub fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: Plain types are plain old data, and the shared structs have
-    // explicit padding fields, so every byte is initialized.
-    unsafe { plain::as_bytes(value) }
-}
-
-/// The value of `key`, as `T`; None when the map has no such key.
-pub fn lookup<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {
-    let Some(raw) = map.lookup(key, MapFlags::ANY)? else {
-        return Ok(None);
-    };
-    let mut value = T::default();
-    plain::copy_from_bytes(&mut value, &raw)
-        .map_err(|e| anyhow::anyhow!("unexpected value size: {e:?}"))?;
-    Ok(Some(value))
-}
-
-/// Reads slot 0 of a per-CPU array on every CPU, as `T`.
-pub fn read_per_cpu<T: plain::Plain + Default>(map: &dyn MapCore, key: u32) -> Result<Vec<T>> {
-    let per_cpu = map
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
-        .with_context(|| format!("reading map {}", map.name().to_string_lossy()))?
-        .unwrap_or_default();
-    per_cpu
-        .iter()
-        .map(|bytes| {
-            let mut value = T::default();
-            plain::copy_from_bytes(&mut value, bytes)
-                .map_err(|e| anyhow::anyhow!("map value has an unexpected size: {e:?}"))?;
-            Ok(value)
-        })
-        .collect()
-}
-
 /// Sums the per-CPU slots of a counters map.
 pub fn read_counters(map: &dyn MapCore) -> Result<Traffic> {
     let mut l3 = [Counter::default(); L3_NAMES.len()];
@@ -139,11 +105,6 @@ pub fn read_counters(map: &dyn MapCore) -> Result<Traffic> {
 
 pub fn read_pinned_counters(dir: &AttachmentDir) -> Result<Traffic> {
     read_counters(&open_pinned_map(dir, COUNTERS_MAP)?)
-}
-
-pub fn open_pinned_map(dir: &AttachmentDir, name: &str) -> Result<MapHandle> {
-    let path = dir.map(name);
-    MapHandle::from_pinned_path(&path).with_context(|| format!("opening {}", path.display()))
 }
 
 #[cfg(test)]

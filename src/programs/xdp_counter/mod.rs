@@ -12,7 +12,9 @@ use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
-use crate::programs::traffic::COUNTERS_MAP;
+use traffic::COUNTERS_MAP;
+
+pub mod traffic;
 
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/xdp_counter.skel.rs"));

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::error::{errno_of, Failure};
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
-use crate::programs::traffic;
+use crate::programs::maps;
 
 pub mod histogram;
 
@@ -513,7 +513,7 @@ fn check_function(function: &str) -> Result<()> {
 /// One histogram slot, summed over CPUs.
 fn read_slot(map: &dyn MapCore, slot: u32) -> Result<Histogram> {
     let mut sum = Histogram::default();
-    for cpu in traffic::read_per_cpu::<latency_hist>(map, slot)? {
+    for cpu in maps::read_per_cpu::<latency_hist>(map, slot)? {
         sum.add(cpu.count, cpu.total_ns, &cpu.buckets);
     }
     Ok(sum)
@@ -521,7 +521,7 @@ fn read_slot(map: &dyn MapCore, slot: u32) -> Result<Histogram> {
 
 /// Every syscall with a count in the pinned histograms, by number.
 pub fn read(dir: &AttachmentDir) -> Result<Vec<(u32, Histogram)>> {
-    let map = traffic::open_pinned_map(dir, HISTS_MAP)?;
+    let map = maps::open_pinned_map(dir, HISTS_MAP)?;
     let mut found = Vec::new();
     for nr in 0..map.max_entries() {
         let histogram = read_slot(&map, nr)?;
@@ -568,7 +568,7 @@ pub fn inspect(dir: &AttachmentDir) -> Result<LatencyAttachment> {
         ))
         .hint("meshbpf detach --latency removes it")
     })?;
-    let config_map = traffic::open_pinned_map(dir, CONFIG_MAP)?;
+    let config_map = maps::open_pinned_map(dir, CONFIG_MAP)?;
     let bytes = config_map
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .with_context(|| format!("reading {}", dir.map(CONFIG_MAP).display()))?

@@ -11,116 +11,16 @@
 //! (`select_nth_unstable_by`, O(n)) and a sort of those N only.
 
 use std::cmp::Ordering;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
-use crate::cli::{FlowSort, FlowsArgs};
 use crate::error::Failure;
+use crate::proto::{
+    has_ports, icmp_type_name, parse_protocol, protocol_name, Direction, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, L7,
+};
 use crate::rules::{self, PortRange, Prefix, RuleError};
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    /// `enum flow_direction` of include/flow_table.h.
-    pub fn from_raw(raw: u8) -> Option<Direction> {
-        match raw {
-            0 => Some(Direction::Ingress),
-            1 => Some(Direction::Egress),
-            _ => None,
-        }
-    }
-
-    /// `enum flow_direction`.
-    pub fn raw(self) -> u8 {
-        match self {
-            Direction::Ingress => 0,
-            Direction::Egress => 1,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        }
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the first payload bytes of a flow look like (`enum l7_proto`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum L7 {
-    Unknown,
-    Http1,
-    Tls,
-    Http2,
-    Dns,
-    Ssh,
-}
-
-impl L7 {
-    /// In the order of `enum l7_proto`.
-    pub const ALL: [L7; 6] = [L7::Unknown, L7::Http1, L7::Tls, L7::Http2, L7::Dns, L7::Ssh];
-
-    /// `enum l7_proto`; values this build does not know are `Unknown`.
-    pub fn from_raw(raw: u8) -> L7 {
-        L7::ALL
-            .get(usize::from(raw))
-            .copied()
-            .unwrap_or(L7::Unknown)
-    }
-
-    /// `enum l7_proto`.
-    pub fn raw(self) -> u8 {
-        L7::ALL
-            .iter()
-            .position(|&l7| l7 == self)
-            .unwrap_or_default() as u8
-    }
-
-    /// The name in output and in `--l7`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            L7::Unknown => "unknown",
-            L7::Http1 => "http",
-            L7::Tls => "tls",
-            L7::Http2 => "http2",
-            L7::Dns => "dns",
-            L7::Ssh => "ssh",
-        }
-    }
-
-    /// A name as `--l7` takes it, in any case; `http1` is a synonym of `http`.
-    pub fn parse(text: &str) -> Option<L7> {
-        let lower = text.to_ascii_lowercase();
-        if lower == "http1" {
-            return Some(L7::Http1);
-        }
-        L7::ALL.into_iter().find(|l7| l7.as_str() == lower)
-    }
-}
-
-impl fmt::Display for L7 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An address of `struct flow_key`: IPv4 fills the first 4 bytes.
 pub fn address(family: u8, bytes: [u8; 16]) -> IpAddr {
@@ -129,85 +29,6 @@ pub fn address(family: u8, bytes: [u8; 16]) -> IpAddr {
     } else {
         IpAddr::V6(Ipv6Addr::from(bytes))
     }
-}
-
-/// `tcp`, `udp`, `icmp`, `icmpv6`, else the protocol number.
-pub fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        IPPROTO_TCP => "tcp".into(),
-        IPPROTO_UDP => "udp".into(),
-        IPPROTO_ICMP => "icmp".into(),
-        IPPROTO_ICMPV6 => "icmpv6".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A name of [`protocol_name`] (any case) or a number 0-255.
-pub fn parse_protocol(text: &str) -> Option<u8> {
-    match text.to_ascii_lowercase().as_str() {
-        "tcp" => Some(IPPROTO_TCP),
-        "udp" => Some(IPPROTO_UDP),
-        "icmp" => Some(IPPROTO_ICMP),
-        "icmpv6" => Some(IPPROTO_ICMPV6),
-        digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            digits.parse().ok()
-        }
-        _ => None,
-    }
-}
-
-/// Whether the kernel's sport/dport of this protocol are ports (TCP, UDP);
-/// for ICMP they are type and code, and for the rest 0.
-pub fn has_ports(protocol: u8) -> bool {
-    matches!(protocol, IPPROTO_TCP | IPPROTO_UDP)
-}
-
-/// The TCP flags in the order a connection usually shows them: opening,
-/// data, congestion signals, closing. (Bits as in the TCP header.)
-pub const TCP_FLAGS: [(u8, &str); 8] = [
-    (0x02, "syn"),
-    (0x10, "ack"),
-    (0x08, "psh"),
-    (0x20, "urg"),
-    (0x40, "ece"),
-    (0x80, "cwr"),
-    (0x01, "fin"),
-    (0x04, "rst"),
-];
-
-/// The names of the flags set in `flags`, lower case, in [`TCP_FLAGS`] order.
-pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
-    TCP_FLAGS
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, name)| *name)
-        .collect()
-}
-
-/// For tables: `SYN,ACK,FIN`; empty when no flag was seen.
-pub fn tcp_flags_text(flags: u8) -> String {
-    tcp_flag_names(flags)
-        .iter()
-        .map(|name| name.to_ascii_uppercase())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Common ICMP/ICMPv6 message types by name, for tables.
-pub fn icmp_type_name(protocol: u8, icmp_type: u16) -> Option<&'static str> {
-    Some(match (protocol, icmp_type) {
-        (IPPROTO_ICMP, 0) | (IPPROTO_ICMPV6, 129) => "echo-reply",
-        (IPPROTO_ICMP, 8) | (IPPROTO_ICMPV6, 128) => "echo-request",
-        (IPPROTO_ICMP, 3) | (IPPROTO_ICMPV6, 1) => "unreachable",
-        (IPPROTO_ICMP, 11) | (IPPROTO_ICMPV6, 3) => "time-exceeded",
-        (IPPROTO_ICMP, 5) | (IPPROTO_ICMPV6, 137) => "redirect",
-        (IPPROTO_ICMPV6, 2) => "packet-too-big",
-        (IPPROTO_ICMPV6, 133) => "router-solicitation",
-        (IPPROTO_ICMPV6, 134) => "router-advertisement",
-        (IPPROTO_ICMPV6, 135) => "neighbor-solicitation",
-        (IPPROTO_ICMPV6, 136) => "neighbor-advertisement",
-        _ => return None,
-    })
 }
 
 /// One entry of tc_classifier's flow table, decoded.
@@ -311,6 +132,65 @@ impl HasFlow for Flow {
     }
 }
 
+/// The flags of `meshbpf flows` that choose, order and limit flows, as
+/// typed: [`FlowQuery::from_args`] parses them.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Only flows whose source is in this CIDR (or is this address)
+    #[arg(long, value_name = "CIDR")]
+    pub src: Option<String>,
+
+    /// Only flows whose destination is in this CIDR (or is this address)
+    #[arg(long, value_name = "CIDR")]
+    pub dst: Option<String>,
+
+    /// Only flows with this port (or range, e.g. 8000-8080) on either side
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+
+    /// Only flows with this source port (or range)
+    #[arg(long, value_name = "PORT")]
+    pub sport: Option<String>,
+
+    /// Only flows with this destination port (or range)
+    #[arg(long, value_name = "PORT")]
+    pub dport: Option<String>,
+
+    /// Only flows of this protocol: tcp, udp, icmp, icmpv6, or an IP protocol number
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<String>,
+
+    /// Only flows whose payload looks like: http, tls, http2, dns, ssh or unknown
+    #[arg(long, value_name = "L7")]
+    pub l7: Option<String>,
+
+    /// Only flows with at least this many packets
+    #[arg(long, value_name = "N")]
+    pub min_packets: Option<u64>,
+
+    /// Only flows with at least this many bytes
+    #[arg(long, value_name = "N")]
+    pub min_bytes: Option<u64>,
+
+    /// Order, largest or latest first
+    #[arg(long, value_enum, default_value = "bytes")]
+    pub sort: FlowSort,
+
+    /// Show at most N flows
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowSort {
+    Bytes,
+    Packets,
+    /// First seen, newest first
+    First,
+    /// Last seen, newest first
+    Last,
+}
+
 /// The filters, order and limit of one `meshbpf flows`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowQuery {
@@ -366,7 +246,7 @@ fn port_flag(flag: &str, text: &Option<String>) -> Result<Option<PortRange>, Fai
 }
 
 impl FlowQuery {
-    pub fn from_args(args: &FlowsArgs) -> Result<FlowQuery, Failure> {
+    pub fn from_args(args: &QueryArgs) -> Result<FlowQuery, Failure> {
         let protocol = args
             .proto
             .as_deref()
@@ -489,6 +369,7 @@ pub struct Selection<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
     use clap::Parser;
     use std::time::Instant;
 
@@ -513,11 +394,11 @@ mod tests {
         }
     }
 
-    fn args(extra: &[&str]) -> FlowsArgs {
+    fn args(extra: &[&str]) -> QueryArgs {
         #[derive(Parser)]
         struct Wrapper {
             #[command(flatten)]
-            args: FlowsArgs,
+            args: QueryArgs,
         }
         Wrapper::try_parse_from(std::iter::once("flows").chain(extra.iter().copied()))
             .unwrap()
@@ -546,42 +427,6 @@ mod tests {
         assert_eq!(address(4, bytes), v4("10.0.0.1"));
         let six: Ipv6Addr = "2001:db8::1".parse().unwrap();
         assert_eq!(address(6, six.octets()), IpAddr::V6(six));
-    }
-
-    #[test]
-    fn names_of_l7_and_protocols_round_trip() {
-        for l7 in L7::ALL {
-            assert_eq!(L7::parse(l7.as_str()), Some(l7));
-        }
-        assert_eq!(L7::Http1.as_str(), "http");
-        assert_eq!(L7::parse("HTTP1"), Some(L7::Http1));
-        assert_eq!(L7::parse("quic"), None);
-        for p in [
-            IPPROTO_TCP,
-            IPPROTO_UDP,
-            IPPROTO_ICMP,
-            IPPROTO_ICMPV6,
-            47,
-            0,
-            255,
-        ] {
-            assert_eq!(parse_protocol(&protocol_name(p)), Some(p));
-        }
-        assert_eq!(protocol_name(47), "47");
-        assert_eq!(parse_protocol("TCP"), Some(IPPROTO_TCP));
-        assert_eq!(parse_protocol("256"), None);
-        assert_eq!(parse_protocol("+6"), None);
-        assert_eq!(parse_protocol(""), None);
-        assert_eq!(parse_protocol("gre"), None);
-    }
-
-    #[test]
-    fn tcp_flags_in_connection_order() {
-        assert_eq!(tcp_flags_text(0), "");
-        assert_eq!(tcp_flags_text(0x02), "SYN");
-        assert_eq!(tcp_flags_text(0x01 | 0x02 | 0x10), "SYN,ACK,FIN");
-        assert_eq!(tcp_flags_text(0xff), "SYN,ACK,PSH,URG,ECE,CWR,FIN,RST");
-        assert_eq!(tcp_flag_names(0x14), vec!["ack", "rst"]);
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! The packet vocabulary that rules, programs and reports share: IP
+//! protocol numbers and names, TCP flags and ICMP types by name, the
+//! direction of traffic, and tc_classifier's guess at the payload.
+
+use std::fmt;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    /// `enum flow_direction` of include/flow_table.h.
+    pub fn from_raw(raw: u8) -> Option<Direction> {
+        match raw {
+            0 => Some(Direction::Ingress),
+            1 => Some(Direction::Egress),
+            _ => None,
+        }
+    }
+
+    /// `enum flow_direction`.
+    pub fn raw(self) -> u8 {
+        match self {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the first payload bytes of a flow look like (`enum l7_proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L7 {
+    Unknown,
+    Http1,
+    Tls,
+    Http2,
+    Dns,
+    Ssh,
+}
+
+impl L7 {
+    /// In the order of `enum l7_proto`.
+    pub const ALL: [L7; 6] = [L7::Unknown, L7::Http1, L7::Tls, L7::Http2, L7::Dns, L7::Ssh];
+
+    /// `enum l7_proto`; values this build does not know are `Unknown`.
+    pub fn from_raw(raw: u8) -> L7 {
+        L7::ALL
+            .get(usize::from(raw))
+            .copied()
+            .unwrap_or(L7::Unknown)
+    }
+
+    /// `enum l7_proto`.
+    pub fn raw(self) -> u8 {
+        L7::ALL
+            .iter()
+            .position(|&l7| l7 == self)
+            .unwrap_or_default() as u8
+    }
+
+    /// The name in output and in `--l7`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L7::Unknown => "unknown",
+            L7::Http1 => "http",
+            L7::Tls => "tls",
+            L7::Http2 => "http2",
+            L7::Dns => "dns",
+            L7::Ssh => "ssh",
+        }
+    }
+
+    /// A name as `--l7` takes it, in any case; `http1` is a synonym of `http`.
+    pub fn parse(text: &str) -> Option<L7> {
+        let lower = text.to_ascii_lowercase();
+        if lower == "http1" {
+            return Some(L7::Http1);
+        }
+        L7::ALL.into_iter().find(|l7| l7.as_str() == lower)
+    }
+}
+
+impl fmt::Display for L7 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `tcp`, `udp`, `icmp`, `icmpv6`, else the protocol number.
+pub fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        IPPROTO_TCP => "tcp".into(),
+        IPPROTO_UDP => "udp".into(),
+        IPPROTO_ICMP => "icmp".into(),
+        IPPROTO_ICMPV6 => "icmpv6".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A name of [`protocol_name`] (any case) or a number 0-255.
+pub fn parse_protocol(text: &str) -> Option<u8> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Some(IPPROTO_TCP),
+        "udp" => Some(IPPROTO_UDP),
+        "icmp" => Some(IPPROTO_ICMP),
+        "icmpv6" => Some(IPPROTO_ICMPV6),
+        digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Whether the kernel's sport/dport of this protocol are ports (TCP, UDP);
+/// for ICMP they are type and code, and for the rest 0.
+pub fn has_ports(protocol: u8) -> bool {
+    matches!(protocol, IPPROTO_TCP | IPPROTO_UDP)
+}
+
+/// The TCP flags in the order a connection usually shows them: opening,
+/// data, congestion signals, closing. (Bits as in the TCP header.)
+pub const TCP_FLAGS: [(u8, &str); 8] = [
+    (0x02, "syn"),
+    (0x10, "ack"),
+    (0x08, "psh"),
+    (0x20, "urg"),
+    (0x40, "ece"),
+    (0x80, "cwr"),
+    (0x01, "fin"),
+    (0x04, "rst"),
+];
+
+/// The names of the flags set in `flags`, lower case, in [`TCP_FLAGS`] order.
+pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
+    TCP_FLAGS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// For tables: `SYN,ACK,FIN`; empty when no flag was seen.
+pub fn tcp_flags_text(flags: u8) -> String {
+    tcp_flag_names(flags)
+        .iter()
+        .map(|name| name.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Common ICMP/ICMPv6 message types by name, for tables.
+pub fn icmp_type_name(protocol: u8, icmp_type: u16) -> Option<&'static str> {
+    Some(match (protocol, icmp_type) {
+        (IPPROTO_ICMP, 0) | (IPPROTO_ICMPV6, 129) => "echo-reply",
+        (IPPROTO_ICMP, 8) | (IPPROTO_ICMPV6, 128) => "echo-request",
+        (IPPROTO_ICMP, 3) | (IPPROTO_ICMPV6, 1) => "unreachable",
+        (IPPROTO_ICMP, 11) | (IPPROTO_ICMPV6, 3) => "time-exceeded",
+        (IPPROTO_ICMP, 5) | (IPPROTO_ICMPV6, 137) => "redirect",
+        (IPPROTO_ICMPV6, 2) => "packet-too-big",
+        (IPPROTO_ICMPV6, 133) => "router-solicitation",
+        (IPPROTO_ICMPV6, 134) => "router-advertisement",
+        (IPPROTO_ICMPV6, 135) => "neighbor-solicitation",
+        (IPPROTO_ICMPV6, 136) => "neighbor-advertisement",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_l7_and_protocols_round_trip() {
+        for l7 in L7::ALL {
+            assert_eq!(L7::parse(l7.as_str()), Some(l7));
+        }
+        assert_eq!(L7::Http1.as_str(), "http");
+        assert_eq!(L7::parse("HTTP1"), Some(L7::Http1));
+        assert_eq!(L7::parse("quic"), None);
+        for p in [
+            IPPROTO_TCP,
+            IPPROTO_UDP,
+            IPPROTO_ICMP,
+            IPPROTO_ICMPV6,
+            47,
+            0,
+            255,
+        ] {
+            assert_eq!(parse_protocol(&protocol_name(p)), Some(p));
+        }
+        assert_eq!(protocol_name(47), "47");
+        assert_eq!(parse_protocol("TCP"), Some(IPPROTO_TCP));
+        assert_eq!(parse_protocol("256"), None);
+        assert_eq!(parse_protocol("+6"), None);
+        assert_eq!(parse_protocol(""), None);
+        assert_eq!(parse_protocol("gre"), None);
+    }
+
+    #[test]
+    fn tcp_flags_in_connection_order() {
+        assert_eq!(tcp_flags_text(0), "");
+        assert_eq!(tcp_flags_text(0x02), "SYN");
+        assert_eq!(tcp_flags_text(0x01 | 0x02 | 0x10), "SYN,ACK,FIN");
+        assert_eq!(tcp_flags_text(0xff), "SYN,ACK,PSH,URG,ECE,CWR,FIN,RST");
+        assert_eq!(tcp_flag_names(0x14), vec!["ack", "rst"]);
+    }
+}
