@@ -7,21 +7,14 @@
 use std::os::fd::AsFd;
 
 use anyhow::Result;
-use libbpf_rs::MapCore;
 
 use crate::health::{Check, Fix};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::tc;
 use crate::kernel::{bpffs, bpfobj, netdev};
-use crate::programs::maps;
-use crate::programs::tc_classifier::{self, FlowTable};
-use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
-use crate::programs::{lsm_monitor, syscall_latency};
+use crate::programs::{self, Scope};
 use crate::proto::Direction;
 use crate::state::{self, LinkState};
-
-/// A table this full is about to evict, or to refuse, entries.
-const NEAR_FULL_PERCENT: f64 = 90.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Liveness {
@@ -171,13 +164,11 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
             }
         }
     }
-    let latency = root.host_attachment(syscall_latency::PROGRAM);
-    if latency.exists() {
-        checks.push(latency_check(&latency));
-    }
-    let lsm = root.host_attachment(lsm_monitor::PROGRAM);
-    if lsm.exists() {
-        checks.push(lsm_check(&lsm));
+    for program in programs::ALL.iter().filter(|p| p.scope == Scope::Host) {
+        let dir = root.host_attachment(program.name);
+        if let (true, Some(health)) = (dir.exists(), program.health) {
+            checks.extend(health(&dir, max_drop_percent)?);
+        }
     }
     if checks.is_empty() {
         checks.push(Check::ok(
@@ -188,91 +179,10 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
-/// Pins of a host-wide attachment whose attach (with `flag`) never
-/// committed.
-fn orphaned(program: &'static str, dir: &AttachmentDir, flag: &str, hint: &str) -> Check {
-    Check::fail(
-        program,
-        format!(
-            "orphaned pins at {}: an attach {flag} was interrupted before it committed",
-            dir.path.display()
-        ),
-        hint,
-    )
-}
-
-/// The host-wide syscall_latency attachment, and the method it runs with.
-fn latency_check(dir: &AttachmentDir) -> Check {
-    let hint = "meshbpf detach --latency removes it; meshbpf attach --latency attaches again";
-    if !dir.is_committed() {
-        return orphaned(syscall_latency::PROGRAM, dir, "--latency", hint);
-    }
-    match syscall_latency::inspect(dir) {
-        Ok(a) => Check::ok(
-            syscall_latency::PROGRAM,
-            format!(
-                "attached with {} (links {} and {}), since {}",
-                a.method.as_str(),
-                a.link_ids[0],
-                a.link_ids[1],
-                a.attached_at
-            ),
-        ),
-        Err(err) => Check::fail(
-            syscall_latency::PROGRAM,
-            format!("cannot inspect {}: {err:#}", dir.path.display()),
-            hint,
-        ),
-    }
-}
-
-/// The host-wide lsm_monitor: its mode and method, and whether the ring
-/// buffer lost events.
-fn lsm_check(dir: &AttachmentDir) -> Check {
-    let hint = "meshbpf detach --lsm removes it; meshbpf attach --lsm attaches again";
-    if !dir.is_committed() {
-        return orphaned(lsm_monitor::PROGRAM, dir, "--lsm", hint);
-    }
-    let stats = match lsm_monitor::stats(dir) {
-        Ok(stats) => stats,
-        Err(err) => {
-            return Check::fail(
-                lsm_monitor::PROGRAM,
-                format!("cannot inspect {}: {err:#}", dir.path.display()),
-                hint,
-            )
-        }
-    };
-    let a = &stats.attachment;
-    let detail = format!(
-        "{} mode with {} (links {}), since {}",
-        a.mode.as_str(),
-        a.method.as_str(),
-        a.link_ids
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        a.attached_at
-    );
-    if stats.lost_total > 0 {
-        return Check::warn(
-            lsm_monitor::PROGRAM,
-            format!(
-                "{detail}; {} events were lost: the ring buffer was full",
-                stats.lost_total
-            ),
-            "read events more often (meshbpf events --follow keeps up), or watch fewer paths",
-        );
-    }
-    Check::ok(lsm_monitor::PROGRAM, detail)
-}
-
 fn tables(dir: &AttachmentDir, max_drop_percent: u8) -> Vec<Check> {
-    let read = match dir.program.as_str() {
-        tc_classifier::PROGRAM => tc_classifier::inspect(dir).map(|t| vec![flow_table(&t)]),
-        xdp_mesh_filter::PROGRAM => filter_tables(dir, max_drop_percent),
-        _ => Ok(Vec::new()),
+    let read = match programs::find(&dir.program).and_then(|p| p.health) {
+        Some(health) => health(dir, max_drop_percent),
+        None => Ok(Vec::new()),
     };
     read.unwrap_or_else(|err| {
         vec![Check::fail(
@@ -287,102 +197,6 @@ fn tables(dir: &AttachmentDir, max_drop_percent: u8) -> Vec<Check> {
     .into_iter()
     .map(|c| c.about(&dir.interface, &dir.program))
     .collect()
-}
-
-fn fullness(
-    name: &'static str,
-    what: &str,
-    used: u64,
-    capacity: u64,
-    consequence: &str,
-    hint: &str,
-) -> Check {
-    let percent = used as f64 * 100.0 / capacity.max(1) as f64;
-    let detail = format!("{used} of {capacity} {what} ({percent:.0}%)");
-    if percent >= NEAR_FULL_PERCENT {
-        Check::warn(
-            name,
-            format!("{detail}: near capacity, {consequence}"),
-            hint,
-        )
-    } else {
-        Check::ok(name, detail)
-    }
-}
-
-/// An LRU table that evicted has been full, even when it reads a little
-/// below its size (the kernel keeps per-CPU free lists).
-fn flow_table(t: &FlowTable) -> Check {
-    const HINT: &str = "detach, then attach again with a larger --max-flows";
-    let check = fullness(
-        "flow_table",
-        "flows",
-        t.flows as u64,
-        u64::from(t.max_flows),
-        "so the least recently used flows are evicted",
-        HINT,
-    );
-    if t.evictions == 0 {
-        return check;
-    }
-    let detail = format!(
-        "{}; {} flows evicted since attach: the table has been full",
-        check.detail, t.evictions
-    );
-    Check::warn("flow_table", detail, HINT)
-}
-
-fn filter_tables(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
-    let pinned = PinnedMaps::open(dir)?;
-    let maps = pinned.maps();
-    let rules = xdp_mesh_filter::read_rules(&maps)?.rules.len() as u64;
-    let limiters = maps::open_pinned_map(dir, xdp_mesh_filter::LIMITERS_MAP)?;
-    let sources = limiters.keys().count() as u64;
-    Ok(vec![
-        fullness(
-            "filter_rules",
-            "rules",
-            rules,
-            u64::from(xdp_mesh_filter::MAX_RULES),
-            "so a larger rule set will be refused",
-            "merge rules that share an action (a rule takes a list of CIDRs)",
-        ),
-        fullness(
-            "limiter_table",
-            "rate-limited sources",
-            sources,
-            u64::from(limiters.max_entries()),
-            "so the least recently seen sources are forgotten and get a fresh burst",
-            "a source set this large is better limited by CIDR rules",
-        ),
-        drop_rate(
-            &xdp_mesh_filter::read_stats(&maps)?,
-            max_drop_percent,
-            &dir.interface,
-        ),
-    ])
-}
-
-fn drop_rate(counters: &FilterCounters, max_percent: u8, interface: &str) -> Check {
-    let (pass, drop) = (
-        counters.verdicts.pass.packets,
-        counters.verdicts.drop.packets,
-    );
-    let judged = pass + drop;
-    if judged == 0 {
-        return Check::ok("drop_rate", "no packets judged yet");
-    }
-    let percent = drop as f64 * 100.0 / judged as f64;
-    let detail = format!("dropped {drop} of {judged} packets ({percent:.1}%) since attach");
-    if percent > f64::from(max_percent) {
-        Check::warn(
-            "drop_rate",
-            format!("{detail}, more than {max_percent}%"),
-            format!("check the rules and the default policy with meshbpf filter show {interface}; --max-drop-percent sets this threshold"),
-        )
-    } else {
-        Check::ok("drop_rate", detail)
-    }
 }
 
 /// Removes every provably orphaned directory, under the exclusive lock, so
@@ -423,76 +237,6 @@ pub fn remove_orphans(root: &StateRoot) -> Result<Vec<Fix>> {
 mod tests {
     use super::*;
     use crate::health::Status;
-    use crate::programs::xdp_counter::traffic::Counter;
-    use crate::programs::xdp_mesh_filter::Verdicts;
-
-    #[test]
-    fn tables_warn_from_ninety_percent() {
-        let check = |used| fullness("flow_table", "flows", used, 100, "evicting", "grow it");
-        assert_eq!(check(89).status, Status::Ok);
-        assert_eq!(check(89).detail, "89 of 100 flows (89%)");
-        let full = check(90);
-        assert_eq!(full.status, Status::Warn);
-        assert_eq!(
-            full.detail,
-            "90 of 100 flows (90%): near capacity, evicting"
-        );
-        assert_eq!(full.hint.as_deref(), Some("grow it"));
-    }
-
-    #[test]
-    fn a_flow_table_that_evicted_has_been_full() {
-        let table = |flows, evictions| FlowTable {
-            program: tc_classifier::PROGRAM,
-            method: crate::kernel::tc::TcMethod::Tcx,
-            max_flows: 64,
-            flows,
-            flows_created: flows as u64 + evictions,
-            evictions,
-            not_ip: 0,
-            classes: Vec::new(),
-        };
-        let roomy = flow_table(&table(10, 0));
-        assert_eq!(roomy.status, Status::Ok);
-        assert_eq!(roomy.detail, "10 of 64 flows (16%)");
-        let evicting = flow_table(&table(55, 144));
-        assert_eq!(evicting.status, Status::Warn);
-        assert_eq!(
-            evicting.detail,
-            "55 of 64 flows (86%); 144 flows evicted since attach: the table has been full"
-        );
-        assert_eq!(flow_table(&table(60, 0)).status, Status::Warn);
-    }
-
-    #[test]
-    fn the_drop_rate_warns_above_the_threshold() {
-        let counters = |pass, drop| FilterCounters {
-            verdicts: Verdicts {
-                pass: Counter {
-                    packets: pass,
-                    bytes: 0,
-                },
-                drop: Counter {
-                    packets: drop,
-                    bytes: 0,
-                },
-            },
-            ..Default::default()
-        };
-        assert_eq!(
-            drop_rate(&counters(0, 0), 50, "eth0").detail,
-            "no packets judged yet"
-        );
-        let half = drop_rate(&counters(5, 5), 50, "eth0");
-        assert_eq!(half.status, Status::Ok);
-        let most = drop_rate(&counters(3, 7), 50, "eth0");
-        assert_eq!(most.status, Status::Warn);
-        assert_eq!(
-            most.detail,
-            "dropped 7 of 10 packets (70.0%) since attach, more than 50%"
-        );
-        assert!(most.hint.unwrap().contains("meshbpf filter show eth0"));
-    }
 
     #[test]
     fn a_directory_without_a_link_is_orphaned() {

@@ -4,9 +4,14 @@
 
 use serde::Serialize;
 
+use crate::kernel::pins::AttachmentDir;
+
 pub mod attachments;
 pub mod hooks;
 pub mod system;
+
+/// A table this full is about to evict, or to refuse, entries.
+const NEAR_FULL_PERCENT: f64 = 90.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,9 +140,57 @@ impl Overall {
     }
 }
 
+pub fn fullness(
+    name: &'static str,
+    what: &str,
+    used: u64,
+    capacity: u64,
+    consequence: &str,
+    hint: &str,
+) -> Check {
+    let percent = used as f64 * 100.0 / capacity.max(1) as f64;
+    let detail = format!("{used} of {capacity} {what} ({percent:.0}%)");
+    if percent >= NEAR_FULL_PERCENT {
+        Check::warn(
+            name,
+            format!("{detail}: near capacity, {consequence}"),
+            hint,
+        )
+    } else {
+        Check::ok(name, detail)
+    }
+}
+
+/// Pins of a host-wide attachment whose attach (with `flag`) never
+/// committed.
+pub fn orphaned(program: &'static str, dir: &AttachmentDir, flag: &str, hint: &str) -> Check {
+    Check::fail(
+        program,
+        format!(
+            "orphaned pins at {}: an attach {flag} was interrupted before it committed",
+            dir.path.display()
+        ),
+        hint,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_warn_from_ninety_percent() {
+        let check = |used| fullness("flow_table", "flows", used, 100, "evicting", "grow it");
+        assert_eq!(check(89).status, Status::Ok);
+        assert_eq!(check(89).detail, "89 of 100 flows (89%)");
+        let full = check(90);
+        assert_eq!(full.status, Status::Warn);
+        assert_eq!(
+            full.detail,
+            "90 of 100 flows (90%): near capacity, evicting"
+        );
+        assert_eq!(full.hint.as_deref(), Some("grow it"));
+    }
 
     #[test]
     fn the_worst_check_decides_and_missing_hooks_degrade() {

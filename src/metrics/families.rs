@@ -1,13 +1,11 @@
 //! Turns what `stats`, `filter show`, `latency` and `health` read into
-//! metric families. Every reader is the command's own; nothing is cached.
+//! metric families: the families of all attachments here, each program's
+//! own from its facets ([`programs::ALL`]). Nothing is cached.
 
-use super::model::{Family, Kind, Labels, Value};
+use super::model::{label, Family, Kind, Value};
 use crate::health::{Check, Status};
 use crate::kernel::runstats::RunStats;
-use crate::kernel::syscalls;
-use crate::programs::syscall_latency::histogram::{self, Histogram, BUCKETS};
-use crate::programs::xdp_counter::traffic::Counter;
-use crate::programs::xdp_mesh_filter::{ActiveRules, MAX_RULES};
+use crate::programs::{self, syscall_latency::Histogram, xdp_mesh_filter::ActiveRules};
 use crate::snapshot::{AllStats, AttachmentStats};
 
 /// What one scrape read, under one shared lock.
@@ -23,45 +21,21 @@ pub struct Scrape<'a> {
     pub checks: &'a [Check],
 }
 
-fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
-    (name, value.into())
-}
-
-/// A packets family and its bytes twin, filled together.
-struct Pair {
-    packets: Family,
-    bytes: Family,
-}
-
-impl Pair {
-    /// `what` completes "Packets ..." and "Bytes of the packets ...".
-    fn new(name: &'static str, bytes: &'static str, what: [&'static str; 2]) -> Self {
-        Pair {
-            packets: Family::new(name, Kind::Counter, what[0]),
-            bytes: Family::new(bytes, Kind::Counter, what[1]).unit("bytes"),
-        }
-    }
-
-    fn add(&mut self, labels: Labels, c: Counter) {
-        self.packets.add(labels.clone(), Value::Int(c.packets));
-        self.bytes.add(labels, Value::Int(c.bytes));
-    }
-
-    fn into_families(self) -> [Family; 2] {
-        [self.packets, self.bytes]
-    }
+/// One table that fills up, for `meshbpf_map_entries` and `_capacity`.
+pub struct TableUse {
+    pub interface: String,
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u32,
 }
 
 pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
-    let stats = scrape.stats;
-    let mut families = presence(stats).to_vec();
-    families.extend(traffic(&stats.attachments));
-    families.extend(filter(&stats.attachments, &scrape.rules));
-    families.extend(flows(&stats.attachments));
-    families.extend(map_sizes(&stats.attachments, &scrape.rules));
-    families.extend(runtime(&stats.attachments, &scrape.host_programs));
-    families.push(latency(&scrape.latency));
-    families.extend(lsm(stats));
+    let mut families = presence(scrape.stats).to_vec();
+    for program in programs::ALL {
+        families.extend((program.metrics)(scrape));
+    }
+    families.extend(map_sizes(scrape));
+    families.extend(runtime(&scrape.stats.attachments, &scrape.host_programs));
     families.push(health(scrape.checks));
     families
 }
@@ -80,145 +54,8 @@ fn presence(stats: &AllStats) -> [Family; 2] {
     [up, attachments]
 }
 
-fn traffic(attachments: &[AttachmentStats]) -> [Family; 2] {
-    let mut traffic = Pair::new(
-        "meshbpf_packets",
-        "meshbpf",
-        [
-            "Packets the XDP program saw, by layer (l3 or l4) and protocol",
-            "Bytes of the packets the XDP program saw, by layer (l3 or l4) and protocol",
-        ],
-    );
-    for a in attachments {
-        for (layer, breakdown) in [("l3", &a.traffic.l3), ("l4", &a.traffic.l4)] {
-            for (protocol, c) in &breakdown.0 {
-                let labels = vec![
-                    label("interface", &a.attachment.interface),
-                    label("layer", layer),
-                    label("protocol", *protocol),
-                ];
-                traffic.add(labels, *c);
-            }
-        }
-    }
-    traffic.into_families()
-}
-
-fn filter(attachments: &[AttachmentStats], rules: &[(String, ActiveRules)]) -> Vec<Family> {
-    let mut verdicts = Pair::new(
-        "meshbpf_filter_verdict_packets",
-        "meshbpf_filter_verdict",
-        [
-            "Packets xdp_mesh_filter passed or dropped",
-            "Bytes of the packets xdp_mesh_filter passed or dropped",
-        ],
-    );
-    let mut rate_limited = Pair::new(
-        "meshbpf_filter_rate_limited_packets",
-        "meshbpf_filter_rate_limited",
-        [
-            "Packets dropped by the per-source rate limit",
-            "Bytes of the packets dropped by the per-source rate limit",
-        ],
-    );
-    let mut syn_dropped = Pair::new(
-        "meshbpf_filter_syn_dropped_packets",
-        "meshbpf_filter_syn_dropped",
-        [
-            "TCP SYNs dropped by SYN-flood protection",
-            "Bytes of the TCP SYNs dropped by SYN-flood protection",
-        ],
-    );
-    for a in attachments {
-        let Some(f) = &a.filter else { continue };
-        let interface = &a.attachment.interface;
-        for (verdict, c) in [("pass", f.verdicts.pass), ("drop", f.verdicts.drop)] {
-            verdicts.add(
-                vec![label("interface", interface), label("verdict", verdict)],
-                c,
-            );
-        }
-        rate_limited.add(vec![label("interface", interface)], f.rate_limited);
-        syn_dropped.add(vec![label("interface", interface)], f.syn_dropped);
-    }
-    let mut hits = Pair::new(
-        "meshbpf_filter_rule_packets",
-        "meshbpf_filter_rule",
-        [
-            "Packets that matched a filter rule, by its index in the rule set",
-            "Bytes of the packets that matched a filter rule, by its index in the rule set",
-        ],
-    );
-    for (interface, active) in rules {
-        for r in &active.rules {
-            let labels = vec![
-                label("interface", interface),
-                label("rule", r.index.to_string()),
-            ];
-            hits.add(
-                labels,
-                Counter {
-                    packets: r.packets,
-                    bytes: r.bytes,
-                },
-            );
-        }
-    }
-    [verdicts, hits, rate_limited, syn_dropped]
-        .into_iter()
-        .flat_map(Pair::into_families)
-        .collect()
-}
-
-fn flows(attachments: &[AttachmentStats]) -> Vec<Family> {
-    let mut flows = Family::new(
-        "meshbpf_flows",
-        Kind::Gauge,
-        "Flows in tc_classifier's table now",
-    );
-    let mut created = Family::new(
-        "meshbpf_flows_created",
-        Kind::Counter,
-        "Flows tc_classifier created",
-    );
-    let mut evicted = Family::new(
-        "meshbpf_flow_evictions",
-        Kind::Counter,
-        "Flows the LRU table pushed out to make room",
-    );
-    let mut classes = Pair::new(
-        "meshbpf_class_packets",
-        "meshbpf_class",
-        [
-            "Packets per QoS class (attach --classes) and direction",
-            "Bytes per QoS class (attach --classes) and direction",
-        ],
-    );
-    for a in attachments {
-        let Some(t) = &a.flows else { continue };
-        let interface = &a.attachment.interface;
-        let on = || vec![label("interface", interface)];
-        flows.add(on(), Value::Int(t.flows as u64));
-        created.add(on(), Value::Int(t.flows_created));
-        evicted.add(on(), Value::Int(t.evictions));
-        for c in &t.classes {
-            for (direction, counter) in [("ingress", c.ingress), ("egress", c.egress)] {
-                let labels = vec![
-                    label("interface", interface),
-                    label("class", &c.class),
-                    label("direction", direction),
-                ];
-                classes.add(labels, counter);
-            }
-        }
-    }
-    let mut families = vec![flows, created, evicted];
-    families.extend(classes.into_families());
-    families
-}
-
-/// The tables that fill up: each flow table, and each filter's rule table.
-fn map_sizes(attachments: &[AttachmentStats], rules: &[(String, ActiveRules)]) -> [Family; 2] {
+/// The tables that fill up, as each program reports them.
+fn map_sizes(scrape: &Scrape<'_>) -> [Family; 2] {
     let mut entries = Family::new(
         "meshbpf_map_entries",
         Kind::Gauge,
@@ -229,22 +66,14 @@ fn map_sizes(attachments: &[AttachmentStats], rules: &[(String, ActiveRules)]) -
         Kind::Gauge,
         "Maximum entries of a map meshbpf counts",
     );
-    let flow_tables = attachments.iter().filter_map(|a| {
-        let t = a.flows.as_ref()?;
-        Some((
-            &a.attachment.interface,
-            "flows",
-            t.flows as u64,
-            t.max_flows,
-        ))
-    });
-    let rule_tables = rules
+    let tables = programs::ALL
         .iter()
-        .map(|(interface, r)| (interface, "rules", r.rules.len() as u64, MAX_RULES));
-    for (interface, map, used, max) in flow_tables.chain(rule_tables) {
-        let labels = vec![label("interface", interface), label("map", map)];
-        entries.add(labels.clone(), Value::Int(used));
-        capacity.add(labels, Value::Int(u64::from(max)));
+        .filter_map(|p| p.tables)
+        .flat_map(|tables| tables(scrape));
+    for t in tables {
+        let labels = vec![label("interface", &t.interface), label("map", t.map)];
+        entries.add(labels.clone(), Value::Int(t.entries));
+        capacity.add(labels, Value::Int(u64::from(t.capacity)));
     }
     [entries, capacity]
 }
@@ -287,68 +116,6 @@ fn runtime(
         run_time.add(labels, Value::Float(stats.run_time_ns as f64 / 1e9));
     }
     [runs, run_time]
-}
-
-/// Bucket b counts [2^b, 2^(b+1)) ns: its Prometheus upper bound is
-/// 2^(b+1) ns in seconds; the open last bucket is +Inf.
-fn latency(histograms: &[(u32, Histogram)]) -> Family {
-    let mut family = Family::new(
-        "meshbpf_syscall_latency",
-        Kind::Histogram,
-        "Syscall latency from syscall_latency's log2 buckets",
-    )
-    .unit("seconds");
-    for (nr, h) in histograms.iter().filter(|(_, h)| h.count > 0) {
-        let buckets = (0..BUCKETS)
-            .map(|b| {
-                let le = match histogram::upper_bound(b) {
-                    u64::MAX => f64::MAX,
-                    max => (max + 1) as f64 / 1e9,
-                };
-                (le, h.buckets[b])
-            })
-            .collect();
-        family.add(
-            vec![label("syscall", syscalls::display_name(*nr))],
-            Value::Histogram {
-                sum: h.total_ns as f64 / 1e9,
-                count: h.count,
-                buckets,
-            },
-        );
-    }
-    family
-}
-
-fn lsm(stats: &AllStats) -> [Family; 3] {
-    let mut events = Family::new(
-        "meshbpf_lsm_events",
-        Kind::Counter,
-        "Security events lsm_monitor counted, by type",
-    );
-    let mut verdicts = Family::new(
-        "meshbpf_lsm_verdicts",
-        Kind::Counter,
-        "Events lsm_monitor denied (enforce) or would have denied (audit)",
-    );
-    let mut lost = Family::new(
-        "meshbpf_lsm_lost_events",
-        Kind::Counter,
-        "Events lost because the ring buffer was full",
-    );
-    if let Some(s) = &stats.lsm {
-        for (kind, c) in s.events.by_type() {
-            events.add(vec![label("type", kind)], Value::Int(c.events));
-            for (verdict, n) in [("denied", c.denied), ("audited", c.audited)] {
-                verdicts.add(
-                    vec![label("type", kind), label("verdict", verdict)],
-                    Value::Int(n),
-                );
-            }
-            lost.add(vec![label("type", kind)], Value::Int(c.lost));
-        }
-    }
-    [events, verdicts, lost]
 }
 
 /// One series per check and status, 1 for the status it has: an alert is

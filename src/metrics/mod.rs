@@ -8,6 +8,8 @@ mod model;
 use anyhow::Result;
 
 pub use encode::Format;
+pub use families::{Scrape, TableUse};
+pub use model::{label, Family, Kind, Pair, Value};
 
 use crate::health::{attachments, system, Check};
 use crate::kernel::bpfobj;
@@ -15,7 +17,6 @@ use crate::kernel::pins::StateRoot;
 use crate::kernel::runstats::RunStats;
 use crate::programs::{lsm_monitor, syscall_latency, xdp_mesh_filter};
 use crate::snapshot;
-use families::Scrape;
 
 /// health's default threshold for a filter's drop share.
 const MAX_DROP_PERCENT: u8 = 50;

@@ -1,6 +1,8 @@
 //! Metric families as plain data: what one scrape read, named and labelled
 //! the Prometheus way, before any text is written.
 
+use crate::programs::xdp_counter::traffic::Counter;
+
 pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,5 +53,34 @@ impl Family {
 
     pub fn add(&mut self, labels: Labels, value: Value) {
         self.samples.push((labels, value));
+    }
+}
+
+pub fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
+    (name, value.into())
+}
+
+/// A packets family and its bytes twin, filled together.
+pub struct Pair {
+    packets: Family,
+    bytes: Family,
+}
+
+impl Pair {
+    /// `what` completes "Packets ..." and "Bytes of the packets ...".
+    pub fn new(name: &'static str, bytes: &'static str, what: [&'static str; 2]) -> Self {
+        Pair {
+            packets: Family::new(name, Kind::Counter, what[0]),
+            bytes: Family::new(bytes, Kind::Counter, what[1]).unit("bytes"),
+        }
+    }
+
+    pub fn add(&mut self, labels: Labels, c: Counter) {
+        self.packets.add(labels.clone(), Value::Int(c.packets));
+        self.bytes.add(labels, Value::Int(c.bytes));
+    }
+
+    pub fn into_families(self) -> [Family; 2] {
+        [self.packets, self.bytes]
     }
 }

@@ -1,5 +1,10 @@
-//! meshbpf's own eBPF programs, one module each: skeleton, attach logic and
-//! map readers.
+//! meshbpf's own eBPF programs, one module each: skeleton, attach logic,
+//! map readers, and the facets the rest of meshbpf asks of every program
+//! (its health checks, its metric families, its tables that fill up).
+//!
+//! [`ALL`] lists the programs once: `health`, `serve` and
+//! `stats --prometheus` iterate it instead of naming programs, so a new
+//! program adds its module and one entry here.
 
 use std::ffi::CString;
 use std::mem;
@@ -7,7 +12,10 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::health::Check;
 use crate::kernel::btf;
+use crate::kernel::pins::AttachmentDir;
+use crate::metrics::{Family, Scrape, TableUse};
 
 pub mod loaded;
 pub mod lsm_monitor;
@@ -16,6 +24,43 @@ pub mod syscall_latency;
 pub mod tc_classifier;
 pub mod xdp_counter;
 pub mod xdp_mesh_filter;
+
+/// Where a program's pins live: one directory per interface
+/// (`net/<iface>/<program>/`), or one for the host (`host/<program>/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Interface,
+    Host,
+}
+
+/// What meshbpf asks of one of its programs beyond loading it.
+pub struct Facets {
+    pub name: &'static str,
+    pub scope: Scope,
+    /// Its series in one scrape.
+    pub metrics: fn(&Scrape<'_>) -> Vec<Family>,
+    /// Its tables that fill up, for `meshbpf_map_entries` and `_capacity`.
+    pub tables: Option<fn(&Scrape<'_>) -> Vec<TableUse>>,
+    /// Checks of one of its pin directories: for an interface program only
+    /// once the directory is known to be live; a host program's checks say
+    /// themselves whether its pins are orphaned. The argument is health's
+    /// drop-share threshold in percent.
+    pub health: Option<fn(&AttachmentDir, u8) -> Result<Vec<Check>>>,
+}
+
+/// Every program meshbpf ships, in the order reports list them.
+pub const ALL: [&Facets; 5] = [
+    &xdp_counter::FACETS,
+    &xdp_mesh_filter::FACETS,
+    &tc_classifier::FACETS,
+    &syscall_latency::FACETS,
+    &lsm_monitor::FACETS,
+];
+
+/// The facets of the program a pin directory is named after.
+pub fn find(name: &str) -> Option<&'static Facets> {
+    ALL.into_iter().find(|p| p.name == name)
+}
 
 /// meshbpf's XDP programs; an interface runs at most one of them.
 pub const XDP_PROGRAMS: [&str; 2] = [xdp_counter::PROGRAM, xdp_mesh_filter::PROGRAM];

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::error::Failure;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::{bpfobj, clock};
+use crate::programs::{Facets, Scope};
 
 pub mod counters;
 pub mod events;
@@ -27,6 +28,8 @@ pub use counters::EventCounts;
 pub use policy_maps::PolicySummary;
 pub use setup::{attach, Attached};
 
+pub mod health;
+pub mod metrics;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/lsm_monitor.skel.rs"));
 }
@@ -34,6 +37,14 @@ pub mod skel {
 pub use skel::LsmMonitorSkel;
 
 pub const PROGRAM: &str = "lsm_monitor";
+
+pub const FACETS: Facets = Facets {
+    name: PROGRAM,
+    scope: Scope::Host,
+    metrics: metrics::families,
+    tables: None,
+    health: Some(health::checks),
+};
 
 /// Map pins in `<root>/host/lsm_monitor/`, by the maps' own names; the
 /// frozen .rodata (the syscall numbers of the fallback) is `config`.

@@ -22,11 +22,14 @@ use crate::error::{errno_of, Failure};
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
 use crate::programs::maps;
+use crate::programs::{Facets, Scope};
 
 pub mod histogram;
 
 pub use histogram::Histogram;
 
+pub mod health;
+pub mod metrics;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/syscall_latency.skel.rs"));
 }
@@ -40,6 +43,14 @@ unsafe impl plain::Plain for latency_hist {}
 unsafe impl plain::Plain for skel::types::rodata {}
 
 pub const PROGRAM: &str = "syscall_latency";
+
+pub const FACETS: Facets = Facets {
+    name: PROGRAM,
+    scope: Scope::Host,
+    metrics: metrics::families,
+    tables: None,
+    health: Some(health::checks),
+};
 /// Pin names in `<root>/host/syscall_latency/`; the sys_exit program and
 /// its link are the attachment's `prog` and `link` pins.
 pub const HISTS_MAP: &str = "hists";

@@ -23,6 +23,7 @@ use crate::kernel::pins::AttachmentDir;
 use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps;
+use crate::programs::{Facets, Scope};
 use crate::proto::{Direction, L7};
 use crate::rules::classes::ClassRules;
 use flows::Flow;
@@ -30,6 +31,8 @@ use flows::Flow;
 pub mod classes;
 pub mod flows;
 
+pub mod health;
+pub mod metrics;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/tc_classifier.skel.rs"));
 }
@@ -46,6 +49,14 @@ unsafe impl plain::Plain for flow_value {}
 unsafe impl plain::Plain for flow_table_stats {}
 
 pub const PROGRAM: &str = "tc_classifier";
+
+pub const FACETS: Facets = Facets {
+    name: PROGRAM,
+    scope: Scope::Interface,
+    metrics: metrics::families,
+    tables: Some(metrics::tables),
+    health: Some(health::checks),
+};
 /// Map and program pin names in the attachment directory (link pins are the
 /// attach logic's).
 pub const FLOWS_MAP: &str = "flows";

@@ -12,10 +12,12 @@ use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
+use crate::programs::{Facets, Scope};
 use traffic::COUNTERS_MAP;
 
 pub mod traffic;
 
+pub mod metrics;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/xdp_counter.skel.rs"));
 }
@@ -23,6 +25,14 @@ pub mod skel {
 pub use skel::XdpCounterSkel;
 
 pub const PROGRAM: &str = "xdp_counter";
+
+pub const FACETS: Facets = Facets {
+    name: PROGRAM,
+    scope: Scope::Interface,
+    metrics: metrics::families,
+    tables: None,
+    health: None,
+};
 
 /// Opens and loads the program into the kernel, unattached.
 pub fn load<'obj>(

@@ -21,12 +21,15 @@ use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps::{self, bytes, lookup};
 use crate::programs::xdp_counter::traffic::{self, Counter, COUNTERS_MAP};
+use crate::programs::{Facets, Scope};
 use crate::rules::compile::{
     CompiledFilter, Decision, DecisionKey, PortClasses, ANY_CLASS, NO_PORTS,
 };
 use crate::rules::filter::{FilterRules, Rule};
 use crate::rules::{Action, Family, Limit, PortRange, Prefix, Protocol};
 
+pub mod health;
+pub mod metrics;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/xdp_mesh_filter.skel.rs"));
 }
@@ -52,6 +55,14 @@ unsafe impl plain::Plain for filter_stats {}
 unsafe impl plain::Plain for traffic_counter {}
 
 pub const PROGRAM: &str = "xdp_mesh_filter";
+
+pub const FACETS: Facets = Facets {
+    name: PROGRAM,
+    scope: Scope::Interface,
+    metrics: metrics::families,
+    tables: Some(metrics::tables),
+    health: Some(health::checks),
+};
 /// Rules in one generation of the rule set.
 pub const MAX_RULES: u32 = filter_limits::FILTER_MAX_RULES.0;
 const PORTS_PER_GEN: u32 = filter_limits::FILTER_PORTS_PER_GEN.0;

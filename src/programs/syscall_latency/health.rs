@@ -1,0 +1,37 @@
+//! syscall_latency's health check: attached, with which method, or pins
+//! an interrupted attach left.
+
+use anyhow::Result;
+
+use super::PROGRAM;
+use crate::health::{orphaned, Check};
+use crate::kernel::pins::AttachmentDir;
+
+/// The host-wide syscall_latency attachment, and the method it runs with.
+pub fn checks(dir: &AttachmentDir, _max_drop_percent: u8) -> Result<Vec<Check>> {
+    Ok(vec![check(dir)])
+}
+
+fn check(dir: &AttachmentDir) -> Check {
+    let hint = "meshbpf detach --latency removes it; meshbpf attach --latency attaches again";
+    if !dir.is_committed() {
+        return orphaned(PROGRAM, dir, "--latency", hint);
+    }
+    match super::inspect(dir) {
+        Ok(a) => Check::ok(
+            PROGRAM,
+            format!(
+                "attached with {} (links {} and {}), since {}",
+                a.method.as_str(),
+                a.link_ids[0],
+                a.link_ids[1],
+                a.attached_at
+            ),
+        ),
+        Err(err) => Check::fail(
+            PROGRAM,
+            format!("cannot inspect {}: {err:#}", dir.path.display()),
+            hint,
+        ),
+    }
+}

@@ -1,0 +1,97 @@
+//! xdp_mesh_filter's health checks: how full its rule and limiter tables
+//! are, and whether it drops most of what it judges.
+
+use anyhow::Result;
+use libbpf_rs::MapCore;
+
+use super::{FilterCounters, PinnedMaps};
+use crate::health::{fullness, Check};
+use crate::kernel::pins::AttachmentDir;
+use crate::programs::maps;
+
+pub fn checks(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
+    let pinned = PinnedMaps::open(dir)?;
+    let maps = pinned.maps();
+    let rules = super::read_rules(&maps)?.rules.len() as u64;
+    let limiters = maps::open_pinned_map(dir, super::LIMITERS_MAP)?;
+    let sources = limiters.keys().count() as u64;
+    Ok(vec![
+        fullness(
+            "filter_rules",
+            "rules",
+            rules,
+            u64::from(super::MAX_RULES),
+            "so a larger rule set will be refused",
+            "merge rules that share an action (a rule takes a list of CIDRs)",
+        ),
+        fullness(
+            "limiter_table",
+            "rate-limited sources",
+            sources,
+            u64::from(limiters.max_entries()),
+            "so the least recently seen sources are forgotten and get a fresh burst",
+            "a source set this large is better limited by CIDR rules",
+        ),
+        drop_rate(&super::read_stats(&maps)?, max_drop_percent, &dir.interface),
+    ])
+}
+
+fn drop_rate(counters: &FilterCounters, max_percent: u8, interface: &str) -> Check {
+    let (pass, drop) = (
+        counters.verdicts.pass.packets,
+        counters.verdicts.drop.packets,
+    );
+    let judged = pass + drop;
+    if judged == 0 {
+        return Check::ok("drop_rate", "no packets judged yet");
+    }
+    let percent = drop as f64 * 100.0 / judged as f64;
+    let detail = format!("dropped {drop} of {judged} packets ({percent:.1}%) since attach");
+    if percent > f64::from(max_percent) {
+        Check::warn(
+            "drop_rate",
+            format!("{detail}, more than {max_percent}%"),
+            format!("check the rules and the default policy with meshbpf filter show {interface}; --max-drop-percent sets this threshold"),
+        )
+    } else {
+        Check::ok("drop_rate", detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Status;
+    use crate::programs::xdp_counter::traffic::Counter;
+    use crate::programs::xdp_mesh_filter::Verdicts;
+
+    #[test]
+    fn the_drop_rate_warns_above_the_threshold() {
+        let counters = |pass, drop| FilterCounters {
+            verdicts: Verdicts {
+                pass: Counter {
+                    packets: pass,
+                    bytes: 0,
+                },
+                drop: Counter {
+                    packets: drop,
+                    bytes: 0,
+                },
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            drop_rate(&counters(0, 0), 50, "eth0").detail,
+            "no packets judged yet"
+        );
+        let half = drop_rate(&counters(5, 5), 50, "eth0");
+        assert_eq!(half.status, Status::Ok);
+        let most = drop_rate(&counters(3, 7), 50, "eth0");
+        assert_eq!(most.status, Status::Warn);
+        assert_eq!(
+            most.detail,
+            "dropped 7 of 10 packets (70.0%) since attach, more than 50%"
+        );
+        assert!(most.hint.unwrap().contains("meshbpf filter show eth0"));
+    }
+}
