@@ -132,7 +132,7 @@ impl<'obj> Harness<'obj> {
 
     /// Replaces the rule set, as `filter apply` does.
     fn apply(&mut self, rules: &str) {
-        let old = filter::read_rules(&filter::skeleton_maps(&self.skel))
+        let old = filter::read_rules(&filter::FilterMaps::of_skeleton(&self.skel))
             .expect("reading the rules")
             .generation;
         (self.rules, self.compiled) = compiled(rules);
@@ -142,7 +142,7 @@ impl<'obj> Harness<'obj> {
     /// Applies the harness's rule set and checks that it reads back as
     /// written, under generation `expected`, with its hit counters at zero.
     fn publish(&self, expected: u8) {
-        let maps = filter::skeleton_maps(&self.skel);
+        let maps = filter::FilterMaps::of_skeleton(&self.skel);
         let generation =
             filter::apply(&maps, &self.rules, &self.compiled).expect("applying the rules");
         assert_eq!(generation, expected, "the generation flips on every apply");
@@ -178,7 +178,7 @@ impl<'obj> Harness<'obj> {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let maps = filter::skeleton_maps(&self.skel);
+        let maps = filter::FilterMaps::of_skeleton(&self.skel);
         let stats = filter::read_stats(&maps).expect("reading filter_stats");
         let active = filter::read_rules(&maps).expect("reading the rules");
         let traffic = filter::read_traffic(&maps).expect("reading counters");

@@ -301,8 +301,12 @@ fn with_mesh<T>(rules: RuleSet, f: impl FnOnce(&XdpMeshFilterSkel<'_>) -> T) -> 
     let skel = xdp_mesh_filter::load(&mut object, None).expect("loading xdp_mesh_filter");
     let parsed = filter::parse(&rules.json()).expect("parsing a bench rule set");
     let compiled = compile::compile(&parsed).expect("compiling a bench rule set");
-    xdp_mesh_filter::apply(&xdp_mesh_filter::skeleton_maps(&skel), &parsed, &compiled)
-        .expect("applying a bench rule set");
+    xdp_mesh_filter::apply(
+        &xdp_mesh_filter::FilterMaps::of_skeleton(&skel),
+        &parsed,
+        &compiled,
+    )
+    .expect("applying a bench rule set");
     f(&skel)
 }
 
@@ -331,7 +335,7 @@ fn mesh(rules: RuleSet) -> Scenario {
 /// or in the default's; with a limiter on, also in the limiter table.
 /// Otherwise the bench would time a path the row does not name.
 fn check_mesh(skel: &XdpMeshFilterSkel<'_>, scenario: &Scenario, run: &Run) {
-    let maps = xdp_mesh_filter::skeleton_maps(skel);
+    let maps = xdp_mesh_filter::FilterMaps::of_skeleton(skel);
     let middle = (scenario.rules.count() > 0).then(|| rulesets::middle(scenario.rules.count()));
     let landed = || {
         let stats = xdp_mesh_filter::read_stats(&maps).expect("reading filter stats");
@@ -469,7 +473,7 @@ fn lookups(config: &Config) -> Vec<Scenario> {
     let rules = RuleSet::Cidr(MOST);
     let (miss, hit) = (rulesets::miss_source(MOST), rulesets::hit_source(MOST));
     let mut all = with_mesh(rules, |skel| {
-        let maps = xdp_mesh_filter::skeleton_maps(skel);
+        let maps = xdp_mesh_filter::FilterMaps::of_skeleton(skel);
         let gen = xdp_mesh_filter::active_generation(&maps).expect("reading the generation");
         let tries = &skel.maps.src_exact;
         vec![

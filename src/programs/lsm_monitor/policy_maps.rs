@@ -8,10 +8,9 @@
 //! was half written.
 
 use std::collections::BTreeSet;
-use std::os::fd::AsFd;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapFlags};
 use serde::Serialize;
 
 use super::skel::types::{
@@ -20,8 +19,6 @@ use super::skel::types::{
 };
 use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
-use crate::kernel::bpfobj;
-use crate::kernel::pins::AttachmentDir;
 use crate::programs::maps::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
 
@@ -37,81 +34,15 @@ unsafe impl plain::Plain for lsm_cgroup_key {}
 const KEY_PATH_LEN: usize = lsm_limits::LSM_KEY_PATH_LEN.0 as usize;
 const ENFORCE: u32 = lsm_policy_flags::LSM_POLICY_ENFORCE.0;
 
-/// The policy maps, as pinned: the program's own names.
-const PINNED: [&str; 6] = [
-    "active",
-    "policy",
-    "paths",
-    "allow_uids",
-    "allow_comms",
-    "allow_cgroups",
-];
-
-/// The policy maps, from the skeleton at attach time or from the pins.
-pub struct PolicyMaps<'a> {
-    active: &'a dyn MapCore,
-    policy: &'a dyn MapCore,
-    paths: &'a dyn MapCore,
-    uids: &'a dyn MapCore,
-    comms: &'a dyn MapCore,
-    cgroups: &'a dyn MapCore,
-}
-
-impl<'a> PolicyMaps<'a> {
-    pub fn of(skel: &'a LsmMonitorSkel<'_>) -> Self {
-        let m = &skel.maps;
-        PolicyMaps {
-            active: &m.active,
-            policy: &m.policy,
-            paths: &m.paths,
-            uids: &m.allow_uids,
-            comms: &m.allow_comms,
-            cgroups: &m.allow_cgroups,
-        }
-    }
-}
-
-/// Pins the policy maps of a loaded skeleton into `dir`.
-pub fn pin(skel: &LsmMonitorSkel<'_>, dir: &AttachmentDir) -> Result<()> {
-    let m = &skel.maps;
-    let maps: [&dyn AsFd; 6] = [
-        &m.active,
-        &m.policy,
-        &m.paths,
-        &m.allow_uids,
-        &m.allow_comms,
-        &m.allow_cgroups,
-    ];
-    for (name, map) in PINNED.iter().zip(maps) {
-        bpfobj::pin(map.as_fd(), &dir.map(name))?;
-    }
-    Ok(())
-}
-
-/// Owns the pinned policy maps of an attachment.
-pub struct PinnedPolicyMaps {
-    handles: Vec<MapHandle>,
-}
-
-impl PinnedPolicyMaps {
-    pub fn open(dir: &AttachmentDir) -> Result<Self> {
-        let handles = PINNED
-            .iter()
-            .map(|name| maps::open_pinned_map(dir, name))
-            .collect::<Result<_>>()?;
-        Ok(PinnedPolicyMaps { handles })
-    }
-
-    pub fn maps(&self) -> PolicyMaps<'_> {
-        let h = &self.handles;
-        PolicyMaps {
-            active: &h[0],
-            policy: &h[1],
-            paths: &h[2],
-            uids: &h[3],
-            comms: &h[4],
-            cgroups: &h[5],
-        }
+maps::map_set! {
+    /// The policy maps, from the skeleton at attach time or from the pins.
+    PolicyMaps, PinnedPolicyMaps, LsmMonitorSkel {
+        active,
+        policy,
+        paths,
+        uids = allow_uids,
+        comms = allow_comms,
+        cgroups = allow_cgroups,
     }
 }
 

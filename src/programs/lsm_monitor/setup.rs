@@ -152,7 +152,8 @@ fn start<'obj>(
     btf: Option<&Path>,
 ) -> Result<Running<'obj>, Failed> {
     let skel = load(object, method, btf).map_err(Failed::Load)?;
-    policy_maps::apply(&policy_maps::PolicyMaps::of(&skel), policy, mode).map_err(Failed::Error)?;
+    policy_maps::apply(&policy_maps::PolicyMaps::of_skeleton(&skel), policy, mode)
+        .map_err(Failed::Error)?;
     let mut links = Vec::new();
     for (name, prog) in programs(&skel, method) {
         let link = hook(name, prog, tracefs)
@@ -279,7 +280,7 @@ fn pin(running: &Running<'_>, dir: &AttachmentDir) -> Result<()> {
     for (name, map) in maps {
         bpfobj::pin(map.as_fd(), &dir.map(name))?;
     }
-    policy_maps::pin(skel, dir)?;
+    policy_maps::PolicyMaps::pin(skel, dir)?;
     for (name, prog) in programs(skel, running.method) {
         bpfobj::pin(prog.as_fd(), &prog_pin(dir, name))?;
     }

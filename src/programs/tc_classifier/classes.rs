@@ -5,7 +5,7 @@
 use std::mem;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::MapFlags;
 use serde::Serialize;
 
 use super::skel::types::{
@@ -33,66 +33,23 @@ const RULES_MAX: u32 = class_limits::CLASS_RULES_MAX.0;
 /// `class_rule.l7` of a rule that matches every guess (CLASS_L7_ANY).
 const L7_ANY: u8 = 0xff;
 
-/// Map pin names in the attachment directory.
-pub const PINNED: [&str; 4] = ["qos_config", "qos_classes", "qos_rules", "qos_counters"];
-
-pub struct ClassMaps<'a> {
-    config: &'a dyn MapCore,
-    classes: &'a dyn MapCore,
-    rules: &'a dyn MapCore,
-    counters: &'a dyn MapCore,
+maps::map_set! {
+    /// The QoS class maps of tc_classifier.
+    ClassMaps, PinnedClassMaps, TcClassifierSkel {
+        config = qos_config,
+        classes = qos_classes,
+        rules = qos_rules,
+        counters = qos_counters,
+    }
+    missing: missing_maps
 }
 
-impl<'a> ClassMaps<'a> {
-    pub fn of_skeleton(skel: &'a TcClassifierSkel<'_>) -> Self {
-        let m = &skel.maps;
-        ClassMaps {
-            config: &m.qos_config,
-            classes: &m.qos_classes,
-            rules: &m.qos_rules,
-            counters: &m.qos_counters,
-        }
-    }
-
-    /// In the order of [`PINNED`].
-    pub fn skeleton_maps(skel: &'a TcClassifierSkel<'_>) -> [&'a dyn MapCore; 4] {
-        let m = ClassMaps::of_skeleton(skel);
-        [m.config, m.classes, m.rules, m.counters]
-    }
-}
-
-/// The class maps of a pinned attachment.
-pub struct PinnedClassMaps {
-    handles: Vec<MapHandle>,
-}
-
-impl PinnedClassMaps {
-    pub fn open(dir: &AttachmentDir) -> Result<Self> {
-        let handles = PINNED
-            .iter()
-            .map(|name| maps::open_pinned_map(dir, name))
-            .collect::<Result<_>>()
-            .map_err(|err| {
-                err.context(
-                    Failure::new(format!(
-                        "the tc_classifier attachment at {} has no QoS class maps",
-                        dir.path.display()
-                    ))
-                    .hint("it was attached by an older meshbpf: detach and attach again"),
-                )
-            })?;
-        Ok(PinnedClassMaps { handles })
-    }
-
-    pub fn maps(&self) -> ClassMaps<'_> {
-        let h = &self.handles;
-        ClassMaps {
-            config: &h[0],
-            classes: &h[1],
-            rules: &h[2],
-            counters: &h[3],
-        }
-    }
+fn missing_maps(dir: &AttachmentDir) -> Failure {
+    Failure::new(format!(
+        "the tc_classifier attachment at {} has no QoS class maps",
+        dir.path.display()
+    ))
+    .hint("it was attached by an older meshbpf: detach and attach again")
 }
 
 fn generation(maps: &ClassMaps<'_>) -> Result<u32> {

@@ -120,12 +120,7 @@ pub fn pin(skel: &TcClassifierSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
     bpfobj::pin(skel.maps.flows.as_fd(), &dir.map(FLOWS_MAP))?;
     bpfobj::pin(skel.maps.flow_stats.as_fd(), &dir.map(STATS_MAP))?;
-    for (name, map) in classes::PINNED
-        .iter()
-        .zip(classes::ClassMaps::skeleton_maps(skel))
-    {
-        bpfobj::pin(map.as_fd(), &dir.map(name))?;
-    }
+    classes::ClassMaps::pin(skel, dir)?;
     bpfobj::pin(skel.progs.tc_ingress.as_fd(), &dir.map(PROG_INGRESS_PIN))?;
     bpfobj::pin(skel.progs.tc_egress.as_fd(), &dir.map(PROG_EGRESS_PIN))
 }

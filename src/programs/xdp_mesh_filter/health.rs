@@ -2,18 +2,16 @@
 //! are, and whether it drops most of what it judges.
 
 use anyhow::Result;
-use libbpf_rs::MapCore;
 
 use super::{FilterCounters, PinnedMaps};
 use crate::health::{fullness, Check};
 use crate::kernel::pins::AttachmentDir;
-use crate::programs::maps;
 
 pub fn checks(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
     let pinned = PinnedMaps::open(dir)?;
     let maps = pinned.maps();
     let rules = super::read_rules(&maps)?.rules.len() as u64;
-    let limiters = maps::open_pinned_map(dir, super::LIMITERS_MAP)?;
+    let limiters = maps.limiters;
     let sources = limiters.keys().count() as u64;
     Ok(vec![
         fullness(

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
 
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
@@ -73,94 +73,24 @@ const USE_TRIE: u8 = filter_limits::FILTER_USE_TRIE.0 as u8;
 /// Decisions are keyed by protocol class FILTER_TCP..=FILTER_ARP.
 const PROTO_CLASSES: usize = filter_proto::FILTER_ARP.0 as usize + 1;
 
-/// The filter's maps, from the skeleton at attach time or from the pins later.
-pub struct FilterMaps<'a> {
-    active: &'a dyn MapCore,
-    config: &'a dyn MapCore,
-    src_prefixes: &'a dyn MapCore,
-    dst_prefixes: &'a dyn MapCore,
-    src_exact: &'a dyn MapCore,
-    dst_exact: &'a dyn MapCore,
-    port_classes: &'a dyn MapCore,
-    decisions: &'a dyn MapCore,
-    rule_hits: &'a dyn MapCore,
-    rule_limits: &'a dyn MapCore,
-    rules: &'a dyn MapCore,
-    stats: &'a dyn MapCore,
-    counters: &'a dyn MapCore,
-}
-
-/// Map names, as pinned: the program's own names.
-const PINNED: [&str; 14] = [
-    "active",
-    "filter_config",
-    "src_prefixes",
-    "dst_prefixes",
-    "src_exact",
-    "dst_exact",
-    "port_classes",
-    "decisions",
-    "rule_hits",
-    "rule_limits",
-    "rules",
-    "filter_stats",
-    COUNTERS_MAP,
-    LIMITERS_MAP,
-];
-
-/// The per-source rate-limiter LRU table.
-pub const LIMITERS_MAP: &str = "limiters";
-
-/// Owns the pinned maps of an attached filter.
-pub struct PinnedMaps {
-    handles: Vec<MapHandle>,
-}
-
-impl PinnedMaps {
-    pub fn open(dir: &AttachmentDir) -> Result<Self> {
-        let handles = PINNED
-            .iter()
-            .map(|name| maps::open_pinned_map(dir, name))
-            .collect::<Result<_>>()?;
-        Ok(PinnedMaps { handles })
-    }
-
-    pub fn maps(&self) -> FilterMaps<'_> {
-        let h = &self.handles;
-        FilterMaps {
-            active: &h[0],
-            config: &h[1],
-            src_prefixes: &h[2],
-            dst_prefixes: &h[3],
-            src_exact: &h[4],
-            dst_exact: &h[5],
-            port_classes: &h[6],
-            decisions: &h[7],
-            rule_hits: &h[8],
-            rule_limits: &h[9],
-            rules: &h[10],
-            stats: &h[11],
-            counters: &h[12],
-        }
-    }
-}
-
-pub fn skeleton_maps<'a>(skel: &'a XdpMeshFilterSkel<'_>) -> FilterMaps<'a> {
-    let m = &skel.maps;
-    FilterMaps {
-        active: &m.active,
-        config: &m.filter_config,
-        src_prefixes: &m.src_prefixes,
-        dst_prefixes: &m.dst_prefixes,
-        src_exact: &m.src_exact,
-        dst_exact: &m.dst_exact,
-        port_classes: &m.port_classes,
-        decisions: &m.decisions,
-        rule_hits: &m.rule_hits,
-        rule_limits: &m.rule_limits,
-        rules: &m.rules,
-        stats: &m.filter_stats,
-        counters: &m.counters,
+maps::map_set! {
+    /// The filter's maps, from the skeleton at attach time or from the pins later.
+    FilterMaps, PinnedMaps, XdpMeshFilterSkel {
+        active,
+        config = filter_config,
+        src_prefixes,
+        dst_prefixes,
+        src_exact,
+        dst_exact,
+        port_classes,
+        decisions,
+        rule_hits,
+        rule_limits,
+        rules,
+        stats = filter_stats,
+        counters,
+        // The per-source rate-limiter LRU table.
+        limiters,
     }
 }
 
@@ -192,26 +122,7 @@ fn load_counting_into<'obj>(
 /// Pins the program and every map into `dir`, uncommitted until a link joins.
 pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
-    let m = &skel.maps;
-    let maps: [&dyn AsFd; 14] = [
-        &m.active,
-        &m.filter_config,
-        &m.src_prefixes,
-        &m.dst_prefixes,
-        &m.src_exact,
-        &m.dst_exact,
-        &m.port_classes,
-        &m.decisions,
-        &m.rule_hits,
-        &m.rule_limits,
-        &m.rules,
-        &m.filter_stats,
-        &m.counters,
-        &m.limiters,
-    ];
-    for (name, map) in PINNED.iter().zip(maps) {
-        bpfobj::pin(map.as_fd(), &dir.map(name))?;
-    }
+    FilterMaps::pin(skel, dir)?;
     bpfobj::pin(skel.progs.xdp_mesh_filter.as_fd(), &dir.prog())
 }
 
@@ -776,7 +687,7 @@ pub fn install(
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load_counting_into(&mut object, btf, Some(&from.map(COUNTERS_MAP)))?;
-    apply(&skeleton_maps(&skel), rules, compiled)?;
+    apply(&FilterMaps::of_skeleton(&skel), rules, compiled)?;
     pin(&skel, dir)
 }
 
@@ -791,7 +702,7 @@ pub fn attach(
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load(&mut object, btf)?;
-    apply(&skeleton_maps(&skel), rules, compiled)?;
+    apply(&FilterMaps::of_skeleton(&skel), rules, compiled)?;
     let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())
