@@ -51,6 +51,7 @@ pub const FACETS: Facets = Facets {
     tables: None,
     health: Some(health::checks),
 };
+
 /// Pin names in `<root>/host/syscall_latency/`; the sys_exit program and
 /// its link are the attachment's `prog` and `link` pins.
 pub const HISTS_MAP: &str = "hists";

@@ -57,6 +57,7 @@ pub const FACETS: Facets = Facets {
     tables: Some(metrics::tables),
     health: Some(health::checks),
 };
+
 /// Map and program pin names in the attachment directory (link pins are the
 /// attach logic's).
 pub const FLOWS_MAP: &str = "flows";

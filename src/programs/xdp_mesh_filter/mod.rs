@@ -63,6 +63,7 @@ pub const FACETS: Facets = Facets {
     tables: Some(metrics::tables),
     health: Some(health::checks),
 };
+
 /// Rules in one generation of the rule set.
 pub const MAX_RULES: u32 = filter_limits::FILTER_MAX_RULES.0;
 const PORTS_PER_GEN: u32 = filter_limits::FILTER_PORTS_PER_GEN.0;
