@@ -26,8 +26,12 @@ VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils kmod
 # The package test: systemd-analyze verifies the units, man-db resolves the
 # man pages they name.
 DEPLOY_PACKAGES := systemd man-db
+# `make lint`: clang-format checks the C (bpf/, include/, tests/fixtures/)
+# against .clang-format; rustfmt and clippy come with the Rust toolchain.
+LINT_PACKAGES := clang-format
+C_SOURCES := $(wildcard bpf/*.c include/*.h tests/fixtures/*.c tests/fixtures/*.h)
 
-.PHONY: all deps bench-deps vm-deps deploy-deps build static deb test test-static test-deb test-vm demo bench vmlinux clean
+.PHONY: all deps bench-deps vm-deps deploy-deps lint-deps build static deb lint fmt test test-static test-deb test-vm demo bench vmlinux clean
 
 all: build
 
@@ -43,6 +47,11 @@ vm-deps: deps
 
 deploy-deps: deps
 	@$(call install_missing,$(DEPLOY_PACKAGES))
+
+lint-deps: deps
+	@$(call install_missing,$(LINT_PACKAGES))
+	@if command -v rustup >/dev/null; then for c in rustfmt clippy; do \
+	  rustup component list --installed | grep -q "^$$c-" || rustup component add $$c; done; fi
 
 # Quiet when everything is present; one apt-get call for whatever is not.
 define install_missing
@@ -80,7 +89,22 @@ deb: static
 	$(STATIC_BIN) completions fish > $(DEB_EXTRA)/completions/meshbpf.fish
 	$(CARGO) deb --no-build --target $(STATIC_TARGET) --output $(DEB_DIR)/
 
+# Formatting (Rust and C) and clippy on every target; warnings are errors.
+# --all-targets leaves out the tests with `test = false` (the VM's, the
+# package's), so clippy names every tests/*.rs once more.
+lint: lint-deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --locked $(patsubst tests/%.rs,--test %,$(wildcard tests/*.rs)) -- -D warnings
+	clang-format --dry-run --Werror $(C_SOURCES)
+
+# Rewrites the sources in place the way `make lint` wants them.
+fmt: lint-deps
+	$(CARGO) fmt
+	clang-format -i $(C_SOURCES)
+
 test: deps
+	@$(MAKE) --no-print-directory lint
 	$(CARGO) test --locked
 	@$(MAKE) --no-print-directory test-static test-deb
 	@$(MAKE) --no-print-directory test-vm

@@ -18,14 +18,14 @@ char LICENSE[] SEC("license") = "GPL";
 #define EPERM 1
 /* include/linux/ptrace.h, include/uapi/linux/ptrace.h */
 #define PTRACE_MODE_ATTACH 0x02
-#define PTRACE_ATTACH 16
-#define PTRACE_SEIZE 0x4206
+#define PTRACE_ATTACH	   16
+#define PTRACE_SEIZE	   0x4206
 /* include/linux/fs.h, include/uapi/asm-generic/fcntl.h */
 #define FMODE_WRITE 0x2
-#define O_ACCMODE 00000003
-#define O_WRONLY 00000001
-#define O_CREAT 00000100
-#define O_TRUNC 00001000
+#define O_ACCMODE   00000003
+#define O_WRONLY    00000001
+#define O_CREAT	    00000100
+#define O_TRUNC	    00001000
 
 /* Room for the longest path d_path and the user copy produce. */
 #define SCRATCH_PATH_BYTES 4096
@@ -110,8 +110,13 @@ struct {
 } scratch SEC(".maps");
 
 const volatile struct lsm_syscalls lsm_syscalls = {
-	.open = -1, .openat = -1, .openat2 = -1, .creat = -1,
-	.ptrace = -1, .init_module = -1, .finit_module = -1,
+	.open = -1,
+	.openat = -1,
+	.openat2 = -1,
+	.creat = -1,
+	.ptrace = -1,
+	.init_module = -1,
+	.finit_module = -1,
 };
 
 /* Referenced so the enums reach BTF and the skeleton's Rust types. */
@@ -159,8 +164,7 @@ static __always_inline struct path_scratch *get_scratch(void)
 /* The flags of the longest policy prefix of the path in `s`, whose length
  * `len` counts the NUL. A path longer than the key is matched on its first
  * LSM_KEY_PATH_LEN bytes, which is exact for prefixes shorter than that. */
-static __always_inline __u32 path_flags(struct path_scratch *s, long len,
-					const struct decision *d)
+static __always_inline __u32 path_flags(struct path_scratch *s, long len, const struct decision *d)
 {
 	struct lsm_path_rule *rule;
 
@@ -209,8 +213,8 @@ static __always_inline bool subject_allowed(const struct decision *d, __u32 uid)
 	return false;
 }
 
-static __always_inline __u32 verdict_of(bool policy_denies, const struct decision *d,
-					__u32 uid, bool can_deny)
+static __always_inline __u32 verdict_of(bool policy_denies, const struct decision *d, __u32 uid,
+					bool can_deny)
 {
 	if (!policy_denies || subject_allowed(d, uid))
 		return LSM_VERDICT_ALLOWED;
@@ -227,8 +231,8 @@ static __always_inline struct lsm_counters *counters_of(__u32 type)
 /* Counts the event and its verdict, and reserves its record with the
  * fields every event has; NULL (counted as lost) when the buffer is full.
  * Never waits: a full buffer must not slow the process it reports on. */
-static __always_inline struct lsm_monitor_event *begin_event(__u32 type, __u32 verdict,
-						     __u32 hook, __u32 uid)
+static __always_inline struct lsm_monitor_event *begin_event(__u32 type, __u32 verdict, __u32 hook,
+							     __u32 uid)
 {
 	struct lsm_counters *c = counters_of(type);
 	struct task_struct *task;
@@ -288,8 +292,8 @@ static __always_inline int verdict_ret(__u32 verdict)
 }
 
 /* An open under a watched prefix, or a write under a write-protected one. */
-static __always_inline __u32 on_open(struct path_scratch *s, long len, bool write,
-				     __u32 open_flags, __u32 hook, bool can_deny)
+static __always_inline __u32 on_open(struct path_scratch *s, long len, bool write, __u32 open_flags,
+				     __u32 hook, bool can_deny)
 {
 	struct decision d;
 	struct lsm_monitor_event *e;
@@ -311,8 +315,7 @@ static __always_inline __u32 on_open(struct path_scratch *s, long len, bool writ
 	return verdict;
 }
 
-static __always_inline __u32 on_exec(struct path_scratch *s, long len, __u32 hook,
-				     bool can_deny)
+static __always_inline __u32 on_exec(struct path_scratch *s, long len, __u32 hook, bool can_deny)
 {
 	struct decision d;
 	struct lsm_monitor_event *e;
@@ -331,8 +334,8 @@ static __always_inline __u32 on_exec(struct path_scratch *s, long len, __u32 hoo
 }
 
 /* A module load (`kind`) or request; `s` holds its file or name. */
-static __always_inline __u32 on_module(struct path_scratch *s, long len, __u32 kind,
-				       __u32 hook, bool can_deny)
+static __always_inline __u32 on_module(struct path_scratch *s, long len, __u32 kind, __u32 hook,
+				       bool can_deny)
 {
 	struct decision d;
 	struct lsm_monitor_event *e;
@@ -354,8 +357,8 @@ static __always_inline __u32 on_module(struct path_scratch *s, long len, __u32 k
 
 /* A ptrace attach by the current task on `target_pid`; the tracee's uid
  * and comm are known to the LSM hook only. */
-static __always_inline __u32 on_ptrace(struct task_struct *tracee, __u32 target_pid,
-				       __u32 detail, __u32 hook, bool can_deny)
+static __always_inline __u32 on_ptrace(struct task_struct *tracee, __u32 target_pid, __u32 detail,
+				       __u32 hook, bool can_deny)
 {
 	struct decision d;
 	struct lsm_monitor_event *e;
@@ -453,8 +456,7 @@ int BPF_PROG(lsm_capable, const struct cred *cred, struct user_namespace *ns, in
 }
 
 SEC("lsm/kernel_read_file")
-int BPF_PROG(lsm_read_file, struct file *file, enum kernel_read_file_id id, bool contents,
-	     int ret)
+int BPF_PROG(lsm_read_file, struct file *file, enum kernel_read_file_id id, bool contents, int ret)
 {
 	struct path_scratch *s;
 	long len;
@@ -465,7 +467,8 @@ int BPF_PROG(lsm_read_file, struct file *file, enum kernel_read_file_id id, bool
 	if (!s)
 		return 0;
 	len = bpf_d_path(&file->f_path, (char *)s->key.path, SCRATCH_PATH_BYTES);
-	return verdict_ret(on_module(s, len, LSM_MODULE_LOAD_FILE, LSM_HOOK_KERNEL_READ_FILE, true));
+	return verdict_ret(
+		on_module(s, len, LSM_MODULE_LOAD_FILE, LSM_HOOK_KERNEL_READ_FILE, true));
 }
 
 SEC("lsm/kernel_load_data")
@@ -473,7 +476,8 @@ int BPF_PROG(lsm_load_data, enum kernel_load_data_id id, bool contents, int ret)
 {
 	if (ret || id != LOADING_MODULE)
 		return ret;
-	return verdict_ret(on_module(NULL, 0, LSM_MODULE_LOAD_DATA, LSM_HOOK_KERNEL_LOAD_DATA, true));
+	return verdict_ret(
+		on_module(NULL, 0, LSM_MODULE_LOAD_DATA, LSM_HOOK_KERNEL_LOAD_DATA, true));
 }
 
 SEC("lsm/kernel_module_request")
@@ -488,7 +492,8 @@ int BPF_PROG(lsm_mod_request, char *kmod_name, int ret)
 	if (!s)
 		return 0;
 	len = bpf_probe_read_kernel_str(s->key.path, SCRATCH_PATH_BYTES, kmod_name);
-	return verdict_ret(on_module(s, len, LSM_MODULE_REQUEST, LSM_HOOK_KERNEL_MODULE_REQUEST, true));
+	return verdict_ret(
+		on_module(s, len, LSM_MODULE_REQUEST, LSM_HOOK_KERNEL_MODULE_REQUEST, true));
 }
 
 SEC("tp/sched/sched_process_exec")

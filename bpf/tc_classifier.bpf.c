@@ -30,25 +30,24 @@
 #include "qos_classes.h"
 
 /* uapi/linux/pkt_cls.h; not in vmlinux.h, which only has TCX_NEXT. */
-#define TC_ACT_UNSPEC		(-1)
+#define TC_ACT_UNSPEC (-1)
 _Static_assert(TC_ACT_UNSPEC == TCX_NEXT, "one verdict for tcx and clsact");
 
 /* Enough for Ethernet, two VLAN tags, IPv6 with a few extension headers and
  * a TCP header with options. */
-#define FLOW_PULL_LEN		256
+#define FLOW_PULL_LEN 256
 
-#define DNS_PORT		53
-#define DNS_HEADER_LEN		12
+#define DNS_PORT       53
+#define DNS_HEADER_LEN 12
 /* A DNS message over TCP starts with its 2-byte length. */
-#define DNS_TCP_PREFIX		2
+#define DNS_TCP_PREFIX 2
 /* TLS records carry at most 2^14 bytes of plaintext plus 2048 of expansion. */
-#define TLS_MAX_RECORD		(16384 + 2048)
-#define TLS_CONTENT_HANDSHAKE	0x16
-#define TLS_CLIENT_HELLO	1
-#define TLS_SERVER_HELLO	2
+#define TLS_MAX_RECORD	      (16384 + 2048)
+#define TLS_CONTENT_HANDSHAKE 0x16
+#define TLS_CLIENT_HELLO      1
+#define TLS_SERVER_HELLO      2
 
-_Static_assert((FLOW_L7_WINDOW & (FLOW_L7_WINDOW - 1)) == 0,
-	       "the L7 window is masked into range");
+_Static_assert((FLOW_L7_WINDOW & (FLOW_L7_WINDOW - 1)) == 0, "the L7 window is masked into range");
 
 /* Every flow, both directions. max_entries is set at load time from
  * --max-flows. */
@@ -125,8 +124,7 @@ struct l4_span {
  * packet pointers: the verifier then sees one state per step instead of one
  * per header combination, and the walk does not depend on what is linear.
  */
-static __always_inline bool locate_l4(struct __sk_buff *skb,
-				      const struct packet_info *pkt,
+static __always_inline bool locate_l4(struct __sk_buff *skb, const struct packet_info *pkt,
 				      struct l4_span *span)
 {
 	__u32 off = sizeof(struct ethhdr);
@@ -134,15 +132,13 @@ static __always_inline bool locate_l4(struct __sk_buff *skb,
 	__u8 hdr[4];
 	int i;
 
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto,
-			       sizeof(proto)))
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
 		return false;
 	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) &&
-		    proto != bpf_htons(ETH_P_8021AD))
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
-		if (bpf_skb_load_bytes(skb, off + offsetof(struct vlan_hdr,
-							    h_vlan_encapsulated_proto),
+		if (bpf_skb_load_bytes(skb,
+				       off + offsetof(struct vlan_hdr, h_vlan_encapsulated_proto),
 				       &proto, sizeof(proto)))
 			return false;
 		off += sizeof(struct vlan_hdr);
@@ -165,8 +161,7 @@ static __always_inline bool locate_l4(struct __sk_buff *skb,
 		__u8 nexthdr;
 
 		/* payload_len and nexthdr */
-		if (bpf_skb_load_bytes(skb, off + offsetof(struct ipv6hdr, payload_len),
-				       hdr, 3))
+		if (bpf_skb_load_bytes(skb, off + offsetof(struct ipv6hdr, payload_len), hdr, 3))
 			return false;
 		datagram_len = (hdr[0] << 8) | hdr[1];
 		nexthdr = hdr[2];
@@ -214,11 +209,12 @@ done:
 /* True when `buf` (of `len` valid bytes) starts with `sig`, a literal of
  * at most FLOW_L7_WINDOW bytes. Written out rather than looped, so that once
  * inlined every comparison is against an immediate and none reads .rodata. */
-static __always_inline bool starts_with(const __u8 *buf, __u32 len,
-					const char *sig, __u32 sig_len)
+static __always_inline bool starts_with(const __u8 *buf, __u32 len, const char *sig, __u32 sig_len)
 {
 	if (len < sig_len)
 		return false;
+		/* One comparison per byte, four to a line. */
+		/* clang-format off */
 #define SIG_BYTE(i) \
 	if (sig_len > (i) && buf[i] != (__u8)sig[i]) \
 		return false
@@ -227,12 +223,15 @@ static __always_inline bool starts_with(const __u8 *buf, __u32 len,
 	SIG_BYTE(8); SIG_BYTE(9); SIG_BYTE(10); SIG_BYTE(11);
 	SIG_BYTE(12); SIG_BYTE(13); SIG_BYTE(14); SIG_BYTE(15);
 #undef SIG_BYTE
+	/* clang-format on */
 	return true;
 }
 
-#define STARTS_WITH(buf, len, lit) \
-	({ _Static_assert(sizeof(lit) - 1 <= FLOW_L7_WINDOW, "signature too long"); \
-	   starts_with(buf, len, lit, sizeof(lit) - 1); })
+#define STARTS_WITH(buf, len, lit)                                                       \
+	({                                                                               \
+		_Static_assert(sizeof(lit) - 1 <= FLOW_L7_WINDOW, "signature too long"); \
+		starts_with(buf, len, lit, sizeof(lit) - 1);                             \
+	})
 
 /*
  * A DNS header: QDCOUNT exactly 1 (RFC 9619; every resolver asks one
@@ -248,8 +247,7 @@ static __always_inline bool dns_header(const __u8 *h)
 	return h[4] == 0 && h[5] == 1;
 }
 
-static __always_inline enum l7_proto guess_dns(const __u8 *buf, __u32 len,
-					       bool tcp)
+static __always_inline enum l7_proto guess_dns(const __u8 *buf, __u32 len, bool tcp)
 {
 	if (!tcp)
 		return len >= DNS_HEADER_LEN && dns_header(buf) ? L7_DNS : L7_UNKNOWN;
@@ -280,8 +278,7 @@ static __always_inline enum l7_proto guess_tcp_stream(const __u8 *buf, __u32 len
 	/* A TLS record header (handshake, version 3.0 to 1.3 as the record
 	 * layer spells them, a possible length) and the first handshake
 	 * message's type: a hello. */
-	if (len >= 6 && buf[0] == TLS_CONTENT_HANDSHAKE && buf[1] == 3 &&
-	    buf[2] <= 4) {
+	if (len >= 6 && buf[0] == TLS_CONTENT_HANDSHAKE && buf[1] == 3 && buf[2] <= 4) {
 		record_len = (buf[3] << 8) | buf[4];
 		if (record_len && record_len <= TLS_MAX_RECORD &&
 		    (buf[5] == TLS_CLIENT_HELLO || buf[5] == TLS_SERVER_HELLO))
@@ -361,8 +358,7 @@ __noinline int tc_guess_l7(struct __sk_buff *skb, const struct packet_info *pkt)
 }
 
 /* ICMP and ICMPv6 messages are flows by type (sport) and code (dport). */
-static __always_inline void icmp_ports(struct __sk_buff *skb,
-				       const struct packet_info *pkt,
+static __always_inline void icmp_ports(struct __sk_buff *skb, const struct packet_info *pkt,
 				       struct flow_key *key)
 {
 	struct l4_span span = {};
@@ -378,8 +374,7 @@ static __always_inline void icmp_ports(struct __sk_buff *skb,
 
 /* Does `addr` (16 bytes, as in flow_key) lie in the rule's prefix? The key's
  * bytes are copied word by word: flow_key is only 2-byte aligned. */
-static __always_inline bool in_prefix(const __u8 *addr, const __u32 *want,
-				      const __u32 *mask)
+static __always_inline bool in_prefix(const __u8 *addr, const __u32 *want, const __u32 *mask)
 {
 	__u32 word;
 	int i;
@@ -393,8 +388,8 @@ static __always_inline bool in_prefix(const __u8 *addr, const __u32 *want,
 	return true;
 }
 
-static __always_inline bool rule_matches(const struct class_rule *rule,
-					 const struct flow_key *key, __u32 l7)
+static __always_inline bool rule_matches(const struct class_rule *rule, const struct flow_key *key,
+					 __u32 l7)
 {
 	if (!(rule->directions & (1 << key->direction)))
 		return false;
@@ -402,8 +397,7 @@ static __always_inline bool rule_matches(const struct class_rule *rule,
 		return false;
 	if (rule->protocol && rule->protocol != key->protocol)
 		return false;
-	if (rule->needs_ports && key->protocol != IPPROTO_TCP_NR &&
-	    key->protocol != IPPROTO_UDP_NR)
+	if (rule->needs_ports && key->protocol != IPPROTO_TCP_NR && key->protocol != IPPROTO_UDP_NR)
 		return false;
 	if (key->sport < rule->sport_lo || key->sport > rule->sport_hi ||
 	    key->dport < rule->dport_lo || key->dport > rule->dport_hi)
@@ -440,10 +434,9 @@ __noinline int tc_match_class(const struct flow_key *key, __u32 l7, __u32 slot)
  * under the class; classifies the flow again when the rules or its L7 guess
  * changed since it was last classified. Does nothing until classes are
  * applied. */
-static __always_inline void apply_class(struct __sk_buff *skb,
-					const struct flow_key *key,
-					struct flow_value *value,
-					enum flow_direction dir, __u32 len)
+static __always_inline void apply_class(struct __sk_buff *skb, const struct flow_key *key,
+					struct flow_value *value, enum flow_direction dir,
+					__u32 len)
 {
 	struct class_counters *counters;
 	const struct class_config *config;
@@ -494,8 +487,7 @@ __noinline int tc_parse(struct __sk_buff *skb, struct packet_info *pkt)
 
 /* Did parsing stop where the linear area ends rather than where the packet
  * does? Only for packets that announce headers we read. */
-static __always_inline bool headers_cut(struct __sk_buff *skb,
-					const struct packet_info *pkt)
+static __always_inline bool headers_cut(struct __sk_buff *skb, const struct packet_info *pkt)
 {
 	__u32 proto = skb->protocol;
 
@@ -576,8 +568,7 @@ static __always_inline int classify(struct __sk_buff *skb, enum flow_direction d
 	}
 
 	/* Read before counting this packet: the first packets get the guess. */
-	if (value->l7 == L7_UNKNOWN && value->packets < FLOW_L7_GUESS_PACKETS &&
-	    pkt.has_ports &&
+	if (value->l7 == L7_UNKNOWN && value->packets < FLOW_L7_GUESS_PACKETS && pkt.has_ports &&
 	    (pkt.ip_proto == IPPROTO_TCP_NR || pkt.ip_proto == IPPROTO_UDP_NR)) {
 		int l7 = tc_guess_l7(skb, &pkt);
 

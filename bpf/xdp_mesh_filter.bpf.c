@@ -143,8 +143,8 @@ static __always_inline enum filter_proto proto_class(const struct packet_info *p
  * probed in the exact-match hash once per configured length, or walked in
  * the trie. */
 static __always_inline struct filter_prefix_value *
-address_entry(void *trie, void *exact, const struct filter_prefix_probe *probes,
-	      __u8 gen, __u8 family, const __u8 *addr)
+address_entry(void *trie, void *exact, const struct filter_prefix_probe *probes, __u8 gen,
+	      __u8 family, const __u8 *addr)
 {
 	struct filter_prefix_value *entry;
 	struct filter_prefix_key key;
@@ -154,8 +154,7 @@ address_entry(void *trie, void *exact, const struct filter_prefix_probe *probes,
 	key.gen = gen;
 	key.family = family;
 	if (probes[0].len == FILTER_USE_TRIE) {
-		key.prefixlen = FILTER_PREFIX_HEADER_BITS +
-				(family == FILTER_IPV4 ? 32 : 128);
+		key.prefixlen = FILTER_PREFIX_HEADER_BITS + (family == FILTER_IPV4 ? 32 : 128);
 		__builtin_memcpy(key.addr, addr, 16);
 		return bpf_map_lookup_elem(trie, &key);
 	}
@@ -176,21 +175,18 @@ address_entry(void *trie, void *exact, const struct filter_prefix_probe *probes,
 }
 
 /* The decision that depends on one side's class alone, if there is one. */
-static __always_inline const struct filter_decision *
-alone(const struct filter_prefix_value *entry,
-      const struct filter_decision *class0, enum filter_proto proto)
+static __always_inline const struct filter_decision *alone(const struct filter_prefix_value *entry,
+							   const struct filter_decision *class0,
+							   enum filter_proto proto)
 {
-	const struct filter_decision *decision = entry ? &entry->alone[proto] :
-							 &class0[proto];
+	const struct filter_decision *decision = entry ? &entry->alone[proto] : &class0[proto];
 
 	return decision->flags & FILTER_DECIDED ? decision : NULL;
 }
 
-static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto,
-					__u16 port, bool source)
+static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto, __u16 port, bool source)
 {
-	__u32 index = gen * FILTER_PORTS_PER_GEN +
-		      (proto == FILTER_UDP ? 65536 : 0) + port;
+	__u32 index = gen * FILTER_PORTS_PER_GEN + (proto == FILTER_UDP ? 65536 : 0) + port;
 	struct filter_port_classes *classes;
 
 	classes = bpf_map_lookup_elem(&port_classes, &index);
@@ -203,9 +199,9 @@ static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto,
  * is the compiler's contract: a source-only answer (from the source's
  * prefix entry), a destination-only answer (likewise), then both; then
  * ports if the answer needs them, keyed by the classes that answered. */
-static __always_inline const struct filter_decision *
-decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
-       const struct filter_config *cfg)
+static __always_inline const struct filter_decision *decide(const struct packet_info *pkt,
+							    enum filter_proto proto, __u8 gen,
+							    const struct filter_config *cfg)
 {
 	struct filter_key key = {
 		.proto = proto,
@@ -225,12 +221,10 @@ decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
 	if (proto != FILTER_ARP) {
 		if (kinds & (FILTER_SRC_DECISIONS | FILTER_PAIR_DECISIONS))
 			src_entry = address_entry(&src_prefixes, &src_exact,
-						  cfg->src_probes[lengths], gen,
-						  family, pkt->src);
+						  cfg->src_probes[lengths], gen, family, pkt->src);
 		if (kinds & (FILTER_DST_DECISIONS | FILTER_PAIR_DECISIONS))
 			dst_entry = address_entry(&dst_prefixes, &dst_exact,
-						  cfg->dst_probes[lengths], gen,
-						  family, pkt->dst);
+						  cfg->dst_probes[lengths], gen, family, pkt->dst);
 	}
 
 	if (kinds & FILTER_SRC_DECISIONS) {
@@ -267,8 +261,7 @@ decide(const struct packet_info *pkt, enum filter_proto proto, __u8 gen,
  * subprogram, not inlined: three inlined copies made the program large
  * enough to cost every packet ~40 ns, limiters or not. */
 static __noinline bool limit_admits(__u32 limiter, const struct packet_info *pkt,
-					 const struct filter_limit *limit,
-					 __u64 *refused_sources)
+				    const struct filter_limit *limit, __u64 *refused_sources)
 {
 	struct filter_limiter_key key = {
 		.limiter = limiter,
@@ -297,8 +290,8 @@ static __noinline bool limit_admits(__u32 limiter, const struct packet_info *pkt
 				(*refused_sources)++;
 			return false;
 		}
-		if (__sync_val_compare_and_swap(&state->tat, tat,
-						start + limit->interval_ns) == tat)
+		if (__sync_val_compare_and_swap(&state->tat, tat, start + limit->interval_ns) ==
+		    tat)
 			return true;
 	}
 	return false;
@@ -310,9 +303,9 @@ static __always_inline void count(struct traffic_counter *c, __u64 len)
 	c->bytes += len;
 }
 
-static __always_inline enum filter_verdict
-filter(const struct packet_info *pkt, __u8 gen, const struct filter_config *cfg,
-       struct filter_stats *stats, __u64 len)
+static __always_inline enum filter_verdict filter(const struct packet_info *pkt, __u8 gen,
+						  const struct filter_config *cfg,
+						  struct filter_stats *stats, __u64 len)
 {
 	enum filter_proto proto = proto_class(pkt);
 	const struct filter_decision *decision = NULL;
@@ -340,8 +333,7 @@ filter(const struct packet_info *pkt, __u8 gen, const struct filter_config *cfg,
 
 	if (cfg->syn_flood.interval_ns && proto == FILTER_TCP &&
 	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
-	    !limit_admits(FILTER_SYN_LIMITER, pkt, &cfg->syn_flood,
-			  &stats->syn_flood_sources)) {
+	    !limit_admits(FILTER_SYN_LIMITER, pkt, &cfg->syn_flood, &stats->syn_flood_sources)) {
 		count(&stats->syn_dropped, len);
 		return FILTER_DROP;
 	}

@@ -36,10 +36,10 @@ enum l7_proto {
 };
 
 /* The L7 guess reads at most this many payload bytes of a packet... */
-#define FLOW_L7_WINDOW		16
+#define FLOW_L7_WINDOW 16
 /* ...and only while the flow has seen fewer packets than this: a flow still
  * unknown by then (bulk data, a protocol we do not know) costs nothing more. */
-#define FLOW_L7_GUESS_PACKETS	16
+#define FLOW_L7_GUESS_PACKETS 16
 
 struct flow_key {
 	/* IPv4 addresses fill the first 4 bytes, the rest stays zero. */
@@ -51,10 +51,10 @@ struct flow_key {
 	 * without ports, L4 headers cut short. */
 	__u16 sport;
 	__u16 dport;
-	__u8 family;		/* 4 or 6 */
-	__u8 protocol;		/* IP protocol number (after IPv6 extension headers) */
-	__u8 direction;		/* enum flow_direction */
-	__u8 pad;		/* always zero */
+	__u8 family;	/* 4 or 6 */
+	__u8 protocol;	/* IP protocol number (after IPv6 extension headers) */
+	__u8 direction; /* enum flow_direction */
+	__u8 pad;	/* always zero */
 };
 
 struct flow_value {
@@ -70,7 +70,7 @@ struct flow_value {
 	 * (CWR ECE URG ACK PSH RST SYN FIN) in the low 8 bits. 64 bits wide
 	 * because BPF atomics (without -mcpu=v3) are 64-bit only. */
 	__u64 tcp_flags;
-	__u8 l7;		/* enum l7_proto; guessed once payload shows up */
+	__u8 l7; /* enum l7_proto; guessed once payload shows up */
 	/* The flow's QoS class (qos_classes.h), valid while class_generation
 	 * equals the applied generation; 0 when it has none. */
 	__u8 class_id;

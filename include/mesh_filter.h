@@ -56,18 +56,18 @@ enum filter_flags {
 };
 
 /* Wildcard address class: a decision that holds whatever the class is. */
-#define FILTER_ANY_CLASS	0xFFFFFFFF
+#define FILTER_ANY_CLASS 0xFFFFFFFF
 /* Decision keys that do not look at ports carry this in both port fields. */
-#define FILTER_NO_PORTS		0xFFFF
+#define FILTER_NO_PORTS 0xFFFF
 /* Port class of a packet whose ports are unknown (later fragments,
  * truncated L4 headers, protocols without ports). */
-#define FILTER_UNKNOWN_PORT	0
+#define FILTER_UNKNOWN_PORT 0
 
 /* Limiter ids in limiter_key: the interface-wide limit, the SYN-flood
  * limit, or a rule's own limit (FILTER_RULE_LIMITER + rule). */
-#define FILTER_INTERFACE_LIMITER	0
-#define FILTER_SYN_LIMITER		1
-#define FILTER_RULE_LIMITER		2
+#define FILTER_INTERFACE_LIMITER 0
+#define FILTER_SYN_LIMITER	 1
+#define FILTER_RULE_LIMITER	 2
 
 enum filter_action {
 	FILTER_ALLOW,
@@ -110,8 +110,8 @@ struct filter_prefix_key {
 };
 
 /* Index of a family in the lengths lists. */
-#define FILTER_V4_LENGTHS	0
-#define FILTER_V6_LENGTHS	1
+#define FILTER_V4_LENGTHS 0
+#define FILTER_V6_LENGTHS 1
 
 struct filter_key {
 	__u32 src;
@@ -131,7 +131,7 @@ struct filter_decision {
 };
 
 /* Protocol classes a decision can be keyed by (FILTER_TCP..FILTER_ARP). */
-#define FILTER_PROTO_CLASSES	(FILTER_ARP + 1)
+#define FILTER_PROTO_CLASSES (FILTER_ARP + 1)
 
 /* What an address lookup returns: the class, and the decisions that
  * depend on this side's class alone (per protocol class), so the common
@@ -166,11 +166,11 @@ struct filter_prefix_probe {
 };
 
 struct filter_config {
-	struct filter_limit rate_limit;	/* interval 0: off */
+	struct filter_limit rate_limit; /* interval 0: off */
 	struct filter_limit syn_flood;
 	__u32 rules;
 	__u8 default_action;
-	__u8 decision_kinds;	/* FILTER_*_DECISIONS */
+	__u8 decision_kinds; /* FILTER_*_DECISIONS */
 	/* Per family (FILTER_V4_LENGTHS, FILTER_V6_LENGTHS), longest first:
 	 * the lengths to probe in the exact-match hash, ended by
 	 * FILTER_NO_LENGTH; or FILTER_USE_TRIE first. No length at all: no
@@ -199,7 +199,7 @@ struct filter_limiter_state {
 
 struct filter_stats {
 	struct traffic_counter verdicts[FILTER_VERDICTS];
-	struct traffic_counter defaulted;	/* no rule matched */
+	struct traffic_counter defaulted; /* no rule matched */
 	struct traffic_counter rate_limited;
 	struct traffic_counter syn_dropped;
 	__u64 rate_limited_sources;
@@ -213,15 +213,15 @@ struct filter_stats {
 struct filter_rule {
 	__u8 src[16];
 	__u8 dst[16];
-	__u8 src_family;	/* 0: any */
+	__u8 src_family; /* 0: any */
 	__u8 src_len;
 	__u8 dst_family;
 	__u8 dst_len;
 	__u8 action;
-	__u8 protocol;		/* enum filter_proto; FILTER_NON_IP: any IP */
+	__u8 protocol; /* enum filter_proto; FILTER_NON_IP: any IP */
 	__u8 has_limit;
 	__u8 pad;
-	__u16 sport_lo;		/* lo > hi: no port condition */
+	__u16 sport_lo; /* lo > hi: no port condition */
 	__u16 sport_hi;
 	__u16 dport_lo;
 	__u16 dport_hi;

@@ -10,30 +10,30 @@
 
 #include "traffic_counters.h"
 
-#define ETH_P_IP	0x0800
-#define ETH_P_ARP	0x0806
-#define ETH_P_IPV6	0x86DD
-#define ETH_P_8021Q	0x8100
-#define ETH_P_8021AD	0x88A8
+#define ETH_P_IP     0x0800
+#define ETH_P_ARP    0x0806
+#define ETH_P_IPV6   0x86DD
+#define ETH_P_8021Q  0x8100
+#define ETH_P_8021AD 0x88A8
 
-#define IPPROTO_HOPOPTS_NR	0
-#define IPPROTO_ICMP_NR		1
-#define IPPROTO_TCP_NR		6
-#define IPPROTO_UDP_NR		17
-#define IPPROTO_ROUTING_NR	43
-#define IPPROTO_FRAGMENT_NR	44
-#define IPPROTO_AH_NR		51
-#define IPPROTO_ICMPV6_NR	58
-#define IPPROTO_DSTOPTS_NR	60
+#define IPPROTO_HOPOPTS_NR  0
+#define IPPROTO_ICMP_NR	    1
+#define IPPROTO_TCP_NR	    6
+#define IPPROTO_UDP_NR	    17
+#define IPPROTO_ROUTING_NR  43
+#define IPPROTO_FRAGMENT_NR 44
+#define IPPROTO_AH_NR	    51
+#define IPPROTO_ICMPV6_NR   58
+#define IPPROTO_DSTOPTS_NR  60
 
-#define IP_OFFSET_MASK		0x1FFF
-#define IP6_OFFSET_MASK		0xFFF8
+#define IP_OFFSET_MASK	0x1FFF
+#define IP6_OFFSET_MASK 0xFFF8
 
 /* 802.1ad outer tag plus 802.1Q inner tag (QinQ); deeper stacks are "other". */
-#define VLAN_MAX_DEPTH		2
+#define VLAN_MAX_DEPTH 2
 /* Enough for every extension header chain seen in practice; a longer chain
  * is counted as L4 other rather than walked without bound. */
-#define IPV6_EXT_MAX		8
+#define IPV6_EXT_MAX 8
 
 struct packet_info {
 	enum l3_proto l3;
@@ -52,16 +52,15 @@ struct packet_info {
 	__u8 dst[16];
 };
 
-#define TCP_FLAG_SYN	0x02
-#define TCP_FLAG_ACK	0x10
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
 /* Offset of the flags byte in the TCP header. */
 #define TCP_FLAGS_OFFSET 13
 
 /* Classifies the L4 header at `l4`, whose minimum size each protocol must
  * have in a first (or unfragmented) packet, and takes its ports and flags. */
-static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto,
-					bool ipv6, bool later_fragment,
-					void *l4, void *data_end)
+static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto, bool ipv6,
+					bool later_fragment, void *l4, void *data_end)
 {
 	enum l4_proto kind;
 	__u32 min_len;
@@ -112,8 +111,7 @@ static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto,
 		pkt->tcp_flags = *((__u8 *)l4 + TCP_FLAGS_OFFSET);
 }
 
-static __always_inline void parse_ipv4(void *pos, void *data_end,
-				       struct packet_info *pkt)
+static __always_inline void parse_ipv4(void *pos, void *data_end, struct packet_info *pkt)
 {
 	struct iphdr *iph = pos;
 	__u8 version_ihl;
@@ -132,13 +130,11 @@ static __always_inline void parse_ipv4(void *pos, void *data_end,
 	pkt->l3 = L3_IPV4;
 	__builtin_memcpy(pkt->src, &iph->saddr, 4);
 	__builtin_memcpy(pkt->dst, &iph->daddr, 4);
-	classify_l4(pkt, iph->protocol, false,
-		    iph->frag_off & bpf_htons(IP_OFFSET_MASK),
+	classify_l4(pkt, iph->protocol, false, iph->frag_off & bpf_htons(IP_OFFSET_MASK),
 		    pos + hdr_len, data_end);
 }
 
-static __always_inline void parse_ipv6(void *pos, void *data_end,
-				       struct packet_info *pkt)
+static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_info *pkt)
 {
 	struct ipv6hdr *ip6h = pos;
 	bool later_fragment = false;
@@ -186,22 +182,19 @@ static __always_inline void parse_ipv6(void *pos, void *data_end,
 			/* Headers after the fragment header travel in the first
 			 * fragment only: a later one holds data, not headers. */
 			if (later_fragment) {
-				classify_l4(pkt, nexthdr, true, true, pos,
-					    data_end);
+				classify_l4(pkt, nexthdr, true, true, pos, data_end);
 				return;
 			}
 			break;
 		default:
-			classify_l4(pkt, nexthdr, true, later_fragment, pos,
-				    data_end);
+			classify_l4(pkt, nexthdr, true, later_fragment, pos, data_end);
 			return;
 		}
 	}
 }
 
 /* Classifies a frame at L3 and L4; fields stay *_OTHER where parsing stops. */
-static __always_inline void parse_packet(void *data, void *data_end,
-					 struct packet_info *pkt)
+static __always_inline void parse_packet(void *data, void *data_end, struct packet_info *pkt)
 {
 	struct ethhdr *eth = data;
 	void *pos = eth + 1;
@@ -218,8 +211,7 @@ static __always_inline void parse_packet(void *data, void *data_end,
 	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
 		struct vlan_hdr *vlan = pos;
 
-		if (proto != bpf_htons(ETH_P_8021Q) &&
-		    proto != bpf_htons(ETH_P_8021AD))
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vlan + 1) > data_end)
 			return;

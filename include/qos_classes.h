@@ -46,7 +46,7 @@ struct class_def {
 	char name[CLASS_NAME_LEN];
 	__u32 priority;
 	__u32 mark;
-	__u32 sets;		/* enum class_sets bits */
+	__u32 sets; /* enum class_sets bits */
 	__u32 pad;
 };
 
@@ -61,10 +61,10 @@ struct class_rule {
 	__u16 sport_hi;
 	__u16 dport_lo;
 	__u16 dport_hi;
-	__u8 family;		/* 0 any, 4 or 6 */
-	__u8 protocol;		/* IP protocol number, 0 any */
-	__u8 l7;		/* enum l7_proto, or CLASS_L7_ANY */
-	__u8 directions;	/* bit (1 << enum flow_direction) per direction */
+	__u8 family;	 /* 0 any, 4 or 6 */
+	__u8 protocol;	 /* IP protocol number, 0 any */
+	__u8 l7;	 /* enum l7_proto, or CLASS_L7_ANY */
+	__u8 directions; /* bit (1 << enum flow_direction) per direction */
 	/* Set when the rule names ports: then it matches TCP and UDP only,
 	 * never the ICMP type and code that flows keep in the port fields. */
 	__u8 needs_ports;

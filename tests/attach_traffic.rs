@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{privileged, VethPair, ADDR, ADDR6};
+use common::{VethPair, ADDR, ADDR6};
 use serde_json::{json, Value};
 
 const ETH: u64 = 14;
@@ -113,244 +113,226 @@ fn counts_udp_and_icmp_exactly(mode: &str) {
     );
 }
 
-#[test]
-fn native_mode_counts_udp_and_icmp_exactly() {
-    if privileged() {
+privileged_test!(
+    fn native_mode_counts_udp_and_icmp_exactly() {
         counts_udp_and_icmp_exactly("native");
     }
-}
+);
 
-#[test]
-fn skb_mode_counts_udp_and_icmp_exactly() {
-    if privileged() {
+privileged_test!(
+    fn skb_mode_counts_udp_and_icmp_exactly() {
         counts_udp_and_icmp_exactly("skb");
     }
-}
+);
 
-#[test]
-fn ipv6_udp_is_counted_exactly() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn ipv6_udp_is_counted_exactly() {
+        let net = VethPair::with_ipv6();
+        net.meshbpf(&["attach", &net.dev]).ok();
+        let (datagrams, payload) = (10, 100);
+        net.send_udp(
+            SocketAddr::new(ADDR6.parse().unwrap(), 9),
+            datagrams,
+            payload,
+        );
+        let s = stats_once(&net, "udp", datagrams as u64);
+        assert_eq!(
+            s["l4"]["udp"],
+            json!({"packets": datagrams, "bytes": datagrams as u64 * (ETH + IPV6 + UDP + payload as u64)})
+        );
+        // The kernel may still send MLD reports of its own: ICMPv6 is the only other IPv6 traffic.
+        let v6 = s["l3"]["ipv6"]["packets"].as_u64().unwrap();
+        assert_eq!(
+            v6,
+            datagrams as u64 + s["l4"]["icmpv6"]["packets"].as_u64().unwrap(),
+            "{s}"
+        );
     }
-    let net = VethPair::with_ipv6();
-    net.meshbpf(&["attach", &net.dev]).ok();
-    let (datagrams, payload) = (10, 100);
-    net.send_udp(
-        SocketAddr::new(ADDR6.parse().unwrap(), 9),
-        datagrams,
-        payload,
-    );
-    let s = stats_once(&net, "udp", datagrams as u64);
-    assert_eq!(
-        s["l4"]["udp"],
-        json!({"packets": datagrams, "bytes": datagrams as u64 * (ETH + IPV6 + UDP + payload as u64)})
-    );
-    // The kernel may still send MLD reports of its own: ICMPv6 is the only other IPv6 traffic.
-    let v6 = s["l3"]["ipv6"]["packets"].as_u64().unwrap();
-    assert_eq!(
-        v6,
-        datagrams as u64 + s["l4"]["icmpv6"]["packets"].as_u64().unwrap(),
-        "{s}"
-    );
-}
+);
 
-#[test]
-fn a_tcp_connection_matches_the_kernels_own_counters() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn a_tcp_connection_matches_the_kernels_own_counters() {
+        let net = VethPair::new();
+        let listener = VethPair::in_netns(&net.ns, || TcpListener::bind((ADDR, 8080)).unwrap());
+        net.meshbpf(&["attach", &net.dev]).ok();
+        let (rx_packets_before, rx_bytes_before) = net.link_stats("rx");
+
+        let sent = vec![0xab_u8; 100_000];
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            conn.write_all(b"done").unwrap();
+            got.len()
+        });
+        VethPair::in_netns(&net.peer_ns, || {
+            let mut conn = TcpStream::connect((ADDR, 8080)).unwrap();
+            conn.write_all(&sent).unwrap();
+            conn.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            conn.read_to_end(&mut reply).unwrap();
+            assert_eq!(reply, b"done");
+        });
+        assert_eq!(server.join().unwrap(), sent.len());
+
+        let (rx_packets, rx_bytes) = net.link_stats("rx");
+        let s = common::wait_for(Duration::from_secs(5), || {
+            let s = stats(&net);
+            (s["packets"].as_u64() == Some(rx_packets - rx_packets_before)).then_some(s)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "counts never matched the veth's rx counters: {}",
+                stats(&net)
+            )
+        });
+        let packets = rx_packets - rx_packets_before;
+        assert_eq!(s["l4"]["tcp"]["packets"], packets, "{s}");
+        // XDP sees whole frames; the veth counts bytes after the Ethernet header.
+        assert_eq!(
+            s["l4"]["tcp"]["bytes"],
+            rx_bytes - rx_bytes_before + ETH * packets,
+            "{s}"
+        );
+        assert!(
+            s["l4"]["tcp"]["bytes"].as_u64().unwrap() > sent.len() as u64,
+            "every payload byte crossed: {s}"
+        );
     }
-    let net = VethPair::new();
-    let listener = VethPair::in_netns(&net.ns, || TcpListener::bind((ADDR, 8080)).unwrap());
-    net.meshbpf(&["attach", &net.dev]).ok();
-    let (rx_packets_before, rx_bytes_before) = net.link_stats("rx");
+);
 
-    let sent = vec![0xab_u8; 100_000];
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).unwrap();
-        conn.write_all(b"done").unwrap();
-        got.len()
-    });
-    VethPair::in_netns(&net.peer_ns, || {
-        let mut conn = TcpStream::connect((ADDR, 8080)).unwrap();
-        conn.write_all(&sent).unwrap();
-        conn.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut reply = Vec::new();
-        conn.read_to_end(&mut reply).unwrap();
-        assert_eq!(reply, b"done");
-    });
-    assert_eq!(server.join().unwrap(), sent.len());
+privileged_test!(
+    fn attaching_twice_keeps_the_first_attachment() {
+        let net = VethPair::new();
+        let first = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
+        let again = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
+        assert_eq!(again["status"], "already_attached");
+        assert_eq!(again["prog_id"], first["prog_id"]);
+        assert_eq!(again["link_id"], first["link_id"]);
+        let human = net.meshbpf(&["attach", &net.dev]).ok();
+        assert!(human.stdout.contains("already attached"), "{human:?}");
 
-    let (rx_packets, rx_bytes) = net.link_stats("rx");
-    let s = common::wait_for(Duration::from_secs(5), || {
-        let s = stats(&net);
-        (s["packets"].as_u64() == Some(rx_packets - rx_packets_before)).then_some(s)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "counts never matched the veth's rx counters: {}",
-            stats(&net)
-        )
-    });
-    let packets = rx_packets - rx_packets_before;
-    assert_eq!(s["l4"]["tcp"]["packets"], packets, "{s}");
-    // XDP sees whole frames; the veth counts bytes after the Ethernet header.
-    assert_eq!(
-        s["l4"]["tcp"]["bytes"],
-        rx_bytes - rx_bytes_before + ETH * packets,
-        "{s}"
-    );
-    assert!(
-        s["l4"]["tcp"]["bytes"].as_u64().unwrap() > sent.len() as u64,
-        "every payload byte crossed: {s}"
-    );
-}
-
-#[test]
-fn attaching_twice_keeps_the_first_attachment() {
-    if !privileged() {
-        return;
-    }
-    let net = VethPair::new();
-    let first = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
-    let again = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
-    assert_eq!(again["status"], "already_attached");
-    assert_eq!(again["prog_id"], first["prog_id"]);
-    assert_eq!(again["link_id"], first["link_id"]);
-    let human = net.meshbpf(&["attach", &net.dev]).ok();
-    assert!(human.stdout.contains("already attached"), "{human:?}");
-
-    let other_mode = net.meshbpf(&["attach", &net.dev, "--mode", "skb"]);
-    assert_eq!(other_mode.code, 1, "{other_mode:?}");
-    assert!(
-        other_mode.stderr.contains("already attached")
-            && other_mode.stderr.contains("native mode, not skb mode"),
-        "{other_mode:?}"
-    );
-    assert_eq!(net.xdp_prog_id(), first["prog_id"].as_u64());
-    let listed = net.meshbpf(&["stats", "-j"]).ok().json();
-    let ours: Vec<&Value> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["interface"] == net.dev.as_str())
-        .collect();
-    assert_eq!(ours.len(), 1, "one attachment, never duplicated: {listed}");
-}
-
-#[test]
-fn concurrent_attaches_make_one_attachment() {
-    if !privileged() {
-        return;
-    }
-    let net = VethPair::new();
-    let outcomes: Vec<Value> = std::thread::scope(|s| {
-        let runs: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| net.meshbpf(&["attach", &net.dev, "-j"]).ok().json()))
-            .collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
-    });
-    let attached = outcomes
-        .iter()
-        .filter(|o| o["status"] == "attached")
-        .count();
-    assert_eq!(attached, 1, "{outcomes:?}");
-    assert!(
-        outcomes
+        let other_mode = net.meshbpf(&["attach", &net.dev, "--mode", "skb"]);
+        assert_eq!(other_mode.code, 1, "{other_mode:?}");
+        assert!(
+            other_mode.stderr.contains("already attached")
+                && other_mode.stderr.contains("native mode, not skb mode"),
+            "{other_mode:?}"
+        );
+        assert_eq!(net.xdp_prog_id(), first["prog_id"].as_u64());
+        let listed = net.meshbpf(&["stats", "-j"]).ok().json();
+        let ours: Vec<&Value> = listed
+            .as_array()
+            .unwrap()
             .iter()
-            .all(|o| o["prog_id"] == outcomes[0]["prog_id"]),
-        "{outcomes:?}"
-    );
-}
-
-#[test]
-fn stats_lists_every_attachment_as_an_array() {
-    if !privileged() {
-        return;
+            .filter(|a| a["interface"] == net.dev.as_str())
+            .collect();
+        assert_eq!(ours.len(), 1, "one attachment, never duplicated: {listed}");
     }
-    let (a, b) = (VethPair::new(), VethPair::new());
-    a.meshbpf(&["attach", &a.dev]).ok();
-    b.meshbpf(&["attach", &b.dev, "--mode", "skb"]).ok();
-    let all = common::meshbpf(&["stats", "-j"]).ok().json();
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["interface"].as_str().unwrap())
-        .collect();
-    assert!(
-        names.contains(&a.dev.as_str()) && names.contains(&b.dev.as_str()),
-        "{all}"
-    );
-    // Seen from outside their namespace, the links are live but not on a local interface.
-    let b_seen = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["interface"] == b.dev.as_str())
-        .unwrap();
-    assert_eq!(b_seen["state"], "elsewhere", "{b_seen}");
-    let table = b.meshbpf(&["stats"]).ok();
-    assert!(
-        table.stdout.contains(&b.dev)
-            && table.stdout.contains("skb")
-            && table.stdout.contains("total"),
-        "{table:?}"
-    );
-}
+);
 
-#[test]
-fn a_deleted_interface_leaves_a_defunct_attachment_that_attach_replaces() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn concurrent_attaches_make_one_attachment() {
+        let net = VethPair::new();
+        let outcomes: Vec<Value> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| net.meshbpf(&["attach", &net.dev, "-j"]).ok().json()))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let attached = outcomes
+            .iter()
+            .filter(|o| o["status"] == "attached")
+            .count();
+        assert_eq!(attached, 1, "{outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o["prog_id"] == outcomes[0]["prog_id"]),
+            "{outcomes:?}"
+        );
     }
-    let net = VethPair::new();
-    let first = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
-    common::must(&format!("ip -n {} link del {}", net.ns, net.dev));
-    let gone = common::meshbpf(&["stats", &net.dev, "-j"]).ok().json();
-    assert_eq!(gone["state"], "defunct", "{gone}");
-    assert_eq!(gone["mode"], Value::Null);
+);
 
-    common::must(&format!(
-        "ip link add {} netns {} type veth peer name {} netns {} && ip -n {} link set {} up && ip -n {} link set {} up",
-        net.dev, net.ns, net.peer_dev, net.peer_ns, net.ns, net.dev, net.peer_ns, net.peer_dev
-    ));
-    let again = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
-    assert_eq!(again["status"], "attached");
-    assert_ne!(again["prog_id"], first["prog_id"]);
-    assert_eq!(net.xdp_prog_id(), again["prog_id"].as_u64());
-}
-
-#[test]
-fn an_interrupted_attach_leaves_a_directory_that_the_next_attach_sweeps() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn stats_lists_every_attachment_as_an_array() {
+        let (a, b) = (VethPair::new(), VethPair::new());
+        a.meshbpf(&["attach", &a.dev]).ok();
+        b.meshbpf(&["attach", &b.dev, "--mode", "skb"]).ok();
+        let all = common::meshbpf(&["stats", "-j"]).ok().json();
+        let names: Vec<&str> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["interface"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&a.dev.as_str()) && names.contains(&b.dev.as_str()),
+            "{all}"
+        );
+        // Seen from outside their namespace, the links are live but not on a local interface.
+        let b_seen = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["interface"] == b.dev.as_str())
+            .unwrap();
+        assert_eq!(b_seen["state"], "elsewhere", "{b_seen}");
+        let table = b.meshbpf(&["stats"]).ok();
+        assert!(
+            table.stdout.contains(&b.dev)
+                && table.stdout.contains("skb")
+                && table.stdout.contains("total"),
+            "{table:?}"
+        );
     }
-    let net = VethPair::new();
-    // What a command killed before pinning its link leaves behind.
-    common::must(&format!("mkdir -p {}/xdp_counter", net.pin_dir().display()));
-    let stats = common::meshbpf(&["stats", &net.dev]);
-    assert_eq!(
-        stats.code, 1,
-        "a link-less directory is no attachment: {stats:?}"
-    );
-    let attached = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
-    assert_eq!(attached["status"], "attached");
-    assert!(net.pin_dir().join("xdp_counter/link").exists());
-}
+);
 
-#[test]
-fn detach_of_nothing_succeeds_and_says_so() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn a_deleted_interface_leaves_a_defunct_attachment_that_attach_replaces() {
+        let net = VethPair::new();
+        let first = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
+        common::must(&format!("ip -n {} link del {}", net.ns, net.dev));
+        let gone = common::meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        assert_eq!(gone["state"], "defunct", "{gone}");
+        assert_eq!(gone["mode"], Value::Null);
+
+        common::must(&format!(
+            "ip link add {} netns {} type veth peer name {} netns {} && ip -n {} link set {} up && ip -n {} link set {} up",
+            net.dev, net.ns, net.peer_dev, net.peer_ns, net.ns, net.dev, net.peer_ns, net.peer_dev
+        ));
+        let again = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
+        assert_eq!(again["status"], "attached");
+        assert_ne!(again["prog_id"], first["prog_id"]);
+        assert_eq!(net.xdp_prog_id(), again["prog_id"].as_u64());
     }
-    let net = VethPair::new();
-    let r = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
-    assert_eq!(r, json!({"interface": net.dev, "detached": []}));
-    let human = net.meshbpf(&["detach", &net.dev]).ok();
-    assert!(
-        human.stdout.contains("nothing of meshbpf's is attached"),
-        "{human:?}"
-    );
-}
+);
+
+privileged_test!(
+    fn an_interrupted_attach_leaves_a_directory_that_the_next_attach_sweeps() {
+        let net = VethPair::new();
+        // What a command killed before pinning its link leaves behind.
+        common::must(&format!("mkdir -p {}/xdp_counter", net.pin_dir().display()));
+        let stats = common::meshbpf(&["stats", &net.dev]);
+        assert_eq!(
+            stats.code, 1,
+            "a link-less directory is no attachment: {stats:?}"
+        );
+        let attached = net.meshbpf(&["attach", &net.dev, "-j"]).ok().json();
+        assert_eq!(attached["status"], "attached");
+        assert!(net.pin_dir().join("xdp_counter/link").exists());
+    }
+);
+
+privileged_test!(
+    fn detach_of_nothing_succeeds_and_says_so() {
+        let net = VethPair::new();
+        let r = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
+        assert_eq!(r, json!({"interface": net.dev, "detached": []}));
+        let human = net.meshbpf(&["detach", &net.dev]).ok();
+        assert!(
+            human.stdout.contains("nothing of meshbpf's is attached"),
+            "{human:?}"
+        );
+    }
+);

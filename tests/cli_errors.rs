@@ -6,9 +6,7 @@ mod common;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 
-use common::{
-    compile_fixture, in_private_mounts, meshbpf, privileged, VethPair, BIN, UNMOUNT_BPFFS,
-};
+use common::{compile_fixture, in_private_mounts, meshbpf, VethPair, BIN, UNMOUNT_BPFFS};
 use serde_json::Value;
 
 #[test]
@@ -40,244 +38,228 @@ fn an_unknown_interface_is_named_with_the_ones_that_exist() {
     );
 }
 
-#[test]
-fn missing_privileges_are_named() {
-    if !privileged() {
-        return;
-    }
-    let attach = common::as_nobody(&["attach", "lo", "-j"]);
-    assert_eq!(attach.code, 1, "{attach:?}");
-    let err = attach.json()["error"].as_str().unwrap().to_string();
-    assert!(
-        err.contains("attach needs capabilities this process lacks"),
-        "{err}"
-    );
-    assert!(
-        err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"),
-        "{err}"
-    );
+privileged_test!(
+    fn missing_privileges_are_named() {
+        let attach = common::as_nobody(&["attach", "lo", "-j"]);
+        assert_eq!(attach.code, 1, "{attach:?}");
+        let err = attach.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            err.contains("attach needs capabilities this process lacks"),
+            "{err}"
+        );
+        assert!(
+            err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"),
+            "{err}"
+        );
 
-    let stats = common::as_nobody(&["stats"]);
-    assert_eq!(stats.code, 1);
-    assert!(
-        stats.stderr.contains("stats needs capabilities") && stats.stderr.contains("CAP_BPF"),
-        "{stats:?}"
-    );
-    assert!(stats.stderr.contains("hint: run it as root"), "{stats:?}");
-}
-
-#[test]
-fn attach_without_cap_sys_admin_names_it_and_attaches_nothing() {
-    if !privileged() {
-        return;
+        let stats = common::as_nobody(&["stats"]);
+        assert_eq!(stats.code, 1);
+        assert!(
+            stats.stderr.contains("stats needs capabilities") && stats.stderr.contains("CAP_BPF"),
+            "{stats:?}"
+        );
+        assert!(stats.stderr.contains("hint: run it as root"), "{stats:?}");
     }
-    let net = VethPair::new();
-    let caps = "-all,+bpf,+net_admin,+perfmon";
-    let attach = common::Ran::from(common::run(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", net.ns))
-            .args([
-                "--",
-                "setpriv",
-                "--bounding-set",
-                caps,
-                "--inh-caps",
-                caps,
-                "--",
-            ])
-            .args([BIN, "attach", &net.dev, "-j"]),
-    ));
-    assert_eq!(attach.code, 1, "{attach:?}");
-    let err = attach.json()["error"].as_str().unwrap().to_string();
-    assert!(
-        err.starts_with("attach needs capabilities this process lacks: CAP_SYS_ADMIN"),
-        "{err}"
-    );
-    assert_eq!(net.xdp_prog_id(), None);
-    assert!(
-        !net.pin_dir().exists(),
-        "{} was left",
-        net.pin_dir().display()
-    );
-}
+);
 
-#[test]
-fn a_missing_bpffs_is_mounted_when_root() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn attach_without_cap_sys_admin_names_it_and_attaches_nothing() {
+        let net = VethPair::new();
+        let caps = "-all,+bpf,+net_admin,+perfmon";
+        let attach = common::Ran::from(common::run(
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", net.ns))
+                .args([
+                    "--",
+                    "setpriv",
+                    "--bounding-set",
+                    caps,
+                    "--inh-caps",
+                    caps,
+                    "--",
+                ])
+                .args([BIN, "attach", &net.dev, "-j"]),
+        ));
+        assert_eq!(attach.code, 1, "{attach:?}");
+        let err = attach.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            err.starts_with("attach needs capabilities this process lacks: CAP_SYS_ADMIN"),
+            "{err}"
+        );
+        assert_eq!(net.xdp_prog_id(), None);
+        assert!(
+            !net.pin_dir().exists(),
+            "{} was left",
+            net.pin_dir().display()
+        );
     }
-    let net = VethPair::new();
-    let r = in_private_mounts(&format!(
-        "{UNMOUNT_BPFFS}
+);
+
+privileged_test!(
+    fn a_missing_bpffs_is_mounted_when_root() {
+        let net = VethPair::new();
+        let r = in_private_mounts(&format!(
+            "{UNMOUNT_BPFFS}
          ! stat -f -c %T /sys/fs/bpf | grep -qx bpf_fs
          nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} -j
          stat -f -c %T /sys/fs/bpf
          nsenter --net=/run/netns/{ns} \"$BIN\" detach {dev} -j >/dev/null",
-        ns = net.ns,
-        dev = net.dev
-    ));
-    assert_eq!(r.code, 0, "{r:?}");
-    let mut lines = r.stdout.lines();
-    let attached: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    assert_eq!(attached["status"], "attached");
-    assert_eq!(lines.next(), Some("bpf_fs"));
-    // JSON mode keeps stderr for errors only; the note is for people.
-    let human = in_private_mounts(&format!(
-        "{UNMOUNT_BPFFS}
+            ns = net.ns,
+            dev = net.dev
+        ));
+        assert_eq!(r.code, 0, "{r:?}");
+        let mut lines = r.stdout.lines();
+        let attached: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(attached["status"], "attached");
+        assert_eq!(lines.next(), Some("bpf_fs"));
+        // JSON mode keeps stderr for errors only; the note is for people.
+        let human = in_private_mounts(&format!(
+            "{UNMOUNT_BPFFS}
          nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} --mode skb
          nsenter --net=/run/netns/{ns} \"$BIN\" detach {dev} >/dev/null",
-        ns = net.ns,
-        dev = net.dev
-    ));
-    assert_eq!(human.code, 0, "{human:?}");
-    assert!(
-        human.stderr.contains("mounted bpffs at /sys/fs/bpf"),
-        "{human:?}"
-    );
-}
-
-#[test]
-fn a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it() {
-    if !privileged() {
-        return;
+            ns = net.ns,
+            dev = net.dev
+        ));
+        assert_eq!(human.code, 0, "{human:?}");
+        assert!(
+            human.stderr.contains("mounted bpffs at /sys/fs/bpf"),
+            "{human:?}"
+        );
     }
-    let r = in_private_mounts(&format!(
-        "{UNMOUNT_BPFFS}
+);
+
+privileged_test!(
+    fn a_missing_bpffs_without_cap_sys_admin_says_how_to_mount_it() {
+        let r = in_private_mounts(&format!(
+            "{UNMOUNT_BPFFS}
          exec setpriv --bounding-set=-sys_admin -- \"$BIN\" attach lo --mode skb"
-    ));
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("no bpffs is mounted at /sys/fs/bpf"),
-        "{r:?}"
-    );
-    assert!(r.stderr.contains("mount -t bpf bpf /sys/fs/bpf"), "{r:?}");
-}
-
-#[test]
-fn a_root_outside_any_bpffs_is_refused() {
-    if !privileged() {
-        return;
+        ));
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(
+            r.stderr.contains("no bpffs is mounted at /sys/fs/bpf"),
+            "{r:?}"
+        );
+        assert!(r.stderr.contains("mount -t bpf bpf /sys/fs/bpf"), "{r:?}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("meshbpf");
-    let r = meshbpf(&[
-        "attach",
-        "lo",
-        "--mode",
-        "skb",
-        "--bpffs",
-        root.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("is not on a bpffs"), "{r:?}");
-    assert!(r.stderr.contains("mount -t bpf bpf"), "{r:?}");
-    assert!(!root.exists(), "nothing was created");
-}
+);
 
-#[test]
-fn missing_kernel_btf_is_explained_and_btf_can_be_supplied() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn a_root_outside_any_bpffs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("meshbpf");
+        let r = meshbpf(&[
+            "attach",
+            "lo",
+            "--mode",
+            "skb",
+            "--bpffs",
+            root.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("is not on a bpffs"), "{r:?}");
+        assert!(r.stderr.contains("mount -t bpf bpf"), "{r:?}");
+        assert!(!root.exists(), "nothing was created");
     }
-    let net = VethPair::new();
-    let btf = tempfile::tempdir().unwrap();
-    let btf_copy = btf.path().join("vmlinux");
-    std::fs::copy("/sys/kernel/btf/vmlinux", &btf_copy).unwrap();
-    let r = in_private_mounts(&format!(
-        "mount -t tmpfs none /sys/kernel/btf
+);
+
+privileged_test!(
+    fn missing_kernel_btf_is_explained_and_btf_can_be_supplied() {
+        let net = VethPair::new();
+        let btf = tempfile::tempdir().unwrap();
+        let btf_copy = btf.path().join("vmlinux");
+        std::fs::copy("/sys/kernel/btf/vmlinux", &btf_copy).unwrap();
+        let r = in_private_mounts(&format!(
+            "mount -t tmpfs none /sys/kernel/btf
          nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} || echo \"exit=$?\"
          test ! -e /sys/fs/bpf/meshbpf/net/{dev}
          nsenter --net=/run/netns/{ns} \"$BIN\" attach {dev} --btf {btf} -j
          nsenter --net=/run/netns/{ns} \"$BIN\" detach {dev} -j >/dev/null",
-        ns = net.ns,
-        dev = net.dev,
-        btf = btf_copy.display()
-    ));
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("this kernel exposes no BTF at /sys/kernel/btf/vmlinux"),
-        "{r:?}"
-    );
-    assert!(r.stderr.contains("--btf FILE"), "{r:?}");
-    let mut lines = r.stdout.lines();
-    assert_eq!(lines.next(), Some("exit=1"));
-    let attached: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    assert_eq!(attached["status"], "attached", "{r:?}");
-}
-
-#[test]
-fn a_foreign_xdp_program_is_named_and_never_replaced() {
-    if !privileged() {
-        return;
-    }
-    let (_dir, obj) = compile_fixture("foreign_pass");
-    for (ip_mode, mode) in [("xdpgeneric", "skb"), ("xdpdrv", "native")] {
-        let net = VethPair::new();
-        common::must(&format!(
-            "ip -n {} link set dev {} {ip_mode} obj {} sec xdp",
-            net.ns,
-            net.dev,
-            obj.display()
+            ns = net.ns,
+            dev = net.dev,
+            btf = btf_copy.display()
         ));
-        let foreign = net.xdp_prog_id().expect("fixture attached");
-
-        let r = net.meshbpf(&["attach", &net.dev]);
-        assert_eq!(r.code, 1, "{r:?}");
-        let expected = format!("already runs an XDP program that meshbpf did not attach: id {foreign}, name 'foreign_pass', {mode} mode");
-        assert!(r.stderr.contains(&expected), "{r:?}");
+        assert_eq!(r.code, 0, "{r:?}");
         assert!(
-            r.stderr.contains("never replaces another tool's program"),
+            r.stderr
+                .contains("this kernel exposes no BTF at /sys/kernel/btf/vmlinux"),
             "{r:?}"
         );
-        assert_eq!(
-            net.xdp_prog_id(),
-            Some(foreign),
-            "the foreign program is still there"
-        );
-        assert!(!net.pin_dir().exists(), "no pins were left");
-
-        let detach = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
-        assert_eq!(detach["detached"], serde_json::json!([]));
-        assert_eq!(detach["foreign_xdp_prog"]["id"], foreign);
-        assert_eq!(detach["foreign_xdp_prog"]["name"], "foreign_pass");
-        assert_eq!(
-            net.xdp_prog_id(),
-            Some(foreign),
-            "detach leaves it alone too"
-        );
+        assert!(r.stderr.contains("--btf FILE"), "{r:?}");
+        let mut lines = r.stdout.lines();
+        assert_eq!(lines.next(), Some("exit=1"));
+        let attached: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(attached["status"], "attached", "{r:?}");
     }
-}
+);
 
-#[test]
-fn a_verifier_rejection_shows_the_log_excerpt_and_source_line() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn a_foreign_xdp_program_is_named_and_never_replaced() {
+        let (_dir, obj) = compile_fixture("foreign_pass");
+        for (ip_mode, mode) in [("xdpgeneric", "skb"), ("xdpdrv", "native")] {
+            let net = VethPair::new();
+            common::must(&format!(
+                "ip -n {} link set dev {} {ip_mode} obj {} sec xdp",
+                net.ns,
+                net.dev,
+                obj.display()
+            ));
+            let foreign = net.xdp_prog_id().expect("fixture attached");
+
+            let r = net.meshbpf(&["attach", &net.dev]);
+            assert_eq!(r.code, 1, "{r:?}");
+            let expected = format!("already runs an XDP program that meshbpf did not attach: id {foreign}, name 'foreign_pass', {mode} mode");
+            assert!(r.stderr.contains(&expected), "{r:?}");
+            assert!(
+                r.stderr.contains("never replaces another tool's program"),
+                "{r:?}"
+            );
+            assert_eq!(
+                net.xdp_prog_id(),
+                Some(foreign),
+                "the foreign program is still there"
+            );
+            assert!(!net.pin_dir().exists(), "no pins were left");
+
+            let detach = net.meshbpf(&["detach", &net.dev, "-j"]).ok().json();
+            assert_eq!(detach["detached"], serde_json::json!([]));
+            assert_eq!(detach["foreign_xdp_prog"]["id"], foreign);
+            assert_eq!(detach["foreign_xdp_prog"]["name"], "foreign_pass");
+            assert_eq!(
+                net.xdp_prog_id(),
+                Some(foreign),
+                "detach leaves it alone too"
+            );
+        }
     }
-    let (_dir, obj) = compile_fixture("verifier_reject");
-    meshbpf::kernel::verifier::install();
-    let err = meshbpf::kernel::verifier::load("verifier_reject", || {
-        libbpf_rs::ObjectBuilder::default().open_file(&obj)?.load()
-    })
-    .expect_err("the fixture reads past the packet without a bounds check");
-    let explained = meshbpf::error::explain(&err);
-    assert!(
-        explained
-            .message
-            .starts_with("the kernel verifier rejected verifier_reject"),
-        "{}",
-        explained.message
-    );
-    let detail = explained
-        .detail
-        .unwrap_or_else(|| panic!("no verifier excerpt in {}", explained.message));
-    assert!(
-        detail.contains("verifier_reject.bpf.c:15: return data[14] == 1 ? 1 : 2;"),
-        "{detail}"
-    );
-    assert!(detail.contains("invalid access to packet"), "{detail}");
-    assert!(explained.hint.unwrap().contains("-v"));
-}
+);
+
+privileged_test!(
+    fn a_verifier_rejection_shows_the_log_excerpt_and_source_line() {
+        let (_dir, obj) = compile_fixture("verifier_reject");
+        meshbpf::kernel::verifier::install();
+        let err = meshbpf::kernel::verifier::load("verifier_reject", || {
+            libbpf_rs::ObjectBuilder::default().open_file(&obj)?.load()
+        })
+        .expect_err("the fixture reads past the packet without a bounds check");
+        let explained = meshbpf::error::explain(&err);
+        assert!(
+            explained
+                .message
+                .starts_with("the kernel verifier rejected verifier_reject"),
+            "{}",
+            explained.message
+        );
+        let detail = explained
+            .detail
+            .unwrap_or_else(|| panic!("no verifier excerpt in {}", explained.message));
+        assert!(
+            detail.contains("verifier_reject.bpf.c:15: return data[14] == 1 ? 1 : 2;"),
+            "{detail}"
+        );
+        assert!(detail.contains("invalid access to packet"), "{detail}");
+        assert!(explained.hint.unwrap().contains("-v"));
+    }
+);
 
 #[test]
 fn usage_errors_exit_2_and_speak_json_when_asked() {
@@ -358,57 +340,53 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
     }
 }
 
-#[test]
-fn stats_of_nothing_is_an_empty_array_or_a_clear_error() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn stats_of_nothing_is_an_empty_array_or_a_clear_error() {
+        let empty_root = format!("/sys/fs/bpf/meshbpf-empty-{}", std::process::id());
+        let all = meshbpf(&["stats", "-j", "--bpffs", &empty_root]).ok();
+        assert_eq!(all.json(), serde_json::json!([]));
+        let human = meshbpf(&["stats", "--bpffs", &empty_root]).ok();
+        assert!(
+            human.stdout.contains("no meshbpf attachments under"),
+            "{human:?}"
+        );
+        let one = meshbpf(&["stats", "lo", "-j", "--bpffs", &empty_root]);
+        assert_eq!(one.code, 1);
+        assert!(
+            one.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("nothing of meshbpf's is attached to lo"),
+            "{one:?}"
+        );
     }
-    let empty_root = format!("/sys/fs/bpf/meshbpf-empty-{}", std::process::id());
-    let all = meshbpf(&["stats", "-j", "--bpffs", &empty_root]).ok();
-    assert_eq!(all.json(), serde_json::json!([]));
-    let human = meshbpf(&["stats", "--bpffs", &empty_root]).ok();
-    assert!(
-        human.stdout.contains("no meshbpf attachments under"),
-        "{human:?}"
-    );
-    let one = meshbpf(&["stats", "lo", "-j", "--bpffs", &empty_root]);
-    assert_eq!(one.code, 1);
-    assert!(
-        one.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("nothing of meshbpf's is attached to lo"),
-        "{one:?}"
-    );
-}
+);
 
-#[test]
-fn a_bad_class_file_fails_before_the_kernel_is_touched() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn a_bad_class_file_fails_before_the_kernel_is_touched() {
+        let net = VethPair::new();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("classes.json");
+        std::fs::write(
+            &file,
+            r#"{"classes": {"bulk": {"mark": 1}}, "rules": [{"class": "bulk"}, {"class": "blk", "dport": 22}]}"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let r = net.meshbpf(&["attach", &net.dev, "--classes", path, "-j"]);
+        assert_eq!(r.code, 1, "{r:?}");
+        let err = r.json();
+        assert_eq!(
+            err["error"],
+            format!("{path}: rule 1, field \"class\": no class is named \"blk\"").as_str()
+        );
+        assert_eq!(err["hint"], "the classes are bulk");
+        assert!(!net.pin_dir().exists(), "nothing was attached");
+        assert_eq!(net.xdp_prog_id(), None);
+        assert_eq!(net.tc_program_count(), 0);
+
+        let usage = net.meshbpf(&["attach", &net.dev, "--classes", path, "--no-flows"]);
+        assert_eq!(usage.code, 2, "classes live in tc_classifier: {usage:?}");
+        assert!(usage.stderr.contains("cannot be used with"), "{usage:?}");
     }
-    let net = VethPair::new();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("classes.json");
-    std::fs::write(
-        &file,
-        r#"{"classes": {"bulk": {"mark": 1}}, "rules": [{"class": "bulk"}, {"class": "blk", "dport": 22}]}"#,
-    )
-    .unwrap();
-    let path = file.to_str().unwrap();
-    let r = net.meshbpf(&["attach", &net.dev, "--classes", path, "-j"]);
-    assert_eq!(r.code, 1, "{r:?}");
-    let err = r.json();
-    assert_eq!(
-        err["error"],
-        format!("{path}: rule 1, field \"class\": no class is named \"blk\"").as_str()
-    );
-    assert_eq!(err["hint"], "the classes are bulk");
-    assert!(!net.pin_dir().exists(), "nothing was attached");
-    assert_eq!(net.xdp_prog_id(), None);
-    assert_eq!(net.tc_program_count(), 0);
-
-    let usage = net.meshbpf(&["attach", &net.dev, "--classes", path, "--no-flows"]);
-    assert_eq!(usage.code, 2, "classes live in tc_classifier: {usage:?}");
-    assert!(usage.stderr.contains("cannot be used with"), "{usage:?}");
-}
+);

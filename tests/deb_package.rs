@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{must, privileged, run, Ran, VethPair, ADDR};
+use common::{must, run, Ran, VethPair, ADDR};
 
 const UNIT_DIR: &str = "lib/systemd/system";
 
@@ -250,31 +250,29 @@ fn systemd_analyze_verifies_the_units() {
     assert_eq!(verify.stderr, "", "{verify:?}");
 }
 
-/// The attach unit's ExecStart and ExecStop, run with only the unit's
-/// capabilities, attach, count real traffic and leave nothing behind.
-#[test]
-fn the_attach_units_capabilities_suffice_to_attach_count_and_detach() {
-    if !privileged() {
-        return;
+privileged_test!(
+    /// The attach unit's ExecStart and ExecStop, run with only the unit's
+    /// capabilities, attach, count real traffic and leave nothing behind.
+    fn the_attach_units_capabilities_suffice_to_attach_count_and_detach() {
+        let pkg = Unpacked::new();
+        let attach = pkg.unit("meshbpf-attach@.service");
+        let net = VethPair::new();
+        attach.exec("Service.ExecStart", &pkg, &net, &net.dev).ok();
+        assert!(net.xdp_prog_id().is_some());
+        net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 7, 100);
+        // serve reads what stats reads; it holds the same capabilities.
+        let stats = pkg
+            .unit("meshbpf-serve.service")
+            .run(&pkg, &net, &["stats", &net.dev, "-j"])
+            .ok()
+            .json();
+        assert_eq!(stats["l4"]["udp"]["packets"], 7);
+        assert_eq!(stats["l4"]["udp"]["bytes"], 7 * (14 + 20 + 8 + 100));
+        attach.exec("Service.ExecStop", &pkg, &net, &net.dev).ok();
+        assert_eq!(net.xdp_prog_id(), None);
+        assert!(!net.pin_dir().exists());
     }
-    let pkg = Unpacked::new();
-    let attach = pkg.unit("meshbpf-attach@.service");
-    let net = VethPair::new();
-    attach.exec("Service.ExecStart", &pkg, &net, &net.dev).ok();
-    assert!(net.xdp_prog_id().is_some());
-    net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 7, 100);
-    // serve reads what stats reads; it holds the same capabilities.
-    let stats = pkg
-        .unit("meshbpf-serve.service")
-        .run(&pkg, &net, &["stats", &net.dev, "-j"])
-        .ok()
-        .json();
-    assert_eq!(stats["l4"]["udp"]["packets"], 7);
-    assert_eq!(stats["l4"]["udp"]["bytes"], 7 * (14 + 20 + 8 + 100));
-    attach.exec("Service.ExecStop", &pkg, &net, &net.dev).ok();
-    assert_eq!(net.xdp_prog_id(), None);
-    assert!(!net.pin_dir().exists());
-}
+);
 
 /// Runs the packaged binary as the only file of a root directory, as in the
 /// image deploy/kubernetes/Containerfile builds (FROM scratch), with the
@@ -294,23 +292,21 @@ fn alone_in_a_root(pkg: &Unpacked, net: &VethPair, args: &str) -> Ran {
     ))
 }
 
-#[test]
-fn the_static_binary_needs_no_file_beside_itself() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn the_static_binary_needs_no_file_beside_itself() {
+        let pkg = Unpacked::new();
+        let net = VethPair::new();
+        let attached = alone_in_a_root(&pkg, &net, &format!("attach {} -j", net.dev))
+            .ok()
+            .json();
+        assert_eq!(net.xdp_prog_id(), attached["prog_id"].as_u64());
+        net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 5, 100);
+        let stats = alone_in_a_root(&pkg, &net, &format!("stats {} -j", net.dev))
+            .ok()
+            .json();
+        assert_eq!(stats["l4"]["udp"]["packets"], 5);
+        alone_in_a_root(&pkg, &net, &format!("detach {}", net.dev)).ok();
+        assert_eq!(net.xdp_prog_id(), None);
+        assert!(!net.pin_dir().exists());
     }
-    let pkg = Unpacked::new();
-    let net = VethPair::new();
-    let attached = alone_in_a_root(&pkg, &net, &format!("attach {} -j", net.dev))
-        .ok()
-        .json();
-    assert_eq!(net.xdp_prog_id(), attached["prog_id"].as_u64());
-    net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 5, 100);
-    let stats = alone_in_a_root(&pkg, &net, &format!("stats {} -j", net.dev))
-        .ok()
-        .json();
-    assert_eq!(stats["l4"]["udp"]["packets"], 5);
-    alone_in_a_root(&pkg, &net, &format!("detach {}", net.dev)).ok();
-    assert_eq!(net.xdp_prog_id(), None);
-    assert!(!net.pin_dir().exists());
-}
+);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{meshbpf, privileged, VethPair};
+use common::{meshbpf, VethPair};
 use serde_json::Value;
 
 /// (file contents, what the error must say)
@@ -119,58 +119,56 @@ fn check_names_the_rule_and_field_of_every_mistake() {
     }
 }
 
-#[test]
-fn a_bad_file_changes_nothing_in_the_kernel() {
-    if !privileged() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let good = write(
-        &dir,
-        "good.json",
-        r#"{"default":"allow","rules":[{"action":"deny","src":"203.0.113.0/24"}]}"#,
-    );
-    let (counted, filtered) = (VethPair::new(), VethPair::new());
-    let counter = counted.meshbpf(&["attach", &counted.dev, "-j"]).ok().json();
-    filtered
-        .meshbpf(&["attach", &filtered.dev, "--filter", &good])
-        .ok();
-    let shown_before = filtered
-        .meshbpf(&["filter", "show", &filtered.dev, "-j"])
-        .ok()
-        .json();
-
-    for (i, (text, expected)) in every_bad_file().iter().enumerate() {
-        let path = write(&dir, &format!("bad{i}.json"), text);
-        let apply = filtered.meshbpf(&["filter", "apply", &filtered.dev, &path]);
-        assert_eq!(apply.code, 1, "{apply:?}");
-        assert!(
-            apply.stderr.contains(expected.as_str()),
-            "wanted {expected:?}: {apply:?}"
+privileged_test!(
+    fn a_bad_file_changes_nothing_in_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(
+            &dir,
+            "good.json",
+            r#"{"default":"allow","rules":[{"action":"deny","src":"203.0.113.0/24"}]}"#,
         );
-        let attach = counted.meshbpf(&["attach", &counted.dev, "--filter", &path]);
-        assert_eq!(attach.code, 1, "{attach:?}");
+        let (counted, filtered) = (VethPair::new(), VethPair::new());
+        let counter = counted.meshbpf(&["attach", &counted.dev, "-j"]).ok().json();
+        filtered
+            .meshbpf(&["attach", &filtered.dev, "--filter", &good])
+            .ok();
+        let shown_before = filtered
+            .meshbpf(&["filter", "show", &filtered.dev, "-j"])
+            .ok()
+            .json();
+
+        for (i, (text, expected)) in every_bad_file().iter().enumerate() {
+            let path = write(&dir, &format!("bad{i}.json"), text);
+            let apply = filtered.meshbpf(&["filter", "apply", &filtered.dev, &path]);
+            assert_eq!(apply.code, 1, "{apply:?}");
+            assert!(
+                apply.stderr.contains(expected.as_str()),
+                "wanted {expected:?}: {apply:?}"
+            );
+            let attach = counted.meshbpf(&["attach", &counted.dev, "--filter", &path]);
+            assert_eq!(attach.code, 1, "{attach:?}");
+            assert!(
+                attach.stderr.contains(expected.as_str()),
+                "wanted {expected:?}: {attach:?}"
+            );
+        }
+
+        let shown_after = filtered
+            .meshbpf(&["filter", "show", &filtered.dev, "-j"])
+            .ok()
+            .json();
+        assert_eq!(
+            shown_after, shown_before,
+            "the filter kept its rules and generation"
+        );
+        let still = counted.meshbpf(&["stats", &counted.dev, "-j"]).ok().json();
+        assert_eq!(
+            (&still["program"], &still["prog_id"]),
+            (&counter["program"], &counter["prog_id"])
+        );
         assert!(
-            attach.stderr.contains(expected.as_str()),
-            "wanted {expected:?}: {attach:?}"
+            !counted.pin_dir().join("xdp_mesh_filter").exists(),
+            "no filter pins were left"
         );
     }
-
-    let shown_after = filtered
-        .meshbpf(&["filter", "show", &filtered.dev, "-j"])
-        .ok()
-        .json();
-    assert_eq!(
-        shown_after, shown_before,
-        "the filter kept its rules and generation"
-    );
-    let still = counted.meshbpf(&["stats", &counted.dev, "-j"]).ok().json();
-    assert_eq!(
-        (&still["program"], &still["prog_id"]),
-        (&counter["program"], &counter["prog_id"])
-    );
-    assert!(
-        !counted.pin_dir().join("xdp_mesh_filter").exists(),
-        "no filter pins were left"
-    );
-}
+);

@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::{meshbpf, privileged, PinRoot, BIN};
+use common::{meshbpf, PinRoot, BIN};
 use serde_json::{json, Value};
 
 /// (file contents, what the error must say after the file's path)
@@ -306,26 +306,24 @@ fn enforce_refuses_a_policy_that_would_deny_meshbpf_itself() {
     assert_eq!(accepted["lockout_probes"][0]["verdict"], "exempt");
 }
 
-#[test]
-fn attach_with_a_bad_policy_attaches_nothing() {
-    if !privileged() {
-        return;
-    }
-    let root = PinRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    for (i, (text, expected)) in every_bad_file().iter().enumerate() {
-        let path = write(&dir, &format!("bad{i}.json"), text);
-        let r = root.meshbpf(&["attach", "--lsm", "--policy", &path, "-j"]);
-        assert_eq!(r.code, 1, "{expected}: {r:?}");
-        assert_eq!(r.json()["error"], format!("{path}: {expected}"), "{r:?}");
+privileged_test!(
+    fn attach_with_a_bad_policy_attaches_nothing() {
+        let root = PinRoot::new();
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (text, expected)) in every_bad_file().iter().enumerate() {
+            let path = write(&dir, &format!("bad{i}.json"), text);
+            let r = root.meshbpf(&["attach", "--lsm", "--policy", &path, "-j"]);
+            assert_eq!(r.code, 1, "{expected}: {r:?}");
+            assert_eq!(r.json()["error"], format!("{path}: {expected}"), "{r:?}");
+            assert!(
+                !root.path.join("host").join("lsm_monitor").exists(),
+                "nothing was pinned for {expected}"
+            );
+        }
+        let listed = root.meshbpf(&["list", "-j"]).ok().json();
         assert!(
-            !root.path.join("host").join("lsm_monitor").exists(),
-            "nothing was pinned for {expected}"
+            !listed.to_string().contains("lsm_monitor"),
+            "nothing is attached: {listed}"
         );
     }
-    let listed = root.meshbpf(&["list", "-j"]).ok().json();
-    assert!(
-        !listed.to_string().contains("lsm_monitor"),
-        "nothing is attached: {listed}"
-    );
-}
+);

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{privileged, Ran, VethPair, ADDR, BIN};
+use common::{Ran, VethPair, ADDR, BIN};
 use serde_json::Value;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -43,96 +43,92 @@ fn start_sample(command: &mut Command) -> Child {
     sampling
 }
 
-#[test]
-fn a_sample_counts_every_run_exactly_and_leaves_the_sysctl_alone() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn a_sample_counts_every_run_exactly_and_leaves_the_sysctl_alone() {
+        let sysctl_before = std::fs::read_to_string(STATS_SYSCTL).unwrap();
+        let net = VethPair::new();
+        net.meshbpf(&["attach", &net.dev]).ok();
+
+        let sampling = start_sample(
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", net.ns))
+                .arg("--")
+                .arg(BIN)
+                .args(["stats", &net.dev, "--sample", "3", "-j"]),
+        );
+        let (rx_before, _) = net.link_stats("rx");
+        let (tx_before, _) = net.link_stats("tx");
+        let datagrams = 40;
+        net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 64);
+        common::wait_for(Duration::from_secs(2), || {
+            (net.link_stats("rx").0 >= rx_before + datagrams as u64).then_some(())
+        })
+        .expect("the datagrams arrived");
+        let (rx_after, _) = net.link_stats("rx");
+        let (tx_after, _) = net.link_stats("tx");
+
+        let ran = Ran::from(sampling.wait_with_output().unwrap()).ok();
+        let stats = ran.json();
+        assert_eq!(
+            rx_after - rx_before,
+            datagrams as u64,
+            "nothing else arrived"
+        );
+        let window = stats["runtime"]["sampled_ns"].as_u64().unwrap();
+        assert!((3_000_000_000..4_000_000_000).contains(&window), "{stats}");
+
+        let xdp = program(&stats, "xdp");
+        assert_eq!(xdp["program"], "xdp_counter");
+        assert_eq!(xdp["prog_id"], stats["prog_id"]);
+        assert_eq!(xdp["run_cnt"], rx_after - rx_before, "{stats}");
+        let time = xdp["run_time_ns"].as_u64().unwrap();
+        assert!(time > 0, "{stats}");
+        assert_eq!(xdp["avg_run_time_ns"], time / datagrams as u64);
+        // Every frame that passed XDP went through tc ingress, and every frame
+        // sent (the kernel's ICMP port-unreachable replies) through tc egress.
+        assert_eq!(
+            program(&stats, "tc_ingress")["run_cnt"],
+            rx_after - rx_before
+        );
+        assert_eq!(
+            program(&stats, "tc_egress")["run_cnt"],
+            tx_after - tx_before
+        );
+
+        assert_eq!(
+            std::fs::read_to_string(STATS_SYSCTL).unwrap(),
+            sysctl_before,
+            "kernel.bpf_stats_enabled is untouched"
+        );
+
+        // Without --sample: the kernel's totals, which include the window.
+        let totals = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        assert_eq!(totals["runtime"]["sampled_ns"], Value::Null);
+        assert!(
+            program(&totals, "xdp")["run_cnt"].as_u64().unwrap() >= datagrams as u64,
+            "{totals}"
+        );
+        let table = net.meshbpf(&["stats", &net.dev]).ok();
+        assert!(
+            table.stdout.contains("run time since load")
+                && table.stdout.contains("xdp_counter (xdp, prog"),
+            "{table:?}"
+        );
     }
-    let sysctl_before = std::fs::read_to_string(STATS_SYSCTL).unwrap();
-    let net = VethPair::new();
-    net.meshbpf(&["attach", &net.dev]).ok();
+);
 
-    let sampling = start_sample(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", net.ns))
-            .arg("--")
-            .arg(BIN)
-            .args(["stats", &net.dev, "--sample", "3", "-j"]),
-    );
-    let (rx_before, _) = net.link_stats("rx");
-    let (tx_before, _) = net.link_stats("tx");
-    let datagrams = 40;
-    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 64);
-    common::wait_for(Duration::from_secs(2), || {
-        (net.link_stats("rx").0 >= rx_before + datagrams as u64).then_some(())
-    })
-    .expect("the datagrams arrived");
-    let (rx_after, _) = net.link_stats("rx");
-    let (tx_after, _) = net.link_stats("tx");
-
-    let ran = Ran::from(sampling.wait_with_output().unwrap()).ok();
-    let stats = ran.json();
-    assert_eq!(
-        rx_after - rx_before,
-        datagrams as u64,
-        "nothing else arrived"
-    );
-    let window = stats["runtime"]["sampled_ns"].as_u64().unwrap();
-    assert!((3_000_000_000..4_000_000_000).contains(&window), "{stats}");
-
-    let xdp = program(&stats, "xdp");
-    assert_eq!(xdp["program"], "xdp_counter");
-    assert_eq!(xdp["prog_id"], stats["prog_id"]);
-    assert_eq!(xdp["run_cnt"], rx_after - rx_before, "{stats}");
-    let time = xdp["run_time_ns"].as_u64().unwrap();
-    assert!(time > 0, "{stats}");
-    assert_eq!(xdp["avg_run_time_ns"], time / datagrams as u64);
-    // Every frame that passed XDP went through tc ingress, and every frame
-    // sent (the kernel's ICMP port-unreachable replies) through tc egress.
-    assert_eq!(
-        program(&stats, "tc_ingress")["run_cnt"],
-        rx_after - rx_before
-    );
-    assert_eq!(
-        program(&stats, "tc_egress")["run_cnt"],
-        tx_after - tx_before
-    );
-
-    assert_eq!(
-        std::fs::read_to_string(STATS_SYSCTL).unwrap(),
-        sysctl_before,
-        "kernel.bpf_stats_enabled is untouched"
-    );
-
-    // Without --sample: the kernel's totals, which include the window.
-    let totals = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
-    assert_eq!(totals["runtime"]["sampled_ns"], Value::Null);
-    assert!(
-        program(&totals, "xdp")["run_cnt"].as_u64().unwrap() >= datagrams as u64,
-        "{totals}"
-    );
-    let table = net.meshbpf(&["stats", &net.dev]).ok();
-    assert!(
-        table.stdout.contains("run time since load")
-            && table.stdout.contains("xdp_counter (xdp, prog"),
-        "{table:?}"
-    );
-}
-
-#[test]
-fn ctrl_c_ends_a_sample_with_exit_130() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn ctrl_c_ends_a_sample_with_exit_130() {
+        let root = format!("/sys/fs/bpf/mbrt{}", std::process::id());
+        let sampling =
+            start_sample(Command::new(BIN).args(["stats", "--sample", "30", "--bpffs", &root]));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sampling.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let ran = Ran::from(sampling.wait_with_output().unwrap());
+        assert_eq!(ran.code, 130, "{ran:?}");
+        assert!(ran.stdout.is_empty(), "{ran:?}");
     }
-    let root = format!("/sys/fs/bpf/mbrt{}", std::process::id());
-    let sampling =
-        start_sample(Command::new(BIN).args(["stats", "--sample", "30", "--bpffs", &root]));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sampling.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let ran = Ran::from(sampling.wait_with_output().unwrap());
-    assert_eq!(ran.code, 130, "{ran:?}");
-    assert!(ran.stdout.is_empty(), "{ran:?}");
-}
+);

@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{http, privileged, PinRoot, VethPair, ADDR, BIN};
+use common::{http, PinRoot, VethPair, ADDR, BIN};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -161,28 +161,26 @@ fn series_of<'a>(text: &'a str, family: &str, interface: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(&prefix)).collect()
 }
 
-#[test]
-fn nothing_attached_is_a_valid_exposition_that_says_so() {
-    if !privileged() {
-        return;
-    }
-    let root = PinRoot::new();
-    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
-    promtool(&once);
-    assert_eq!(value(&once, "meshbpf_up"), Some(1.0), "{once}");
-    assert_eq!(value(&once, "meshbpf_attachments"), Some(0.0), "{once}");
-    assert!(!once.contains("meshbpf_packets_total{"), "{once}");
+privileged_test!(
+    fn nothing_attached_is_a_valid_exposition_that_says_so() {
+        let root = PinRoot::new();
+        let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+        promtool(&once);
+        assert_eq!(value(&once, "meshbpf_up"), Some(1.0), "{once}");
+        assert_eq!(value(&once, "meshbpf_attachments"), Some(0.0), "{once}");
+        assert!(!once.contains("meshbpf_packets_total{"), "{once}");
 
-    let server = Server::start(None, &root.args(&[])[..]);
-    let live = server.scrape();
-    promtool(&live);
-    assert_eq!(value(&live, "meshbpf_attachments"), Some(0.0), "{live}");
-    assert_eq!(
-        value(&live, "meshbpf_health_check{check=\"bpffs\",status=\"ok\"}"),
-        Some(1.0),
-        "{live}"
-    );
-}
+        let server = Server::start(None, &root.args(&[])[..]);
+        let live = server.scrape();
+        promtool(&live);
+        assert_eq!(value(&live, "meshbpf_attachments"), Some(0.0), "{live}");
+        assert_eq!(
+            value(&live, "meshbpf_health_check{check=\"bpffs\",status=\"ok\"}"),
+            Some(1.0),
+            "{live}"
+        );
+    }
+);
 
 /// A veth with meshbpf attached, and `serve` in its namespace.
 fn attached() -> (VethPair, Server) {
@@ -192,168 +190,162 @@ fn attached() -> (VethPair, Server) {
     (net, server)
 }
 
-#[test]
-fn a_scrape_counts_known_traffic_exactly_as_stats_does() {
-    if !privileged() {
-        return;
-    }
-    let (net, server) = attached();
-    let datagrams = 25;
-    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 100);
-    let stats = common::wait_for(Duration::from_secs(5), || {
-        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
-        (s["l4"]["udp"]["packets"] == datagrams).then_some(s)
-    })
-    .expect("the datagrams were never counted");
+privileged_test!(
+    fn a_scrape_counts_known_traffic_exactly_as_stats_does() {
+        let (net, server) = attached();
+        let datagrams = 25;
+        net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 100);
+        let stats = common::wait_for(Duration::from_secs(5), || {
+            let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+            (s["l4"]["udp"]["packets"] == datagrams).then_some(s)
+        })
+        .expect("the datagrams were never counted");
 
-    let live = server.scrape();
-    promtool(&live);
-    let dev = &net.dev;
-    assert_eq!(
-        value(&live, &packets(dev, "l4", "udp")),
-        Some(datagrams as f64)
-    );
-    for (layer, names) in [("l3", &L3[..]), ("l4", &L4[..])] {
-        for name in names {
-            let counter = &stats[layer][name];
-            assert_eq!(
-                value(&live, &packets(dev, layer, name)),
-                Some(counter["packets"].as_f64().unwrap()),
-                "{layer} {name}: {live}"
-            );
-            assert_eq!(
-                value(&live, &bytes(dev, layer, name)),
-                Some(counter["bytes"].as_f64().unwrap()),
-                "{layer} {name}: {live}"
-            );
+        let live = server.scrape();
+        promtool(&live);
+        let dev = &net.dev;
+        assert_eq!(
+            value(&live, &packets(dev, "l4", "udp")),
+            Some(datagrams as f64)
+        );
+        for (layer, names) in [("l3", &L3[..]), ("l4", &L4[..])] {
+            for name in names {
+                let counter = &stats[layer][name];
+                assert_eq!(
+                    value(&live, &packets(dev, layer, name)),
+                    Some(counter["packets"].as_f64().unwrap()),
+                    "{layer} {name}: {live}"
+                );
+                assert_eq!(
+                    value(&live, &bytes(dev, layer, name)),
+                    Some(counter["bytes"].as_f64().unwrap()),
+                    "{layer} {name}: {live}"
+                );
+            }
         }
-    }
-    assert_eq!(
-        value(
-            &live,
-            &format!("meshbpf_map_capacity{{interface=\"{dev}\",map=\"flows\"}}")
-        ),
-        Some(stats["flows"]["max_flows"].as_f64().unwrap())
-    );
-    assert_eq!(series_of(&live, "meshbpf_program_runs_total", dev).len(), 3);
+        assert_eq!(
+            value(
+                &live,
+                &format!("meshbpf_map_capacity{{interface=\"{dev}\",map=\"flows\"}}")
+            ),
+            Some(stats["flows"]["max_flows"].as_f64().unwrap())
+        );
+        assert_eq!(series_of(&live, "meshbpf_program_runs_total", dev).len(), 3);
 
-    let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
-    promtool(&once);
-    assert_eq!(
-        value(&once, &packets(dev, "l4", "udp")),
-        Some(datagrams as f64)
-    );
+        let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+        promtool(&once);
+        assert_eq!(
+            value(&once, &packets(dev, "l4", "udp")),
+            Some(datagrams as f64)
+        );
 
-    let (status, content_type, open) = server.get(
-        "/metrics",
-        Some("application/openmetrics-text; version=1.0.0"),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(
-        content_type,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    );
-    assert!(open.ends_with("# EOF\n"), "{open}");
-    assert!(open.contains("# TYPE meshbpf_packets counter\n"), "{open}");
-    assert_eq!(
-        value(&open, &packets(dev, "l4", "udp")),
-        Some(datagrams as f64)
-    );
-}
-
-#[test]
-fn healthz_is_200_until_a_check_fails_then_503() {
-    if !privileged() {
-        return;
-    }
-    let root = PinRoot::new();
-    std::fs::create_dir_all(&root.path).unwrap();
-    let server = Server::start(None, &root.args(&[])[..]);
-    let (status, content_type, body) = server.get("/healthz", None);
-    assert_eq!(content_type, "application/json");
-    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_ne!(report["status"], "fail", "{body}");
-
-    // What a command killed before it pinned its link leaves behind.
-    std::fs::create_dir_all(root.path.join("net/ghost0/xdp_counter")).unwrap();
-    let (status, _, body) = server.get("/healthz", None);
-    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(report["status"], "fail");
-    let ghost = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["interface"] == "ghost0")
-        .unwrap_or_else(|| panic!("no check of ghost0: {body}"));
-    assert_eq!(ghost["status"], "fail");
-    let live = server.scrape();
-    assert_eq!(
-        value(
-            &live,
-            "meshbpf_health_check{check=\"attachment ghost0/xdp_counter\",status=\"fail\"}"
-        ),
-        Some(1.0),
-        "{live}"
-    );
-    assert_eq!(server.get("/nothing", None).0, 404);
-}
-
-#[test]
-fn sigterm_and_sigint_stop_it_with_exit_0_and_the_port_closed() {
-    if !privileged() {
-        return;
-    }
-    let root = PinRoot::new();
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        let server = Server::start(None, &root.args(&[])[..]);
-        server.scrape();
-        let port = server.port;
-        let (status, stderr) = server.stop(signal);
-        assert_eq!(status.code(), Some(0), "{signal}: {stderr}");
-        assert!(
-            TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "{signal}: port {port} still open"
+        let (status, content_type, open) = server.get(
+            "/metrics",
+            Some("application/openmetrics-text; version=1.0.0"),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("# TYPE meshbpf_packets counter\n"), "{open}");
+        assert_eq!(
+            value(&open, &packets(dev, "l4", "udp")),
+            Some(datagrams as f64)
         );
     }
-}
+);
 
-#[test]
-fn scrapes_racing_attach_and_detach_see_all_or_nothing() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn healthz_is_200_until_a_check_fails_then_503() {
+        let root = PinRoot::new();
+        std::fs::create_dir_all(&root.path).unwrap();
+        let server = Server::start(None, &root.args(&[])[..]);
+        let (status, content_type, body) = server.get("/healthz", None);
+        assert_eq!(content_type, "application/json");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(report["status"], "fail", "{body}");
+
+        // What a command killed before it pinned its link leaves behind.
+        std::fs::create_dir_all(root.path.join("net/ghost0/xdp_counter")).unwrap();
+        let (status, _, body) = server.get("/healthz", None);
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(report["status"], "fail");
+        let ghost = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["interface"] == "ghost0")
+            .unwrap_or_else(|| panic!("no check of ghost0: {body}"));
+        assert_eq!(ghost["status"], "fail");
+        let live = server.scrape();
+        assert_eq!(
+            value(
+                &live,
+                "meshbpf_health_check{check=\"attachment ghost0/xdp_counter\",status=\"fail\"}"
+            ),
+            Some(1.0),
+            "{live}"
+        );
+        assert_eq!(server.get("/nothing", None).0, 404);
     }
-    let net = VethPair::new();
-    let server = Server::start(Some(&net.ns), &[]);
-    let rounds = 10;
-    let (mut present, mut absent) = (0, 0);
-    std::thread::scope(|s| {
-        let flips = s.spawn(|| {
-            for _ in 0..rounds {
-                net.meshbpf(&["attach", &net.dev]).ok();
-                net.meshbpf(&["detach", &net.dev]).ok();
-            }
-        });
-        while !flips.is_finished() {
-            let live = server.scrape();
-            let traffic = series_of(&live, "meshbpf_packets_total", &net.dev).len();
-            let flows = series_of(&live, "meshbpf_flows", &net.dev).len();
-            let runs = series_of(&live, "meshbpf_program_runs_total", &net.dev).len();
-            match (traffic, flows, runs) {
-                (9, 1, 3) => present += 1,
-                (0, 0, 0) => absent += 1,
-                half => panic!("half an attachment (packets, flows, programs) {half:?}: {live}"),
-            }
+);
+
+privileged_test!(
+    fn sigterm_and_sigint_stop_it_with_exit_0_and_the_port_closed() {
+        let root = PinRoot::new();
+        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+            let server = Server::start(None, &root.args(&[])[..]);
+            server.scrape();
+            let port = server.port;
+            let (status, stderr) = server.stop(signal);
+            assert_eq!(status.code(), Some(0), "{signal}: {stderr}");
+            assert!(
+                TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "{signal}: port {port} still open"
+            );
         }
-        flips.join().unwrap();
-    });
-    eprintln!("{present} scrapes saw the attachment, {absent} did not");
-    assert!(
-        present > 0 && absent > 0,
-        "the scrapes never saw both states"
-    );
-}
+    }
+);
+
+privileged_test!(
+    fn scrapes_racing_attach_and_detach_see_all_or_nothing() {
+        let net = VethPair::new();
+        let server = Server::start(Some(&net.ns), &[]);
+        let rounds = 10;
+        let (mut present, mut absent) = (0, 0);
+        std::thread::scope(|s| {
+            let flips = s.spawn(|| {
+                for _ in 0..rounds {
+                    net.meshbpf(&["attach", &net.dev]).ok();
+                    net.meshbpf(&["detach", &net.dev]).ok();
+                }
+            });
+            while !flips.is_finished() {
+                let live = server.scrape();
+                let traffic = series_of(&live, "meshbpf_packets_total", &net.dev).len();
+                let flows = series_of(&live, "meshbpf_flows", &net.dev).len();
+                let runs = series_of(&live, "meshbpf_program_runs_total", &net.dev).len();
+                match (traffic, flows, runs) {
+                    (9, 1, 3) => present += 1,
+                    (0, 0, 0) => absent += 1,
+                    half => {
+                        panic!("half an attachment (packets, flows, programs) {half:?}: {live}")
+                    }
+                }
+            }
+            flips.join().unwrap();
+        });
+        eprintln!("{present} scrapes saw the attachment, {absent} did not");
+        assert!(
+            present > 0 && absent > 0,
+            "the scrapes never saw both states"
+        );
+    }
+);
 
 /// Debian's Prometheus server on a free loopback port in `ns`, scraping
 /// `target` every second, with its config and data in a temp dir.
@@ -432,283 +424,271 @@ impl Drop for Prometheus {
     }
 }
 
-#[test]
-fn prometheus_scrapes_the_exact_packet_count() {
-    if !privileged() {
-        return;
-    }
-    let (net, server) = attached();
-    let prometheus = Prometheus::start(&net.ns, server.port);
-    let datagrams = 40;
-    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 64);
+privileged_test!(
+    fn prometheus_scrapes_the_exact_packet_count() {
+        let (net, server) = attached();
+        let prometheus = Prometheus::start(&net.ns, server.port);
+        let datagrams = 40;
+        net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 64);
 
-    let promql = packets(&net.dev, "l4", "udp");
-    let seen = common::wait_for(Duration::from_secs(60), || {
-        prometheus
-            .query(&promql)
-            .filter(|v| v == &datagrams.to_string())
-    });
-    assert_eq!(
-        seen.as_deref(),
-        Some("40"),
-        "Prometheus never reported {datagrams} for {promql}; last answer {:?}",
-        prometheus.query(&promql)
-    );
-    assert_eq!(
-        prometheus.query("up{job=\"meshbpf\"}").as_deref(),
-        Some("1")
-    );
-}
-
-#[test]
-fn filter_verdicts_and_rule_hits_are_exact() {
-    if !privileged() {
-        return;
-    }
-    let net = VethPair::new();
-    let rules = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        rules.path(),
-        r#"{"default": "allow", "rules": [{"action": "deny", "protocol": "udp", "dport": 9}]}"#,
-    )
-    .unwrap();
-    net.meshbpf(&[
-        "attach",
-        &net.dev,
-        "--filter",
-        rules.path().to_str().unwrap(),
-    ])
-    .ok();
-    let server = Server::start(Some(&net.ns), &[]);
-    let (denied, allowed) = (7, 5);
-    net.send_udp(format!("{ADDR}:9").parse().unwrap(), denied, 32);
-    net.send_udp(format!("{ADDR}:10").parse().unwrap(), allowed, 32);
-    let shown = common::wait_for(Duration::from_secs(5), || {
-        let s = net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json();
-        (s["rules"][0]["packets"] == denied).then_some(s)
-    })
-    .expect("the denied datagrams were never counted");
-
-    let live = server.scrape();
-    promtool(&live);
-    let dev = &net.dev;
-    let series = |family: &str, labels: &str| {
-        value(&live, &format!("{family}{{interface=\"{dev}\",{labels}}}"))
-    };
-    assert_eq!(
-        series("meshbpf_filter_rule_packets_total", "rule=\"0\""),
-        Some(shown["rules"][0]["packets"].as_f64().unwrap())
-    );
-    assert_eq!(
-        series("meshbpf_filter_rule_bytes_total", "rule=\"0\""),
-        Some(shown["rules"][0]["bytes"].as_f64().unwrap())
-    );
-    assert_eq!(
-        series("meshbpf_filter_verdict_packets_total", "verdict=\"drop\""),
-        Some(denied as f64)
-    );
-    assert_eq!(
-        series("meshbpf_filter_verdict_packets_total", "verdict=\"pass\""),
-        Some(allowed as f64)
-    );
-    assert_eq!(
-        value(
-            &live,
-            &format!("meshbpf_filter_rate_limited_packets_total{{interface=\"{dev}\"}}")
-        ),
-        Some(0.0)
-    );
-    assert_eq!(series("meshbpf_map_entries", "map=\"rules\""), Some(1.0));
-    assert_eq!(
-        series("meshbpf_map_capacity", "map=\"rules\""),
-        Some(f64::from(meshbpf::programs::xdp_mesh_filter::MAX_RULES))
-    );
-}
-
-#[test]
-fn syscall_latency_is_a_histogram_that_agrees_with_latency() {
-    if !privileged() {
-        return;
-    }
-    let root = PinRoot::new();
-    let child = common::held_python("for _ in range(100): os.getpid()");
-    let pid = child.id().to_string();
-    root.meshbpf(&["attach", "--latency", "--pid", &pid, "--syscalls", "getpid"])
-        .ok();
-    common::release(child);
-
-    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
-    promtool(&once);
-    let report = root.meshbpf(&["latency", "-j"]).ok().json();
-    let row = &report["syscalls"][0];
-    assert_eq!(row["name"], "getpid", "{report}");
-    let family = "meshbpf_syscall_latency_seconds";
-    let get = |series: &str| value(&once, &format!("{family}{series}"));
-    assert_eq!(get("_count{syscall=\"getpid\"}"), Some(100.0), "{once}");
-    assert_eq!(get("_bucket{le=\"+Inf\",syscall=\"getpid\"}"), Some(100.0));
-    assert_eq!(
-        get("_sum{syscall=\"getpid\"}"),
-        Some(row["total_ns"].as_f64().unwrap() / 1e9)
-    );
-    // (le in seconds, cumulative count) of every finite bucket.
-    let prefix = format!("{family}_bucket{{le=\"");
-    let buckets: Vec<(f64, u64)> = once
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter(|l| l.contains("syscall=\"getpid\""))
-        .filter_map(|l| {
-            let (le, rest) = l.split_once('"')?;
-            let le = le.parse().ok()?;
-            Some((le, rest.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
-    // Bucket b of `latency -j` (le_ns = 2^(b+1) - 1) is le = 2^(b+1) ns.
-    let mut cumulative = 0;
-    for bucket in row["buckets"].as_array().unwrap() {
-        cumulative += bucket["count"].as_u64().unwrap();
-        let le = (bucket["le_ns"].as_u64().unwrap() as f64 + 1.0) / 1e9;
-        let found = buckets
-            .iter()
-            .find(|(b, _)| (b - le).abs() < le * 1e-9)
-            .unwrap_or_else(|| panic!("no bucket le={le}: {once}"));
-        assert_eq!(found.1, cumulative, "le={le}: {once}");
-    }
-    assert_eq!(cumulative, 100);
-}
-
-#[test]
-fn lsm_events_by_type_and_verdict_agree_with_stats() {
-    if !privileged() {
-        return;
-    }
-    let root = PinRoot::new();
-    let watched = tempfile::tempdir().unwrap();
-    let policy = tempfile::NamedTempFile::new().unwrap();
-    let policy_json = serde_json::json!({ "watch": [watched.path()] }).to_string();
-    std::fs::write(policy.path(), policy_json).unwrap();
-    root.meshbpf(&[
-        "attach",
-        "--lsm",
-        "--policy",
-        policy.path().to_str().unwrap(),
-    ])
-    .ok();
-    let file = watched.path().join("f");
-    std::fs::write(&file, b"x").unwrap();
-    for _ in 0..2 {
-        std::fs::read(&file).unwrap();
-    }
-
-    let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
-    promtool(&once);
-    let open = &root.lsm_stats()["events"]["open"];
-    assert_eq!(open["events"], 3, "{open}");
-    let get = |series: &str| value(&once, series);
-    assert_eq!(
-        get("meshbpf_lsm_events_total{type=\"open\"}"),
-        Some(open["events"].as_f64().unwrap())
-    );
-    for verdict in ["denied", "audited"] {
+        let promql = packets(&net.dev, "l4", "udp");
+        let seen = common::wait_for(Duration::from_secs(60), || {
+            prometheus
+                .query(&promql)
+                .filter(|v| v == &datagrams.to_string())
+        });
         assert_eq!(
-            get(&format!(
-                "meshbpf_lsm_verdicts_total{{type=\"open\",verdict=\"{verdict}\"}}"
-            )),
-            Some(open[verdict].as_f64().unwrap()),
-            "{verdict}"
+            seen.as_deref(),
+            Some("40"),
+            "Prometheus never reported {datagrams} for {promql}; last answer {:?}",
+            prometheus.query(&promql)
+        );
+        assert_eq!(
+            prometheus.query("up{job=\"meshbpf\"}").as_deref(),
+            Some("1")
         );
     }
-    assert_eq!(
-        get("meshbpf_lsm_lost_events_total{type=\"open\"}"),
-        Some(0.0)
-    );
-    assert_eq!(get("meshbpf_attachments"), Some(1.0));
-    // Its programs' run counters, under their kernel names: the tracepoint
-    // fallback's two here.
-    let runs: Vec<&str> = series_of(&once, "meshbpf_program_runs_total", "")
-        .into_iter()
-        .map(|l| l.split_once('}').unwrap().0)
-        .collect();
-    assert_eq!(
-        runs,
-        [
-            "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_exec\"",
-            "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_sys_enter\""
-        ],
-        "{once}"
-    );
-}
+);
 
-#[test]
-fn class_counters_agree_with_stats() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn filter_verdicts_and_rule_hits_are_exact() {
+        let net = VethPair::new();
+        let rules = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            rules.path(),
+            r#"{"default": "allow", "rules": [{"action": "deny", "protocol": "udp", "dport": 9}]}"#,
+        )
+        .unwrap();
+        net.meshbpf(&[
+            "attach",
+            &net.dev,
+            "--filter",
+            rules.path().to_str().unwrap(),
+        ])
+        .ok();
+        let server = Server::start(Some(&net.ns), &[]);
+        let (denied, allowed) = (7, 5);
+        net.send_udp(format!("{ADDR}:9").parse().unwrap(), denied, 32);
+        net.send_udp(format!("{ADDR}:10").parse().unwrap(), allowed, 32);
+        let shown = common::wait_for(Duration::from_secs(5), || {
+            let s = net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json();
+            (s["rules"][0]["packets"] == denied).then_some(s)
+        })
+        .expect("the denied datagrams were never counted");
+
+        let live = server.scrape();
+        promtool(&live);
+        let dev = &net.dev;
+        let series = |family: &str, labels: &str| {
+            value(&live, &format!("{family}{{interface=\"{dev}\",{labels}}}"))
+        };
+        assert_eq!(
+            series("meshbpf_filter_rule_packets_total", "rule=\"0\""),
+            Some(shown["rules"][0]["packets"].as_f64().unwrap())
+        );
+        assert_eq!(
+            series("meshbpf_filter_rule_bytes_total", "rule=\"0\""),
+            Some(shown["rules"][0]["bytes"].as_f64().unwrap())
+        );
+        assert_eq!(
+            series("meshbpf_filter_verdict_packets_total", "verdict=\"drop\""),
+            Some(denied as f64)
+        );
+        assert_eq!(
+            series("meshbpf_filter_verdict_packets_total", "verdict=\"pass\""),
+            Some(allowed as f64)
+        );
+        assert_eq!(
+            value(
+                &live,
+                &format!("meshbpf_filter_rate_limited_packets_total{{interface=\"{dev}\"}}")
+            ),
+            Some(0.0)
+        );
+        assert_eq!(series("meshbpf_map_entries", "map=\"rules\""), Some(1.0));
+        assert_eq!(
+            series("meshbpf_map_capacity", "map=\"rules\""),
+            Some(f64::from(meshbpf::programs::xdp_mesh_filter::MAX_RULES))
+        );
     }
-    let net = VethPair::new();
-    let classes = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        classes.path(),
-        r#"{"classes": {"bulk": {"mark": "0x30"}},
-            "rules": [{"class": "bulk", "protocol": "udp", "dport": 9}]}"#,
-    )
-    .unwrap();
-    net.meshbpf(&[
-        "attach",
-        &net.dev,
-        "--classes",
-        classes.path().to_str().unwrap(),
-    ])
-    .ok();
-    let datagrams = 6;
-    net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 50);
-    let stats = common::wait_for(Duration::from_secs(5), || {
-        let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
-        let bulk = s["flows"]["classes"]
-            .as_array()?
-            .iter()
-            .find(|c| c["class"] == "bulk")?
-            .clone();
-        (bulk["ingress"]["packets"] == datagrams).then_some(bulk)
-    })
-    .expect("the bulk class never counted the datagrams");
+);
 
-    let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
-    promtool(&once);
-    for direction in ["ingress", "egress"] {
-        for unit in ["packets", "bytes"] {
-            let series = format!(
-                "meshbpf_class_{unit}_total{{interface=\"{}\",class=\"bulk\",direction=\"{direction}\"}}",
-                net.dev
-            );
+privileged_test!(
+    fn syscall_latency_is_a_histogram_that_agrees_with_latency() {
+        let root = PinRoot::new();
+        let child = common::held_python("for _ in range(100): os.getpid()");
+        let pid = child.id().to_string();
+        root.meshbpf(&["attach", "--latency", "--pid", &pid, "--syscalls", "getpid"])
+            .ok();
+        common::release(child);
+
+        let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+        promtool(&once);
+        let report = root.meshbpf(&["latency", "-j"]).ok().json();
+        let row = &report["syscalls"][0];
+        assert_eq!(row["name"], "getpid", "{report}");
+        let family = "meshbpf_syscall_latency_seconds";
+        let get = |series: &str| value(&once, &format!("{family}{series}"));
+        assert_eq!(get("_count{syscall=\"getpid\"}"), Some(100.0), "{once}");
+        assert_eq!(get("_bucket{le=\"+Inf\",syscall=\"getpid\"}"), Some(100.0));
+        assert_eq!(
+            get("_sum{syscall=\"getpid\"}"),
+            Some(row["total_ns"].as_f64().unwrap() / 1e9)
+        );
+        // (le in seconds, cumulative count) of every finite bucket.
+        let prefix = format!("{family}_bucket{{le=\"");
+        let buckets: Vec<(f64, u64)> = once
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter(|l| l.contains("syscall=\"getpid\""))
+            .filter_map(|l| {
+                let (le, rest) = l.split_once('"')?;
+                let le = le.parse().ok()?;
+                Some((le, rest.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect();
+        // Bucket b of `latency -j` (le_ns = 2^(b+1) - 1) is le = 2^(b+1) ns.
+        let mut cumulative = 0;
+        for bucket in row["buckets"].as_array().unwrap() {
+            cumulative += bucket["count"].as_u64().unwrap();
+            let le = (bucket["le_ns"].as_u64().unwrap() as f64 + 1.0) / 1e9;
+            let found = buckets
+                .iter()
+                .find(|(b, _)| (b - le).abs() < le * 1e-9)
+                .unwrap_or_else(|| panic!("no bucket le={le}: {once}"));
+            assert_eq!(found.1, cumulative, "le={le}: {once}");
+        }
+        assert_eq!(cumulative, 100);
+    }
+);
+
+privileged_test!(
+    fn lsm_events_by_type_and_verdict_agree_with_stats() {
+        let root = PinRoot::new();
+        let watched = tempfile::tempdir().unwrap();
+        let policy = tempfile::NamedTempFile::new().unwrap();
+        let policy_json = serde_json::json!({ "watch": [watched.path()] }).to_string();
+        std::fs::write(policy.path(), policy_json).unwrap();
+        root.meshbpf(&[
+            "attach",
+            "--lsm",
+            "--policy",
+            policy.path().to_str().unwrap(),
+        ])
+        .ok();
+        let file = watched.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        for _ in 0..2 {
+            std::fs::read(&file).unwrap();
+        }
+
+        let once = root.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+        promtool(&once);
+        let open = &root.lsm_stats()["events"]["open"];
+        assert_eq!(open["events"], 3, "{open}");
+        let get = |series: &str| value(&once, series);
+        assert_eq!(
+            get("meshbpf_lsm_events_total{type=\"open\"}"),
+            Some(open["events"].as_f64().unwrap())
+        );
+        for verdict in ["denied", "audited"] {
             assert_eq!(
-                value(&once, &series),
-                Some(stats[direction][unit].as_f64().unwrap()),
-                "{series}: {once}"
+                get(&format!(
+                    "meshbpf_lsm_verdicts_total{{type=\"open\",verdict=\"{verdict}\"}}"
+                )),
+                Some(open[verdict].as_f64().unwrap()),
+                "{verdict}"
             );
         }
+        assert_eq!(
+            get("meshbpf_lsm_lost_events_total{type=\"open\"}"),
+            Some(0.0)
+        );
+        assert_eq!(get("meshbpf_attachments"), Some(1.0));
+        // Its programs' run counters, under their kernel names: the tracepoint
+        // fallback's two here.
+        let runs: Vec<&str> = series_of(&once, "meshbpf_program_runs_total", "")
+            .into_iter()
+            .map(|l| l.split_once('}').unwrap().0)
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_exec\"",
+                "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_sys_enter\""
+            ],
+            "{once}"
+        );
     }
-}
+);
 
-#[test]
-fn a_port_in_use_is_named_with_what_to_do() {
-    if !privileged() {
-        return;
+privileged_test!(
+    fn class_counters_agree_with_stats() {
+        let net = VethPair::new();
+        let classes = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            classes.path(),
+            r#"{"classes": {"bulk": {"mark": "0x30"}},
+            "rules": [{"class": "bulk", "protocol": "udp", "dport": 9}]}"#,
+        )
+        .unwrap();
+        net.meshbpf(&[
+            "attach",
+            &net.dev,
+            "--classes",
+            classes.path().to_str().unwrap(),
+        ])
+        .ok();
+        let datagrams = 6;
+        net.send_udp(format!("{ADDR}:9").parse().unwrap(), datagrams, 50);
+        let stats = common::wait_for(Duration::from_secs(5), || {
+            let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+            let bulk = s["flows"]["classes"]
+                .as_array()?
+                .iter()
+                .find(|c| c["class"] == "bulk")?
+                .clone();
+            (bulk["ingress"]["packets"] == datagrams).then_some(bulk)
+        })
+        .expect("the bulk class never counted the datagrams");
+
+        let once = net.meshbpf(&["stats", "--prometheus"]).ok().stdout;
+        promtool(&once);
+        for direction in ["ingress", "egress"] {
+            for unit in ["packets", "bytes"] {
+                let series = format!(
+                    "meshbpf_class_{unit}_total{{interface=\"{}\",class=\"bulk\",direction=\"{direction}\"}}",
+                    net.dev
+                );
+                assert_eq!(
+                    value(&once, &series),
+                    Some(stats[direction][unit].as_f64().unwrap()),
+                    "{series}: {once}"
+                );
+            }
+        }
     }
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = taken.local_addr().unwrap().to_string();
-    let ran = common::meshbpf(&["serve", "--listen", &listen, "-j"]);
-    assert_eq!(ran.code, 1, "{}", ran.stderr);
-    let error = ran.json();
-    assert_eq!(
-        error["error"],
-        format!("cannot listen on {listen}: Address already in use (os error 98)")
-    );
-    assert!(
-        error["hint"]
-            .as_str()
-            .unwrap()
-            .contains("--listen ADDR:PORT"),
-        "{error}"
-    );
-    let usage = common::meshbpf(&["serve", "--listen", "localhost"]);
-    assert_eq!(usage.code, 2, "{}", usage.stderr);
-}
+);
+
+privileged_test!(
+    fn a_port_in_use_is_named_with_what_to_do() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = taken.local_addr().unwrap().to_string();
+        let ran = common::meshbpf(&["serve", "--listen", &listen, "-j"]);
+        assert_eq!(ran.code, 1, "{}", ran.stderr);
+        let error = ran.json();
+        assert_eq!(
+            error["error"],
+            format!("cannot listen on {listen}: Address already in use (os error 98)")
+        );
+        assert!(
+            error["hint"]
+                .as_str()
+                .unwrap()
+                .contains("--listen ADDR:PORT"),
+            "{error}"
+        );
+        let usage = common::meshbpf(&["serve", "--listen", "localhost"]);
+        assert_eq!(usage.code, 2, "{}", usage.stderr);
+    }
+);

@@ -103,9 +103,8 @@ fn getpgid() {
     assert!(unsafe { libc::getpgid(0) } >= 0, "getpgid(0)");
 }
 
-#[test]
-fn kprobe_and_kretprobe_count_every_call() {
-    if common::privileged() {
+privileged_test!(
+    fn kprobe_and_kretprobe_count_every_call() {
         assert_counts(
             &[
                 ("on_kprobe", "kprobe_calls"),
@@ -114,23 +113,21 @@ fn kprobe_and_kretprobe_count_every_call() {
             getpgid,
         );
     }
-}
+);
 
-#[test]
-fn fentry_and_fexit_count_every_call() {
-    if common::privileged() {
+privileged_test!(
+    fn fentry_and_fexit_count_every_call() {
         assert_counts(
             &[("on_fentry", "fentry_calls"), ("on_fexit", "fexit_calls")],
             getpgid,
         );
     }
-}
+);
 
-#[test]
-fn lsm_file_open_counts_every_open() {
-    if common::privileged() {
+privileged_test!(
+    fn lsm_file_open_counts_every_open() {
         assert_counts(&[("on_file_open", "file_open_calls")], || {
             File::open("/dev/null").expect("opening /dev/null");
         });
     }
-}
+);

@@ -12,20 +12,18 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-#[test]
-fn health_reports_kprobe_fentry_and_lsm_as_available() {
-    if !common::privileged() {
-        return;
+privileged_test!(
+    fn health_reports_kprobe_fentry_and_lsm_as_available() {
+        let health = common::meshbpf(&["health", "-j"]).ok().json();
+        for hook in ["kprobe", "fentry", "lsm", "tp_btf", "raw_tp"] {
+            assert_eq!(
+                health["hooks"][hook]["available"], true,
+                "{hook}: {}",
+                health["hooks"][hook]
+            );
+        }
     }
-    let health = common::meshbpf(&["health", "-j"]).ok().json();
-    for hook in ["kprobe", "fentry", "lsm", "tp_btf", "raw_tp"] {
-        assert_eq!(
-            health["hooks"][hook]["available"], true,
-            "{hook}: {}",
-            health["hooks"][hook]
-        );
-    }
-}
+);
 
 /// Names of the programs behind the kernel's live links.
 fn linked_programs() -> Vec<String> {
@@ -79,23 +77,21 @@ fn count_reads(method: &str, programs: [&str; 2], reads: usize) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
-#[test]
-fn latency_function_counts_every_call_with_fentry_and_with_kprobe() {
-    if !common::privileged() {
-        return;
+privileged_test!(
+    fn latency_function_counts_every_call_with_fentry_and_with_kprobe() {
+        for (method, programs) in [
+            ("fentry", ["lat_fentry", "lat_fexit"]),
+            ("kprobe", ["lat_kprobe", "lat_kretprobe"]),
+        ] {
+            let report = count_reads(method, programs, 100);
+            assert_eq!(report["method"], method, "{report}");
+            assert_eq!(report["function"]["name"], "vfs_read");
+            assert_eq!(report["function"]["count"], 100, "{method}: {report}");
+            let linked = linked_programs();
+            assert!(
+                programs.iter().all(|p| !linked.iter().any(|n| n == p)),
+                "{programs:?} left linked: {linked:?}"
+            );
+        }
     }
-    for (method, programs) in [
-        ("fentry", ["lat_fentry", "lat_fexit"]),
-        ("kprobe", ["lat_kprobe", "lat_kretprobe"]),
-    ] {
-        let report = count_reads(method, programs, 100);
-        assert_eq!(report["method"], method, "{report}");
-        assert_eq!(report["function"]["name"], "vfs_read");
-        assert_eq!(report["function"]["count"], 100, "{method}: {report}");
-        let linked = linked_programs();
-        assert!(
-            programs.iter().all(|p| !linked.iter().any(|n| n == p)),
-            "{programs:?} left linked: {linked:?}"
-        );
-    }
-}
+);

@@ -374,546 +374,519 @@ fn with_tcp_flags(frame: &Frame, flags: u8) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn src_or_dst_cidr_alone() {
-    if !common::privileged() {
-        return;
+privileged_test!(
+    fn src_or_dst_cidr_alone() {
+        for side in ["src", "dst"] {
+            let mut object = MaybeUninit::uninit();
+            let h = Harness::load(
+                &mut object,
+                &format!(
+                    r#"{{"rules": [{{"action": "deny", "{side}": "203.0.113.0/24"}},
+                              {{"action": "deny", "{side}": "2001:db8:bad::/48"}}]}}"#
+                ),
+            );
+            // The address on the rule's side, and on the other side.
+            let here4 = |addr: [u8; 4]| match side {
+                "src" => Frame::eth().ipv4(addr, DST4),
+                _ => Frame::eth().ipv4(SRC4, addr),
+            };
+            let there4 = |addr: [u8; 4]| match side {
+                "src" => Frame::eth().ipv4(SRC4, addr),
+                _ => Frame::eth().ipv4(addr, DST4),
+            };
+            let here6 = |addr: Ipv6Addr| match side {
+                "src" => Frame::eth().ipv6(addr, DST6),
+                _ => Frame::eth().ipv6(SRC6, addr),
+            };
+            let there6 = |addr: Ipv6Addr| match side {
+                "src" => Frame::eth().ipv6(SRC6, addr),
+                _ => Frame::eth().ipv6(addr, DST6),
+            };
+
+            for inside in [[203, 0, 113, 0], [203, 0, 113, 77], [203, 0, 113, 255]] {
+                // Every IP protocol: the rule names none.
+                h.expect(&here4(inside).tcp(1, 2).build(), "ipv4/tcp", DROP, Rule(0));
+                h.expect(&here4(inside).udp(1, 2).build(), "ipv4/udp", DROP, Rule(0));
+                h.expect(
+                    &here4(inside).icmp(8, 0).build(),
+                    "ipv4/icmp",
+                    DROP,
+                    Rule(0),
+                );
+                let gre = here4(inside).protocol(IPPROTO_GRE).payload(8).build();
+                h.expect(&gre, "ipv4/other", DROP, Rule(0));
+                h.expect(&there4(inside).tcp(1, 2).build(), "ipv4/tcp", PASS, DEFAULT);
+            }
+            for outside in [[203, 0, 112, 255], [203, 0, 114, 0]] {
+                h.expect(&here4(outside).tcp(1, 2).build(), "ipv4/tcp", PASS, DEFAULT);
+            }
+            let inside6 = [
+                Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 0),
+                Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff),
+            ];
+            for inside in inside6 {
+                h.expect(&here6(inside).udp(1, 2).build(), "ipv6/udp", DROP, Rule(1));
+                let icmp = here6(inside).icmpv6(128, 0).build();
+                h.expect(&icmp, "ipv6/icmpv6", DROP, Rule(1));
+                h.expect(&there6(inside).udp(1, 2).build(), "ipv6/udp", PASS, DEFAULT);
+            }
+            let outside6 = [
+                Ipv6Addr::new(0x2001, 0xdb8, 0xbac, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff),
+                Ipv6Addr::new(0x2001, 0xdb8, 0xbae, 0, 0, 0, 0, 0),
+            ];
+            for outside in outside6 {
+                h.expect(&here6(outside).udp(1, 2).build(), "ipv6/udp", PASS, DEFAULT);
+            }
+            // ARP carries IPv4 addresses, but address rules are for IP packets.
+            let arp = Frame::eth().arp_request([203, 0, 113, 1], [203, 0, 113, 2]);
+            h.expect(&arp.build(), "arp/other", PASS, DEFAULT);
+        }
     }
-    for side in ["src", "dst"] {
+);
+
+privileged_test!(
+    fn cidrs_match_only_their_own_family() {
         let mut object = MaybeUninit::uninit();
         let h = Harness::load(
             &mut object,
-            &format!(
-                r#"{{"rules": [{{"action": "deny", "{side}": "203.0.113.0/24"}},
-                              {{"action": "deny", "{side}": "2001:db8:bad::/48"}}]}}"#
-            ),
-        );
-        // The address on the rule's side, and on the other side.
-        let here4 = |addr: [u8; 4]| match side {
-            "src" => Frame::eth().ipv4(addr, DST4),
-            _ => Frame::eth().ipv4(SRC4, addr),
-        };
-        let there4 = |addr: [u8; 4]| match side {
-            "src" => Frame::eth().ipv4(SRC4, addr),
-            _ => Frame::eth().ipv4(addr, DST4),
-        };
-        let here6 = |addr: Ipv6Addr| match side {
-            "src" => Frame::eth().ipv6(addr, DST6),
-            _ => Frame::eth().ipv6(SRC6, addr),
-        };
-        let there6 = |addr: Ipv6Addr| match side {
-            "src" => Frame::eth().ipv6(SRC6, addr),
-            _ => Frame::eth().ipv6(addr, DST6),
-        };
-
-        for inside in [[203, 0, 113, 0], [203, 0, 113, 77], [203, 0, 113, 255]] {
-            // Every IP protocol: the rule names none.
-            h.expect(&here4(inside).tcp(1, 2).build(), "ipv4/tcp", DROP, Rule(0));
-            h.expect(&here4(inside).udp(1, 2).build(), "ipv4/udp", DROP, Rule(0));
-            h.expect(
-                &here4(inside).icmp(8, 0).build(),
-                "ipv4/icmp",
-                DROP,
-                Rule(0),
-            );
-            let gre = here4(inside).protocol(IPPROTO_GRE).payload(8).build();
-            h.expect(&gre, "ipv4/other", DROP, Rule(0));
-            h.expect(&there4(inside).tcp(1, 2).build(), "ipv4/tcp", PASS, DEFAULT);
-        }
-        for outside in [[203, 0, 112, 255], [203, 0, 114, 0]] {
-            h.expect(&here4(outside).tcp(1, 2).build(), "ipv4/tcp", PASS, DEFAULT);
-        }
-        let inside6 = [
-            Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 0),
-            Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff),
-        ];
-        for inside in inside6 {
-            h.expect(&here6(inside).udp(1, 2).build(), "ipv6/udp", DROP, Rule(1));
-            let icmp = here6(inside).icmpv6(128, 0).build();
-            h.expect(&icmp, "ipv6/icmpv6", DROP, Rule(1));
-            h.expect(&there6(inside).udp(1, 2).build(), "ipv6/udp", PASS, DEFAULT);
-        }
-        let outside6 = [
-            Ipv6Addr::new(0x2001, 0xdb8, 0xbac, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff),
-            Ipv6Addr::new(0x2001, 0xdb8, 0xbae, 0, 0, 0, 0, 0),
-        ];
-        for outside in outside6 {
-            h.expect(&here6(outside).udp(1, 2).build(), "ipv6/udp", PASS, DEFAULT);
-        }
-        // ARP carries IPv4 addresses, but address rules are for IP packets.
-        let arp = Frame::eth().arp_request([203, 0, 113, 1], [203, 0, 113, 2]);
-        h.expect(&arp.build(), "arp/other", PASS, DEFAULT);
-    }
-}
-
-#[test]
-fn cidrs_match_only_their_own_family() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rules": [{"action": "deny", "src": "0.0.0.0/0", "protocol": "udp"},
+            r#"{"rules": [{"action": "deny", "src": "0.0.0.0/0", "protocol": "udp"},
                       {"action": "deny", "dst": "::/0", "protocol": "tcp"}]}"#,
-    );
-    h.expect(&v4().udp(1, 2).build(), "ipv4/udp", DROP, Rule(0));
-    h.expect(&v6().udp(1, 2).build(), "ipv6/udp", PASS, DEFAULT);
-    h.expect(&v6().tcp(1, 2).build(), "ipv6/tcp", DROP, Rule(1));
-    h.expect(&v4().tcp(1, 2).build(), "ipv4/tcp", PASS, DEFAULT);
-    // An IPv4-mapped IPv6 address is an IPv6 packet's address.
-    let mapped = Ipv4Addr::from(SRC4).to_ipv6_mapped();
-    let frame = Frame::eth().ipv6(mapped, DST6).udp(1, 2).build();
-    h.expect(&frame, "ipv6/udp", PASS, DEFAULT);
-}
-
-#[test]
-fn protocol_alone() {
-    if !common::privileged() {
-        return;
+        );
+        h.expect(&v4().udp(1, 2).build(), "ipv4/udp", DROP, Rule(0));
+        h.expect(&v6().udp(1, 2).build(), "ipv6/udp", PASS, DEFAULT);
+        h.expect(&v6().tcp(1, 2).build(), "ipv6/tcp", DROP, Rule(1));
+        h.expect(&v4().tcp(1, 2).build(), "ipv4/tcp", PASS, DEFAULT);
+        // An IPv4-mapped IPv6 address is an IPv6 packet's address.
+        let mapped = Ipv4Addr::from(SRC4).to_ipv6_mapped();
+        let frame = Frame::eth().ipv6(mapped, DST6).udp(1, 2).build();
+        h.expect(&frame, "ipv6/udp", PASS, DEFAULT);
     }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"default": "deny", "rules": [
+);
+
+privileged_test!(
+    fn protocol_alone() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"default": "deny", "rules": [
             {"action": "allow", "protocol": "tcp"},
             {"action": "allow", "protocol": "udp"},
             {"action": "allow", "protocol": "icmp"},
             {"action": "allow", "protocol": "icmpv6"},
             {"action": "allow", "protocol": "arp"}]}"#,
-    );
-    h.expect(&v4().tcp(1, 2).build(), "ipv4/tcp", PASS, Rule(0));
-    h.expect(&v6().tcp(1, 2).build(), "ipv6/tcp", PASS, Rule(0));
-    h.expect(&v4().udp(1, 2).build(), "ipv4/udp", PASS, Rule(1));
-    h.expect(&v6().udp(1, 2).build(), "ipv6/udp", PASS, Rule(1));
-    h.expect(&v4().icmp(8, 0).build(), "ipv4/icmp", PASS, Rule(2));
-    h.expect(&v6().icmpv6(128, 0).build(), "ipv6/icmpv6", PASS, Rule(3));
-    h.expect(&arp().build(), "arp/other", PASS, Rule(4));
-    // ICMP in the other family is another IP protocol, like GRE.
-    h.expect(&v6().icmp(8, 0).build(), "ipv6/other", DROP, DEFAULT);
-    h.expect(&v4().icmpv6(128, 0).build(), "ipv4/other", DROP, DEFAULT);
-    let gre = v4().protocol(IPPROTO_GRE).payload(8).build();
-    h.expect(&gre, "ipv4/other", DROP, DEFAULT);
-    h.expect(&non_ip().build(), "other/other", DROP, DEFAULT);
-}
-
-#[test]
-fn protocol_any_is_every_ip_packet_and_nothing_else() {
-    if !common::privileged() {
-        return;
+        );
+        h.expect(&v4().tcp(1, 2).build(), "ipv4/tcp", PASS, Rule(0));
+        h.expect(&v6().tcp(1, 2).build(), "ipv6/tcp", PASS, Rule(0));
+        h.expect(&v4().udp(1, 2).build(), "ipv4/udp", PASS, Rule(1));
+        h.expect(&v6().udp(1, 2).build(), "ipv6/udp", PASS, Rule(1));
+        h.expect(&v4().icmp(8, 0).build(), "ipv4/icmp", PASS, Rule(2));
+        h.expect(&v6().icmpv6(128, 0).build(), "ipv6/icmpv6", PASS, Rule(3));
+        h.expect(&arp().build(), "arp/other", PASS, Rule(4));
+        // ICMP in the other family is another IP protocol, like GRE.
+        h.expect(&v6().icmp(8, 0).build(), "ipv6/other", DROP, DEFAULT);
+        h.expect(&v4().icmpv6(128, 0).build(), "ipv4/other", DROP, DEFAULT);
+        let gre = v4().protocol(IPPROTO_GRE).payload(8).build();
+        h.expect(&gre, "ipv4/other", DROP, DEFAULT);
+        h.expect(&non_ip().build(), "other/other", DROP, DEFAULT);
     }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(&mut object, r#"{"rules": [{"action": "deny"}]}"#);
-    h.expect(&v4().tcp(1, 2).build(), "ipv4/tcp", DROP, Rule(0));
-    h.expect(&v4().udp(1, 2).build(), "ipv4/udp", DROP, Rule(0));
-    h.expect(&v4().icmp(8, 0).build(), "ipv4/icmp", DROP, Rule(0));
-    h.expect(&v6().icmpv6(128, 0).build(), "ipv6/icmpv6", DROP, Rule(0));
-    h.expect(&v6().icmp(8, 0).build(), "ipv6/other", DROP, Rule(0));
-    let gre = v6().protocol(IPPROTO_GRE).payload(8).build();
-    h.expect(&gre, "ipv6/other", DROP, Rule(0));
-    h.expect(&arp().build(), "arp/other", PASS, DEFAULT);
-    h.expect(&non_ip().build(), "other/other", PASS, DEFAULT);
-}
+);
 
-#[test]
-fn sport_and_dport_alone() {
-    if !common::privileged() {
-        return;
+privileged_test!(
+    fn protocol_any_is_every_ip_packet_and_nothing_else() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(&mut object, r#"{"rules": [{"action": "deny"}]}"#);
+        h.expect(&v4().tcp(1, 2).build(), "ipv4/tcp", DROP, Rule(0));
+        h.expect(&v4().udp(1, 2).build(), "ipv4/udp", DROP, Rule(0));
+        h.expect(&v4().icmp(8, 0).build(), "ipv4/icmp", DROP, Rule(0));
+        h.expect(&v6().icmpv6(128, 0).build(), "ipv6/icmpv6", DROP, Rule(0));
+        h.expect(&v6().icmp(8, 0).build(), "ipv6/other", DROP, Rule(0));
+        let gre = v6().protocol(IPPROTO_GRE).payload(8).build();
+        h.expect(&gre, "ipv6/other", DROP, Rule(0));
+        h.expect(&arp().build(), "arp/other", PASS, DEFAULT);
+        h.expect(&non_ip().build(), "other/other", PASS, DEFAULT);
     }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rules": [{"action": "deny", "sport": 1000},
+);
+
+privileged_test!(
+    fn sport_and_dport_alone() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rules": [{"action": "deny", "sport": 1000},
                       {"action": "deny", "protocol": "udp", "dport": 53},
                       {"action": "deny", "protocol": "tcp", "dport": 22}]}"#,
-    );
-    for (ip, l3) in [(v4(), "ipv4"), (v6(), "ipv6")] {
-        let slot = |l4: &str| format!("{l3}/{l4}");
-        // A port condition without a protocol holds for TCP and UDP.
-        h.expect(
-            &ip.clone().tcp(1000, 9).build(),
-            &slot("tcp"),
-            DROP,
-            Rule(0),
         );
-        h.expect(
-            &ip.clone().udp(1000, 9).build(),
-            &slot("udp"),
-            DROP,
-            Rule(0),
-        );
-        h.expect(&ip.clone().tcp(999, 9).build(), &slot("tcp"), PASS, DEFAULT);
-        h.expect(
-            &ip.clone().tcp(1001, 9).build(),
-            &slot("tcp"),
-            PASS,
-            DEFAULT,
-        );
-        // The destination port is not the source port.
-        h.expect(
-            &ip.clone().udp(9, 1000).build(),
-            &slot("udp"),
-            PASS,
-            DEFAULT,
-        );
-        h.expect(&ip.clone().udp(9, 53).build(), &slot("udp"), DROP, Rule(1));
-        h.expect(&ip.clone().tcp(9, 53).build(), &slot("tcp"), PASS, DEFAULT);
-        h.expect(&ip.clone().udp(53, 9).build(), &slot("udp"), PASS, DEFAULT);
-        h.expect(&ip.clone().tcp(9, 22).build(), &slot("tcp"), DROP, Rule(2));
-        h.expect(&ip.clone().udp(9, 22).build(), &slot("udp"), PASS, DEFAULT);
-        let gre = ip.protocol(IPPROTO_GRE).payload(8).build();
-        h.expect(&gre, &slot("other"), PASS, DEFAULT);
+        for (ip, l3) in [(v4(), "ipv4"), (v6(), "ipv6")] {
+            let slot = |l4: &str| format!("{l3}/{l4}");
+            // A port condition without a protocol holds for TCP and UDP.
+            h.expect(
+                &ip.clone().tcp(1000, 9).build(),
+                &slot("tcp"),
+                DROP,
+                Rule(0),
+            );
+            h.expect(
+                &ip.clone().udp(1000, 9).build(),
+                &slot("udp"),
+                DROP,
+                Rule(0),
+            );
+            h.expect(&ip.clone().tcp(999, 9).build(), &slot("tcp"), PASS, DEFAULT);
+            h.expect(
+                &ip.clone().tcp(1001, 9).build(),
+                &slot("tcp"),
+                PASS,
+                DEFAULT,
+            );
+            // The destination port is not the source port.
+            h.expect(
+                &ip.clone().udp(9, 1000).build(),
+                &slot("udp"),
+                PASS,
+                DEFAULT,
+            );
+            h.expect(&ip.clone().udp(9, 53).build(), &slot("udp"), DROP, Rule(1));
+            h.expect(&ip.clone().tcp(9, 53).build(), &slot("tcp"), PASS, DEFAULT);
+            h.expect(&ip.clone().udp(53, 9).build(), &slot("udp"), PASS, DEFAULT);
+            h.expect(&ip.clone().tcp(9, 22).build(), &slot("tcp"), DROP, Rule(2));
+            h.expect(&ip.clone().udp(9, 22).build(), &slot("udp"), PASS, DEFAULT);
+            let gre = ip.protocol(IPPROTO_GRE).payload(8).build();
+            h.expect(&gre, &slot("other"), PASS, DEFAULT);
+        }
+        h.expect(&v4().icmp(8, 0).build(), "ipv4/icmp", PASS, DEFAULT);
+        h.expect(&v6().icmpv6(128, 0).build(), "ipv6/icmpv6", PASS, DEFAULT);
     }
-    h.expect(&v4().icmp(8, 0).build(), "ipv4/icmp", PASS, DEFAULT);
-    h.expect(&v6().icmpv6(128, 0).build(), "ipv6/icmpv6", PASS, DEFAULT);
-}
+);
 
-#[test]
-fn all_fields_combined_and_each_one_off() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rules": [
+privileged_test!(
+    fn all_fields_combined_and_each_one_off() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rules": [
             {"action": "deny", "src": "198.51.100.0/24", "dst": "192.0.2.0/24",
              "protocol": "tcp", "sport": "1024-65535", "dport": 443},
             {"action": "deny", "src": "2001:db8:1::/48", "dst": "2001:db8:2::/48",
              "protocol": "udp", "sport": "1024-65535", "dport": 443}]}"#,
-    );
-    let src6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 9, 0, 0, 0, 1);
-    let dst6 = Ipv6Addr::new(0x2001, 0xdb8, 2, 9, 0, 0, 0, 1);
-    let off6 = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+        );
+        let src6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 9, 0, 0, 0, 1);
+        let dst6 = Ipv6Addr::new(0x2001, 0xdb8, 2, 9, 0, 0, 0, 1);
+        let off6 = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
 
-    let all4 = |src: [u8; 4], dst: [u8; 4]| Frame::eth().ipv4(src, dst);
-    h.expect(&v4().tcp(1024, 443).build(), "ipv4/tcp", DROP, Rule(0));
-    h.expect(&v4().tcp(65535, 443).build(), "ipv4/tcp", DROP, Rule(0));
-    let one_off = [
-        (all4([198, 51, 101, 1], DST4).tcp(1024, 443), "ipv4/tcp"),
-        (all4(SRC4, [192, 0, 3, 1]).tcp(1024, 443), "ipv4/tcp"),
-        (all4(DST4, SRC4).tcp(1024, 443), "ipv4/tcp"),
-        (v4().udp(1024, 443), "ipv4/udp"),
-        (v4().tcp(1023, 443), "ipv4/tcp"),
-        (v4().tcp(1024, 444), "ipv4/tcp"),
-    ];
-    for (frame, slot) in one_off {
-        h.expect(&frame.build(), slot, PASS, DEFAULT);
-    }
+        let all4 = |src: [u8; 4], dst: [u8; 4]| Frame::eth().ipv4(src, dst);
+        h.expect(&v4().tcp(1024, 443).build(), "ipv4/tcp", DROP, Rule(0));
+        h.expect(&v4().tcp(65535, 443).build(), "ipv4/tcp", DROP, Rule(0));
+        let one_off = [
+            (all4([198, 51, 101, 1], DST4).tcp(1024, 443), "ipv4/tcp"),
+            (all4(SRC4, [192, 0, 3, 1]).tcp(1024, 443), "ipv4/tcp"),
+            (all4(DST4, SRC4).tcp(1024, 443), "ipv4/tcp"),
+            (v4().udp(1024, 443), "ipv4/udp"),
+            (v4().tcp(1023, 443), "ipv4/tcp"),
+            (v4().tcp(1024, 444), "ipv4/tcp"),
+        ];
+        for (frame, slot) in one_off {
+            h.expect(&frame.build(), slot, PASS, DEFAULT);
+        }
 
-    let all6 = |src: Ipv6Addr, dst: Ipv6Addr| Frame::eth().ipv6(src, dst);
-    h.expect(
-        &all6(src6, dst6).udp(40000, 443).build(),
-        "ipv6/udp",
-        DROP,
-        Rule(1),
-    );
-    let one_off = [
-        (all6(off6, dst6).udp(40000, 443), "ipv6/udp"),
-        (all6(src6, off6).udp(40000, 443), "ipv6/udp"),
-        (all6(dst6, src6).udp(40000, 443), "ipv6/udp"),
-        (all6(src6, dst6).tcp(40000, 443), "ipv6/tcp"),
-        (all6(src6, dst6).udp(1000, 443), "ipv6/udp"),
-        (all6(src6, dst6).udp(40000, 442), "ipv6/udp"),
-    ];
-    for (frame, slot) in one_off {
-        h.expect(&frame.build(), slot, PASS, DEFAULT);
+        let all6 = |src: Ipv6Addr, dst: Ipv6Addr| Frame::eth().ipv6(src, dst);
+        h.expect(
+            &all6(src6, dst6).udp(40000, 443).build(),
+            "ipv6/udp",
+            DROP,
+            Rule(1),
+        );
+        let one_off = [
+            (all6(off6, dst6).udp(40000, 443), "ipv6/udp"),
+            (all6(src6, off6).udp(40000, 443), "ipv6/udp"),
+            (all6(dst6, src6).udp(40000, 443), "ipv6/udp"),
+            (all6(src6, dst6).tcp(40000, 443), "ipv6/tcp"),
+            (all6(src6, dst6).udp(1000, 443), "ipv6/udp"),
+            (all6(src6, dst6).udp(40000, 442), "ipv6/udp"),
+        ];
+        for (frame, slot) in one_off {
+            h.expect(&frame.build(), slot, PASS, DEFAULT);
+        }
     }
-}
+);
 
-#[test]
-fn port_range_edges() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"default": "deny", "rules": [
+privileged_test!(
+    fn port_range_edges() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"default": "deny", "rules": [
             {"action": "allow", "protocol": "tcp", "dport": "1000-2000"},
             {"action": "allow", "protocol": "udp", "sport": "5000-5999"},
             {"action": "allow", "protocol": "udp", "dport": "65530-65535"},
             {"action": "allow", "protocol": "tcp", "sport": "0-10"}]}"#,
-    );
-    for (ip, l3) in [(v4(), "ipv4"), (v6(), "ipv6")] {
-        let (tcp, udp) = (format!("{l3}/tcp"), format!("{l3}/udp"));
-        let cases = [
-            (ip.clone().tcp(40000, 999), &tcp, DROP, DEFAULT),
-            (ip.clone().tcp(40000, 1000), &tcp, PASS, Rule(0)),
-            (ip.clone().tcp(40000, 2000), &tcp, PASS, Rule(0)),
-            (ip.clone().tcp(40000, 2001), &tcp, DROP, DEFAULT),
-            (ip.clone().udp(4999, 53), &udp, DROP, DEFAULT),
-            (ip.clone().udp(5000, 53), &udp, PASS, Rule(1)),
-            (ip.clone().udp(5999, 53), &udp, PASS, Rule(1)),
-            (ip.clone().udp(6000, 53), &udp, DROP, DEFAULT),
-            (ip.clone().udp(53, 65529), &udp, DROP, DEFAULT),
-            (ip.clone().udp(53, 65530), &udp, PASS, Rule(2)),
-            (ip.clone().udp(53, 65535), &udp, PASS, Rule(2)),
-            (ip.clone().tcp(0, 80), &tcp, PASS, Rule(3)),
-            (ip.clone().tcp(10, 80), &tcp, PASS, Rule(3)),
-            (ip.clone().tcp(11, 80), &tcp, DROP, DEFAULT),
-            // Each range belongs to its own protocol.
-            (ip.clone().udp(40000, 1000), &udp, DROP, DEFAULT),
-            (ip.clone().tcp(5000, 53), &tcp, DROP, DEFAULT),
-        ];
-        for (frame, slot, verdict, hit) in cases {
-            h.expect(&frame.build(), slot, verdict, hit);
+        );
+        for (ip, l3) in [(v4(), "ipv4"), (v6(), "ipv6")] {
+            let (tcp, udp) = (format!("{l3}/tcp"), format!("{l3}/udp"));
+            let cases = [
+                (ip.clone().tcp(40000, 999), &tcp, DROP, DEFAULT),
+                (ip.clone().tcp(40000, 1000), &tcp, PASS, Rule(0)),
+                (ip.clone().tcp(40000, 2000), &tcp, PASS, Rule(0)),
+                (ip.clone().tcp(40000, 2001), &tcp, DROP, DEFAULT),
+                (ip.clone().udp(4999, 53), &udp, DROP, DEFAULT),
+                (ip.clone().udp(5000, 53), &udp, PASS, Rule(1)),
+                (ip.clone().udp(5999, 53), &udp, PASS, Rule(1)),
+                (ip.clone().udp(6000, 53), &udp, DROP, DEFAULT),
+                (ip.clone().udp(53, 65529), &udp, DROP, DEFAULT),
+                (ip.clone().udp(53, 65530), &udp, PASS, Rule(2)),
+                (ip.clone().udp(53, 65535), &udp, PASS, Rule(2)),
+                (ip.clone().tcp(0, 80), &tcp, PASS, Rule(3)),
+                (ip.clone().tcp(10, 80), &tcp, PASS, Rule(3)),
+                (ip.clone().tcp(11, 80), &tcp, DROP, DEFAULT),
+                // Each range belongs to its own protocol.
+                (ip.clone().udp(40000, 1000), &udp, DROP, DEFAULT),
+                (ip.clone().tcp(5000, 53), &tcp, DROP, DEFAULT),
+            ];
+            for (frame, slot, verdict, hit) in cases {
+                h.expect(&frame.build(), slot, verdict, hit);
+            }
         }
     }
-}
+);
 
-#[test]
-fn overlapping_port_ranges_first_match_wins() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"default": "deny", "rules": [
+privileged_test!(
+    fn overlapping_port_ranges_first_match_wins() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"default": "deny", "rules": [
             {"action": "deny", "protocol": "tcp", "dport": "1500-1600"},
             {"action": "allow", "protocol": "tcp", "dport": "1000-2000"},
             {"action": "deny", "src": "198.51.100.0/24"}]}"#,
-    );
-    let cases = [
-        (999, DROP, Rule(2)),
-        (1000, PASS, Rule(1)),
-        (1499, PASS, Rule(1)),
-        (1500, DROP, Rule(0)),
-        (1600, DROP, Rule(0)),
-        (1601, PASS, Rule(1)),
-        (2000, PASS, Rule(1)),
-        (2001, DROP, Rule(2)),
-    ];
-    for (dport, verdict, hit) in cases {
-        h.expect(&v4().tcp(40000, dport).build(), "ipv4/tcp", verdict, hit);
+        );
+        let cases = [
+            (999, DROP, Rule(2)),
+            (1000, PASS, Rule(1)),
+            (1499, PASS, Rule(1)),
+            (1500, DROP, Rule(0)),
+            (1600, DROP, Rule(0)),
+            (1601, PASS, Rule(1)),
+            (2000, PASS, Rule(1)),
+            (2001, DROP, Rule(2)),
+        ];
+        for (dport, verdict, hit) in cases {
+            h.expect(&v4().tcp(40000, dport).build(), "ipv4/tcp", verdict, hit);
+        }
+        let elsewhere = Frame::eth().ipv4(DST4, SRC4).tcp(40000, 999).build();
+        h.expect(&elsewhere, "ipv4/tcp", DROP, DEFAULT);
     }
-    let elsewhere = Frame::eth().ipv4(DST4, SRC4).tcp(40000, 999).build();
-    h.expect(&elsewhere, "ipv4/tcp", DROP, DEFAULT);
-}
+);
 
-#[test]
-fn nested_cidrs_first_match_in_file_order() {
-    if !common::privileged() {
-        return;
-    }
-    let from = |src: [u8; 4]| Frame::eth().ipv4(src, DST4).udp(1, 2).build();
-    let mut object = MaybeUninit::uninit();
-    // A broad allow before a narrow deny: the deny is never reached.
-    let mut h = Harness::load(
-        &mut object,
-        r#"{"default": "deny", "rules": [{"action": "allow", "src": "10.0.0.0/8"},
+privileged_test!(
+    fn nested_cidrs_first_match_in_file_order() {
+        let from = |src: [u8; 4]| Frame::eth().ipv4(src, DST4).udp(1, 2).build();
+        let mut object = MaybeUninit::uninit();
+        // A broad allow before a narrow deny: the deny is never reached.
+        let mut h = Harness::load(
+            &mut object,
+            r#"{"default": "deny", "rules": [{"action": "allow", "src": "10.0.0.0/8"},
                                          {"action": "deny", "src": "10.1.0.0/16"}]}"#,
-    );
-    assert_eq!(h.compiled.warnings.len(), 1, "{:?}", h.compiled.warnings);
-    h.expect(&from([10, 1, 2, 3]), "ipv4/udp", PASS, Rule(0));
-    h.expect(&from([10, 200, 0, 1]), "ipv4/udp", PASS, Rule(0));
-    h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
+        );
+        assert_eq!(h.compiled.warnings.len(), 1, "{:?}", h.compiled.warnings);
+        h.expect(&from([10, 1, 2, 3]), "ipv4/udp", PASS, Rule(0));
+        h.expect(&from([10, 200, 0, 1]), "ipv4/udp", PASS, Rule(0));
+        h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
 
-    // The reverse: the narrow deny carves a hole in the broad allow.
-    h.apply(
-        r#"{"default": "deny", "rules": [{"action": "deny", "src": "10.1.0.0/16"},
+        // The reverse: the narrow deny carves a hole in the broad allow.
+        h.apply(
+            r#"{"default": "deny", "rules": [{"action": "deny", "src": "10.1.0.0/16"},
                                          {"action": "allow", "src": "10.0.0.0/8"}]}"#,
-    );
-    h.expect(&from([10, 1, 2, 3]), "ipv4/udp", DROP, Rule(0));
-    h.expect(&from([10, 0, 255, 255]), "ipv4/udp", PASS, Rule(1));
-    h.expect(&from([10, 2, 0, 0]), "ipv4/udp", PASS, Rule(1));
-    h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
+        );
+        h.expect(&from([10, 1, 2, 3]), "ipv4/udp", DROP, Rule(0));
+        h.expect(&from([10, 0, 255, 255]), "ipv4/udp", PASS, Rule(1));
+        h.expect(&from([10, 2, 0, 0]), "ipv4/udp", PASS, Rule(1));
+        h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
 
-    // Three levels, alternating, in both families.
-    h.apply(
-        r#"{"default": "deny", "rules": [
+        // Three levels, alternating, in both families.
+        h.apply(
+            r#"{"default": "deny", "rules": [
             {"action": "allow", "src": "10.1.2.0/24"},
             {"action": "deny", "src": "10.1.0.0/16"},
             {"action": "allow", "src": "10.0.0.0/8"},
             {"action": "deny", "src": "2001:db8:1:2::/64"},
             {"action": "allow", "src": "2001:db8:1::/48"},
             {"action": "deny", "src": "2001:db8::/32"}]}"#,
-    );
-    h.expect(&from([10, 1, 2, 3]), "ipv4/udp", PASS, Rule(0));
-    h.expect(&from([10, 1, 3, 3]), "ipv4/udp", DROP, Rule(1));
-    h.expect(&from([10, 9, 2, 3]), "ipv4/udp", PASS, Rule(2));
-    h.expect(&from([12, 1, 2, 3]), "ipv4/udp", DROP, DEFAULT);
-    let from6 = |src: Ipv6Addr| Frame::eth().ipv6(src, DST6).udp(1, 2).build();
-    let cases = [
-        (
-            Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 9),
-            DROP,
-            Rule(3),
-        ),
-        (
-            Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 9),
-            PASS,
-            Rule(4),
-        ),
-        (
-            Ipv6Addr::new(0x2001, 0xdb8, 2, 2, 0, 0, 0, 9),
-            DROP,
-            Rule(5),
-        ),
-        (
-            Ipv6Addr::new(0x2001, 0xdb9, 1, 2, 0, 0, 0, 9),
-            DROP,
-            DEFAULT,
-        ),
-    ];
-    for (src, verdict, hit) in cases {
-        h.expect(&from6(src), "ipv6/udp", verdict, hit);
-    }
+        );
+        h.expect(&from([10, 1, 2, 3]), "ipv4/udp", PASS, Rule(0));
+        h.expect(&from([10, 1, 3, 3]), "ipv4/udp", DROP, Rule(1));
+        h.expect(&from([10, 9, 2, 3]), "ipv4/udp", PASS, Rule(2));
+        h.expect(&from([12, 1, 2, 3]), "ipv4/udp", DROP, DEFAULT);
+        let from6 = |src: Ipv6Addr| Frame::eth().ipv6(src, DST6).udp(1, 2).build();
+        let cases = [
+            (
+                Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 9),
+                DROP,
+                Rule(3),
+            ),
+            (
+                Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 9),
+                PASS,
+                Rule(4),
+            ),
+            (
+                Ipv6Addr::new(0x2001, 0xdb8, 2, 2, 0, 0, 0, 9),
+                DROP,
+                Rule(5),
+            ),
+            (
+                Ipv6Addr::new(0x2001, 0xdb9, 1, 2, 0, 0, 0, 9),
+                DROP,
+                DEFAULT,
+            ),
+        ];
+        for (src, verdict, hit) in cases {
+            h.expect(&from6(src), "ipv6/udp", verdict, hit);
+        }
 
-    // Nesting on both sides at once: the src and dst lookups must combine.
-    h.apply(
-        r#"{"default": "deny", "rules": [
+        // Nesting on both sides at once: the src and dst lookups must combine.
+        h.apply(
+            r#"{"default": "deny", "rules": [
             {"action": "deny", "src": "10.1.0.0/16", "dst": "192.0.2.0/24"},
             {"action": "allow", "dst": "192.0.2.0/24"},
             {"action": "allow", "src": "10.0.0.0/8"},
             {"action": "deny", "src": "10.1.2.0/24", "dst": "192.0.0.0/16"}]}"#,
-    );
-    let between = |src: [u8; 4], dst: [u8; 4]| Frame::eth().ipv4(src, dst).udp(1, 2).build();
-    let cases = [
-        ([10, 1, 2, 3], [192, 0, 2, 1], DROP, Rule(0)),
-        ([10, 2, 0, 1], [192, 0, 2, 1], PASS, Rule(1)),
-        ([11, 0, 0, 1], [192, 0, 2, 1], PASS, Rule(1)),
-        ([10, 1, 2, 3], [192, 0, 3, 1], PASS, Rule(2)),
-        ([10, 1, 2, 3], [198, 51, 100, 1], PASS, Rule(2)),
-        ([11, 0, 0, 1], [192, 0, 3, 1], DROP, DEFAULT),
-    ];
-    for (src, dst, verdict, hit) in cases {
-        h.expect(&between(src, dst), "ipv4/udp", verdict, hit);
-    }
+        );
+        let between = |src: [u8; 4], dst: [u8; 4]| Frame::eth().ipv4(src, dst).udp(1, 2).build();
+        let cases = [
+            ([10, 1, 2, 3], [192, 0, 2, 1], DROP, Rule(0)),
+            ([10, 2, 0, 1], [192, 0, 2, 1], PASS, Rule(1)),
+            ([11, 0, 0, 1], [192, 0, 2, 1], PASS, Rule(1)),
+            ([10, 1, 2, 3], [192, 0, 3, 1], PASS, Rule(2)),
+            ([10, 1, 2, 3], [198, 51, 100, 1], PASS, Rule(2)),
+            ([11, 0, 0, 1], [192, 0, 3, 1], DROP, DEFAULT),
+        ];
+        for (src, dst, verdict, hit) in cases {
+            h.expect(&between(src, dst), "ipv4/udp", verdict, hit);
+        }
 
-    // More prefix lengths than the exact-match probes take (mesh_filter.h:
-    // FILTER_HASH_LENGTHS): this side is looked up in the LPM trie instead,
-    // with the same answers.
-    h.apply(
-        r#"{"default": "deny", "rules": [
+        // More prefix lengths than the exact-match probes take (mesh_filter.h:
+        // FILTER_HASH_LENGTHS): this side is looked up in the LPM trie instead,
+        // with the same answers.
+        h.apply(
+            r#"{"default": "deny", "rules": [
             {"action": "allow", "src": "10.1.2.0/28"},
             {"action": "deny", "src": "10.1.2.0/24"},
             {"action": "allow", "src": "10.1.0.0/20"},
             {"action": "deny", "src": "10.1.0.0/16"},
             {"action": "allow", "src": "10.0.0.0/12"},
             {"action": "deny", "src": "10.0.0.0/8"}]}"#,
-    );
-    h.expect(&from([10, 1, 2, 5]), "ipv4/udp", PASS, Rule(0));
-    h.expect(&from([10, 1, 2, 200]), "ipv4/udp", DROP, Rule(1));
-    h.expect(&from([10, 1, 9, 1]), "ipv4/udp", PASS, Rule(2));
-    h.expect(&from([10, 1, 200, 1]), "ipv4/udp", DROP, Rule(3));
-    h.expect(&from([10, 9, 0, 1]), "ipv4/udp", PASS, Rule(4));
-    h.expect(&from([10, 99, 0, 1]), "ipv4/udp", DROP, Rule(5));
-    h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
-}
+        );
+        h.expect(&from([10, 1, 2, 5]), "ipv4/udp", PASS, Rule(0));
+        h.expect(&from([10, 1, 2, 200]), "ipv4/udp", DROP, Rule(1));
+        h.expect(&from([10, 1, 9, 1]), "ipv4/udp", PASS, Rule(2));
+        h.expect(&from([10, 1, 200, 1]), "ipv4/udp", DROP, Rule(3));
+        h.expect(&from([10, 9, 0, 1]), "ipv4/udp", PASS, Rule(4));
+        h.expect(&from([10, 99, 0, 1]), "ipv4/udp", DROP, Rule(5));
+        h.expect(&from([11, 0, 0, 1]), "ipv4/udp", DROP, DEFAULT);
+    }
+);
 
-#[test]
-fn default_policy_both_ways() {
-    if !common::privileged() {
-        return;
+privileged_test!(
+    fn default_policy_both_ways() {
+        let frames = [
+            (v4().tcp(1, 2).build(), "ipv4/tcp"),
+            (v6().udp(1, 2).build(), "ipv6/udp"),
+            (v6().icmpv6(128, 0).build(), "ipv6/icmpv6"),
+            (arp().build(), "arp/other"),
+            (non_ip().build(), "other/other"),
+            (v4().build()[..ETH_HLEN + 19].to_vec(), "other/other"),
+        ];
+        let mut object = MaybeUninit::uninit();
+        let mut h = Harness::load(&mut object, r#"{"default": "allow", "rules": []}"#);
+        for (frame, slot) in &frames {
+            h.expect(frame, slot, PASS, DEFAULT);
+        }
+        h.apply(r#"{"default": "deny", "rules": []}"#);
+        for (frame, slot) in &frames {
+            h.expect(frame, slot, DROP, DEFAULT);
+        }
+        // A file without "default" allows.
+        h.apply(r#"{"rules": []}"#);
+        for (frame, slot) in &frames {
+            h.expect(frame, slot, PASS, DEFAULT);
+        }
     }
-    let frames = [
-        (v4().tcp(1, 2).build(), "ipv4/tcp"),
-        (v6().udp(1, 2).build(), "ipv6/udp"),
-        (v6().icmpv6(128, 0).build(), "ipv6/icmpv6"),
-        (arp().build(), "arp/other"),
-        (non_ip().build(), "other/other"),
-        (v4().build()[..ETH_HLEN + 19].to_vec(), "other/other"),
-    ];
-    let mut object = MaybeUninit::uninit();
-    let mut h = Harness::load(&mut object, r#"{"default": "allow", "rules": []}"#);
-    for (frame, slot) in &frames {
-        h.expect(frame, slot, PASS, DEFAULT);
-    }
-    h.apply(r#"{"default": "deny", "rules": []}"#);
-    for (frame, slot) in &frames {
-        h.expect(frame, slot, DROP, DEFAULT);
-    }
-    // A file without "default" allows.
-    h.apply(r#"{"rules": []}"#);
-    for (frame, slot) in &frames {
-        h.expect(frame, slot, PASS, DEFAULT);
-    }
-}
+);
 
-#[test]
-fn non_ip_follows_the_default_unless_a_rule_names_arp() {
-    if !common::privileged() {
-        return;
+privileged_test!(
+    fn non_ip_follows_the_default_unless_a_rule_names_arp() {
+        let tagged_arp = Frame::eth().vlan(7).arp_request(SRC4, DST4).build();
+        let mut object = MaybeUninit::uninit();
+        let mut h = Harness::load(
+            &mut object,
+            r#"{"default": "deny", "rules": [{"action": "allow"}]}"#,
+        );
+        h.expect(&arp().build(), "arp/other", DROP, DEFAULT);
+        h.expect(&tagged_arp, "arp/other", DROP, DEFAULT);
+        h.expect(&non_ip().build(), "other/other", DROP, DEFAULT);
+        h.expect(&v4().udp(1, 2).build(), "ipv4/udp", PASS, Rule(0));
+
+        h.apply(r#"{"default": "deny", "rules": [{"action": "allow", "protocol": "arp"}]}"#);
+        h.expect(&arp().build(), "arp/other", PASS, Rule(0));
+        h.expect(&tagged_arp, "arp/other", PASS, Rule(0));
+        h.expect(&non_ip().build(), "other/other", DROP, DEFAULT);
+        h.expect(&v4().udp(1, 2).build(), "ipv4/udp", DROP, DEFAULT);
+        // An ARP header cut short is not ARP.
+        let short = &arp().build()[..ETH_HLEN + 7];
+        h.expect(short, "other/other", DROP, DEFAULT);
+
+        h.apply(r#"{"rules": [{"action": "deny", "protocol": "arp"}, {"action": "deny"}]}"#);
+        h.expect(&arp().build(), "arp/other", DROP, Rule(0));
+        h.expect(&non_ip().build(), "other/other", PASS, DEFAULT);
+        h.expect(&v6().udp(1, 2).build(), "ipv6/udp", DROP, Rule(1));
     }
-    let tagged_arp = Frame::eth().vlan(7).arp_request(SRC4, DST4).build();
-    let mut object = MaybeUninit::uninit();
-    let mut h = Harness::load(
-        &mut object,
-        r#"{"default": "deny", "rules": [{"action": "allow"}]}"#,
-    );
-    h.expect(&arp().build(), "arp/other", DROP, DEFAULT);
-    h.expect(&tagged_arp, "arp/other", DROP, DEFAULT);
-    h.expect(&non_ip().build(), "other/other", DROP, DEFAULT);
-    h.expect(&v4().udp(1, 2).build(), "ipv4/udp", PASS, Rule(0));
+);
 
-    h.apply(r#"{"default": "deny", "rules": [{"action": "allow", "protocol": "arp"}]}"#);
-    h.expect(&arp().build(), "arp/other", PASS, Rule(0));
-    h.expect(&tagged_arp, "arp/other", PASS, Rule(0));
-    h.expect(&non_ip().build(), "other/other", DROP, DEFAULT);
-    h.expect(&v4().udp(1, 2).build(), "ipv4/udp", DROP, DEFAULT);
-    // An ARP header cut short is not ARP.
-    let short = &arp().build()[..ETH_HLEN + 7];
-    h.expect(short, "other/other", DROP, DEFAULT);
-
-    h.apply(r#"{"rules": [{"action": "deny", "protocol": "arp"}, {"action": "deny"}]}"#);
-    h.expect(&arp().build(), "arp/other", DROP, Rule(0));
-    h.expect(&non_ip().build(), "other/other", PASS, DEFAULT);
-    h.expect(&v6().udp(1, 2).build(), "ipv6/udp", DROP, Rule(1));
-}
-
-#[test]
-fn vlan_tagged_frames_match_the_inner_ip() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rules": [
+privileged_test!(
+    fn vlan_tagged_frames_match_the_inner_ip() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rules": [
             {"action": "deny", "src": "198.51.100.0/24", "protocol": "udp", "dport": 53},
             {"action": "deny", "dst": "2001:db8:2::/48", "protocol": "tcp"}]}"#,
-    );
-    let tags = [
-        Frame::eth(),
-        Frame::eth().vlan(100),
-        Frame::eth().svlan(200).vlan(100),
-        Frame::eth().vlan(200).vlan(100),
-    ];
-    for tagged in tags {
-        let v4 = tagged.clone().ipv4(SRC4, DST4);
-        h.expect(&v4.clone().udp(9, 53).build(), "ipv4/udp", DROP, Rule(0));
-        h.expect(&v4.clone().udp(9, 54).build(), "ipv4/udp", PASS, DEFAULT);
-        h.expect(&v4.tcp(9, 53).build(), "ipv4/tcp", PASS, DEFAULT);
-        let v6 = tagged.clone().ipv6(SRC6, DST6);
-        h.expect(&v6.clone().tcp(9, 80).build(), "ipv6/tcp", DROP, Rule(1));
-        h.expect(&v6.udp(9, 80).build(), "ipv6/udp", PASS, DEFAULT);
-        let other = tagged.ipv6(SRC6, Ipv6Addr::LOCALHOST).tcp(9, 80).build();
-        h.expect(&other, "ipv6/tcp", PASS, DEFAULT);
+        );
+        let tags = [
+            Frame::eth(),
+            Frame::eth().vlan(100),
+            Frame::eth().svlan(200).vlan(100),
+            Frame::eth().vlan(200).vlan(100),
+        ];
+        for tagged in tags {
+            let v4 = tagged.clone().ipv4(SRC4, DST4);
+            h.expect(&v4.clone().udp(9, 53).build(), "ipv4/udp", DROP, Rule(0));
+            h.expect(&v4.clone().udp(9, 54).build(), "ipv4/udp", PASS, DEFAULT);
+            h.expect(&v4.tcp(9, 53).build(), "ipv4/tcp", PASS, DEFAULT);
+            let v6 = tagged.clone().ipv6(SRC6, DST6);
+            h.expect(&v6.clone().tcp(9, 80).build(), "ipv6/tcp", DROP, Rule(1));
+            h.expect(&v6.udp(9, 80).build(), "ipv6/udp", PASS, DEFAULT);
+            let other = tagged.ipv6(SRC6, Ipv6Addr::LOCALHOST).tcp(9, 80).build();
+            h.expect(&other, "ipv6/tcp", PASS, DEFAULT);
+        }
+        // Past two tags the frame is not parsed: the default, never a rule.
+        let three = Frame::eth()
+            .svlan(1)
+            .vlan(2)
+            .vlan(3)
+            .ipv4(SRC4, DST4)
+            .udp(9, 53);
+        h.expect(&three.build(), "other/other", PASS, DEFAULT);
     }
-    // Past two tags the frame is not parsed: the default, never a rule.
-    let three = Frame::eth()
-        .svlan(1)
-        .vlan(2)
-        .vlan(3)
-        .ipv4(SRC4, DST4)
-        .udp(9, 53);
-    h.expect(&three.build(), "other/other", PASS, DEFAULT);
-}
+);
 
-/// Cut inside the IP header, a frame is not IP: the default, never a rule.
-/// Cut inside the L4 header, its ports are unknown: port rules never match,
-/// address and protocol rules still do.
-#[test]
-fn truncated_headers_at_every_layer() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"default": "deny", "rules": [
+privileged_test!(
+    /// Cut inside the IP header, a frame is not IP: the default, never a rule.
+    /// Cut inside the L4 header, its ports are unknown: port rules never match,
+    /// address and protocol rules still do.
+    fn truncated_headers_at_every_layer() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"default": "deny", "rules": [
             {"action": "deny", "src": "198.51.100.1", "dport": 80},
             {"action": "allow", "src": "198.51.100.1", "protocol": "tcp"},
             {"action": "allow", "src": "198.51.100.1", "protocol": "udp"},
@@ -924,367 +897,356 @@ fn truncated_headers_at_every_layer() {
             {"action": "allow", "src": "2001:db8:1::1", "protocol": "udp"},
             {"action": "allow", "src": "2001:db8:1::1", "protocol": "icmpv6"},
             {"action": "deny", "src": "2001:db8:1::1"}]}"#,
-    );
-    let not_ip = (ETH_HLEN, "other/other", DROP, DEFAULT);
+        );
+        let not_ip = (ETH_HLEN, "other/other", DROP, DEFAULT);
 
-    // (frame, L3 header name, L4 header name, rule without ports, port rule)
-    let with_ports = [
-        (v4().tcp(40000, 80).payload(4), "ipv4", "tcp", 1, 0),
-        (v4().udp(40000, 80).payload(4), "ipv4", "udp", 2, 0),
-        (
-            Frame::eth()
-                .svlan(10)
-                .vlan(20)
-                .ipv4(SRC4, DST4)
-                .options(&[1; 8])
-                .tcp(40000, 80),
-            "ipv4",
-            "tcp",
-            1,
-            0,
-        ),
-        (v6().tcp(40000, 80).payload(4), "ipv6", "tcp", 6, 5),
-        (
-            Frame::eth().vlan(30).ipv6(SRC6, DST6).udp(40000, 80),
-            "ipv6",
-            "udp",
-            7,
-            5,
-        ),
-    ];
-    for (frame, l3, l4, protocol_rule, port_rule) in with_ports {
+        // (frame, L3 header name, L4 header name, rule without ports, port rule)
+        let with_ports = [
+            (v4().tcp(40000, 80).payload(4), "ipv4", "tcp", 1, 0),
+            (v4().udp(40000, 80).payload(4), "ipv4", "udp", 2, 0),
+            (
+                Frame::eth()
+                    .svlan(10)
+                    .vlan(20)
+                    .ipv4(SRC4, DST4)
+                    .options(&[1; 8])
+                    .tcp(40000, 80),
+                "ipv4",
+                "tcp",
+                1,
+                0,
+            ),
+            (v6().tcp(40000, 80).payload(4), "ipv6", "tcp", 6, 5),
+            (
+                Frame::eth().vlan(30).ipv6(SRC6, DST6).udp(40000, 80),
+                "ipv6",
+                "udp",
+                7,
+                5,
+            ),
+        ];
+        for (frame, l3, l4, protocol_rule, port_rule) in with_ports {
+            h.sweep(
+                &frame,
+                &[
+                    not_ip,
+                    (
+                        frame.span(l3).end,
+                        &format!("{l3}/other"),
+                        PASS,
+                        Rule(protocol_rule),
+                    ),
+                    (
+                        frame.span(l4).end,
+                        &format!("{l3}/{l4}"),
+                        DROP,
+                        Rule(port_rule),
+                    ),
+                ],
+            );
+        }
+
+        // ICMP has no ports: cut short it is still ICMP to the rules.
+        for (frame, l3, l4, rule) in [
+            (v4().icmp(8, 0).payload(4), "ipv4", "icmp", 3),
+            (v6().icmpv6(128, 0).payload(4), "ipv6", "icmpv6", 8),
+        ] {
+            h.sweep(
+                &frame,
+                &[
+                    not_ip,
+                    (frame.span(l3).end, &format!("{l3}/other"), PASS, Rule(rule)),
+                    (frame.span(l4).end, &format!("{l3}/{l4}"), PASS, Rule(rule)),
+                ],
+            );
+        }
+
+        // Cut inside IPv6 extension headers, the protocol is unknown (only the
+        // rule for any protocol matches) until the parser has the whole header
+        // that names it: options headers and fragment headers alike.
+        let chain = v6().hop_by_hop(1).dest_opts(0).udp(40000, 80).payload(4);
         h.sweep(
-            &frame,
+            &chain,
             &[
                 not_ip,
-                (
-                    frame.span(l3).end,
-                    &format!("{l3}/other"),
-                    PASS,
-                    Rule(protocol_rule),
-                ),
-                (
-                    frame.span(l4).end,
-                    &format!("{l3}/{l4}"),
-                    DROP,
-                    Rule(port_rule),
-                ),
+                (chain.span("ipv6").end, "ipv6/other", DROP, Rule(9)),
+                (chain.span("dest_opts").end, "ipv6/other", PASS, Rule(7)),
+                (chain.span("udp").end, "ipv6/udp", DROP, Rule(5)),
+            ],
+        );
+        let first = v6().ipv6_fragment(0, true).udp(40000, 80).payload(4);
+        h.sweep(
+            &first,
+            &[
+                not_ip,
+                (first.span("ipv6").end, "ipv6/other", DROP, Rule(9)),
+                (first.span("fragment").end, "ipv6/other", PASS, Rule(7)),
+                (first.span("udp").end, "ipv6/udp", DROP, Rule(5)),
             ],
         );
     }
+);
 
-    // ICMP has no ports: cut short it is still ICMP to the rules.
-    for (frame, l3, l4, rule) in [
-        (v4().icmp(8, 0).payload(4), "ipv4", "icmp", 3),
-        (v6().icmpv6(128, 0).payload(4), "ipv6", "icmpv6", 8),
-    ] {
-        h.sweep(
-            &frame,
-            &[
-                not_ip,
-                (frame.span(l3).end, &format!("{l3}/other"), PASS, Rule(rule)),
-                (frame.span(l4).end, &format!("{l3}/{l4}"), PASS, Rule(rule)),
-            ],
-        );
-    }
-
-    // Cut inside IPv6 extension headers, the protocol is unknown (only the
-    // rule for any protocol matches) until the parser has the whole header
-    // that names it: options headers and fragment headers alike.
-    let chain = v6().hop_by_hop(1).dest_opts(0).udp(40000, 80).payload(4);
-    h.sweep(
-        &chain,
-        &[
-            not_ip,
-            (chain.span("ipv6").end, "ipv6/other", DROP, Rule(9)),
-            (chain.span("dest_opts").end, "ipv6/other", PASS, Rule(7)),
-            (chain.span("udp").end, "ipv6/udp", DROP, Rule(5)),
-        ],
-    );
-    let first = v6().ipv6_fragment(0, true).udp(40000, 80).payload(4);
-    h.sweep(
-        &first,
-        &[
-            not_ip,
-            (first.span("ipv6").end, "ipv6/other", DROP, Rule(9)),
-            (first.span("fragment").end, "ipv6/other", PASS, Rule(7)),
-            (first.span("udp").end, "ipv6/udp", DROP, Rule(5)),
-        ],
-    );
-}
-
-#[test]
-fn fragments() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rules": [
+privileged_test!(
+    fn fragments() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rules": [
             {"action": "allow", "protocol": "tcp", "dport": 80},
             {"action": "allow", "protocol": "udp", "dport": 53},
             {"action": "allow", "protocol": "icmp"},
             {"action": "allow", "protocol": "icmpv6"},
             {"action": "deny", "src": "198.51.100.1"},
             {"action": "deny", "src": "2001:db8:1::1"}]}"#,
-    );
-    // First fragments and unfragmented packets carry the ports.
-    let first4 = [
-        v4().fragment(0, true).tcp(40000, 80).payload(100),
-        v4().dont_fragment().tcp(40000, 80),
-    ];
-    for frame in first4 {
-        h.expect(&frame.build(), "ipv4/tcp", PASS, Rule(0));
-    }
-    let first4_other_port = v4().fragment(0, true).tcp(40000, 81).payload(100);
-    h.expect(&first4_other_port.build(), "ipv4/tcp", DROP, Rule(4));
-    let first6 = v6().ipv6_fragment(0, true).udp(40000, 53).payload(100);
-    h.expect(&first6.build(), "ipv6/udp", PASS, Rule(1));
-    let first6_other_port = v6().hop_by_hop(0).ipv6_fragment(0, true).udp(40000, 54);
-    h.expect(&first6_other_port.build(), "ipv6/udp", DROP, Rule(5));
-
-    // Later fragments: the ports are unknown, so the port rules pass them
-    // by, but the address rules and the protocol-only rules match.
-    for (offset, more) in [(1, true), (185, false), (0x1FFF, false)] {
-        for (proto, slot, verdict, hit) in [
-            (IPPROTO_TCP, "ipv4/tcp", DROP, Rule(4)),
-            (IPPROTO_UDP, "ipv4/udp", DROP, Rule(4)),
-            (IPPROTO_ICMP, "ipv4/icmp", PASS, Rule(2)),
-        ] {
-            let later = v4().fragment(offset, more).protocol(proto).payload(64);
-            h.expect(&later.build(), slot, verdict, hit);
-            let elsewhere = Frame::eth()
-                .ipv4(DST4, SRC4)
-                .fragment(offset, more)
-                .protocol(proto)
-                .payload(64);
-            let (verdict, hit) = if proto == IPPROTO_ICMP {
-                (PASS, Rule(2))
-            } else {
-                (PASS, DEFAULT)
-            };
-            h.expect(&elsewhere.build(), slot, verdict, hit);
+        );
+        // First fragments and unfragmented packets carry the ports.
+        let first4 = [
+            v4().fragment(0, true).tcp(40000, 80).payload(100),
+            v4().dont_fragment().tcp(40000, 80),
+        ];
+        for frame in first4 {
+            h.expect(&frame.build(), "ipv4/tcp", PASS, Rule(0));
         }
-        for (proto, slot, verdict, hit) in [
-            (IPPROTO_TCP, "ipv6/tcp", DROP, Rule(5)),
-            (IPPROTO_UDP, "ipv6/udp", DROP, Rule(5)),
-            (IPPROTO_ICMPV6, "ipv6/icmpv6", PASS, Rule(3)),
-        ] {
-            let later = v6().ipv6_fragment(offset, more).protocol(proto).payload(64);
-            h.expect(&later.build(), slot, verdict, hit);
-            let behind_options = v6()
-                .hop_by_hop(0)
-                .ipv6_fragment(offset, more)
-                .protocol(proto)
-                .payload(64);
-            h.expect(&behind_options.build(), slot, verdict, hit);
+        let first4_other_port = v4().fragment(0, true).tcp(40000, 81).payload(100);
+        h.expect(&first4_other_port.build(), "ipv4/tcp", DROP, Rule(4));
+        let first6 = v6().ipv6_fragment(0, true).udp(40000, 53).payload(100);
+        h.expect(&first6.build(), "ipv6/udp", PASS, Rule(1));
+        let first6_other_port = v6().hop_by_hop(0).ipv6_fragment(0, true).udp(40000, 54);
+        h.expect(&first6_other_port.build(), "ipv6/udp", DROP, Rule(5));
+
+        // Later fragments: the ports are unknown, so the port rules pass them
+        // by, but the address rules and the protocol-only rules match.
+        for (offset, more) in [(1, true), (185, false), (0x1FFF, false)] {
+            for (proto, slot, verdict, hit) in [
+                (IPPROTO_TCP, "ipv4/tcp", DROP, Rule(4)),
+                (IPPROTO_UDP, "ipv4/udp", DROP, Rule(4)),
+                (IPPROTO_ICMP, "ipv4/icmp", PASS, Rule(2)),
+            ] {
+                let later = v4().fragment(offset, more).protocol(proto).payload(64);
+                h.expect(&later.build(), slot, verdict, hit);
+                let elsewhere = Frame::eth()
+                    .ipv4(DST4, SRC4)
+                    .fragment(offset, more)
+                    .protocol(proto)
+                    .payload(64);
+                let (verdict, hit) = if proto == IPPROTO_ICMP {
+                    (PASS, Rule(2))
+                } else {
+                    (PASS, DEFAULT)
+                };
+                h.expect(&elsewhere.build(), slot, verdict, hit);
+            }
+            for (proto, slot, verdict, hit) in [
+                (IPPROTO_TCP, "ipv6/tcp", DROP, Rule(5)),
+                (IPPROTO_UDP, "ipv6/udp", DROP, Rule(5)),
+                (IPPROTO_ICMPV6, "ipv6/icmpv6", PASS, Rule(3)),
+            ] {
+                let later = v6().ipv6_fragment(offset, more).protocol(proto).payload(64);
+                h.expect(&later.build(), slot, verdict, hit);
+                let behind_options = v6()
+                    .hop_by_hop(0)
+                    .ipv6_fragment(offset, more)
+                    .protocol(proto)
+                    .payload(64);
+                h.expect(&behind_options.build(), slot, verdict, hit);
+            }
         }
     }
-}
+);
 
-#[test]
-fn rule_rate_limit_cuts_a_burst_per_source() {
-    if !common::privileged() {
-        return;
-    }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rules": [{"action": "allow", "protocol": "udp", "dport": 53,
+privileged_test!(
+    fn rule_rate_limit_cuts_a_burst_per_source() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rules": [{"action": "allow", "protocol": "udp", "dport": 53,
                        "rate_limit": {"pps": 1, "burst": 5}}]}"#,
-    );
-    let limited = |new_sources| Limited {
-        by: Limiter::Rate,
-        admitted: 5,
-        new_sources,
-    };
-    // With 1 pps, the next token is a second away: far beyond one call.
-    let dns = v4().udp(40000, 53).payload(30).build();
-    h.expect_limited(&dns, "ipv4/udp", 20, Rule(0), limited(1));
-    let once_more = Limited {
-        admitted: 0,
-        ..limited(0)
-    };
-    h.expect_limited(&dns, "ipv4/udp", 1, Rule(0), once_more);
-    // Other traffic of the same source is not this rule's.
-    h.expect(&v4().tcp(40000, 53).build(), "ipv4/tcp", PASS, DEFAULT);
-    h.expect(&v4().udp(40000, 54).build(), "ipv4/udp", PASS, DEFAULT);
-    // Every source has its own bucket.
-    let other = Frame::eth().ipv4(OTHER4, DST4).udp(40000, 53).build();
-    h.expect_limited(&other, "ipv4/udp", 20, Rule(0), limited(1));
-    let dns6 = v6().udp(40000, 53).build();
-    h.expect_limited(&dns6, "ipv6/udp", 20, Rule(0), limited(1));
-}
-
-#[test]
-fn interface_rate_limit_applies_to_allowed_ip_traffic_only() {
-    if !common::privileged() {
-        return;
+        );
+        let limited = |new_sources| Limited {
+            by: Limiter::Rate,
+            admitted: 5,
+            new_sources,
+        };
+        // With 1 pps, the next token is a second away: far beyond one call.
+        let dns = v4().udp(40000, 53).payload(30).build();
+        h.expect_limited(&dns, "ipv4/udp", 20, Rule(0), limited(1));
+        let once_more = Limited {
+            admitted: 0,
+            ..limited(0)
+        };
+        h.expect_limited(&dns, "ipv4/udp", 1, Rule(0), once_more);
+        // Other traffic of the same source is not this rule's.
+        h.expect(&v4().tcp(40000, 53).build(), "ipv4/tcp", PASS, DEFAULT);
+        h.expect(&v4().udp(40000, 54).build(), "ipv4/udp", PASS, DEFAULT);
+        // Every source has its own bucket.
+        let other = Frame::eth().ipv4(OTHER4, DST4).udp(40000, 53).build();
+        h.expect_limited(&other, "ipv4/udp", 20, Rule(0), limited(1));
+        let dns6 = v6().udp(40000, 53).build();
+        h.expect_limited(&dns6, "ipv6/udp", 20, Rule(0), limited(1));
     }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"rate_limit": {"pps": 1, "burst": 4},
+);
+
+privileged_test!(
+    fn interface_rate_limit_applies_to_allowed_ip_traffic_only() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rate_limit": {"pps": 1, "burst": 4},
             "rules": [{"action": "deny", "protocol": "udp", "dport": 9}]}"#,
-    );
-    // Denied packets never reach the limiter, so they take no tokens.
-    let denied = v4().udp(40000, 9).build();
-    h.expect_times(&denied, "ipv4/udp", 10, DROP, Rule(0));
-    let limited = Limited {
-        by: Limiter::Rate,
-        admitted: 4,
-        new_sources: 1,
-    };
-    h.expect_limited(&v4().udp(1, 2).build(), "ipv4/udp", 10, DEFAULT, limited);
-    h.expect_times(&arp().build(), "arp/other", 10, PASS, DEFAULT);
-    h.expect_times(&non_ip().build(), "other/other", 10, PASS, DEFAULT);
-}
-
-#[test]
-fn syn_flood_limits_bare_syns_per_source() {
-    if !common::privileged() {
-        return;
+        );
+        // Denied packets never reach the limiter, so they take no tokens.
+        let denied = v4().udp(40000, 9).build();
+        h.expect_times(&denied, "ipv4/udp", 10, DROP, Rule(0));
+        let limited = Limited {
+            by: Limiter::Rate,
+            admitted: 4,
+            new_sources: 1,
+        };
+        h.expect_limited(&v4().udp(1, 2).build(), "ipv4/udp", 10, DEFAULT, limited);
+        h.expect_times(&arp().build(), "arp/other", 10, PASS, DEFAULT);
+        h.expect_times(&non_ip().build(), "other/other", 10, PASS, DEFAULT);
     }
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(
-        &mut object,
-        r#"{"syn_flood": {"pps": 1, "burst": 3},
+);
+
+privileged_test!(
+    fn syn_flood_limits_bare_syns_per_source() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"syn_flood": {"pps": 1, "burst": 3},
             "rules": [{"action": "allow", "protocol": "tcp", "dport": 22},
                       {"action": "deny", "protocol": "tcp", "dport": 23}]}"#,
-    );
-    let syn_flood = |admitted, new_sources| Limited {
-        by: Limiter::Syn,
-        admitted,
-        new_sources,
-    };
-    let ssh = v4().tcp(40000, 22);
-    let syn = with_tcp_flags(&ssh, TCP_SYN);
-    h.expect_limited(&syn, "ipv4/tcp", 10, Rule(0), syn_flood(3, 1));
-    // Only a bare SYN opens a connection; replies and the rest of a
-    // connection are never SYN-limited, even from a refused source.
-    let syn_ack = with_tcp_flags(&ssh, TCP_SYN | TCP_ACK);
-    h.expect_times(&syn_ack, "ipv4/tcp", 10, PASS, Rule(0));
-    let ack = with_tcp_flags(&ssh, TCP_ACK);
-    h.expect_times(&ack, "ipv4/tcp", 10, PASS, Rule(0));
-    h.expect_times(&v4().udp(40000, 22).build(), "ipv4/udp", 10, PASS, DEFAULT);
-    // The source's bucket is shared by every SYN it sends, defaulted or not.
-    let web = with_tcp_flags(&v4().tcp(40000, 80), TCP_SYN);
-    h.expect_limited(&web, "ipv4/tcp", 1, DEFAULT, syn_flood(0, 0));
+        );
+        let syn_flood = |admitted, new_sources| Limited {
+            by: Limiter::Syn,
+            admitted,
+            new_sources,
+        };
+        let ssh = v4().tcp(40000, 22);
+        let syn = with_tcp_flags(&ssh, TCP_SYN);
+        h.expect_limited(&syn, "ipv4/tcp", 10, Rule(0), syn_flood(3, 1));
+        // Only a bare SYN opens a connection; replies and the rest of a
+        // connection are never SYN-limited, even from a refused source.
+        let syn_ack = with_tcp_flags(&ssh, TCP_SYN | TCP_ACK);
+        h.expect_times(&syn_ack, "ipv4/tcp", 10, PASS, Rule(0));
+        let ack = with_tcp_flags(&ssh, TCP_ACK);
+        h.expect_times(&ack, "ipv4/tcp", 10, PASS, Rule(0));
+        h.expect_times(&v4().udp(40000, 22).build(), "ipv4/udp", 10, PASS, DEFAULT);
+        // The source's bucket is shared by every SYN it sends, defaulted or not.
+        let web = with_tcp_flags(&v4().tcp(40000, 80), TCP_SYN);
+        h.expect_limited(&web, "ipv4/tcp", 1, DEFAULT, syn_flood(0, 0));
 
-    // A second source, and an IPv6 one, get their own burst.
-    let other = with_tcp_flags(&Frame::eth().ipv4(OTHER4, DST4).tcp(40000, 22), TCP_SYN);
-    h.expect_limited(&other, "ipv4/tcp", 10, Rule(0), syn_flood(3, 1));
-    let syn6 = with_tcp_flags(&v6().tcp(40000, 22), TCP_SYN);
-    h.expect_limited(&syn6, "ipv6/tcp", 10, Rule(0), syn_flood(3, 1));
+        // A second source, and an IPv6 one, get their own burst.
+        let other = with_tcp_flags(&Frame::eth().ipv4(OTHER4, DST4).tcp(40000, 22), TCP_SYN);
+        h.expect_limited(&other, "ipv4/tcp", 10, Rule(0), syn_flood(3, 1));
+        let syn6 = with_tcp_flags(&v6().tcp(40000, 22), TCP_SYN);
+        h.expect_limited(&syn6, "ipv6/tcp", 10, Rule(0), syn_flood(3, 1));
 
-    // SYNs a rule denies never reach the limiter, so they take no tokens.
-    let fresh = [203, 0, 113, 9];
-    let telnet = with_tcp_flags(&Frame::eth().ipv4(fresh, DST4).tcp(40000, 23), TCP_SYN);
-    h.expect_times(&telnet, "ipv4/tcp", 10, DROP, Rule(1));
-    let fresh_ssh = with_tcp_flags(&Frame::eth().ipv4(fresh, DST4).tcp(40000, 22), TCP_SYN);
-    h.expect_limited(&fresh_ssh, "ipv4/tcp", 10, Rule(0), syn_flood(3, 1));
+        // SYNs a rule denies never reach the limiter, so they take no tokens.
+        let fresh = [203, 0, 113, 9];
+        let telnet = with_tcp_flags(&Frame::eth().ipv4(fresh, DST4).tcp(40000, 23), TCP_SYN);
+        h.expect_times(&telnet, "ipv4/tcp", 10, DROP, Rule(1));
+        let fresh_ssh = with_tcp_flags(&Frame::eth().ipv4(fresh, DST4).tcp(40000, 22), TCP_SYN);
+        h.expect_limited(&fresh_ssh, "ipv4/tcp", 10, Rule(0), syn_flood(3, 1));
 
-    // Without the whole TCP header the flags are unknown: not a SYN (and
-    // not port 22: the rule needs ports, so the default applies).
-    let cut_syn = Frame::eth().ipv4([203, 0, 113, 10], DST4).tcp(40000, 22);
-    let flags_but_no_header = &cut_syn.build()[..cut_syn.span("tcp").start + 14];
-    h.expect_times(flags_but_no_header, "ipv4/other", 10, PASS, DEFAULT);
-}
-
-#[test]
-fn a_new_rule_set_flips_the_generation_with_fresh_counters() {
-    if !common::privileged() {
-        return;
+        // Without the whole TCP header the flags are unknown: not a SYN (and
+        // not port 22: the rule needs ports, so the default applies).
+        let cut_syn = Frame::eth().ipv4([203, 0, 113, 10], DST4).tcp(40000, 22);
+        let flags_but_no_header = &cut_syn.build()[..cut_syn.span("tcp").start + 14];
+        h.expect_times(flags_but_no_header, "ipv4/other", 10, PASS, DEFAULT);
     }
-    let first = r#"{"rules": [{"action": "deny", "protocol": "udp", "dport": 53},
+);
+
+privileged_test!(
+    fn a_new_rule_set_flips_the_generation_with_fresh_counters() {
+        let first = r#"{"rules": [{"action": "deny", "protocol": "udp", "dport": 53},
                                {"action": "allow", "protocol": "tcp"}]}"#;
-    let second = r#"{"default": "deny",
+        let second = r#"{"default": "deny",
                      "rules": [{"action": "allow", "protocol": "udp", "dport": 53, "name": "dns"}]}"#;
-    let dns = v4().udp(40000, 53).build();
-    let web = v6().tcp(40000, 443).build();
+        let dns = v4().udp(40000, 53).build();
+        let web = v6().tcp(40000, 443).build();
 
-    let mut object = MaybeUninit::uninit();
-    // Generation 1: a fresh program starts on 0 and the first apply flips it.
-    let mut h = Harness::load(&mut object, first);
-    h.expect(&dns, "ipv4/udp", DROP, Rule(0));
-    h.expect(&web, "ipv6/tcp", PASS, Rule(1));
-    h.expect(&web, "ipv6/tcp", PASS, Rule(1));
+        let mut object = MaybeUninit::uninit();
+        // Generation 1: a fresh program starts on 0 and the first apply flips it.
+        let mut h = Harness::load(&mut object, first);
+        h.expect(&dns, "ipv4/udp", DROP, Rule(0));
+        h.expect(&web, "ipv6/tcp", PASS, Rule(1));
+        h.expect(&web, "ipv6/tcp", PASS, Rule(1));
 
-    // Generation 0 (apply checks the flip and the zeroed hit counters).
-    h.apply(second);
-    h.expect(&dns, "ipv4/udp", PASS, Rule(0));
-    h.expect(&web, "ipv6/tcp", DROP, DEFAULT);
+        // Generation 0 (apply checks the flip and the zeroed hit counters).
+        h.apply(second);
+        h.expect(&dns, "ipv4/udp", PASS, Rule(0));
+        h.expect(&web, "ipv6/tcp", DROP, DEFAULT);
 
-    // Back on generation 1, whose counters held the first set's hits.
-    h.apply(first);
-    h.expect(&dns, "ipv4/udp", DROP, Rule(0));
-    h.expect(&web, "ipv6/tcp", PASS, Rule(1));
-}
-
-#[test]
-fn ten_thousand_rules_classify_like_one() {
-    if !common::privileged() {
-        return;
+        // Back on generation 1, whose counters held the first set's hits.
+        h.apply(first);
+        h.expect(&dns, "ipv4/udp", DROP, Rule(0));
+        h.expect(&web, "ipv6/tcp", PASS, Rule(1));
     }
-    const DENIED: usize = 10_000;
-    // Network i is 10.(i / 256).(i % 256).0/24.
-    let network = |i: usize| [10, (i / 256) as u8, (i % 256) as u8];
-    let mut rules: Vec<String> = (0..DENIED)
-        .map(|i| {
-            let [a, b, c] = network(i);
-            format!(r#"{{"action": "deny", "src": "{a}.{b}.{c}.0/24"}}"#)
-        })
-        .collect();
-    rules.push(r#"{"action": "allow", "protocol": "tcp", "dport": 443}"#.to_owned());
-    let text = format!(r#"{{"default": "deny", "rules": [{}]}}"#, rules.join(","));
-    let mut object = MaybeUninit::uninit();
-    let h = Harness::load(&mut object, &text);
+);
 
-    let from = |i: usize, host: u8| {
-        let [a, b, c] = network(i);
-        Frame::eth().ipv4([a, b, c, host], DST4)
-    };
-    for i in [0, 4999, 5000, DENIED - 1] {
+privileged_test!(
+    fn ten_thousand_rules_classify_like_one() {
+        const DENIED: usize = 10_000;
+        // Network i is 10.(i / 256).(i % 256).0/24.
+        let network = |i: usize| [10, (i / 256) as u8, (i % 256) as u8];
+        let mut rules: Vec<String> = (0..DENIED)
+            .map(|i| {
+                let [a, b, c] = network(i);
+                format!(r#"{{"action": "deny", "src": "{a}.{b}.{c}.0/24"}}"#)
+            })
+            .collect();
+        rules.push(r#"{"action": "allow", "protocol": "tcp", "dport": 443}"#.to_owned());
+        let text = format!(r#"{{"default": "deny", "rules": [{}]}}"#, rules.join(","));
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(&mut object, &text);
+
+        let from = |i: usize, host: u8| {
+            let [a, b, c] = network(i);
+            Frame::eth().ipv4([a, b, c, host], DST4)
+        };
+        for i in [0, 4999, 5000, DENIED - 1] {
+            h.expect(
+                &from(i, 1).tcp(40000, 443).build(),
+                "ipv4/tcp",
+                DROP,
+                Rule(i),
+            );
+            h.expect(
+                &from(i, 254).udp(40000, 53).build(),
+                "ipv4/udp",
+                DROP,
+                Rule(i),
+            );
+        }
+        // Network DENIED is the first one not on the list.
         h.expect(
-            &from(i, 1).tcp(40000, 443).build(),
+            &from(DENIED, 1).tcp(40000, 443).build(),
+            "ipv4/tcp",
+            PASS,
+            Rule(DENIED),
+        );
+        h.expect(
+            &v6().tcp(40000, 443).build(),
+            "ipv6/tcp",
+            PASS,
+            Rule(DENIED),
+        );
+        h.expect(
+            &from(DENIED, 1).tcp(40000, 444).build(),
             "ipv4/tcp",
             DROP,
-            Rule(i),
+            DEFAULT,
         );
         h.expect(
-            &from(i, 254).udp(40000, 53).build(),
+            &from(DENIED, 1).udp(40000, 443).build(),
             "ipv4/udp",
             DROP,
-            Rule(i),
+            DEFAULT,
         );
     }
-    // Network DENIED is the first one not on the list.
-    h.expect(
-        &from(DENIED, 1).tcp(40000, 443).build(),
-        "ipv4/tcp",
-        PASS,
-        Rule(DENIED),
-    );
-    h.expect(
-        &v6().tcp(40000, 443).build(),
-        "ipv6/tcp",
-        PASS,
-        Rule(DENIED),
-    );
-    h.expect(
-        &from(DENIED, 1).tcp(40000, 444).build(),
-        "ipv4/tcp",
-        DROP,
-        DEFAULT,
-    );
-    h.expect(
-        &from(DENIED, 1).udp(40000, 443).build(),
-        "ipv4/udp",
-        DROP,
-        DEFAULT,
-    );
-}
+);
 
 /// Addresses near these, and prefixes of them, nest in every way.
 const SEEDS4: [[u8; 4]; 4] = [
@@ -1554,42 +1516,40 @@ fn random_ip_sample(rng: &mut XorShift, tagged: Frame, v6: bool) -> Sample {
     }
 }
 
-/// The kernel must decide every frame as `CompiledFilter::classify`, the
-/// compiler's own model of the lookups, says: same rule (or the default),
-/// same verdict, for random rule sets mixing every field.
-#[test]
-fn kernel_agrees_with_the_compiled_tables() {
-    if !common::privileged() {
-        return;
-    }
-    const RULE_SETS: usize = 20;
-    const FRAMES: usize = 200;
-    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
-    let mut object = MaybeUninit::uninit();
-    let mut h = Harness::load(&mut object, r#"{"rules": []}"#);
-    for set in 0..RULE_SETS {
-        let text = random_rule_set(&mut rng);
-        h.apply(&text);
-        for _ in 0..FRAMES {
-            let sample = random_sample(&mut rng);
-            let bytes = sample.frame.build();
-            let decided = h.compiled.classify(&sample.fields);
-            let (verdict, hit) = match decided {
-                Some((rule, action)) => (Verdict::of(action), Rule(rule as usize)),
-                None => (Verdict::of(h.rules.default), DEFAULT),
-            };
-            let expected = Expected {
-                slot: &sample.slot,
-                repeat: 1,
-                hit,
-                passed: u64::from(verdict == PASS),
-                limited: None,
-            };
-            let context = format!(
-                "rule set {set}: {text}\n{:?}\nfields: {:?}\nclassify: {decided:?}\n",
-                sample.frame, sample.fields
-            );
-            h.check(&bytes, expected, &context);
+privileged_test!(
+    /// The kernel must decide every frame as `CompiledFilter::classify`, the
+    /// compiler's own model of the lookups, says: same rule (or the default),
+    /// same verdict, for random rule sets mixing every field.
+    fn kernel_agrees_with_the_compiled_tables() {
+        const RULE_SETS: usize = 20;
+        const FRAMES: usize = 200;
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let mut object = MaybeUninit::uninit();
+        let mut h = Harness::load(&mut object, r#"{"rules": []}"#);
+        for set in 0..RULE_SETS {
+            let text = random_rule_set(&mut rng);
+            h.apply(&text);
+            for _ in 0..FRAMES {
+                let sample = random_sample(&mut rng);
+                let bytes = sample.frame.build();
+                let decided = h.compiled.classify(&sample.fields);
+                let (verdict, hit) = match decided {
+                    Some((rule, action)) => (Verdict::of(action), Rule(rule as usize)),
+                    None => (Verdict::of(h.rules.default), DEFAULT),
+                };
+                let expected = Expected {
+                    slot: &sample.slot,
+                    repeat: 1,
+                    hit,
+                    passed: u64::from(verdict == PASS),
+                    limited: None,
+                };
+                let context = format!(
+                    "rule set {set}: {text}\n{:?}\nfields: {:?}\nclassify: {decided:?}\n",
+                    sample.frame, sample.fields
+                );
+                h.check(&bytes, expected, &context);
+            }
         }
     }
-}
+);

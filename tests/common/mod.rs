@@ -37,6 +37,34 @@ pub fn privileged() -> bool {
     false
 }
 
+/// A test that needs root, gated once by [`privileged`]:
+///
+/// ```ignore
+/// privileged_test!(
+///     /// What it checks.
+///     fn name() {
+///         body
+///     }
+/// );
+/// ```
+///
+/// is `#[test] fn name()` whose body runs only with root: without it the test
+/// skips, or fails under MESHBPF_REQUIRE_PRIVILEGED=1. Doc comments and other
+/// attributes go before `fn`, inside the parentheses (which rustfmt formats).
+#[macro_export]
+macro_rules! privileged_test {
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            if !$crate::common::privileged() {
+                return;
+            }
+            $body
+        }
+    };
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
