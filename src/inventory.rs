@@ -11,6 +11,7 @@ use libbpf_rs::{MapCore, MapHandle, MapInfo, MapType};
 use serde::Serialize;
 
 use crate::kernel::bpfobj::{self, ObjKind};
+use crate::kernel::links::LinkState;
 use crate::kernel::links::{self, Hooked};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::RunStats;
@@ -18,7 +19,6 @@ use crate::kernel::{clock, netdev, tc};
 use crate::output;
 use crate::programs::loaded::{self, LoadedDir};
 use crate::proto::Direction;
-use crate::state::LinkState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -126,7 +126,8 @@ pub fn sample(root: &StateRoot, length: Duration) -> Result<Window> {
     })
 }
 
-fn runtime(root: &StateRoot, xdp: &Attachment, window: Option<&Window>) -> Result<Runtime> {
+/// How the programs of an interface attachment ran.
+pub fn runtime(root: &StateRoot, xdp: &Attachment, window: Option<&Window>) -> Result<Runtime> {
     let programs = running(root, xdp)?
         .into_iter()
         .map(|p| {
@@ -232,6 +233,17 @@ pub fn gather(
         .iter()
         .map(|d| collect(root, d, window))
         .collect::<Result<Vec<_>>>()?;
+    let (latency, lsm) = host(root)?;
+    Ok(AllStats {
+        attachments,
+        latency,
+        lsm,
+        root: root.path().display().to_string(),
+    })
+}
+
+/// The host-wide attachments, where committed.
+pub fn host(root: &StateRoot) -> Result<(Option<LatencyAttachment>, Option<LsmStats>)> {
     let dir = root.host_attachment(syscall_latency::PROGRAM);
     let latency = if dir.is_committed() {
         Some(syscall_latency::inspect(&dir)?)
@@ -244,10 +256,5 @@ pub fn gather(
     } else {
         None
     };
-    Ok(AllStats {
-        attachments,
-        latency,
-        lsm,
-        root: root.path().display().to_string(),
-    })
+    Ok((latency, lsm))
 }

@@ -3,20 +3,20 @@
 
 mod encode;
 mod families;
-mod model;
+pub mod model;
 
 use anyhow::Result;
 
 pub use encode::Format;
-pub use families::{Scrape, TableUse};
-pub use model::{label, Family, Kind, Pair, Value};
 
 use crate::health::{attachments, system, Check};
 use crate::kernel::bpfobj;
+use crate::kernel::pins::AttachmentDir;
 use crate::kernel::pins::StateRoot;
 use crate::kernel::runstats::RunStats;
-use crate::programs::{lsm_monitor, syscall_latency, xdp_mesh_filter};
-use crate::snapshot;
+use crate::programs::{self, lsm_monitor, syscall_latency, Scope};
+use crate::{snapshot, state};
+use families::Scrape;
 
 /// health's default threshold for a filter's drop share.
 const MAX_DROP_PERCENT: u8 = 50;
@@ -34,28 +34,33 @@ pub fn health_checks(root: &StateRoot) -> Vec<Check> {
 pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
     let checks = health_checks(root);
     let _lock = root.lock_shared()?;
-    let dirs = snapshot::xdp_dirs(root)?;
-    let all = snapshot::gather(root, &dirs, None)?;
-    let rules = dirs
+    let mut programs = Vec::new();
+    for program in programs::ALL {
+        let dirs: Vec<AttachmentDir> = match program.scope {
+            Scope::Interface => root
+                .attachments()?
+                .into_iter()
+                .filter(|d| d.program == program.name)
+                .collect(),
+            Scope::Host => Some(root.host_attachment(program.name))
+                .filter(AttachmentDir::is_committed)
+                .into_iter()
+                .collect(),
+        };
+        programs.extend((program.metrics)(&dirs)?);
+    }
+    let xdp = snapshot::xdp_dirs(root)?;
+    let runtimes = xdp
         .iter()
-        .filter(|d| d.program == xdp_mesh_filter::PROGRAM)
-        .map(|d| {
-            let pinned = xdp_mesh_filter::PinnedMaps::open(d)?;
-            Ok((
-                d.interface.clone(),
-                xdp_mesh_filter::read_rules(&pinned.maps())?,
-            ))
+        .map(|dir| {
+            let attachment = state::inspect(dir)?;
+            let runtime = snapshot::runtime(root, &attachment, None)?;
+            Ok((attachment.interface, runtime))
         })
         .collect::<Result<_>>()?;
-    let latency_dir = root.host_attachment(syscall_latency::PROGRAM);
-    let latency = if all.latency.is_some() {
-        syscall_latency::read(&latency_dir)?
-    } else {
-        Vec::new()
-    };
-    let latency_ids = all.latency.iter().flat_map(|a| a.prog_ids);
-    let lsm_ids = all
-        .lsm
+    let (latency, lsm) = snapshot::host(root)?;
+    let latency_ids = latency.iter().flat_map(|a| a.prog_ids);
+    let lsm_ids = lsm
         .iter()
         .flat_map(|a| a.attachment.prog_ids.iter().copied());
     let host_programs = latency_ids
@@ -68,11 +73,11 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
         })
         .collect::<Result<_>>()?;
     let scrape = Scrape {
-        stats: &all,
-        rules,
-        latency,
+        attachments: xdp.len() + usize::from(latency.is_some()) + usize::from(lsm.is_some()),
+        runtimes,
         host_programs,
+        programs,
         checks: &checks,
     };
-    encode::encode(families::families(&scrape), format)
+    encode::encode(families::families(scrape), format)
 }

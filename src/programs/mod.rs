@@ -15,7 +15,7 @@ use anyhow::Result;
 use crate::health::Check;
 use crate::kernel::btf;
 use crate::kernel::pins::AttachmentDir;
-use crate::metrics::{Family, Scrape, TableUse};
+use crate::metrics::model::Family;
 
 pub mod loaded;
 pub mod lsm_monitor;
@@ -33,20 +33,24 @@ pub enum Scope {
     Host,
 }
 
-/// What meshbpf asks of one of its programs beyond loading it.
+/// What meshbpf asks of one of its programs beyond loading it. Facets take
+/// pin directories, never the read model of all attachments, so that a
+/// program depends on nothing above it.
 pub struct Facets {
     pub name: &'static str,
     pub scope: Scope,
-    /// Its series in one scrape.
-    pub metrics: fn(&Scrape<'_>) -> Vec<Family>,
-    /// Its tables that fill up, for `meshbpf_map_entries` and `_capacity`.
-    pub tables: Option<fn(&Scrape<'_>) -> Vec<TableUse>>,
-    /// Checks of one of its pin directories: for an interface program only
-    /// once the directory is known to be live; a host program's checks say
-    /// themselves whether its pins are orphaned. The argument is health's
-    /// drop-share threshold in percent.
-    pub health: Option<fn(&AttachmentDir, u8) -> Result<Vec<Check>>>,
+    /// Its metric families, read from the pins of every committed
+    /// attachment of it (none when it is not attached: the families are
+    /// there all the same, empty).
+    pub metrics: fn(&[AttachmentDir]) -> Result<Vec<Family>>,
+    pub health: Option<HealthChecks>,
 }
+
+/// Checks of one of a program's pin directories: for an interface program
+/// only once the directory is known to be live; a host program's checks
+/// say themselves whether its pins are orphaned. The argument is health's
+/// drop-share threshold in percent.
+pub type HealthChecks = fn(&AttachmentDir, u8) -> Result<Vec<Check>>;
 
 /// Every program meshbpf ships, in the order reports list them.
 pub const ALL: [&Facets; 5] = [

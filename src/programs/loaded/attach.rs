@@ -10,12 +10,12 @@ use anyhow::Result;
 use super::section::{self, Hook};
 use super::{LoadedDir, ProgramMeta};
 use crate::error::Failure;
+use crate::kernel::links::LinkState;
 use crate::kernel::links::{self, Hooked};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, caps, hooks, probe, tc, tracefs};
-use crate::state::LinkState;
 
 pub struct Request<'a> {
     pub object: &'a str,

@@ -1,9 +1,11 @@
 //! lsm_monitor's metric families: events by type, verdicts and lost events.
 
-use crate::metrics::{label, Family, Kind, Scrape, Value};
+use anyhow::Result;
 
-pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
-    let stats = scrape.stats;
+use crate::kernel::pins::AttachmentDir;
+use crate::metrics::model::{label, Family, Kind, Value};
+
+pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
     let mut events = Family::new(
         "meshbpf_lsm_events",
         Kind::Counter,
@@ -19,7 +21,8 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
         Kind::Counter,
         "Events lost because the ring buffer was full",
     );
-    if let Some(s) = &stats.lsm {
+    for dir in dirs {
+        let s = super::stats(dir)?;
         for (kind, c) in s.events.by_type() {
             events.add(vec![label("type", kind)], Value::Int(c.events));
             for (verdict, n) in [("denied", c.denied), ("audited", c.audited)] {
@@ -31,5 +34,5 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             lost.add(vec![label("type", kind)], Value::Int(c.lost));
         }
     }
-    vec![events, verdicts, lost]
+    Ok(vec![events, verdicts, lost])
 }

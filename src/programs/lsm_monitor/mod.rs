@@ -42,7 +42,6 @@ pub const FACETS: Facets = Facets {
     name: PROGRAM,
     scope: Scope::Host,
     metrics: metrics::families,
-    tables: None,
     health: Some(health::checks),
 };
 

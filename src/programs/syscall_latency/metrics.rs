@@ -3,19 +3,27 @@
 
 use super::histogram::{self, BUCKETS};
 use crate::kernel::syscalls;
-use crate::metrics::{label, Family, Kind, Scrape, Value};
+use anyhow::Result;
+
+use crate::kernel::pins::AttachmentDir;
+use crate::metrics::model::{label, Family, Kind, Value};
 
 /// Bucket b counts [2^b, 2^(b+1)) ns: its Prometheus upper bound is
 /// 2^(b+1) ns in seconds; the open last bucket is +Inf.
-pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
-    let histograms = &scrape.latency;
+pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
     let mut family = Family::new(
         "meshbpf_syscall_latency",
         Kind::Histogram,
         "Syscall latency from syscall_latency's log2 buckets",
     )
     .unit("seconds");
-    for (nr, h) in histograms.iter().filter(|(_, h)| h.count > 0) {
+    let histograms = dirs
+        .iter()
+        .map(super::read)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten();
+    for (nr, h) in histograms.filter(|(_, h)| h.count > 0) {
         let buckets = (0..BUCKETS)
             .map(|b| {
                 let le = match histogram::upper_bound(b) {
@@ -26,7 +34,7 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             })
             .collect();
         family.add(
-            vec![label("syscall", syscalls::display_name(*nr))],
+            vec![label("syscall", syscalls::display_name(nr))],
             Value::Histogram {
                 sum: h.total_ns as f64 / 1e9,
                 count: h.count,
@@ -34,5 +42,5 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             },
         );
     }
-    vec![family]
+    Ok(vec![family])
 }

@@ -48,7 +48,6 @@ pub const FACETS: Facets = Facets {
     name: PROGRAM,
     scope: Scope::Host,
     metrics: metrics::families,
-    tables: None,
     health: Some(health::checks),
 };
 
@@ -600,6 +599,29 @@ pub fn inspect(dir: &AttachmentDir) -> Result<LatencyAttachment> {
     })
 }
 
+/// The filters in words, for attach and stats: empty when it traces everything.
+pub fn describe_filters(a: &LatencyAttachment) -> String {
+    let f = &a.filters;
+    let mut parts = Vec::new();
+    if let Some(pid) = f.pid {
+        parts.push(format!("pid {pid}"));
+    }
+    if let Some(comm) = &f.comm {
+        parts.push(format!("comm {comm}"));
+    }
+    if let Some(id) = f.cgroup_id {
+        parts.push(format!("cgroup id {id}"));
+    }
+    if !f.syscalls.is_empty() {
+        parts.push(format!("syscalls {}", f.syscalls.join(",")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(", only {}", parts.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,28 +702,5 @@ mod tests {
         assert!(beyond.config(None).is_err());
         let err = open_cgroup(Path::new("/proc")).err().unwrap();
         assert!(format!("{err:#}").contains("not a directory of a cgroup v2 hierarchy"));
-    }
-}
-
-/// The filters in words, for attach and stats: empty when it traces everything.
-pub fn describe_filters(a: &LatencyAttachment) -> String {
-    let f = &a.filters;
-    let mut parts = Vec::new();
-    if let Some(pid) = f.pid {
-        parts.push(format!("pid {pid}"));
-    }
-    if let Some(comm) = &f.comm {
-        parts.push(format!("comm {comm}"));
-    }
-    if let Some(id) = f.cgroup_id {
-        parts.push(format!("cgroup id {id}"));
-    }
-    if !f.syscalls.is_empty() {
-        parts.push(format!("syscalls {}", f.syscalls.join(",")));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(", only {}", parts.join(", "))
     }
 }

@@ -1,10 +1,12 @@
 //! tc_classifier's metric families: flows in the table, created and
 //! evicted, QoS class counters, and how full the flow table is.
 
-use crate::metrics::{label, Family, Kind, Pair, Scrape, TableUse, Value};
+use anyhow::Result;
 
-pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
-    let attachments = &scrape.stats.attachments;
+use crate::kernel::pins::AttachmentDir;
+use crate::metrics::model::{label, table_size, Family, Kind, Pair, Value};
+
+pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
     let mut flows = Family::new(
         "meshbpf_flows",
         Kind::Gauge,
@@ -28,9 +30,10 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             "Bytes per QoS class (attach --classes) and direction",
         ],
     );
-    for a in attachments {
-        let Some(t) = &a.flows else { continue };
-        let interface = &a.attachment.interface;
+    let mut tables = Vec::new();
+    for dir in dirs {
+        let t = super::inspect(dir)?;
+        let interface = &dir.interface;
         let on = || vec![label("interface", interface)];
         flows.add(on(), Value::Int(t.flows as u64));
         created.add(on(), Value::Int(t.flows_created));
@@ -42,29 +45,13 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
                     label("class", &c.class),
                     label("direction", direction),
                 ];
-                classes.add(labels, counter);
+                classes.add(labels, counter.packets, counter.bytes);
             }
         }
+        tables.extend(table_size(interface, "flows", t.flows as u64, t.max_flows));
     }
     let mut families = vec![flows, created, evicted];
     families.extend(classes.into_families());
-    families
-}
-
-/// Each flow table.
-pub fn tables(scrape: &Scrape<'_>) -> Vec<TableUse> {
-    scrape
-        .stats
-        .attachments
-        .iter()
-        .filter_map(|a| {
-            let t = a.flows.as_ref()?;
-            Some(TableUse {
-                interface: a.attachment.interface.clone(),
-                map: "flows",
-                entries: t.flows as u64,
-                capacity: t.max_flows,
-            })
-        })
-        .collect()
+    families.extend(tables);
+    Ok(families)
 }

@@ -2,11 +2,14 @@
 //! include/traffic_counters.h in every XDP program of meshbpf, so these
 //! series cover xdp_mesh_filter's interfaces too.
 
-use crate::metrics::{label, Family, Pair, Scrape};
+use anyhow::Result;
 
-pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
-    let attachments = &scrape.stats.attachments;
-    let mut traffic = Pair::new(
+use super::traffic;
+use crate::kernel::pins::AttachmentDir;
+use crate::metrics::model::{label, Family, Pair};
+
+pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
+    let mut seen = Pair::new(
         "meshbpf_packets",
         "meshbpf",
         [
@@ -14,17 +17,18 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             "Bytes of the packets the XDP program saw, by layer (l3 or l4) and protocol",
         ],
     );
-    for a in attachments {
-        for (layer, breakdown) in [("l3", &a.traffic.l3), ("l4", &a.traffic.l4)] {
+    for dir in dirs {
+        let counted = traffic::read_pinned_counters(dir)?;
+        for (layer, breakdown) in [("l3", &counted.l3), ("l4", &counted.l4)] {
             for (protocol, c) in &breakdown.0 {
                 let labels = vec![
-                    label("interface", &a.attachment.interface),
+                    label("interface", &dir.interface),
                     label("layer", layer),
                     label("protocol", *protocol),
                 ];
-                traffic.add(labels, *c);
+                seen.add(labels, c.packets, c.bytes);
             }
         }
     }
-    traffic.into_families().to_vec()
+    Ok(seen.into_families().to_vec())
 }

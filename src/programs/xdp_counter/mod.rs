@@ -30,7 +30,6 @@ pub const FACETS: Facets = Facets {
     name: PROGRAM,
     scope: Scope::Interface,
     metrics: metrics::families,
-    tables: None,
     health: None,
 };
 

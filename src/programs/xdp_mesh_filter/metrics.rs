@@ -1,12 +1,15 @@
 //! xdp_mesh_filter's metric families: verdicts, per-rule hits, rate-limited
 //! and SYN-dropped packets, and how full its rule table is.
 
-use super::MAX_RULES;
-use crate::metrics::{label, Family, Pair, Scrape, TableUse};
-use crate::programs::xdp_counter::traffic::Counter;
+use anyhow::Result;
 
-pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
-    let (attachments, rules) = (&scrape.stats.attachments, &scrape.rules);
+use super::{PinnedMaps, MAX_RULES};
+use crate::kernel::pins::AttachmentDir;
+use crate::metrics::model::{label, table_size, Family, Pair};
+use crate::programs::xdp_counter;
+
+/// Its own families, and the traffic counters it keeps like xdp_counter.
+pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
     let mut verdicts = Pair::new(
         "meshbpf_filter_verdict_packets",
         "meshbpf_filter_verdict",
@@ -31,18 +34,6 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             "Bytes of the TCP SYNs dropped by SYN-flood protection",
         ],
     );
-    for a in attachments {
-        let Some(f) = &a.filter else { continue };
-        let interface = &a.attachment.interface;
-        for (verdict, c) in [("pass", f.verdicts.pass), ("drop", f.verdicts.drop)] {
-            verdicts.add(
-                vec![label("interface", interface), label("verdict", verdict)],
-                c,
-            );
-        }
-        rate_limited.add(vec![label("interface", interface)], f.rate_limited);
-        syn_dropped.add(vec![label("interface", interface)], f.syn_dropped);
-    }
     let mut hits = Pair::new(
         "meshbpf_filter_rule_packets",
         "meshbpf_filter_rule",
@@ -51,37 +42,42 @@ pub fn families(scrape: &Scrape<'_>) -> Vec<Family> {
             "Bytes of the packets that matched a filter rule, by its index in the rule set",
         ],
     );
-    for (interface, active) in rules {
+    let mut tables = Vec::new();
+    for dir in dirs {
+        let pinned = PinnedMaps::open(dir)?;
+        let maps = pinned.maps();
+        let f = super::read_stats(&maps)?;
+        let interface = &dir.interface;
+        for (verdict, c) in [("pass", f.verdicts.pass), ("drop", f.verdicts.drop)] {
+            verdicts.add(
+                vec![label("interface", interface), label("verdict", verdict)],
+                c.packets,
+                c.bytes,
+            );
+        }
+        let on = || vec![label("interface", interface)];
+        rate_limited.add(on(), f.rate_limited.packets, f.rate_limited.bytes);
+        syn_dropped.add(on(), f.syn_dropped.packets, f.syn_dropped.bytes);
+        let active = super::read_rules(&maps)?;
         for r in &active.rules {
             let labels = vec![
                 label("interface", interface),
                 label("rule", r.index.to_string()),
             ];
-            hits.add(
-                labels,
-                Counter {
-                    packets: r.packets,
-                    bytes: r.bytes,
-                },
-            );
+            hits.add(labels, r.packets, r.bytes);
         }
+        tables.extend(table_size(
+            interface,
+            "rules",
+            active.rules.len() as u64,
+            MAX_RULES,
+        ));
     }
-    [verdicts, hits, rate_limited, syn_dropped]
+    let mut families: Vec<Family> = [verdicts, hits, rate_limited, syn_dropped]
         .into_iter()
         .flat_map(Pair::into_families)
-        .collect()
-}
-
-/// Each filter's rule table.
-pub fn tables(scrape: &Scrape<'_>) -> Vec<TableUse> {
-    scrape
-        .rules
-        .iter()
-        .map(|(interface, r)| TableUse {
-            interface: interface.clone(),
-            map: "rules",
-            entries: r.rules.len() as u64,
-            capacity: MAX_RULES,
-        })
-        .collect()
+        .collect();
+    families.extend(tables);
+    families.extend(xdp_counter::metrics::families(dirs)?);
+    Ok(families)
 }

@@ -60,7 +60,6 @@ pub const FACETS: Facets = Facets {
     name: PROGRAM,
     scope: Scope::Interface,
     metrics: metrics::families,
-    tables: Some(metrics::tables),
     health: Some(health::checks),
 };
 
