@@ -5,8 +5,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::AttachArgs;
-use crate::commands::{latency, lsm_monitor};
+use crate::cli::InterfaceArgs;
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -114,31 +113,18 @@ impl Report for AttachReport {
     }
 }
 
-pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
-    if args.object.is_some() {
-        return super::attach_object::run(root, out, args);
-    }
-    if args.lsm {
-        return lsm_monitor::attach(
-            root,
-            out,
-            args.policy.as_deref(),
-            args.enforce,
-            args.btf.as_deref(),
-        );
-    }
-    let Some(interface) = args.interface.as_deref() else {
-        // clap requires IFACE unless --latency, --lsm or --object is given.
-        return latency::attach(root, out, &args.latency_options, args.btf.as_deref());
-    };
+pub fn run(root: &StateRoot, out: &Output, args: &InterfaceArgs) -> Result<()> {
+    let interface = args.interface.as_str();
     // A bad rules file must fail before anything touches the kernel.
     let rules = args
+        .options
         .filter
         .as_deref()
         .map(compile::load_rules)
         .transpose()
         .map_err(Failure::from)?;
     let class_rules = args
+        .options
         .classes
         .as_deref()
         .map(|path| rules::classes::load(path).map_err(Failure::from))
@@ -160,7 +146,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
     state::reconcile(&root.program_dirs(&iface.name)?)?;
 
     let (status, dir) = attach_xdp(root, &iface, args, rules.as_ref())?;
-    let (flows, classes) = if args.no_flows {
+    let (flows, classes) = if args.options.no_flows {
         (None, None)
     } else {
         match attach_flows(root, &iface, args, class_rules.as_ref()) {
@@ -189,7 +175,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
 fn attach_xdp(
     root: &StateRoot,
     iface: &Interface,
-    args: &AttachArgs,
+    args: &InterfaceArgs,
     rules: Option<&compile::LoadedRules>,
 ) -> Result<(Outcome, AttachmentDir)> {
     let btf = args.btf.as_deref();
@@ -258,7 +244,7 @@ fn attach_xdp(
 fn attach_flows(
     root: &StateRoot,
     iface: &Interface,
-    args: &AttachArgs,
+    args: &InterfaceArgs,
     class_rules: Option<&ClassRules>,
 ) -> Result<(tc_classifier::FlowTable, Option<ClassesOutcome>)> {
     let dir = root.attachment(&iface.name, tc_classifier::PROGRAM);
@@ -270,7 +256,7 @@ fn attach_flows(
             outcome = Some(ClassesOutcome::Replaced);
         }
     } else {
-        let method = match args.tc_method {
+        let method = match args.options.tc_method {
             Some(TcMethod::Tcx) if !tc::tcx_available(iface) => {
                 return Err(tc::tcx_refused(iface).into())
             }
@@ -282,7 +268,7 @@ fn attach_flows(
             &dir,
             iface,
             method,
-            args.max_flows,
+            args.options.max_flows,
             args.btf.as_deref(),
             class_rules,
         ) {

@@ -4,8 +4,6 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::DetachArgs;
-use crate::commands::{latency, lsm_monitor};
 use crate::kernel::pins::StateRoot;
 use crate::kernel::{bpffs, bpfobj, caps, netdev, xdp};
 use crate::output::{Output, Report};
@@ -66,14 +64,7 @@ impl Report for DetachReport {
     }
 }
 
-pub fn run(root: &StateRoot, out: &Output, args: &DetachArgs) -> Result<()> {
-    if args.lsm {
-        return lsm_monitor::detach(root, out);
-    }
-    let Some(interface) = args.interface.as_deref() else {
-        // clap requires IFACE unless --latency or --lsm is given.
-        return latency::detach(root, out);
-    };
+pub fn run(root: &StateRoot, out: &Output, interface: &str) -> Result<()> {
     netdev::validate_name(interface)?;
     caps::require("detach", &[caps::BPF, caps::NET_ADMIN])?;
     // Without a bpffs under the root there can be no pins to remove.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{LatencyArgs, LatencyOptions};
+use crate::cli::{LatencyArgs, LatencyOptions, LatencyTargetArgs};
 use crate::error::{Failure, Interrupted};
 use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -377,12 +377,8 @@ impl Report for AttachReport {
 }
 
 /// `attach --latency`: load, hook and pin syscall_latency host-wide.
-pub fn attach(
-    root: &StateRoot,
-    out: &Output,
-    options: &LatencyOptions,
-    btf: Option<&std::path::Path>,
-) -> Result<()> {
+pub fn attach(root: &StateRoot, out: &Output, args: &LatencyTargetArgs) -> Result<()> {
+    let options = &args.options;
     let methods = MethodChoice::for_syscalls(options.method)?;
     let prepared = syscall_latency::prepare(&filters(options)?)?;
     caps::require("attach --latency", &[caps::BPF, caps::SYS_ADMIN])?;
@@ -414,7 +410,7 @@ pub fn attach(
     if dir.exists() {
         dir.unpin()?;
     }
-    syscall_latency::attach(&dir, &methods, &prepared, btf)?;
+    syscall_latency::attach(&dir, &methods, &prepared, args.btf.as_deref())?;
     out.emit(&AttachReport {
         status: Outcome::Attached,
         attachment: syscall_latency::inspect(&dir)?,

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::LsmApplyArgs;
+use crate::cli::{LsmApplyArgs, LsmTargetArgs};
 use crate::error::Failure;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{bpffs, caps};
@@ -100,15 +100,14 @@ fn compile(path: &Path, mode: Mode) -> Result<CompiledPolicy> {
 
 /// `attach --lsm`: attach lsm_monitor, or replace the policy of the one
 /// attached.
-pub fn attach(
-    root: &StateRoot,
-    out: &Output,
-    policy_file: Option<&Path>,
-    enforce: bool,
-    btf: Option<&Path>,
-) -> Result<()> {
-    let mode = Mode::of(enforce);
-    let compiled = policy_file.map(|p| compile(p, mode)).transpose()?;
+pub fn attach(root: &StateRoot, out: &Output, args: &LsmTargetArgs) -> Result<()> {
+    let btf = args.btf.as_deref();
+    let mode = Mode::of(args.enforce);
+    let compiled = args
+        .policy
+        .as_deref()
+        .map(|p| compile(p, mode))
+        .transpose()?;
     caps::require("attach --lsm", &[caps::BPF, caps::PERFMON, caps::SYS_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
