@@ -12,6 +12,8 @@ use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj};
 use crate::programs;
 
+pub mod interface;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
