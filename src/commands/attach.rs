@@ -118,7 +118,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &InterfaceArgs) -> Result<()> {
     // anything is attached: without it the kernel refuses the by-id reads
     // that follow the pins.
     caps::require("attach", &[caps::SYS_ADMIN])?;
-    let flows = (!options.no_flows).then(|| Flows {
+    let flows = (!options.no_flows).then_some(Flows {
         max_flows: options.max_flows,
         method: options.tc_method,
         classes: class_rules.as_ref(),

@@ -1,5 +1,7 @@
 //! One module per subcommand; each takes its parsed arguments, does the work
-//! through `programs` and `kernel`, and hands a report to `output`.
+//! through the library (`state`, `programs`, `kernel`), and hands a report
+//! to `output`. The commands are leaves: which one runs is decided here,
+//! from the typed command line, and none calls another.
 
 use anyhow::Result;
 

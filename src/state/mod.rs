@@ -12,6 +12,7 @@ use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj};
 use crate::programs;
 
+pub mod host;
 pub mod interface;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
