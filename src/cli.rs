@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::kernel::pins::DEFAULT_ROOT;
@@ -56,9 +56,9 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Attach xdp_counter (or, with --filter, xdp_mesh_filter) and tc_classifier to an interface,
     /// or with --latency syscall_latency, with --lsm lsm_monitor host-wide; pinned
-    Attach(AttachArgs),
+    Attach(AttachTarget),
     /// Detach meshbpf from an interface (or --latency) and remove every pin that belongs to it
-    Detach(DetachArgs),
+    Detach(DetachTarget),
     /// Show packet and byte counters of meshbpf's attachments
     Stats(StatsArgs),
     /// Manage the rules of xdp_mesh_filter on an interface
@@ -100,56 +100,115 @@ degraded) never fail, even with --strict."
     Man(ManArgs),
 }
 
+/// `attach`, as typed: each target with its own flags. Parsed through
+/// [`AttachFlags`], whose groups make a flag of another target a usage error.
+#[derive(Debug)]
+pub enum AttachTarget {
+    /// `attach IFACE`: xdp_counter or xdp_mesh_filter, and tc_classifier.
+    Interface(InterfaceArgs),
+    /// `attach --latency`: syscall_latency host-wide.
+    Latency(LatencyTargetArgs),
+    /// `attach --lsm`: lsm_monitor host-wide.
+    Lsm(LsmTargetArgs),
+    /// `attach [TARGET] --object NAME`: a program of a loaded object.
+    Object(ObjectArgs),
+}
+
+#[derive(Debug)]
+pub struct InterfaceArgs {
+    pub interface: String,
+    pub mode: Option<XdpMode>,
+    pub options: InterfaceOptions,
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct LatencyTargetArgs {
+    pub options: LatencyOptions,
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct LsmTargetArgs {
+    pub policy: Option<PathBuf>,
+    pub enforce: bool,
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct ObjectArgs {
+    pub object: String,
+    pub prog: Option<String>,
+    /// The interface or cgroup directory; none for tracing hooks.
+    pub target: Option<String>,
+    pub mode: Option<XdpMode>,
+}
+
+/// The command line of `attach`. A target is chosen by its selector (IFACE,
+/// `--latency`, `--lsm` or `--object`); its own flags are one group, and
+/// [`TARGETS`] makes each flag of a group conflict with the other targets'
+/// selectors, so that a new flag needs nothing beyond its place in a group.
 #[derive(Debug, Args)]
-#[command(group(
-    ArgGroup::new("latency_options")
-        .args(["pid", "comm", "cgroup", "syscalls", "method"])
-        .multiple(true)
-        .requires("latency")
-        // clap waives a requirement that conflicts with a present argument.
-        .conflicts_with("interface")
-))]
-pub struct AttachArgs {
+#[group(skip)]
+struct AttachFlags {
     /// Interface to attach to, in the current network namespace. With --object: the interface (xdp,
     /// tc), the cgroup v2 directory (cgroup_skb), or nothing (tracepoints, raw_tp, tp_btf, kprobe)
     #[arg(value_name = "IFACE", required_unless_present_any = ["object", "latency", "lsm"])]
-    pub interface: Option<String>,
+    interface: Option<String>,
 
-    /// Attach a program of an object loaded with `meshbpf load`, on the hook its section names
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["filter", "classes", "no_flows", "max_flows", "tc_method", "btf", "latency", "lsm"])]
-    pub object: Option<String>,
+    /// XDP mode, of IFACE or of an --object's XDP program; native runs in the driver, skb (generic)
+    /// works everywhere. There is no silent fallback. [default: native]
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["latency", "lsm"])]
+    mode: Option<XdpMode>,
 
-    /// The program of --object to attach; may be left out when the object has one
-    #[arg(long, value_name = "PROG", requires = "object")]
-    pub prog: Option<String>,
+    /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
+    /// (not with --object: its programs were loaded by `meshbpf load`)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "MESHBPF_BTF",
+        conflicts_with = "object"
+    )]
+    btf: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "Interface (IFACE)")]
+    interface_options: InterfaceOptions,
 
     /// Attach syscall_latency host-wide instead: per-syscall latency
     /// histograms, read with `meshbpf latency`
-    #[arg(long, conflicts_with_all = ["interface", "mode", "filter", "no_flows", "classes", "tc_method"])]
-    pub latency: bool,
+    #[arg(long, help_heading = "Syscall latency (--latency)")]
+    latency: bool,
 
-    #[command(flatten)]
-    pub latency_options: LatencyOptions,
+    #[command(flatten, next_help_heading = "Syscall latency (--latency)")]
+    latency_options: LatencyOptions,
 
-    /// Attach lsm_monitor host-wide instead: exec, opens under watched paths, ptrace attach,
-    /// capability use and module loads, read with `meshbpf events`. BPF LSM where the kernel runs
-    /// it, else tracepoints (audit only)
-    #[arg(long, conflicts_with_all = ["interface", "mode", "filter", "no_flows", "classes", "tc_method", "max_flows", "latency", "latency_options"])]
-    pub lsm: bool,
+    #[command(flatten, next_help_heading = "Security events (--lsm)")]
+    lsm: LsmFlags,
 
-    /// lsm_monitor's policy (JSON): watched paths, what enforce mode denies, allow-lists.
-    /// On an attached monitor it is replaced atomically
-    #[arg(long, value_name = "POLICY.json", requires = "lsm")]
-    pub policy: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "Loaded object (--object)")]
+    object: ObjectFlags,
+}
 
-    /// Deny what the policy denies (BPF LSM only) instead of auditing it
-    #[arg(long, requires = "policy")]
-    pub enforce: bool,
+/// The group of [`LatencyOptions`]; `--latency` joins it in `attach`.
+const LATENCY_GROUP: &str = "latency_options";
 
-    /// XDP mode; native runs in the driver, skb (generic) works everywhere. There is no silent fallback. [default: native]
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub mode: Option<XdpMode>,
+/// Each target's group of flags, and the selectors of the targets they do
+/// not belong to. The conflicts are set on each flag, not on the group:
+/// clap's error then names the flags given, not every flag of a group.
+/// IFACE is shared by the interface and --object targets, and so are
+/// --mode (with the other selectors) and --btf (with all but --object),
+/// which name their conflicts themselves.
+const TARGETS: [(&str, &[&str]); 4] = [
+    ("interface_options", &["latency", "lsm", "object"]),
+    (LATENCY_GROUP, &["interface", "lsm", "object"]),
+    ("lsm_target", &["interface", "latency", "object"]),
+    ("object_target", &["latency", "lsm"]),
+];
 
+/// What `attach IFACE` does beyond xdp_counter.
+#[derive(Debug, Args)]
+#[group(id = "interface_options")]
+pub struct InterfaceOptions {
     /// Attach xdp_mesh_filter with these rules instead of xdp_counter; on an
     /// attached interface, the program is swapped atomically (bpf_link update)
     #[arg(long, value_name = "RULES.json")]
@@ -171,10 +230,127 @@ pub struct AttachArgs {
     /// How tc_classifier hooks ingress and egress; probed when not given
     #[arg(long, value_enum, value_name = "METHOD")]
     pub tc_method: Option<TcMethod>,
+}
 
-    /// Kernel BTF to resolve CO-RE relocations against, for kernels without /sys/kernel/btf/vmlinux
-    #[arg(long, value_name = "FILE", env = "MESHBPF_BTF")]
-    pub btf: Option<PathBuf>,
+#[derive(Debug, Args)]
+#[group(id = "lsm_target", requires = "lsm")]
+struct LsmFlags {
+    /// Attach lsm_monitor host-wide instead: exec, opens under watched paths, ptrace attach,
+    /// capability use and module loads, read with `meshbpf events`. BPF LSM where the kernel runs
+    /// it, else tracepoints (audit only)
+    #[arg(long)]
+    lsm: bool,
+
+    /// lsm_monitor's policy (JSON): watched paths, what enforce mode denies, allow-lists.
+    /// On an attached monitor it is replaced atomically
+    #[arg(long, value_name = "POLICY.json")]
+    policy: Option<PathBuf>,
+
+    /// Deny what the policy denies (BPF LSM only) instead of auditing it
+    #[arg(long, requires = "policy")]
+    enforce: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "object_target", requires = "object")]
+struct ObjectFlags {
+    /// Attach a program of an object loaded with `meshbpf load`, on the hook its section names
+    #[arg(long, value_name = "NAME")]
+    object: Option<String>,
+
+    /// The program of --object to attach; may be left out when the object has one
+    #[arg(long, value_name = "PROG")]
+    prog: Option<String>,
+}
+
+impl AttachFlags {
+    fn target(self) -> Result<AttachTarget, clap::Error> {
+        let AttachFlags {
+            interface,
+            mode,
+            btf,
+            interface_options,
+            latency,
+            latency_options,
+            lsm,
+            object,
+        } = self;
+        if let Some(name) = object.object {
+            return Ok(AttachTarget::Object(ObjectArgs {
+                object: name,
+                prog: object.prog,
+                target: interface,
+                mode,
+            }));
+        }
+        if latency {
+            return Ok(AttachTarget::Latency(LatencyTargetArgs {
+                options: latency_options,
+                btf,
+            }));
+        }
+        if lsm.lsm {
+            return Ok(AttachTarget::Lsm(LsmTargetArgs {
+                policy: lsm.policy,
+                enforce: lsm.enforce,
+                btf,
+            }));
+        }
+        match interface {
+            Some(interface) => Ok(AttachTarget::Interface(InterfaceArgs {
+                interface,
+                mode,
+                options: interface_options,
+                btf,
+            })),
+            // clap requires IFACE without a selector; should a change of
+            // the rules above let one through, it is still a usage error.
+            None => Err(no_target("IFACE, --latency, --lsm or --object NAME")),
+        }
+    }
+}
+
+impl FromArgMatches for AttachTarget {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        AttachFlags::from_arg_matches(matches)?.target()
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for AttachTarget {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        with_targets(AttachFlags::augment_args(cmd))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        with_targets(AttachFlags::augment_args_for_update(cmd))
+    }
+}
+
+/// Applies [`TARGETS`] to `attach`'s flags.
+fn with_targets(cmd: clap::Command) -> clap::Command {
+    // LatencyOptions is shared with `latency --function`, which selects it
+    // otherwise; here --latency does.
+    let mut cmd = cmd.mut_group(LATENCY_GROUP, |group| {
+        group.arg("latency").requires("latency")
+    });
+    for (group, selectors) in TARGETS {
+        let members: Vec<clap::Id> = cmd
+            .get_groups()
+            .find(|g| g.get_id() == group)
+            .unwrap_or_else(|| panic!("attach has no group {group}"))
+            .get_args()
+            .cloned()
+            .collect();
+        for member in members {
+            cmd = cmd.mut_arg(member, |arg| arg.conflicts_with_all(selectors));
+        }
+    }
+    cmd
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +373,7 @@ pub struct FlowsArgs {
 
 /// What syscall_latency traces, fixed when it is loaded.
 #[derive(Debug, Args, Default)]
+#[group(id = LATENCY_GROUP)]
 pub struct LatencyOptions {
     /// Only this process (thread group id)
     #[arg(long, value_name = "PID")]
@@ -369,19 +546,67 @@ pub struct UnloadArgs {
     pub name: String,
 }
 
+/// A usage error for a command line that chose no target.
+fn no_target(choices: &str) -> clap::Error {
+    clap::Error::raw(
+        clap::error::ErrorKind::MissingRequiredArgument,
+        format!("no target was chosen: give {choices}\n"),
+    )
+}
+
+/// `detach`, as typed.
+#[derive(Debug)]
+pub enum DetachTarget {
+    /// `detach IFACE`.
+    Interface(String),
+    /// `detach --latency`.
+    Latency,
+    /// `detach --lsm`.
+    Lsm,
+}
+
+/// The command line of `detach`: one target, and no flags of its own.
 #[derive(Debug, Args)]
-pub struct DetachArgs {
+#[group(skip)]
+struct DetachFlags {
     /// Interface to detach from; works even after the interface was deleted
     #[arg(value_name = "IFACE", required_unless_present_any = ["latency", "lsm"])]
-    pub interface: Option<String>,
+    interface: Option<String>,
 
     /// Detach the host-wide syscall_latency instead
     #[arg(long, conflicts_with = "interface")]
-    pub latency: bool,
+    latency: bool,
 
     /// Detach the host-wide lsm_monitor instead; works in any mode
     #[arg(long, conflicts_with_all = ["interface", "latency"])]
-    pub lsm: bool,
+    lsm: bool,
+}
+
+impl FromArgMatches for DetachTarget {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let flags = DetachFlags::from_arg_matches(matches)?;
+        Ok(match flags.interface {
+            _ if flags.lsm => DetachTarget::Lsm,
+            _ if flags.latency => DetachTarget::Latency,
+            Some(interface) => DetachTarget::Interface(interface),
+            None => return Err(no_target("IFACE, --latency or --lsm")),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for DetachTarget {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        DetachFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        DetachFlags::augment_args_for_update(cmd)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -482,14 +707,17 @@ mod tests {
         let cli = parse(&["attach", "eth0", "--mode", "skb", "-j"]).unwrap();
         assert!(cli.global.json);
         match cli.command {
-            Command::Attach(a) => {
-                assert_eq!(a.interface.as_deref(), Some("eth0"));
+            Command::Attach(AttachTarget::Interface(a)) => {
+                assert_eq!(a.interface, "eth0");
                 assert_eq!(a.mode, Some(XdpMode::Skb));
             }
             other => panic!("parsed as {other:?}"),
         }
         match parse(&["attach", "eth0"]).unwrap().command {
-            Command::Attach(a) => assert_eq!(a.mode, None),
+            Command::Attach(AttachTarget::Interface(a)) => {
+                assert_eq!(a.mode, None);
+                assert_eq!(a.options.max_flows, 65536);
+            }
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -558,9 +786,10 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Attach(a) => {
-                assert_eq!(a.interface, None);
-                assert_eq!(a.object.as_deref(), Some("o"));
+            Command::Attach(AttachTarget::Object(a)) => {
+                assert_eq!(a.target, None);
+                assert_eq!(a.object, "o");
+                assert_eq!(a.prog.as_deref(), Some("p"));
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -615,8 +844,8 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Attach(a) => {
-                assert!(a.lsm && a.enforce && a.interface.is_none());
+            Command::Attach(AttachTarget::Lsm(a)) => {
+                assert!(a.enforce);
                 assert_eq!(a.policy, Some(PathBuf::from("p.json")));
             }
             other => panic!("parsed as {other:?}"),
@@ -646,7 +875,10 @@ mod tests {
                 "{conflicting:?}"
             );
         }
-        assert!(parse(&["detach", "--lsm"]).is_ok());
+        assert!(matches!(
+            parse(&["detach", "--lsm"]).unwrap().command,
+            Command::Detach(DetachTarget::Lsm)
+        ));
         match parse(&["lsm", "apply", "p.json", "--audit"])
             .unwrap()
             .command
@@ -666,14 +898,16 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Attach(a) => {
-                assert!(a.latency && a.interface.is_none());
-                assert_eq!(a.latency_options.pid, Some(7));
-                assert_eq!(a.latency_options.syscalls.as_deref(), Some("read"));
+            Command::Attach(AttachTarget::Latency(a)) => {
+                assert_eq!(a.options.pid, Some(7));
+                assert_eq!(a.options.syscalls.as_deref(), Some("read"));
             }
             other => panic!("parsed as {other:?}"),
         }
-        assert!(parse(&["detach", "--latency"]).is_ok());
+        assert!(matches!(
+            parse(&["detach", "--latency"]).unwrap().command,
+            Command::Detach(DetachTarget::Latency)
+        ));
         let kind = |args: &[&str]| parse(args).unwrap_err().kind();
         assert_eq!(
             kind(&["attach", "eth0", "--pid", "7"]),
@@ -715,5 +949,50 @@ mod tests {
         ])
         .is_ok());
         assert!(parse(&["latency", "--syscall", "read", "--interval", "0.5"]).is_ok());
+    }
+
+    #[test]
+    fn each_target_takes_its_own_flags_only() {
+        use clap::error::ErrorKind;
+        match parse(&["attach", "eth0", "--object", "o", "--mode", "skb"])
+            .unwrap()
+            .command
+        {
+            Command::Attach(AttachTarget::Object(a)) => {
+                assert_eq!(a.target.as_deref(), Some("eth0"));
+                assert_eq!(a.mode, Some(XdpMode::Skb));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["attach", "--lsm", "--btf", "b"]).unwrap().command {
+            Command::Attach(AttachTarget::Lsm(a)) => assert_eq!(a.btf, Some(PathBuf::from("b"))),
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["detach", "eth0"]).unwrap().command {
+            Command::Detach(DetachTarget::Interface(name)) => assert_eq!(name, "eth0"),
+            other => panic!("parsed as {other:?}"),
+        }
+        for foreign in [
+            &["attach", "--latency", "--max-flows", "5"][..],
+            &["attach", "--latency", "--filter", "f.json"],
+            &["attach", "--latency", "--policy", "p.json"],
+            &["attach", "--latency", "--object", "o"],
+            &["attach", "eth0", "--policy", "p.json"],
+            &["attach", "eth0", "--enforce"],
+            &["attach", "--lsm", "--filter", "f.json"],
+            &["attach", "--lsm", "--tc-method", "tcx"],
+            &["attach", "--object", "o", "--filter", "f.json"],
+            &["attach", "--object", "o", "--max-flows", "5"],
+            &["attach", "--object", "o", "--btf", "b"],
+            &["attach", "--object", "o", "--policy", "p.json"],
+            &["attach", "--object", "o", "--comm", "c"],
+            &["detach", "--latency", "eth0"],
+        ] {
+            assert_eq!(
+                parse(foreign).unwrap_err().kind(),
+                ErrorKind::ArgumentConflict,
+                "{foreign:?}"
+            );
+        }
     }
 }

@@ -390,3 +390,120 @@ privileged_test!(
         assert!(usage.stderr.contains("cannot be used with"), "{usage:?}");
     }
 );
+
+#[test]
+fn a_flag_of_another_target_is_a_usage_error() {
+    for args in [
+        &["attach", "--latency", "--max-flows", "5"][..],
+        &["attach", "--latency", "--filter", "f.json"],
+        &["attach", "eth0", "--pid", "1"],
+        &["attach", "eth0", "--latency"],
+        &["attach", "--lsm", "--filter", "f.json"],
+        &["attach", "--lsm", "--mode", "skb"],
+        &["attach", "eth0", "--policy", "p.json"],
+        &["attach", "--object", "x", "--classes", "c.json"],
+        &["attach", "--object", "x", "--btf", "vmlinux"],
+        &["attach", "--object", "x", "--comm", "c"],
+        &["attach", "--latency", "--lsm"],
+        &["detach", "--latency", "eth0"],
+    ] {
+        let r = meshbpf(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("cannot be used with"), "{args:?}: {r:?}");
+        assert!(r.stdout.is_empty(), "{args:?}: {r:?}");
+        let j = meshbpf(&[args, &["-j"]].concat());
+        assert_eq!(j.code, 2, "{args:?}: {j:?}");
+        let err = j.json()["error"].as_str().unwrap().to_string();
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
+    // The error names the flags given, not every flag of their target.
+    let j = meshbpf(&["attach", "--latency", "--max-flows", "5", "-j"]);
+    assert_eq!(
+        j.json()["error"],
+        "the argument '--latency' cannot be used with '--max-flows <N>'"
+    );
+}
+
+#[test]
+fn every_target_parses_with_all_its_flags() {
+    // Each command line gets past clap and fails on its first check, before
+    // any privilege is needed or the kernel is touched.
+    let interface = meshbpf(&[
+        "attach",
+        "nosuchif0",
+        "--mode",
+        "skb",
+        "--filter",
+        "/nonexistent/rules.json",
+        "--classes",
+        "/nonexistent/classes.json",
+        "--max-flows",
+        "64",
+        "--tc-method",
+        "netlink",
+        "--btf",
+        "/nonexistent/vmlinux",
+        "-j",
+    ]);
+    assert_eq!(interface.code, 1, "{interface:?}");
+    let err = interface.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("/nonexistent/rules.json"), "{err}");
+
+    let latency = meshbpf(&[
+        "attach",
+        "--latency",
+        "--pid",
+        "1",
+        "--comm",
+        "c",
+        "--cgroup",
+        "/nonexistent",
+        "--method",
+        "tp-btf",
+        "--syscalls",
+        "nosuchcall",
+        "--btf",
+        "/nonexistent/vmlinux",
+        "-j",
+    ]);
+    assert_eq!(latency.code, 1, "{latency:?}");
+    let err = latency.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("nosuchcall"), "{err}");
+
+    let lsm = meshbpf(&[
+        "attach",
+        "--lsm",
+        "--policy",
+        "/nonexistent/policy.json",
+        "--enforce",
+        "--btf",
+        "/nonexistent/vmlinux",
+        "-j",
+    ]);
+    assert_eq!(lsm.code, 1, "{lsm:?}");
+    let err = lsm.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("/nonexistent/policy.json"), "{err}");
+
+    for target in [&["eth0"][..], &[]] {
+        let mut args = vec!["attach"];
+        args.extend_from_slice(target);
+        args.extend(["--object", "no.such", "--prog", "p", "--mode", "skb", "-j"]);
+        let object = meshbpf(&args);
+        assert_eq!(object.code, 1, "{object:?}");
+        assert_eq!(
+            object.json()["error"],
+            "'no.such' is not a valid object name",
+            "{object:?}"
+        );
+    }
+
+    let detach = meshbpf(&["detach", "a/b", "-j"]);
+    assert_eq!(detach.code, 1, "{detach:?}");
+    assert!(
+        detach.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("'a/b' is not a valid interface name"),
+        "{detach:?}"
+    );
+}

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::AttachArgs;
+use crate::cli::ObjectArgs;
 use crate::error::Failure;
 use crate::kernel::bpffs;
 use crate::kernel::links::Hooked;
@@ -42,8 +42,8 @@ impl Report for AttachObjectReport {
     }
 }
 
-pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
-    let object = args.object.as_deref().unwrap_or_default();
+pub fn run(root: &StateRoot, out: &Output, args: &ObjectArgs) -> Result<()> {
+    let object = args.object.as_str();
     loaded::check_name(object)?;
     if !bpffs::is_on_bpffs(root.path()) {
         return Err(Failure::new(format!("no object named '{object}' is loaded"))
@@ -59,7 +59,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &AttachArgs) -> Result<()> {
         &Request {
             object,
             program: args.prog.as_deref(),
-            target: args.interface.as_deref(),
+            target: args.target.as_deref(),
             mode: args.mode,
         },
     )?;

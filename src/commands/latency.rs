@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{LatencyArgs, LatencyOptions};
+use crate::cli::{LatencyArgs, LatencyOptions, LatencyTargetArgs};
 use crate::error::{Failure, Interrupted};
 use crate::interrupt;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -23,7 +23,7 @@ use crate::output::{self, Delivery, Output, Report};
 use crate::programs::syscall_latency::{
     self, histogram, Filters, Histogram, LatencyAttachment, Method, MethodChoice, PROGRAM,
 };
-use crate::state;
+use crate::state::{self, host, host::LatencyOutcome, host::LatencyRequest};
 
 const DEFAULT_DURATION_S: f64 = 5.0;
 /// Width of the histogram's bars, as bcc draws them.
@@ -341,16 +341,9 @@ fn measure_function(out: &Output, args: &LatencyArgs, function: &str) -> Result<
     Ok(())
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    Attached,
-    AlreadyAttached,
-}
-
 #[derive(Debug, Serialize)]
 struct AttachReport {
-    status: Outcome,
+    status: LatencyOutcome,
     #[serde(flatten)]
     attachment: LatencyAttachment,
 }
@@ -359,8 +352,8 @@ impl Report for AttachReport {
     fn render(&self) -> String {
         let a = &self.attachment;
         let what = match self.status {
-            Outcome::Attached => "attached",
-            Outcome::AlreadyAttached => "already attached (nothing changed):",
+            LatencyOutcome::Attached => "attached",
+            LatencyOutcome::AlreadyAttached => "already attached (nothing changed):",
         };
         format!(
             "{what} {} host-wide with {} (prog ids {}/{}, link ids {}/{}){}; pinned at {}\nread it with `meshbpf latency`",
@@ -377,48 +370,24 @@ impl Report for AttachReport {
 }
 
 /// `attach --latency`: load, hook and pin syscall_latency host-wide.
-pub fn attach(
-    root: &StateRoot,
-    out: &Output,
-    options: &LatencyOptions,
-    btf: Option<&std::path::Path>,
-) -> Result<()> {
+pub fn attach(root: &StateRoot, out: &Output, args: &LatencyTargetArgs) -> Result<()> {
+    let options = &args.options;
     let methods = MethodChoice::for_syscalls(options.method)?;
     let prepared = syscall_latency::prepare(&filters(options)?)?;
     caps::require("attach --latency", &[caps::BPF, caps::SYS_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }
-    let _lock = root.lock()?;
-    let dir = root.host_attachment(PROGRAM);
-    if dir.is_committed() {
-        let existing = syscall_latency::inspect(&dir)?;
-        if has_options(options) {
-            return Err(Failure::new(format!(
-                "syscall_latency is already attached ({}{}); its filters are fixed at load",
-                existing.method.as_str(),
-                syscall_latency::describe_filters(&existing)
-            ))
-            .hint(
-                "to change them: meshbpf detach --latency, then attach --latency with the new ones",
-            )
-            .into());
-        }
-        out.emit(&AttachReport {
-            status: Outcome::AlreadyAttached,
-            attachment: existing,
-        })?;
-        return Ok(());
-    }
-    // Left by an attach that was killed before its link pin.
-    if dir.exists() {
-        dir.unpin()?;
-    }
-    syscall_latency::attach(&dir, &methods, &prepared, btf)?;
-    out.emit(&AttachReport {
-        status: Outcome::Attached,
-        attachment: syscall_latency::inspect(&dir)?,
-    })?;
+    let (status, attachment) = host::attach_latency(
+        root,
+        &LatencyRequest {
+            methods: &methods,
+            prepared: &prepared,
+            explicit: has_options(options),
+            btf: args.btf.as_deref(),
+        },
+    )?;
+    out.emit(&AttachReport { status, attachment })?;
     Ok(())
 }
 

@@ -7,18 +7,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{LsmCheckArgs, LsmCommand};
+use crate::cli::LsmCheckArgs;
 use crate::error::Failure;
-use crate::kernel::pins::StateRoot;
 use crate::output::{self, Output, Report};
 use crate::rules::policy::{self, Access, Allow, Operator, Policy, Probe, Verdict};
-
-pub fn run(root: &StateRoot, out: &Output, command: &LsmCommand) -> Result<()> {
-    match command {
-        LsmCommand::Check(args) => check(out, args),
-        LsmCommand::Apply(args) => super::lsm_monitor::apply(root, out, args),
-    }
-}
 
 #[derive(Debug, Serialize)]
 struct CheckReport {
@@ -59,7 +51,7 @@ struct AccessVerdict {
     rule: Option<String>,
 }
 
-fn check(out: &Output, args: &LsmCheckArgs) -> Result<()> {
+pub fn check(out: &Output, args: &LsmCheckArgs) -> Result<()> {
     let rules = policy::load(&args.policy).map_err(Failure::from)?;
     rules.compile()?;
     rules.check_lockout(args.enforce)?;

@@ -6,30 +6,18 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::LsmApplyArgs;
+use crate::cli::{LsmApplyArgs, LsmTargetArgs};
 use crate::error::Failure;
-use crate::kernel::pins::{AttachmentDir, StateRoot};
+use crate::kernel::pins::StateRoot;
 use crate::kernel::{bpffs, caps};
 use crate::output::{Output, Report};
-use crate::programs::lsm_monitor::policy_maps::{self, PinnedPolicyMaps};
-use crate::programs::lsm_monitor::{
-    self, setup, LsmAttachment, Method, Mode, PolicySummary, PROGRAM,
-};
+use crate::programs::lsm_monitor::{self, LsmAttachment, Mode, PolicySummary, PROGRAM};
 use crate::rules::policy::{self, CompiledPolicy};
-use crate::state;
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    Attached,
-    AlreadyAttached,
-    /// The monitor stayed; its policy (and maybe mode) was replaced.
-    PolicyReplaced,
-}
+use crate::state::{self, host, host::LsmOutcome};
 
 #[derive(Debug, Serialize)]
 struct AttachReport {
-    status: Outcome,
+    status: LsmOutcome,
     #[serde(flatten)]
     attachment: LsmAttachment,
     /// Why BPF LSM is not used; only when this attach chose the fallback.
@@ -45,7 +33,7 @@ impl Report for AttachReport {
     fn render(&self) -> String {
         let a = &self.attachment;
         let head = match self.status {
-            Outcome::Attached => format!(
+            LsmOutcome::Attached => format!(
                 "attached {} host-wide with {} in {} mode (prog ids {}, link ids {}); pinned at {}",
                 a.program,
                 lsm_monitor::describe_method(a.method),
@@ -54,14 +42,14 @@ impl Report for AttachReport {
                 ids(&a.link_ids),
                 a.pin_path
             ),
-            Outcome::AlreadyAttached => format!(
+            LsmOutcome::AlreadyAttached => format!(
                 "{} is already attached with {} in {} mode since {}; nothing changed",
                 a.program,
                 lsm_monitor::describe_method(a.method),
                 a.mode.as_str(),
                 a.attached_at
             ),
-            Outcome::PolicyReplaced => format!(
+            LsmOutcome::PolicyReplaced => format!(
                 "replaced the policy of {} atomically; {} mode",
                 a.program,
                 a.mode.as_str()
@@ -79,18 +67,6 @@ impl Report for AttachReport {
     }
 }
 
-/// No policy file: nothing watched, denied or allow-listed; exec, ptrace,
-/// capability and module events are still reported.
-fn no_policy() -> CompiledPolicy {
-    CompiledPolicy {
-        flags: 0,
-        paths: Vec::new(),
-        uids: Vec::new(),
-        comms: Vec::new(),
-        cgroups: Vec::new(),
-    }
-}
-
 /// Reads, checks and compiles a policy file, before anything changes.
 fn compile(path: &Path, mode: Mode) -> Result<CompiledPolicy> {
     let policy = policy::load(path).map_err(Failure::from)?;
@@ -100,80 +76,33 @@ fn compile(path: &Path, mode: Mode) -> Result<CompiledPolicy> {
 
 /// `attach --lsm`: attach lsm_monitor, or replace the policy of the one
 /// attached.
-pub fn attach(
-    root: &StateRoot,
-    out: &Output,
-    policy_file: Option<&Path>,
-    enforce: bool,
-    btf: Option<&Path>,
-) -> Result<()> {
-    let mode = Mode::of(enforce);
-    let compiled = policy_file.map(|p| compile(p, mode)).transpose()?;
+pub fn attach(root: &StateRoot, out: &Output, args: &LsmTargetArgs) -> Result<()> {
+    let mode = Mode::of(args.enforce);
+    let compiled = args
+        .policy
+        .as_deref()
+        .map(|p| compile(p, mode))
+        .transpose()?;
     caps::require("attach --lsm", &[caps::BPF, caps::PERFMON, caps::SYS_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {
         out.note(&format!("mounted bpffs at {}", mount_point.display()));
     }
-    let _lock = root.lock()?;
-    let dir = root.host_attachment(PROGRAM);
-    if dir.is_committed() {
-        let existing = lsm_monitor::inspect(&dir)?;
-        let status = match &compiled {
-            None => Outcome::AlreadyAttached,
-            Some(compiled) => {
-                replace(&dir, existing.method, compiled, mode, btf)?;
-                Outcome::PolicyReplaced
-            }
-        };
-        return out
-            .emit(&AttachReport {
-                status,
-                attachment: lsm_monitor::inspect(&dir)?,
-                fallback_reason: None,
-            })
-            .map_err(Into::into);
-    }
-    // Left by an attach that was killed before its commit pin.
-    if dir.exists() {
-        dir.unpin()?;
-    }
-    let attached = lsm_monitor::attach(&dir, &compiled.unwrap_or_else(no_policy), mode, btf)?;
-    if let Some(tracefs) = &attached.mounted_tracefs {
+    let done = host::attach_lsm(root, compiled, mode, args.btf.as_deref())?;
+    if let Some(tracefs) = &done.mounted_tracefs {
         out.note(&format!("mounted tracefs at {}", tracefs.display()));
     }
     out.emit(&AttachReport {
-        status: Outcome::Attached,
-        attachment: lsm_monitor::inspect(&dir)?,
-        fallback_reason: attached.fallback_reason,
+        status: done.status,
+        attachment: done.attachment,
+        fallback_reason: done.fallback_reason,
     })?;
     Ok(())
-}
-
-/// Writes `compiled` into the attached monitor's idle generation and flips
-/// to it; enforce mode needs the BPF LSM set. Returns the generation.
-fn replace(
-    dir: &AttachmentDir,
-    method: Method,
-    compiled: &CompiledPolicy,
-    mode: Mode,
-    btf: Option<&Path>,
-) -> Result<u8> {
-    if mode == Mode::Enforce && method == Method::Tracepoint {
-        let why = setup::lsm_refusal(btf)
-            .unwrap_or_else(|| "it was attached when BPF LSM could not run".to_string());
-        return Err(Failure::new(format!(
-            "--enforce: the attached lsm_monitor runs the tracepoint fallback, which cannot deny ({why})"
-        ))
-        .hint("leave out --enforce to audit with this policy; once BPF LSM runs here, meshbpf detach --lsm and attach --lsm --enforce")
-        .into());
-    }
-    let maps = PinnedPolicyMaps::open(dir)?;
-    policy_maps::apply(&maps.maps(), compiled, mode)
 }
 
 #[derive(Debug, Serialize)]
 struct ApplyReport {
     program: &'static str,
-    status: Outcome,
+    status: LsmOutcome,
     mode: Mode,
     generation: u8,
     policy: PolicySummary,
@@ -190,42 +119,22 @@ impl Report for ApplyReport {
     }
 }
 
-fn not_attached(root: &StateRoot) -> Failure {
-    Failure::new(format!(
-        "lsm_monitor is not attached: no lsm_monitor attachment under {}",
-        root.path().display()
-    ))
-    .hint("meshbpf attach --lsm --policy POLICY.json attaches it with a policy")
-}
-
 /// `lsm apply POLICY [--enforce | --audit]`.
 pub fn apply(root: &StateRoot, out: &Output, args: &LsmApplyArgs) -> Result<()> {
     let policy = policy::load(&args.policy).map_err(Failure::from)?;
     caps::require("lsm apply", &[caps::BPF])?;
-    if !bpffs::is_on_bpffs(root.path()) {
-        return Err(not_attached(root).into());
-    }
-    let _lock = root.lock()?;
-    let dir = root.host_attachment(PROGRAM);
-    if !dir.is_committed() {
-        return Err(not_attached(root).into());
-    }
-    let existing = lsm_monitor::inspect(&dir)?;
     let mode = match (args.enforce, args.audit) {
-        (true, _) => Mode::Enforce,
-        (_, true) => Mode::Audit,
-        _ => existing.mode,
+        (true, _) => Some(Mode::Enforce),
+        (_, true) => Some(Mode::Audit),
+        _ => None,
     };
-    policy.check_lockout(mode == Mode::Enforce)?;
-    let compiled = policy.compile()?;
-    let generation = replace(&dir, existing.method, &compiled, mode, None)?;
-    let now = lsm_monitor::inspect(&dir)?;
+    let done = host::apply_lsm_policy(root, &policy, mode)?;
     out.emit(&ApplyReport {
         program: PROGRAM,
-        status: Outcome::PolicyReplaced,
-        mode: now.mode,
-        generation,
-        policy: now.policy,
+        status: LsmOutcome::PolicyReplaced,
+        mode: done.attachment.mode,
+        generation: done.generation,
+        policy: done.attachment.policy,
     })?;
     Ok(())
 }

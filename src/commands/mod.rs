@@ -1,9 +1,11 @@
 //! One module per subcommand; each takes its parsed arguments, does the work
-//! through `programs` and `kernel`, and hands a report to `output`.
+//! through the library (`state`, `programs`, `kernel`), and hands a report
+//! to `output`. The commands are leaves: which one runs is decided here,
+//! from the typed command line, and none calls another.
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AttachTarget, Cli, Command, DetachTarget, LsmCommand};
 use crate::kernel::pins::StateRoot;
 use crate::output::Output;
 
@@ -28,8 +30,13 @@ pub mod unload;
 pub fn run(cli: Cli, out: &Output) -> Result<()> {
     let root = StateRoot::new(cli.global.bpffs);
     match cli.command {
-        Command::Attach(args) => attach::run(&root, out, &args),
-        Command::Detach(args) => detach::run(&root, out, &args),
+        Command::Attach(AttachTarget::Interface(args)) => attach::run(&root, out, &args),
+        Command::Attach(AttachTarget::Latency(args)) => latency::attach(&root, out, &args),
+        Command::Attach(AttachTarget::Lsm(args)) => lsm_monitor::attach(&root, out, &args),
+        Command::Attach(AttachTarget::Object(args)) => attach_object::run(&root, out, &args),
+        Command::Detach(DetachTarget::Interface(interface)) => detach::run(&root, out, &interface),
+        Command::Detach(DetachTarget::Latency) => latency::detach(&root, out),
+        Command::Detach(DetachTarget::Lsm) => lsm_monitor::detach(&root, out),
         Command::Stats(args) => stats::run(&root, out, &args),
         Command::Filter(command) => filter::run(&root, out, &command),
         Command::Flows(args) => flows::run(&root, out, &args),
@@ -39,7 +46,8 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::List => list::run(&root, out),
         Command::Latency(args) => latency::run(&root, out, &args),
         Command::Events(args) => events::run(&root, out, &args),
-        Command::Lsm(command) => lsm::run(&root, out, &command),
+        Command::Lsm(LsmCommand::Check(args)) => lsm::check(out, &args),
+        Command::Lsm(LsmCommand::Apply(args)) => lsm_monitor::apply(&root, out, &args),
         Command::Serve(args) => serve::run(&root, &args),
         Command::Completions(args) => completions::run(out, &args),
         Command::Man(args) => man::run(out, &args),

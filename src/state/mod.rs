@@ -12,6 +12,9 @@ use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj};
 use crate::programs;
 
+pub mod host;
+pub mod interface;
+
 pub use crate::kernel::links::LinkState;
 
 #[derive(Debug, Clone, Serialize)]
