@@ -15,12 +15,10 @@ use crate::interrupt;
 use crate::kernel::bpfobj;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::{RunStats, StatsEnabled};
-use crate::programs::lsm_monitor::{self, LsmStats};
-use crate::programs::syscall_latency::{self, LatencyAttachment};
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::xdp_counter::traffic::{self, Traffic};
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
-use crate::programs::XDP_PROGRAMS;
+use crate::programs::{self, HostReport, Scope, XDP_PROGRAMS};
 use crate::state::{self, Attachment};
 
 #[derive(Debug, Serialize)]
@@ -195,30 +193,28 @@ fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
 #[derive(Debug)]
 pub struct AllStats {
     pub attachments: Vec<AttachmentStats>,
-    pub latency: Option<LatencyAttachment>,
-    pub lsm: Option<LsmStats>,
+    pub host: Vec<HostStats>,
     pub root: String,
+}
+
+/// A committed host-wide attachment, as its program reports it.
+#[derive(Debug)]
+pub struct HostStats {
+    pub program: &'static str,
+    pub report: Box<dyn HostReport>,
 }
 
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Entry<'a> {
     Interface(&'a AttachmentStats),
-    Host(&'a LatencyAttachment),
-    Lsm(&'a LsmStats),
+    Host(&'a dyn HostReport),
 }
 
 impl Serialize for AllStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let host = self.latency.iter().map(Entry::Host);
-        let lsm = self.lsm.iter().map(Entry::Lsm);
-        serializer.collect_seq(
-            self.attachments
-                .iter()
-                .map(Entry::Interface)
-                .chain(host)
-                .chain(lsm),
-        )
+        let host = self.host.iter().map(|h| Entry::Host(h.report.as_ref()));
+        serializer.collect_seq(self.attachments.iter().map(Entry::Interface).chain(host))
     }
 }
 
@@ -233,28 +229,25 @@ pub fn gather(
         .iter()
         .map(|d| collect(root, d, window))
         .collect::<Result<Vec<_>>>()?;
-    let (latency, lsm) = host(root)?;
     Ok(AllStats {
         attachments,
-        latency,
-        lsm,
+        host: host(root)?,
         root: root.path().display().to_string(),
     })
 }
 
-/// The host-wide attachments, where committed.
-pub fn host(root: &StateRoot) -> Result<(Option<LatencyAttachment>, Option<LsmStats>)> {
-    let dir = root.host_attachment(syscall_latency::PROGRAM);
-    let latency = if dir.is_committed() {
-        Some(syscall_latency::inspect(&dir)?)
-    } else {
-        None
-    };
-    let dir = root.host_attachment(lsm_monitor::PROGRAM);
-    let lsm = if dir.is_committed() {
-        Some(lsm_monitor::stats(&dir)?)
-    } else {
-        None
-    };
-    Ok((latency, lsm))
+/// The host-wide attachments, where committed, in the order of
+/// [`programs::ALL`].
+pub fn host(root: &StateRoot) -> Result<Vec<HostStats>> {
+    let mut found = Vec::new();
+    for program in programs::ALL.iter().filter(|p| p.scope == Scope::Host) {
+        let dir = root.host_attachment(program.name);
+        if let (true, Some(stats)) = (dir.is_committed(), program.stats) {
+            found.push(HostStats {
+                program: program.name,
+                report: stats(&dir)?,
+            });
+        }
+    }
+    Ok(found)
 }

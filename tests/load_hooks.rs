@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,17 +21,24 @@ privileged_test!(
         let (_dir, obj) = compile_fixture("load_trace");
         let root = PinRoot::new();
         let calls = 100;
-        // The process is waiting before it makes any call we count.
+        // The process is waiting before it makes any call we count; its own
+        // start-up calls getppid too, so nothing attaches before it says so.
         let mut child = Command::new("python3")
             .args([
                 "-c",
                 &format!(
-                    "import os, sys\nsys.stdin.readline()\nfor _ in range({calls}): os.getppid()"
+                    "import os, sys\nprint('ready', flush=True)\nsys.stdin.readline()\nfor _ in range({calls}): os.getppid()"
                 ),
             ])
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
         let target = format!("target_tgid={}", child.id());
         root.meshbpf(&[
             "load",

@@ -12,8 +12,6 @@ use crate::kernel::pins::StateRoot;
 use crate::kernel::{caps, netdev, xdp::XdpMode};
 use crate::metrics;
 use crate::output::{self, Output, Report};
-use crate::programs::lsm_monitor::{self, LsmStats};
-use crate::programs::syscall_latency::{self, LatencyAttachment};
 use crate::programs::tc_classifier::classes::ClassUse;
 use crate::snapshot::{self, AllStats, AttachmentStats, Runtime};
 use crate::state::LinkState;
@@ -141,69 +139,15 @@ fn classes_table(classes: &[ClassUse]) -> Table {
     table
 }
 
-fn render_latency(a: &LatencyAttachment) -> String {
-    format!(
-        "host · {} · {} · since {} · progs {}/{} · links {}/{}{}\nper-syscall histograms: meshbpf latency",
-        a.program,
-        a.method.as_str(),
-        a.attached_at,
-        a.prog_ids[0],
-        a.prog_ids[1],
-        a.link_ids[0],
-        a.link_ids[1],
-        syscall_latency::describe_filters(a)
-    )
-}
-
-fn render_lsm(s: &LsmStats) -> String {
-    let a = &s.attachment;
-    let mut table = output::table(&[
-        "type",
-        "events",
-        "delivered",
-        "lost",
-        "denied",
-        "audited",
-        "suppressed",
-    ]);
-    for (name, c) in s.events.by_type() {
-        table.add_row(vec![
-            name.into(),
-            output::right(output::count(c.events)),
-            output::right(output::count(c.delivered)),
-            output::right(output::count(c.lost)),
-            output::right(output::count(c.denied)),
-            output::right(output::count(c.audited)),
-            output::right(output::count(c.suppressed)),
-        ]);
-    }
-    format!(
-        "host · {} · {} · {} mode · since {} · progs {} · links {}\n{}\n{table}\nlost in all: {}; events themselves: meshbpf events",
-        a.program,
-        a.method.as_str(),
-        a.mode.as_str(),
-        a.attached_at,
-        join_ids(&a.prog_ids),
-        join_ids(&a.link_ids),
-        lsm_monitor::describe_policy(&a.policy),
-        output::count(s.lost_total)
-    )
-}
-
-fn join_ids(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join("/")
-}
-
 impl Report for AllStats {
     fn render(&self) -> String {
-        if self.attachments.is_empty() && self.latency.is_none() && self.lsm.is_none() {
+        if self.attachments.is_empty() && self.host.is_empty() {
             return format!("no meshbpf attachments under {}", self.root);
         }
         self.attachments
             .iter()
             .map(Report::render)
-            .chain(self.latency.iter().map(render_latency))
-            .chain(self.lsm.iter().map(render_lsm))
+            .chain(self.host.iter().map(|h| h.report.render()))
             .collect::<Vec<_>>()
             .join("\n\n")
     }
@@ -332,8 +276,7 @@ mod tests {
     fn no_attachments_is_said_in_words_and_is_an_empty_array_in_json() {
         let all = AllStats {
             attachments: vec![],
-            latency: None,
-            lsm: None,
+            host: vec![],
             root: "/sys/fs/bpf/meshbpf".into(),
         };
         assert_eq!(
@@ -345,22 +288,26 @@ mod tests {
 
     #[test]
     fn the_host_wide_latency_attachment_follows_the_interfaces() {
-        use crate::programs::syscall_latency::{ActiveFilters, Method};
+        use crate::programs::syscall_latency::{ActiveFilters, LatencyAttachment, Method};
+        use crate::snapshot::HostStats;
+        let latency = LatencyAttachment {
+            program: "syscall_latency",
+            method: Method::RawTp,
+            attached_at: "2026-11-22T22:55:25Z".into(),
+            prog_ids: [10, 11],
+            link_ids: [4, 5],
+            filters: ActiveFilters {
+                pid: Some(42),
+                ..ActiveFilters::default()
+            },
+            pin_path: "/sys/fs/bpf/meshbpf/host/syscall_latency".into(),
+        };
         let all = AllStats {
             attachments: vec![sample()],
-            latency: Some(LatencyAttachment {
+            host: vec![HostStats {
                 program: "syscall_latency",
-                method: Method::RawTp,
-                attached_at: "2026-11-22T22:55:25Z".into(),
-                prog_ids: [10, 11],
-                link_ids: [4, 5],
-                filters: ActiveFilters {
-                    pid: Some(42),
-                    ..ActiveFilters::default()
-                },
-                pin_path: "/sys/fs/bpf/meshbpf/host/syscall_latency".into(),
-            }),
-            lsm: None,
+                report: Box::new(latency),
+            }],
             root: "/sys/fs/bpf/meshbpf".into(),
         };
         let v = serde_json::to_value(&all).unwrap();

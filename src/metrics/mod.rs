@@ -14,7 +14,7 @@ use crate::kernel::bpfobj;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::pins::StateRoot;
 use crate::kernel::runstats::RunStats;
-use crate::programs::{self, lsm_monitor, syscall_latency, Scope};
+use crate::programs::{self, Scope};
 use crate::{snapshot, state};
 use families::Scrape;
 
@@ -58,14 +58,10 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
             Ok((attachment.interface, runtime))
         })
         .collect::<Result<_>>()?;
-    let (latency, lsm) = snapshot::host(root)?;
-    let latency_ids = latency.iter().flat_map(|a| a.prog_ids);
-    let lsm_ids = lsm
+    let host = snapshot::host(root)?;
+    let host_programs = host
         .iter()
-        .flat_map(|a| a.attachment.prog_ids.iter().copied());
-    let host_programs = latency_ids
-        .map(|id| (syscall_latency::PROGRAM, id))
-        .chain(lsm_ids.map(|id| (lsm_monitor::PROGRAM, id)))
+        .flat_map(|h| h.report.prog_ids().into_iter().map(|id| (h.program, id)))
         .map(|(program, id)| {
             let info = bpfobj::prog_info_by_id(id)?;
             let stats = RunStats::from_info(&info);
@@ -73,7 +69,7 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
         })
         .collect::<Result<_>>()?;
     let scrape = Scrape {
-        attachments: xdp.len() + usize::from(latency.is_some()) + usize::from(lsm.is_some()),
+        attachments: xdp.len() + host.len(),
         runtimes,
         host_programs,
         programs,

@@ -1,6 +1,6 @@
 //! meshbpf's own eBPF programs, one module each: skeleton, attach logic,
 //! map readers, and the facets the rest of meshbpf asks of every program
-//! (its health checks, its metric families, its tables that fill up).
+//! (the stats it reports, its health checks, its metric families).
 //!
 //! [`ALL`] lists the programs once: `health`, `serve` and
 //! `stats --prometheus` iterate it instead of naming programs, so a new
@@ -44,7 +44,21 @@ pub struct Facets {
     /// there all the same, empty).
     pub metrics: fn(&[AttachmentDir]) -> Result<Vec<Family>>,
     pub health: Option<HealthChecks>,
+    /// A host-wide program's element of `stats`, read from its directory.
+    pub stats: Option<HostStats>,
 }
+
+pub type HostStats = fn(&AttachmentDir) -> Result<Box<dyn HostReport>>;
+
+/// What a host-wide program reports in `stats`: its element of
+/// `stats -j` (its own serialization), its block of the table, and the
+/// programs it runs, for their run-time series.
+pub trait HostReport: erased_serde::Serialize + std::fmt::Debug {
+    fn render(&self) -> String;
+    fn prog_ids(&self) -> Vec<u32>;
+}
+
+erased_serde::serialize_trait_object!(HostReport);
 
 /// Checks of one of a program's pin directories: for an interface program
 /// only once the directory is known to be live; a host program's checks

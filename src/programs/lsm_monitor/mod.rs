@@ -30,6 +30,7 @@ pub use setup::{attach, Attached};
 
 pub mod health;
 pub mod metrics;
+pub mod stats;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/lsm_monitor.skel.rs"));
 }
@@ -43,6 +44,7 @@ pub const FACETS: Facets = Facets {
     scope: Scope::Host,
     metrics: metrics::families,
     health: Some(health::checks),
+    stats: Some(|dir| Ok(Box::new(stats(dir)?))),
 };
 
 /// Map pins in `<root>/host/lsm_monitor/`, by the maps' own names; the

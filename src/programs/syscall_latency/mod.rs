@@ -30,6 +30,7 @@ pub use histogram::Histogram;
 
 pub mod health;
 pub mod metrics;
+pub mod stats;
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/syscall_latency.skel.rs"));
 }
@@ -49,6 +50,7 @@ pub const FACETS: Facets = Facets {
     scope: Scope::Host,
     metrics: metrics::families,
     health: Some(health::checks),
+    stats: Some(|dir| Ok(Box::new(inspect(dir)?))),
 };
 
 /// Pin names in `<root>/host/syscall_latency/`; the sys_exit program and

@@ -55,6 +55,7 @@ pub const FACETS: Facets = Facets {
     scope: Scope::Interface,
     metrics: metrics::families,
     health: Some(health::checks),
+    stats: None,
 };
 
 /// Map and program pin names in the attachment directory (link pins are the

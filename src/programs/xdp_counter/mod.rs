@@ -31,6 +31,7 @@ pub const FACETS: Facets = Facets {
     scope: Scope::Interface,
     metrics: metrics::families,
     health: None,
+    stats: None,
 };
 
 /// Opens and loads the program into the kernel, unattached.

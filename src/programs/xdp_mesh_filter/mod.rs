@@ -61,6 +61,7 @@ pub const FACETS: Facets = Facets {
     scope: Scope::Interface,
     metrics: metrics::families,
     health: Some(health::checks),
+    stats: None,
 };
 
 /// Rules in one generation of the rule set.
