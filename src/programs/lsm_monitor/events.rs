@@ -19,11 +19,10 @@ use super::{Method, COUNTERS_MAP, EVENTS_MAP};
 use crate::error::Failure;
 use crate::kernel::clock::{self, BootAnchor};
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::plain::plain_data;
 use crate::programs::maps;
 
-// SAFETY: a generated #[repr(C)] struct of integers and byte arrays: any
-// bytes are valid.
-unsafe impl plain::Plain for lsm_monitor_event {}
+plain_data!(lsm_monitor_event);
 
 /// One security event, as `events -j` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::{errno_of, Failure};
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::plain::plain_data;
 use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
 use crate::programs::maps;
 
@@ -34,10 +35,7 @@ pub mod skel {
 pub use skel::types::{latency_config, latency_filters, latency_hist, latency_limits};
 pub use skel::SyscallLatencySkel;
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays: any
-// bytes are valid.
-unsafe impl plain::Plain for latency_hist {}
-unsafe impl plain::Plain for skel::types::rodata {}
+plain_data!(latency_hist, skel::types::rodata);
 
 pub const PROGRAM: &str = "syscall_latency";
 /// Pin names in `<root>/host/syscall_latency/`; the sys_exit program and

@@ -17,6 +17,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::plain::plain_data;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps::{self, bytes, lookup};
@@ -38,18 +39,19 @@ use skel::types::{
 };
 pub use skel::XdpMeshFilterSkel;
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays only.
-unsafe impl plain::Plain for filter_config {}
-unsafe impl plain::Plain for filter_decision {}
-unsafe impl plain::Plain for filter_key {}
-unsafe impl plain::Plain for filter_limit {}
-unsafe impl plain::Plain for filter_port_classes {}
-unsafe impl plain::Plain for filter_prefix_key {}
-unsafe impl plain::Plain for filter_prefix_probe {}
-unsafe impl plain::Plain for filter_prefix_value {}
-unsafe impl plain::Plain for filter_rule {}
-unsafe impl plain::Plain for filter_stats {}
-unsafe impl plain::Plain for traffic_counter {}
+plain_data!(
+    filter_config,
+    filter_decision,
+    filter_key,
+    filter_limit,
+    filter_port_classes,
+    filter_prefix_key,
+    filter_prefix_probe,
+    filter_prefix_value,
+    filter_rule,
+    filter_stats,
+    traffic_counter,
+);
 
 pub const PROGRAM: &str = "xdp_mesh_filter";
 /// Rules in one generation of the rule set.
