@@ -10,7 +10,7 @@ use std::ptr;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kernel::{ffi, plain};
+use crate::kernel::{ffi, pod};
 
 /// A map whose entries are a `K` and a `V` each, as the kernel says: the
 /// kernel never writes more into a `K` or a `V` than they hold.
@@ -42,7 +42,7 @@ pub struct Batch {
     pub last: bool,
 }
 
-impl<'fd, K: ::plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
+impl<'fd, K: plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
     /// The map behind `fd`; an error unless its keys are `K`-sized and its
     /// values `V`-sized (per-CPU maps have one value per CPU: never).
     pub fn of(fd: BorrowedFd<'fd>) -> Result<Self> {
@@ -125,7 +125,7 @@ impl<'fd, K: ::plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
     /// past the last. When `prev` is gone, the kernel starts over.
     pub fn next_key(&self, prev: Option<&K>) -> io::Result<Option<K>> {
         let prev: *const libc::c_void = prev.map_or(ptr::null(), |k| ptr::from_ref(k).cast());
-        let mut next: K = plain::zeroed();
+        let mut next: K = pod::zeroed();
         // SAFETY: prev is null or a key, next a key (sizes checked in `of`).
         let ret = unsafe {
             libbpf_sys::bpf_map_get_next_key(
@@ -143,7 +143,7 @@ impl<'fd, K: ::plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
 
     /// The value of `key`; None when the map has no such key.
     pub fn lookup(&self, key: &K) -> io::Result<Option<V>> {
-        let mut value: V = plain::zeroed();
+        let mut value: V = pod::zeroed();
         // SAFETY: key is a key and value a value (sizes checked in `of`).
         let ret = unsafe {
             libbpf_sys::bpf_map_lookup_elem(

@@ -15,7 +15,7 @@ pub mod maps;
 pub mod mounts;
 pub mod netdev;
 pub mod pins;
-pub mod plain;
+pub mod pod;
 pub mod probe;
 pub mod runstats;
 pub mod syscalls;

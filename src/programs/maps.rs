@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::kernel::pins::AttachmentDir;
-pub use crate::kernel::plain::bytes;
+pub use crate::kernel::pod::bytes;
 
 /// The value of `key`, as `T`; None when the map has no such key.
 pub fn lookup<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {

@@ -6,7 +6,7 @@ use libbpf_rs::MapCore;
 use serde::Serialize;
 
 use super::skel::types::{lsm_counters, lsm_event_type};
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps;
 
 // u64s only.

@@ -19,7 +19,7 @@ use super::{Method, COUNTERS_MAP, EVENTS_MAP};
 use crate::error::Failure;
 use crate::kernel::clock::{self, BootAnchor};
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps;
 
 plain_data!(lsm_monitor_event);

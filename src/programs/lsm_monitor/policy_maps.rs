@@ -22,7 +22,7 @@ use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
 use crate::kernel::bpfobj;
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
 

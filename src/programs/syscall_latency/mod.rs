@@ -19,8 +19,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut};
 use serde::Serialize;
 
 use crate::error::{errno_of, Failure};
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::{self, plain_data};
 use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
 use crate::programs::maps;
 
@@ -265,9 +266,10 @@ fn load<'obj>(
     config: latency_config,
     btf: Option<&Path>,
 ) -> Result<SyscallLatencySkel<'obj>> {
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(&format!("{PROGRAM} ({})", method.hooks()), || {
-        let mut open = skel::SyscallLatencySkelBuilder::default().open_opts(opts, object)?;
+        let mut open =
+            skel::SyscallLatencySkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         let progs = &mut open.progs;
         for (prog, of) in [
             (&mut progs.lat_enter_btf, Method::TpBtf),
@@ -571,8 +573,7 @@ pub fn inspect(dir: &AttachmentDir) -> Result<LatencyAttachment> {
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .with_context(|| format!("reading {}", dir.map(CONFIG_MAP).display()))?
         .unwrap_or_default();
-    // SAFETY: plain integers and arrays of them; all zeroes is a valid value.
-    let mut rodata: skel::types::rodata = unsafe { std::mem::zeroed() };
+    let mut rodata: skel::types::rodata = pod::zeroed();
     plain::copy_from_bytes(&mut rodata, &bytes)
         .map_err(|e| anyhow::anyhow!("the pinned config has an unexpected size: {e:?}"))?;
     Ok(LatencyAttachment {

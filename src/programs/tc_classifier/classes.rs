@@ -14,7 +14,7 @@ use super::skel::types::{
 use super::TcClassifierSkel;
 use crate::error::Failure;
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps::{self, bytes};
 use crate::programs::xdp_counter::traffic::Counter;
 use crate::proto::Direction;

@@ -16,10 +16,11 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramAttachType};
 
 use crate::error::Failure;
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::maps::Entries;
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps;
@@ -73,9 +74,10 @@ pub fn load<'obj>(
     tcx: bool,
 ) -> Result<TcClassifierSkel<'obj>> {
     check_max_flows(max_flows)?;
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(PROGRAM, || {
-        let mut open = skel::TcClassifierSkelBuilder::default().open_opts(opts, object)?;
+        let mut open =
+            skel::TcClassifierSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         open.maps.flows.set_max_entries(max_flows)?;
         if tcx {
             open.progs

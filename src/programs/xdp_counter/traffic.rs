@@ -7,7 +7,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::skel::types::{l3_proto, l4_proto, traffic_counters};
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps::{open_pinned_map, read_per_cpu};
 
 // u64s only.

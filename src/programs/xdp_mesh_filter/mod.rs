@@ -15,9 +15,10 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::plain::plain_data;
+use crate::kernel::pod::plain_data;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps::{self, bytes, lookup};
@@ -170,9 +171,10 @@ fn load_counting_into<'obj>(
     btf: Option<&Path>,
     counters: Option<&Path>,
 ) -> Result<XdpMeshFilterSkel<'obj>> {
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(PROGRAM, || {
-        let mut open = skel::XdpMeshFilterSkelBuilder::default().open_opts(opts, object)?;
+        let mut open =
+            skel::XdpMeshFilterSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         if let Some(pinned) = counters {
             open.maps.counters.reuse_pinned_map(pinned)?;
         }
