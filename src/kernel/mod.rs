@@ -1,6 +1,8 @@
 //! Everything meshbpf asks of the running kernel beyond a skeleton's own
 //! calls: mounts, capabilities, interfaces, pins, object info, the
-//! verifier log, hook probes and what the kernel says about itself.
+//! verifier log, hook probes and what the kernel says about itself. The
+//! only place with `unsafe`: each use says why it holds, behind a safe
+//! function.
 
 pub mod bpffs;
 pub mod bpfobj;
