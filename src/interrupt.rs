@@ -1,17 +1,12 @@
 //! Ctrl-C as a flag that long-running commands (flows --follow, stats
 //! --sample) check, so they end at a point of their choosing and exit 130.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::Signal;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
+use crate::kernel::signals;
 
 pub fn install() -> Result<()> {
     catch(Signal::SIGINT)
@@ -24,19 +19,12 @@ pub fn install_with_sigterm() -> Result<()> {
 }
 
 fn catch(signal: Signal) -> Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_sigint),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only stores to an atomic.
-    unsafe { sigaction(signal, &action) }
-        .map_err(|errno| anyhow::anyhow!("installing the {signal} handler: {errno}"))?;
-    Ok(())
+    signals::catch(signal)
+        .map_err(|errno| anyhow::anyhow!("installing the {signal} handler: {errno}"))
 }
 
 pub fn happened() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    signals::caught()
 }
 
 /// Sleeps until `deadline` or Ctrl-C, whichever comes first; true on Ctrl-C.

@@ -34,7 +34,7 @@ use crate::error::{Failure, Interrupted};
 use crate::interrupt;
 use crate::kernel::clock::{self, Anchor};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
-use crate::kernel::{caps, netdev};
+use crate::kernel::{caps, netdev, term};
 use crate::output::{self, Delivery, Output, Report};
 use crate::programs::tc_classifier;
 use crate::programs::tc_classifier::flows::{Flow, FlowKey, FlowQuery, FlowSort, HasFlow};
@@ -576,7 +576,7 @@ fn follow(
     let mut query = query.clone();
     if query.top.is_none() && !out.is_json() {
         // A redrawn table longer than the screen shows only its end.
-        query.top = terminal_rows().map(|rows| usize::from(rows).saturating_sub(6).max(5));
+        query.top = term::rows().map(|rows| usize::from(rows).saturating_sub(6).max(5));
     }
     let mut previous: Option<Previous> = None;
     loop {
@@ -626,14 +626,6 @@ fn emit_refresh(
         report.follow = true;
         Ok(out.redraw(&report)?)
     }
-}
-
-/// Rows of the terminal on stdout, if stdout is one.
-fn terminal_rows() -> Option<u16> {
-    // SAFETY: TIOCGWINSZ fills a winsize and touches nothing else.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_row > 0).then_some(size.ws_row)
 }
 
 #[cfg(test)]

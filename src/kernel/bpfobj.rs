@@ -4,20 +4,13 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// libbpf's low-level calls return -errno on failure.
-fn check(ret: i32) -> io::Result<i32> {
-    if ret < 0 {
-        Err(io::Error::from_raw_os_error(-ret))
-    } else {
-        Ok(ret)
-    }
-}
+use crate::kernel::ffi::{self, check};
 
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -48,16 +41,28 @@ pub struct LinkInfo {
     pub ifindex: u32,
 }
 
-pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
-    // SAFETY: bpf_prog_info is plain data; the kernel fills at most `len` bytes.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { mem::zeroed() };
-    let mut len = mem::size_of_val(&info) as u32;
-    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
+/// Fills `info` from the kernel's program info.
+///
+/// # Safety
+/// Every array `info` points to (map_ids, ...) holds as many elements as the
+/// count beside it says.
+unsafe fn fill_prog_info(fd: BorrowedFd<'_>, info: &mut libbpf_sys::bpf_prog_info) -> Result<()> {
+    let mut len = mem::size_of_val(info) as u32;
+    // SAFETY: `info` is a whole bpf_prog_info, `len` long, and the kernel
+    // writes into arrays no more than their counts (the caller's promise).
+    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), info, &mut len) })
         .context("reading program info")?;
-    // SAFETY: the kernel NUL-terminates names within the 16-byte array.
-    let name = unsafe { CStr::from_ptr(info.name.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    Ok(())
+}
+
+pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    // SAFETY: `info` points to no array.
+    unsafe { fill_prog_info(fd, &mut info) }?;
+    let name = info.name.map(|c| c as u8);
+    let name = CStr::from_bytes_until_nul(&name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(ProgInfo {
         id: info.id,
         name,
@@ -72,38 +77,38 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
 /// The ids of the maps a program uses, as the kernel knows them: also the
 /// maps that nothing pins.
 pub fn prog_map_ids(fd: BorrowedFd<'_>) -> Result<Vec<u32>> {
-    // SAFETY: as for prog_info; the second call writes at most nr_map_ids ids.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { mem::zeroed() };
-    let mut len = mem::size_of_val(&info) as u32;
-    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
-        .context("reading program info")?;
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    // SAFETY: `info` points to no array.
+    unsafe { fill_prog_info(fd, &mut info) }?;
     let mut ids = vec![0u32; info.nr_map_ids as usize];
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { mem::zeroed() };
-    info.nr_map_ids = ids.len() as u32;
-    info.map_ids = ids.as_mut_ptr() as u64;
-    let mut len = mem::size_of_val(&info) as u32;
-    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
-        .context("reading the map ids of a program")?;
+    let mut info = libbpf_sys::bpf_prog_info {
+        nr_map_ids: ids.len() as u32,
+        map_ids: ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: map_ids points to `ids`, of nr_map_ids elements.
+    unsafe { fill_prog_info(fd, &mut info) }.context("reading the map ids of a program")?;
     // Maps added between the two calls are not in the buffer.
     ids.truncate(info.nr_map_ids.min(ids.len() as u32) as usize);
     Ok(ids)
 }
 
 pub fn prog_info_by_id(id: u32) -> Result<ProgInfo> {
-    let fd = check(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) })
+    // SAFETY: the call returns a fresh fd or -errno.
+    let fd = unsafe { ffi::fd(libbpf_sys::bpf_prog_get_fd_by_id(id)) }
         .with_context(|| format!("opening program id {id}"))?;
-    // SAFETY: a fresh fd that we own from here on.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    prog_info(std::os::fd::AsFd::as_fd(&fd))
+    prog_info(fd.as_fd())
 }
 
 pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
-    let info = raw_link_info(fd, |_| {})?;
+    let info = raw_link_info(fd)?;
     // SAFETY: each union member is read for its own link type only.
-    let ifindex = match info.type_ {
-        libbpf_sys::BPF_LINK_TYPE_XDP => unsafe { info.__bindgen_anon_1.xdp.ifindex },
-        libbpf_sys::BPF_LINK_TYPE_TCX => unsafe { info.__bindgen_anon_1.tcx.ifindex },
-        _ => 0,
+    let ifindex = unsafe {
+        match info.type_ {
+            libbpf_sys::BPF_LINK_TYPE_XDP => info.__bindgen_anon_1.xdp.ifindex,
+            libbpf_sys::BPF_LINK_TYPE_TCX => info.__bindgen_anon_1.tcx.ifindex,
+            _ => 0,
+        }
     };
     Ok(LinkInfo {
         id: info.id,
@@ -112,18 +117,61 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
     })
 }
 
-/// The kernel's whole link info; `prepare` may point its name fields at
-/// buffers, which the kernel then fills.
-pub fn raw_link_info(
-    fd: BorrowedFd<'_>,
-    prepare: impl FnOnce(&mut libbpf_sys::bpf_link_info),
-) -> Result<libbpf_sys::bpf_link_info> {
-    // SAFETY: as for prog_info.
-    let mut info: libbpf_sys::bpf_link_info = unsafe { mem::zeroed() };
-    prepare(&mut info);
-    let mut len = mem::size_of_val(&info) as u32;
-    check(unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
+/// Fills `info` from the kernel's link info.
+///
+/// # Safety
+/// Every buffer `info` points to (a name) is as long as the length beside
+/// it says.
+unsafe fn fill_link_info(fd: BorrowedFd<'_>, info: &mut libbpf_sys::bpf_link_info) -> Result<()> {
+    let mut len = mem::size_of_val(info) as u32;
+    // SAFETY: `info` is a whole bpf_link_info, `len` long, and the kernel
+    // writes into buffers no more than their lengths (the caller's promise).
+    check(unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), info, &mut len) })
         .context("reading link info")?;
+    Ok(())
+}
+
+/// The kernel's whole link info.
+pub fn raw_link_info(fd: BorrowedFd<'_>) -> Result<libbpf_sys::bpf_link_info> {
+    let mut info = libbpf_sys::bpf_link_info::default();
+    // SAFETY: `info` points to no buffer.
+    unsafe { fill_link_info(fd, &mut info) }?;
+    Ok(info)
+}
+
+/// [`raw_link_info`], with the name of what the link runs on (a raw
+/// tracepoint, a tracepoint or a kprobe's function) written to `name`.
+pub fn named_link_info(fd: BorrowedFd<'_>, name: &mut [u8]) -> Result<libbpf_sys::bpf_link_info> {
+    let first = raw_link_info(fd)?;
+    let (ptr, len) = (name.as_mut_ptr() as u64, name.len() as u32);
+    let mut info = libbpf_sys::bpf_link_info::default();
+    match first.type_ {
+        libbpf_sys::BPF_LINK_TYPE_RAW_TRACEPOINT => {
+            info.__bindgen_anon_1.raw_tracepoint.tp_name = ptr;
+            info.__bindgen_anon_1.raw_tracepoint.tp_name_len = len;
+        }
+        libbpf_sys::BPF_LINK_TYPE_PERF_EVENT => {
+            // SAFETY: the union member of the link's own type, read and
+            // written as plain integers.
+            let (perf, kind) = unsafe {
+                (
+                    &mut info.__bindgen_anon_1.perf_event,
+                    first.__bindgen_anon_1.perf_event.type_,
+                )
+            };
+            perf.type_ = kind;
+            if kind == libbpf_sys::BPF_PERF_EVENT_TRACEPOINT {
+                perf.__bindgen_anon_1.tracepoint.tp_name = ptr;
+                perf.__bindgen_anon_1.tracepoint.name_len = len;
+            } else {
+                perf.__bindgen_anon_1.kprobe.func_name = ptr;
+                perf.__bindgen_anon_1.kprobe.name_len = len;
+            }
+        }
+        _ => {}
+    }
+    // SAFETY: the only buffer `info` points to is `name`, `len` long.
+    unsafe { fill_link_info(fd, &mut info) }?;
     Ok(info)
 }
 
@@ -152,6 +200,7 @@ pub fn kind_of(fd: BorrowedFd<'_>) -> ObjKind {
 /// Detaches a link from its hook now. Dropping the last reference (fd or
 /// pin) also detaches it, but the kernel does that later, from a work queue.
 pub fn detach_link(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: a plain call on an fd we hold.
     check(unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) }).context("detaching link")?;
     Ok(())
 }
@@ -163,11 +212,10 @@ pub fn update_link(
     program: BorrowedFd<'_>,
     expected: BorrowedFd<'_>,
 ) -> Result<()> {
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_link_update_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
+    let mut opts: libbpf_sys::bpf_link_update_opts = ffi::opts();
     opts.flags = libbpf_sys::BPF_F_REPLACE;
     opts.old_prog_fd = expected.as_raw_fd() as u32;
+    // SAFETY: fds we hold and options that outlive the call.
     check(unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), program.as_raw_fd(), &opts) })
         .context("swapping the program of a link")?;
     Ok(())
@@ -175,6 +223,7 @@ pub fn update_link(
 
 pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let c = c_path(path)?;
+    // SAFETY: an fd we hold and a NUL-terminated path.
     check(unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })
         .with_context(|| format!("pinning at {}", path.display()))?;
     Ok(())
@@ -182,8 +231,7 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
     let c = c_path(path)?;
-    let fd = check(unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) })
-        .with_context(|| format!("opening pin {}", path.display()))?;
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // SAFETY: a NUL-terminated path; the call returns a fresh fd or -errno.
+    unsafe { ffi::fd(libbpf_sys::bpf_obj_get(c.as_ptr())) }
+        .with_context(|| format!("opening pin {}", path.display()))
 }

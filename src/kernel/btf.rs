@@ -1,18 +1,23 @@
-//! Kernel BTF: CO-RE relocations in meshbpf's programs are resolved against it.
+//! BTF: the kernel's, which CO-RE relocations in meshbpf's programs are
+//! resolved against (or the operator's stand-in for it), and an opened
+//! object's own.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::Result;
+use libbpf_rs::btf::Btf;
+use libbpf_rs::{AsRawLibbpf, OpenMap, OpenObject};
 
 use crate::error::Failure;
+use crate::kernel::ffi;
 
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The BTF libbpf should use: the operator's file, or the kernel's own, which
 /// libbpf finds by itself once we know it is there.
-pub fn custom_path(custom: Option<&Path>) -> Result<Option<CString>> {
+fn custom_path(custom: Option<&Path>) -> Result<Option<CString>> {
     if let Some(path) = custom {
         if !path.is_file() {
             return Err(Failure::new(format!("BTF file {} does not exist", path.display()))
@@ -29,6 +34,50 @@ pub fn custom_path(custom: Option<&Path>) -> Result<Option<CString>> {
         .into());
     }
     Ok(None)
+}
+
+/// Open options shared by every skeleton: the BTF to resolve against. The
+/// libbpf struct points into the path held here, so it is lent out only.
+pub struct OpenOpts {
+    raw: libbpf_sys::bpf_object_open_opts,
+    /// What `raw.btf_custom_path` points to, if anything; a CString's bytes
+    /// stay where they are when it moves.
+    _btf_path: Option<CString>,
+}
+
+impl OpenOpts {
+    pub fn new(btf_file: Option<&Path>) -> Result<Self> {
+        let btf_path = custom_path(btf_file)?;
+        let mut raw: libbpf_sys::bpf_object_open_opts = ffi::opts();
+        if let Some(path) = &btf_path {
+            raw.btf_custom_path = path.as_ptr();
+        }
+        Ok(OpenOpts {
+            raw,
+            _btf_path: btf_path,
+        })
+    }
+
+    /// For a skeleton's `open_opts`, while `self` lives: libbpf copies the
+    /// path during the open.
+    pub fn as_raw(&self) -> &libbpf_sys::bpf_object_open_opts {
+        &self.raw
+    }
+}
+
+/// An opened object's BTF, if it has any.
+pub fn of_object(open: &OpenObject) -> Result<Option<Btf<'_>>> {
+    // SAFETY: a live object; the signature ties the BTF's borrow of it to
+    // `open`.
+    let object = unsafe { open.as_libbpf_object().as_ref() };
+    Ok(Btf::from_bpf_object(object)?)
+}
+
+/// The BTF id of a map's value type: for a global data map (.data,
+/// .rodata, .bss), its data section.
+pub fn value_type_id(map: &OpenMap<'_>) -> u32 {
+    // SAFETY: a live map of an opened object.
+    unsafe { libbpf_sys::bpf_map__btf_value_type_id(map.as_libbpf_object().as_ptr()) }
 }
 
 /// The running kernel's BTF, parsed by libbpf: type ids for programs that

@@ -6,61 +6,58 @@
 use std::fs::{self, File};
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::error::Failure;
-use crate::kernel::tracefs;
+use crate::kernel::{ffi, tracefs};
 
-fn link_from(ret: i32) -> io::Result<OwnedFd> {
-    if ret < 0 {
-        return Err(io::Error::from_raw_os_error(-ret));
-    }
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
-}
-
-fn link_create(
+/// A bpf_link from `prog` to `target` (an fd, or 0 where the program's
+/// attach type names the target).
+pub fn link_create(
     prog: BorrowedFd<'_>,
     target: i32,
     attach_type: libbpf_sys::bpf_attach_type,
 ) -> io::Result<OwnedFd> {
-    link_from(unsafe {
-        libbpf_sys::bpf_link_create(prog.as_raw_fd(), target, attach_type, std::ptr::null())
-    })
+    // SAFETY: fds we hold and no options; the call returns a fresh fd or
+    // -errno.
+    unsafe {
+        ffi::fd(libbpf_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            target,
+            attach_type,
+            std::ptr::null(),
+        ))
+    }
 }
 
 /// A perf event that runs BPF programs, opened on all CPUs at once (the
 /// kernel runs tracepoint and kprobe programs wherever the event fires).
-fn perf_event_open(attr: &libbpf_sys::perf_event_attr) -> io::Result<OwnedFd> {
-    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-    // SAFETY: attr is a complete perf_event_attr of the size it declares.
-    let fd = unsafe {
-        libc::syscall(
+pub fn perf_event_open(attr: &libbpf_sys::perf_event_attr) -> io::Result<OwnedFd> {
+    // SAFETY: attr is a complete perf_event_attr of the size it declares;
+    // the kernel only reads it, and any kprobe name it points to (checked
+    // copies, never writes). The syscall returns a fresh fd or -1.
+    unsafe {
+        ffi::os_fd(libc::syscall(
             libc::SYS_perf_event_open,
             attr as *const libbpf_sys::perf_event_attr,
             -1 as libc::pid_t,
             0 as libc::c_int,
             -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+            libbpf_sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        ))
     }
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn perf_attr(kind: u32, config: u64) -> libbpf_sys::perf_event_attr {
-    // SAFETY: plain data; size tells the kernel which fields we know.
-    let mut attr: libbpf_sys::perf_event_attr = unsafe { mem::zeroed() };
-    attr.type_ = kind;
-    attr.size = mem::size_of_val(&attr) as u32;
-    attr.config = config;
-    attr
+    libbpf_sys::perf_event_attr {
+        type_: kind,
+        size: mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config,
+        ..Default::default()
+    }
 }
 
 /// Runs `prog` on a perf event through a BPF_PERF_EVENT link, which holds
@@ -88,13 +85,15 @@ pub fn attach_tracepoint(
 /// fentry, fexit, fmod_ret, lsm) on the target it was loaded for.
 pub fn attach_raw(prog: BorrowedFd<'_>, tracepoint: Option<&str>) -> Result<OwnedFd> {
     let name = tracepoint.map(std::ffi::CString::new).transpose()?;
-    let ret = unsafe {
-        libbpf_sys::bpf_raw_tracepoint_open(
+    // SAFETY: a NUL-terminated name or null, and a program fd we hold; the
+    // call returns a fresh fd or -errno.
+    unsafe {
+        ffi::fd(libbpf_sys::bpf_raw_tracepoint_open(
             name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr()),
             prog.as_raw_fd(),
-        )
-    };
-    link_from(ret).with_context(|| match tracepoint {
+        ))
+    }
+    .with_context(|| match tracepoint {
         Some(tp) => format!("attaching to raw tracepoint {tp}"),
         None => "attaching to the program's BTF target".to_string(),
     })

@@ -41,34 +41,6 @@ pub struct Hooked {
 
 const NAME_BUF: usize = 256;
 
-/// The type-specific part of the link info, with room for names.
-fn info_with_name(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8; NAME_BUF],
-) -> Result<libbpf_sys::bpf_link_info> {
-    let first = bpfobj::raw_link_info(fd, |_| {})?;
-    let ptr = buf.as_mut_ptr() as u64;
-    bpfobj::raw_link_info(fd, |info| match first.type_ {
-        libbpf_sys::BPF_LINK_TYPE_RAW_TRACEPOINT => {
-            info.__bindgen_anon_1.raw_tracepoint.tp_name = ptr;
-            info.__bindgen_anon_1.raw_tracepoint.tp_name_len = NAME_BUF as u32;
-        }
-        libbpf_sys::BPF_LINK_TYPE_PERF_EVENT => {
-            // SAFETY: writing plain integers into the union that matches the type.
-            let perf = unsafe { &mut info.__bindgen_anon_1.perf_event };
-            perf.type_ = unsafe { first.__bindgen_anon_1.perf_event.type_ };
-            if perf.type_ == libbpf_sys::BPF_PERF_EVENT_TRACEPOINT {
-                perf.__bindgen_anon_1.tracepoint.tp_name = ptr;
-                perf.__bindgen_anon_1.tracepoint.name_len = NAME_BUF as u32;
-            } else {
-                perf.__bindgen_anon_1.kprobe.func_name = ptr;
-                perf.__bindgen_anon_1.kprobe.name_len = NAME_BUF as u32;
-            }
-        }
-        _ => {}
-    })
-}
-
 fn c_string(buf: &[u8]) -> String {
     CStr::from_bytes_until_nul(buf)
         .map(|s| s.to_string_lossy().into_owned())
@@ -79,7 +51,7 @@ fn c_string(buf: &[u8]) -> String {
 /// namespace.
 pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
     let mut name = [0u8; NAME_BUF];
-    let info = info_with_name(fd, &mut name)?;
+    let info = bpfobj::named_link_info(fd, &mut name)?;
     let (attach_point, method, state) = match info.type_ {
         libbpf_sys::BPF_LINK_TYPE_XDP => {
             // SAFETY: the union member matches the link type.
@@ -95,7 +67,7 @@ pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
             (point, mode, state)
         }
         libbpf_sys::BPF_LINK_TYPE_TCX => {
-            // SAFETY: as above.
+            // SAFETY: the union member matches the link type.
             let tcx = unsafe { info.__bindgen_anon_1.tcx };
             let direction = if tcx.attach_type == libbpf_sys::BPF_TCX_EGRESS {
                 "egress"
@@ -113,7 +85,7 @@ pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
             (c_string(&name), method.into(), LinkState::Attached)
         }
         libbpf_sys::BPF_LINK_TYPE_TRACING => {
-            // SAFETY: as above.
+            // SAFETY: the union member matches the link type.
             let tracing = unsafe { info.__bindgen_anon_1.tracing };
             (
                 btf_target(tracing.target_btf_id),
@@ -122,7 +94,7 @@ pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
             )
         }
         libbpf_sys::BPF_LINK_TYPE_CGROUP => {
-            // SAFETY: as above.
+            // SAFETY: the union member matches the link type.
             let cgroup = unsafe { info.__bindgen_anon_1.cgroup };
             let method = match cgroup.attach_type {
                 libbpf_sys::BPF_CGROUP_INET_INGRESS => "cgroup_skb ingress".into(),
@@ -142,7 +114,7 @@ pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
             }
         }
         libbpf_sys::BPF_LINK_TYPE_PERF_EVENT => {
-            // SAFETY: as above.
+            // SAFETY: the union member matches the link type.
             let kind = unsafe { info.__bindgen_anon_1.perf_event.type_ };
             let method = match kind {
                 libbpf_sys::BPF_PERF_EVENT_TRACEPOINT => "tracepoint",
@@ -160,7 +132,7 @@ pub fn describe(fd: BorrowedFd<'_>) -> Result<Hooked> {
         }
         other => (
             String::new(),
-            libbpf_name(unsafe { libbpf_sys::libbpf_bpf_link_type_str(other) }),
+            libbpf_name(libbpf_sys::libbpf_bpf_link_type_str, other),
             LinkState::Attached,
         ),
     };
@@ -187,30 +159,32 @@ fn interface(ifindex: u32) -> (String, LinkState) {
     }
 }
 
-/// A name libbpf returns for a kernel enum value (a static string, or null
-/// for values it does not know).
-fn libbpf_name(name: *const libc::c_char) -> String {
-    if name.is_null() {
-        return "unknown".into();
+/// The name one of libbpf's `libbpf_bpf_*_str` functions gives a kernel
+/// enum value; "unknown" for values this libbpf does not know.
+fn libbpf_name(to_str: unsafe extern "C" fn(u32) -> *const libc::c_char, value: u32) -> String {
+    // SAFETY: these functions take any value and return a static
+    // NUL-terminated string, or null for values they do not know.
+    unsafe {
+        let name = to_str(value);
+        if name.is_null() {
+            return "unknown".into();
+        }
+        CStr::from_ptr(name).to_string_lossy().into_owned()
     }
-    // SAFETY: libbpf returns static NUL-terminated strings.
-    unsafe { CStr::from_ptr(name) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// `xdp`, `sched_cls`, `tracing`...
 pub fn prog_type_name(prog_type: u32) -> String {
-    libbpf_name(unsafe { libbpf_sys::libbpf_bpf_prog_type_str(prog_type) })
+    libbpf_name(libbpf_sys::libbpf_bpf_prog_type_str, prog_type)
 }
 
 /// `array`, `hash`, `percpu_array`...
 pub fn map_type_name(map_type: u32) -> String {
-    libbpf_name(unsafe { libbpf_sys::libbpf_bpf_map_type_str(map_type) })
+    libbpf_name(libbpf_sys::libbpf_bpf_map_type_str, map_type)
 }
 
 fn attach_type_name(attach_type: u32) -> String {
-    libbpf_name(unsafe { libbpf_sys::libbpf_bpf_attach_type_str(attach_type) })
+    libbpf_name(libbpf_sys::libbpf_bpf_attach_type_str, attach_type)
 }
 
 /// The kernel function or tracepoint a BTF-typed link targets, from the

@@ -4,13 +4,15 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::statfs::{fstatfs, statfs, CGROUP2_SUPER_MAGIC};
+
+use crate::kernel::ffi;
 
 /// Where tracefs belongs, and where debugfs shows it; libbpf looks in both.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -131,24 +133,22 @@ pub fn read_securityfs(file: &str) -> io::Result<String> {
     read_detached("securityfs", file)
 }
 
-fn check(ret: libc::c_long) -> io::Result<OwnedFd> {
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
-}
-
 /// Reads `file` from a fresh, detached mount of `fstype` (fsopen/fsmount).
 /// Only for single-instance filesystems without options: a detached mount
 /// of those shares the superblock and changes nothing.
 fn read_detached(fstype: &str, file: &str) -> io::Result<String> {
     let fstype = CString::new(fstype).map_err(io::Error::other)?;
     let file = CString::new(file).map_err(io::Error::other)?;
-    // SAFETY: plain syscalls on NUL-terminated strings and fds we own.
-    let context =
-        check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
-    let created = unsafe {
+    // SAFETY: a NUL-terminated name; the syscall returns a fresh fd or -1.
+    let context = unsafe {
+        ffi::os_fd(libc::syscall(
+            libc::SYS_fsopen,
+            fstype.as_ptr(),
+            libc::FSOPEN_CLOEXEC,
+        ))
+    }?;
+    // SAFETY: an fd we own, with no key or value.
+    ffi::check_os(unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
             context.as_raw_fd(),
@@ -157,26 +157,28 @@ fn read_detached(fstype: &str, file: &str) -> io::Result<String> {
             std::ptr::null::<libc::c_void>(),
             0,
         )
-    };
-    if created < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mnt = check(unsafe {
-        libc::syscall(
+    })?;
+    // SAFETY: an fd we own; the syscall returns a fresh fd or -1.
+    let mnt = unsafe {
+        ffi::os_fd(libc::syscall(
             libc::SYS_fsmount,
             context.as_raw_fd(),
             libc::FSMOUNT_CLOEXEC,
             0,
+        ))
+    }?;
+    // SAFETY: an fd we own and a NUL-terminated name; openat returns a
+    // fresh fd or -1.
+    let fd = unsafe {
+        ffi::os_fd(
+            libc::openat(
+                mnt.as_raw_fd(),
+                file.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+            .into(),
         )
-    })?;
-    let fd = check(unsafe {
-        libc::openat(
-            mnt.as_raw_fd(),
-            file.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-        .into()
-    })?;
+    }?;
     let mut text = String::new();
     fs::File::from(fd).read_to_string(&mut text)?;
     Ok(text)

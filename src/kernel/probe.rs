@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -22,7 +22,7 @@ use crate::kernel::btf::{KernelBtf, KERNEL_BTF};
 use crate::kernel::netdev::Interface;
 use crate::kernel::tc;
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpfobj, caps, mounts};
+use crate::kernel::{bpfobj, caps, ffi, hooks, mounts};
 use crate::proto::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,30 +231,29 @@ fn load(spec: &Minimal) -> Result<OwnedFd, Refusal> {
         insn(libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT, 0, 0),
     ];
     let mut log = vec![0u8; 4096];
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_prog_load_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
+    let mut opts: libbpf_sys::bpf_prog_load_opts = ffi::opts();
     opts.expected_attach_type = spec.expected_attach_type;
     opts.attach_btf_id = spec.attach_btf_id;
     // Level 0 with a buffer: libbpf retries with a log only on failure.
     opts.log_buf = log.as_mut_ptr().cast();
     opts.log_size = log.len() as u32;
-    // SAFETY: the instructions and the log buffer outlive the call.
-    let fd = unsafe {
-        libbpf_sys::bpf_prog_load(
+    // SAFETY: the instructions and the log buffer, of the length the options
+    // say, outlive the call, which returns a fresh fd or -errno.
+    unsafe {
+        ffi::fd(libbpf_sys::bpf_prog_load(
             spec.prog_type,
             c"meshbpf_probe".as_ptr(),
             c"GPL".as_ptr(),
             insns.as_ptr(),
             insns.len() as _,
             &mut opts,
-        )
-    };
-    if fd < 0 {
-        return Err(load_refusal(spec, -fd, &log));
+        ))
     }
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(|e| load_refusal(spec, errno(&e), &log))
+}
+
+fn errno(err: &io::Error) -> i32 {
+    err.raw_os_error().unwrap_or(0)
 }
 
 fn load_refusal(spec: &Minimal, errno: i32, log: &[u8]) -> Refusal {
@@ -299,19 +298,9 @@ fn link(
     attach_type: libbpf_sys::bpf_attach_type,
     what: &str,
 ) -> Result<(), Refusal> {
-    // SAFETY: the program fd is ours, the target an fd or 0; no options.
-    let ret = unsafe {
-        libbpf_sys::bpf_link_create(prog.as_raw_fd(), target, attach_type, std::ptr::null())
-    };
-    fd_of(ret, what).map(drop)
-}
-
-fn fd_of(ret: i32, what: &str) -> Result<OwnedFd, Refusal> {
-    if ret < 0 {
-        return Err(Refusal::errno(Stage::Attach, -ret, what));
-    }
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+    hooks::link_create(prog.as_fd(), target, attach_type)
+        .map(drop)
+        .map_err(|e| Refusal::errno(Stage::Attach, errno(&e), what))
 }
 
 fn attach_refusal(err: &anyhow::Error, what: &str) -> Refusal {
@@ -407,10 +396,8 @@ fn prog_fd(prog: &OwnedFd) -> BorrowedFd<'_> {
 
 fn raw_tp() -> Outcome {
     let prog = load(&Minimal::new(libbpf_sys::BPF_PROG_TYPE_RAW_TRACEPOINT, 0).tracing())?;
-    let name = CString::new(TRACEPOINT.1).expect("no NUL in a constant");
-    // SAFETY: a NUL-terminated name and a program fd we own.
-    let ret = unsafe { libbpf_sys::bpf_raw_tracepoint_open(name.as_ptr(), prog.as_raw_fd()) };
-    fd_of(ret, "BPF_RAW_TRACEPOINT_OPEN")?;
+    hooks::attach_raw(prog.as_fd(), Some(TRACEPOINT.1))
+        .map_err(|e| attach_refusal(&e, "BPF_RAW_TRACEPOINT_OPEN"))?;
     Ok(format!(
         "loaded and attached to the raw tracepoint {}",
         TRACEPOINT.1
@@ -456,26 +443,8 @@ fn by_btf_id(hook: Hook, type_name: &str, kind: u32) -> Outcome {
 
 /// A perf event with a BPF link on it: how tracepoints and kprobes attach.
 fn attach_perf_event(prog: &OwnedFd, attr: &libbpf_sys::perf_event_attr) -> Result<(), Refusal> {
-    // SAFETY: attr is a complete perf_event_attr; all events, CPU 0.
-    let event = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr as *const libbpf_sys::perf_event_attr,
-            -1,
-            0,
-            -1,
-            libbpf_sys::PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if event < 0 {
-        return Err(Refusal::errno(
-            Stage::Attach,
-            io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            "perf_event_open",
-        ));
-    }
-    // SAFETY: a fresh fd that we own from here on.
-    let event = unsafe { OwnedFd::from_raw_fd(event as i32) };
+    let event = hooks::perf_event_open(attr)
+        .map_err(|e| Refusal::errno(Stage::Attach, errno(&e), "perf_event_open"))?;
     link(
         prog,
         event.as_raw_fd(),
@@ -602,31 +571,27 @@ fn create_map(
     max_entries: u32,
     flags: u32,
 ) -> Result<(), Refusal> {
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
+    let mut opts: libbpf_sys::bpf_map_create_opts = ffi::opts();
     opts.map_flags = flags;
-    // SAFETY: a NUL-terminated name and options that outlive the call.
-    let ret = unsafe {
-        libbpf_sys::bpf_map_create(
+    // SAFETY: a NUL-terminated name and options that outlive the call, which
+    // returns a fresh fd (closed at once) or -errno.
+    let created = unsafe {
+        ffi::fd(libbpf_sys::bpf_map_create(
             map_type,
             c"meshbpf_probe".as_ptr(),
             key_size,
             value_size,
             max_entries,
             &opts,
-        )
+        ))
     };
-    if ret < 0 {
-        let mut refusal = Refusal::errno(Stage::Load, -ret, "BPF_MAP_CREATE");
-        if -ret == libc::EPERM {
+    created.map(drop).map_err(|e| {
+        let mut refusal = Refusal::errno(Stage::Load, errno(&e), "BPF_MAP_CREATE");
+        if errno(&e) == libc::EPERM {
             refusal.reason.push_str(&eperm_cause(&[caps::BPF], false));
         }
-        return Err(refusal);
-    }
-    // SAFETY: a fresh fd, closed at once.
-    drop(unsafe { OwnedFd::from_raw_fd(ret) });
-    Ok(())
+        refusal
+    })
 }
 
 fn ringbuf() -> Outcome {

@@ -4,13 +4,13 @@
 //! a BPF_ENABLE_STATS fd. meshbpf takes the fd for a sample window and
 //! never touches the sysctl.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::error::Failure;
-use crate::kernel::bpfobj;
+use crate::kernel::{bpfobj, ffi};
 
 /// Run-time statistics stay on while this lives.
 pub struct StatsEnabled {
@@ -19,19 +19,15 @@ pub struct StatsEnabled {
 
 impl StatsEnabled {
     pub fn enable() -> Result<Self> {
-        // SAFETY: a plain syscall wrapper; returns a fresh fd or -errno.
-        let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
-        if fd < 0 {
-            let err = std::io::Error::from_raw_os_error(-fd);
-            return Err(anyhow::Error::new(err).context(
-                Failure::new("the kernel refused to enable run-time statistics (BPF_ENABLE_STATS)")
-                    .hint("this needs Linux 5.8 or later and CAP_SYS_ADMIN; without --sample, stats shows what the kernel counted while kernel.bpf_stats_enabled was 1"),
-            ));
-        }
-        // SAFETY: a fresh fd that we own from here on.
-        Ok(StatsEnabled {
-            _fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        // SAFETY: a plain call that returns a fresh fd or -errno.
+        let fd = unsafe { ffi::fd(libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME)) }
+            .map_err(|err| {
+                anyhow::Error::new(err).context(
+                    Failure::new("the kernel refused to enable run-time statistics (BPF_ENABLE_STATS)")
+                        .hint("this needs Linux 5.8 or later and CAP_SYS_ADMIN; without --sample, stats shows what the kernel counted while kernel.bpf_stats_enabled was 1"),
+                )
+            })?;
+        Ok(StatsEnabled { _fd: fd })
     }
 }
 

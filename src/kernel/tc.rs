@@ -8,7 +8,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use libbpf_rs::{
@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::error::Failure;
 use crate::kernel::netdev::Interface;
+use crate::kernel::{ffi, hooks};
 use crate::proto::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -65,24 +66,8 @@ pub fn attach_tcx(
     iface: &Interface,
     direction: Direction,
 ) -> Result<OwnedFd> {
-    let ret = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog.as_raw_fd(),
-            iface.index as i32,
-            tcx_attach_type(direction),
-            std::ptr::null(),
-        )
-    };
-    if ret < 0 {
-        return Err(
-            anyhow::Error::new(io::Error::from_raw_os_error(-ret)).context(format!(
-                "attaching a tcx {direction:?} link to {}",
-                iface.name
-            )),
-        );
-    }
-    // SAFETY: a fresh fd that we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+    hooks::link_create(prog, iface.index as i32, tcx_attach_type(direction))
+        .with_context(|| format!("attaching a tcx {direction:?} link to {}", iface.name))
 }
 
 fn hook(prog: BorrowedFd<'_>, iface: &Interface, direction: Direction) -> TcHook {
@@ -169,18 +154,18 @@ struct FilterDump {
 /// How many filters a clsact hook holds (an RTM_GETTFILTER dump); 0 when
 /// there is no clsact qdisc.
 pub fn filters_on(iface: &Interface, direction: Direction) -> Result<usize> {
+    // SAFETY: socket(2) returns a fresh fd or -1.
     let socket = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
+        ffi::os_fd(
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+            .into(),
         )
-    };
-    if socket < 0 {
-        return Err(io::Error::last_os_error()).context("opening a netlink socket");
     }
-    // SAFETY: a fresh fd that we own from here on.
-    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    .context("opening a netlink socket")?;
     let request = FilterDump {
         header: libc::nlmsghdr {
             nlmsg_len: mem::size_of::<FilterDump>() as u32,
@@ -199,41 +184,39 @@ pub fn filters_on(iface: &Interface, direction: Direction) -> Result<usize> {
             info: 0,
         },
     };
-    let sent = unsafe {
+    // SAFETY: a socket we own, and the whole request, which outlives the call.
+    ffi::check_os(unsafe {
         libc::send(
             socket.as_raw_fd(),
             (&request as *const FilterDump).cast(),
             mem::size_of::<FilterDump>(),
             0,
         )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error()).context("asking netlink for the clsact filters");
-    }
+    })
+    .context("asking netlink for the clsact filters")?;
     let mut count = 0;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let got = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if got < 0 {
-            return Err(io::Error::last_os_error())
-                .context("reading the clsact filters from netlink");
-        }
+        // SAFETY: a socket we own and a buffer of the length we pass.
+        let got = ffi::check_os(unsafe {
+            libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+        })
+        .context("reading the clsact filters from netlink")? as usize;
         let mut offset = 0;
-        while offset + mem::size_of::<libc::nlmsghdr>() <= got as usize {
-            // SAFETY: bounds checked above; netlink aligns messages to 4 bytes.
+        while offset + mem::size_of::<libc::nlmsghdr>() <= got {
+            // SAFETY: the loop keeps a whole nlmsghdr within the bytes received,
+            // and read_unaligned needs no alignment.
             let header = unsafe {
                 std::ptr::read_unaligned(buf[offset..].as_ptr().cast::<libc::nlmsghdr>())
             };
             match header.nlmsg_type as i32 {
                 libc::NLMSG_DONE => return Ok(count),
                 libc::NLMSG_ERROR => {
-                    let errno = unsafe {
-                        std::ptr::read_unaligned(
-                            buf[offset + mem::size_of::<libc::nlmsghdr>()..]
-                                .as_ptr()
-                                .cast::<i32>(),
-                        )
-                    };
+                    // An nlmsgerr: the error number right after the header.
+                    let at = offset + mem::size_of::<libc::nlmsghdr>();
+                    let errno = buf
+                        .get(at..at + 4)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                     // No clsact qdisc: no filters.
                     if errno == -libc::EINVAL || errno == -libc::ENOENT {
                         return Ok(0);

@@ -1,13 +1,12 @@
 //! XDP attachment through bpf_link, with an explicit mode and no fallback.
 
-use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::error::Failure;
+use crate::kernel::ffi;
 use crate::kernel::netdev::Interface;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -44,14 +43,10 @@ pub struct Current {
 }
 
 pub fn query(ifindex: u32) -> Result<Option<Current>> {
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_xdp_query_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
-    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
-    if ret < 0 {
-        return Err(anyhow::Error::new(io::Error::from_raw_os_error(-ret))
-            .context(format!("querying the XDP program of ifindex {ifindex}")));
-    }
+    let mut opts: libbpf_sys::bpf_xdp_query_opts = ffi::opts();
+    // SAFETY: options the call writes into, which outlive it.
+    ffi::check(unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) })
+        .with_context(|| format!("querying the XDP program of ifindex {ifindex}"))?;
     let mode = match opts.attach_mode as u32 {
         libbpf_sys::XDP_ATTACHED_NONE => return Ok(None),
         libbpf_sys::XDP_ATTACHED_DRV => Some(XdpMode::Native),
@@ -74,25 +69,25 @@ pub fn query(ifindex: u32) -> Result<Option<Current>> {
 /// detaches when its last fd or pin goes, so a command that dies before
 /// pinning it leaves the interface as it was.
 pub fn create_link(prog: BorrowedFd<'_>, iface: &Interface, mode: XdpMode) -> Result<OwnedFd> {
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
+    let mut opts: libbpf_sys::bpf_link_create_opts = ffi::opts();
     opts.flags = mode.flag();
-    let ret = unsafe {
-        libbpf_sys::bpf_link_create(
+    // SAFETY: a program fd we hold and options that outlive the call, which
+    // returns a fresh fd or -errno.
+    let link = unsafe {
+        ffi::fd(libbpf_sys::bpf_link_create(
             prog.as_raw_fd(),
             iface.index as i32,
             libbpf_sys::BPF_XDP,
             &opts,
-        )
+        ))
     };
-    if ret >= 0 {
-        // SAFETY: a fresh fd that we own from here on.
-        return Ok(unsafe { OwnedFd::from_raw_fd(ret) });
-    }
-    let errno = -ret;
-    let err = anyhow::Error::new(io::Error::from_raw_os_error(errno));
-    if errno == libc::EOPNOTSUPP && mode == XdpMode::Native {
+    let err = match link {
+        Ok(link) => return Ok(link),
+        Err(err) => err,
+    };
+    let errno = err.raw_os_error();
+    let err = anyhow::Error::new(err);
+    if errno == Some(libc::EOPNOTSUPP) && mode == XdpMode::Native {
         return Err(err.context(
             Failure::new(format!(
                 "the driver of {} has no native XDP support",

@@ -5,13 +5,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::kernel::pins::AttachmentDir;
-
-/// A plain value's bytes, as a map key or value.
-pub fn bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: Plain types are plain old data, and the shared structs have
-    // explicit padding fields, so every byte is initialized.
-    unsafe { plain::as_bytes(value) }
-}
+pub use crate::kernel::pod::bytes;
 
 /// The value of `key`, as `T`; None when the map has no such key.
 pub fn lookup<T: plain::Plain + Default>(map: &dyn MapCore, key: &[u8]) -> Result<Option<T>> {

@@ -6,14 +6,9 @@
 //! `stats --prometheus` iterate it instead of naming programs, so a new
 //! program adds its module and one entry here.
 
-use std::ffi::CString;
-use std::mem;
-use std::path::Path;
-
 use anyhow::Result;
 
 use crate::health::Check;
-use crate::kernel::btf;
 use crate::kernel::pins::AttachmentDir;
 use crate::metrics::model::Family;
 
@@ -82,18 +77,3 @@ pub fn find(name: &str) -> Option<&'static Facets> {
 
 /// meshbpf's XDP programs; an interface runs at most one of them.
 pub const XDP_PROGRAMS: [&str; 2] = [xdp_counter::PROGRAM, xdp_mesh_filter::PROGRAM];
-
-/// Open options shared by every skeleton. The returned CString backs the
-/// options' BTF path and must outlive the open call.
-pub fn open_opts(
-    btf_file: Option<&Path>,
-) -> Result<(libbpf_sys::bpf_object_open_opts, Option<CString>)> {
-    let custom = btf::custom_path(btf_file)?;
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_object_open_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
-    if let Some(path) = &custom {
-        opts.btf_custom_path = path.as_ptr();
-    }
-    Ok((opts, custom))
-}

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use libbpf_rs::btf::types::{DataSec, Enum, Enum64, Int, IntEncoding, Var};
-use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
-use libbpf_rs::{AsRawLibbpf, OpenObject};
+use libbpf_rs::btf::{BtfKind, BtfType, ReferencesType};
+use libbpf_rs::OpenObject;
 
 use crate::error::Failure;
+use crate::kernel::btf;
 
 /// One `--set` from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +135,7 @@ fn os_name(name: Option<&std::ffi::OsStr>) -> String {
 
 /// Every global in the object's data sections, from its BTF.
 fn globals(open: &OpenObject) -> Result<Vec<Global>> {
-    // SAFETY: the open object outlives the BTF borrowed from it here.
-    let Some(btf) = Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() })? else {
+    let Some(btf) = btf::of_object(open)? else {
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
@@ -143,10 +143,7 @@ fn globals(open: &OpenObject) -> Result<Vec<Global>> {
         if map.initial_value().is_none() {
             continue;
         }
-        // SAFETY: a valid map of the open object.
-        let sec_id =
-            unsafe { libbpf_sys::bpf_map__btf_value_type_id(map.as_libbpf_object().as_ptr()) };
-        let Some(sec) = btf.type_by_id::<DataSec<'_>>(sec_id.into()) else {
+        let Some(sec) = btf.type_by_id::<DataSec<'_>>(btf::value_type_id(&map).into()) else {
             continue;
         };
         let section = name_of(&sec);

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{errno_of, Failure};
 use crate::kernel::elf;
 use crate::kernel::pins::{encode_component, AttachmentDir, StateRoot};
-use crate::kernel::{bpfobj, verifier};
+use crate::kernel::{bpfobj, ffi, verifier};
 use section::Hook;
 
 const LOADED_DIR: &str = "loaded";
@@ -328,16 +328,13 @@ fn pin_all(dir: &LoadedDir, object: &libbpf_rs::Object, meta: &Meta, pin_maps: b
 /// Keeps `meta` in a frozen array map pinned in the object's directory.
 fn pin_meta(dir: &LoadedDir, meta: &Meta) -> Result<()> {
     let bytes = serde_json::to_vec(meta)?;
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { std::mem::zeroed() };
-    opts.sz = std::mem::size_of_val(&opts) as _;
     let map = MapHandle::create(
         MapType::Array,
         Some("meshbpf_meta"),
         4,
         bytes.len() as u32,
         1,
-        &opts,
+        &ffi::opts(),
     )
     .context("creating the object's meta map")?;
     map.update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY)

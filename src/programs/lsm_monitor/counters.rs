@@ -6,10 +6,11 @@ use libbpf_rs::MapCore;
 use serde::Serialize;
 
 use super::skel::types::{lsm_counters, lsm_event_type};
+use crate::kernel::pod::plain_data;
 use crate::programs::maps;
 
-// SAFETY: a generated #[repr(C)] struct of u64s: any bytes are valid.
-unsafe impl plain::Plain for lsm_counters {}
+// u64s only.
+plain_data!(lsm_counters);
 
 /// One event type's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -19,11 +19,11 @@ use super::{Method, COUNTERS_MAP, EVENTS_MAP};
 use crate::error::Failure;
 use crate::kernel::clock::{self, BootAnchor};
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::pod::plain_data;
+use crate::kernel::ringbuf;
 use crate::programs::maps;
 
-// SAFETY: a generated #[repr(C)] struct of integers and byte arrays: any
-// bytes are valid.
-unsafe impl plain::Plain for lsm_monitor_event {}
+plain_data!(lsm_monitor_event);
 
 /// One security event, as `events -j` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -477,21 +477,7 @@ impl Reader {
     pub fn wait(&self, timeout: Duration) -> Result<()> {
         // Not the ring buffer's own poll: it consumes everything that
         // arrives while it runs, where `take` reads in bounded batches.
-        let mut fd = libc::pollfd {
-            fd: self.ring.epoll_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one pollfd on the ring buffer's epoll fd, which lives as
-        // long as `self`.
-        match unsafe { libc::poll(&mut fd, 1, timeout_ms) } {
-            -1 => match std::io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
-                e => Err(anyhow::Error::from(e).context("waiting for lsm_monitor's events")),
-            },
-            _ => Ok(()),
-        }
+        ringbuf::wait(&self.ring, timeout).context("waiting for lsm_monitor's events")
     }
 
     /// The kernel's counters, lost events included.

@@ -19,17 +19,19 @@ use super::skel::types::{
 };
 use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays whose
-// padding is explicit: any bytes are valid, every byte is initialized.
-unsafe impl plain::Plain for lsm_policy {}
-unsafe impl plain::Plain for lsm_path_key {}
-unsafe impl plain::Plain for lsm_path_rule {}
-unsafe impl plain::Plain for lsm_uid_key {}
-unsafe impl plain::Plain for lsm_comm_key {}
-unsafe impl plain::Plain for lsm_cgroup_key {}
+// Padding is explicit in the header.
+plain_data!(
+    lsm_policy,
+    lsm_path_key,
+    lsm_path_rule,
+    lsm_uid_key,
+    lsm_comm_key,
+    lsm_cgroup_key,
+);
 
 const KEY_PATH_LEN: usize = lsm_limits::LSM_KEY_PATH_LEN.0 as usize;
 const ENFORCE: u32 = lsm_policy_flags::LSM_POLICY_ENFORCE.0;

@@ -21,6 +21,7 @@ use super::skel::{self, LsmMonitorSkel};
 use super::{link_pin, policy_maps, prog_pin, Method, Mode};
 use super::{CONFIG_MAP, COUNTERS_MAP, EVENTS_MAP, PROGRAM};
 use crate::error::{errno_of, Failure};
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::verifier::{self, FailedProgram};
 use crate::kernel::{bpfobj, hooks, probe, syscalls, sysinfo, tracefs};
@@ -59,9 +60,9 @@ fn load<'obj>(
     method: Method,
     btf: Option<&Path>,
 ) -> Result<LsmMonitorSkel<'obj>> {
-    let (opts, _btf_path) = crate::programs::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(&format!("{PROGRAM} ({} set)", method.as_str()), || {
-        let mut open = skel::LsmMonitorSkelBuilder::default().open_opts(opts, object)?;
+        let mut open = skel::LsmMonitorSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         let progs = &mut open.progs;
         for (prog, of) in [
             (&mut progs.lsm_open, Method::Lsm),

@@ -19,7 +19,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut};
 use serde::Serialize;
 
 use crate::error::{errno_of, Failure};
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::pod::{self, plain_data};
 use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
 use crate::programs::maps;
 use crate::programs::{Facets, Scope};
@@ -38,10 +40,7 @@ pub mod skel {
 pub use skel::types::{latency_config, latency_filters, latency_hist, latency_limits};
 pub use skel::SyscallLatencySkel;
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays: any
-// bytes are valid.
-unsafe impl plain::Plain for latency_hist {}
-unsafe impl plain::Plain for skel::types::rodata {}
+plain_data!(latency_hist, skel::types::rodata);
 
 pub const PROGRAM: &str = "syscall_latency";
 
@@ -280,9 +279,10 @@ fn load<'obj>(
     config: latency_config,
     btf: Option<&Path>,
 ) -> Result<SyscallLatencySkel<'obj>> {
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(&format!("{PROGRAM} ({})", method.hooks()), || {
-        let mut open = skel::SyscallLatencySkelBuilder::default().open_opts(opts, object)?;
+        let mut open =
+            skel::SyscallLatencySkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         let progs = &mut open.progs;
         for (prog, of) in [
             (&mut progs.lat_enter_btf, Method::TpBtf),
@@ -586,8 +586,7 @@ pub fn inspect(dir: &AttachmentDir) -> Result<LatencyAttachment> {
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .with_context(|| format!("reading {}", dir.map(CONFIG_MAP).display()))?
         .unwrap_or_default();
-    // SAFETY: plain integers and arrays of them; all zeroes is a valid value.
-    let mut rodata: skel::types::rodata = unsafe { std::mem::zeroed() };
+    let mut rodata: skel::types::rodata = pod::zeroed();
     plain::copy_from_bytes(&mut rodata, &bytes)
         .map_err(|e| anyhow::anyhow!("the pinned config has an unexpected size: {e:?}"))?;
     Ok(LatencyAttachment {

@@ -14,6 +14,7 @@ use super::skel::types::{
 use super::TcClassifierSkel;
 use crate::error::Failure;
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps::{self, bytes};
 use crate::programs::xdp_counter::traffic::Counter;
 use crate::proto::Direction;
@@ -21,12 +22,8 @@ use crate::rules::classes::{Class, ClassRule, ClassRules};
 use crate::rules::traffic::Traffic;
 use crate::rules::{Family, PortRange, Prefix, Protocol};
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays only, with
-// explicit padding fields: any bytes are valid.
-unsafe impl plain::Plain for class_config {}
-unsafe impl plain::Plain for class_counters {}
-unsafe impl plain::Plain for class_def {}
-unsafe impl plain::Plain for class_rule {}
+// Padding is explicit in the header.
+plain_data!(class_config, class_counters, class_def, class_rule);
 
 const CLASS_MAX: u32 = class_limits::CLASS_MAX.0;
 const RULES_MAX: u32 = class_limits::CLASS_RULES_MAX.0;

@@ -7,19 +7,20 @@
 //! kernels that have no batch operations on it.
 
 use std::collections::HashSet;
-use std::io;
 use std::mem::{self, MaybeUninit};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::ptr;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramAttachType};
 
 use crate::error::Failure;
+use crate::kernel::btf::OpenOpts;
+use crate::kernel::maps::Entries;
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::pod::plain_data;
 use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps;
@@ -42,11 +43,9 @@ pub use skel::types::{
 };
 pub use skel::TcClassifierSkel;
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays only, with
-// explicit padding fields: any bytes are valid.
-unsafe impl plain::Plain for flow_key {}
-unsafe impl plain::Plain for flow_value {}
-unsafe impl plain::Plain for flow_table_stats {}
+// The kernel hashes a flow_key by its bytes, so every one of them is a named
+// field (layouts_have_no_implicit_padding).
+plain_data!(flow_key, flow_value, flow_table_stats);
 
 pub const PROGRAM: &str = "tc_classifier";
 
@@ -87,9 +86,10 @@ pub fn load<'obj>(
     tcx: bool,
 ) -> Result<TcClassifierSkel<'obj>> {
     check_max_flows(max_flows)?;
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(PROGRAM, || {
-        let mut open = skel::TcClassifierSkelBuilder::default().open_opts(opts, object)?;
+        let mut open =
+            skel::TcClassifierSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         open.maps.flows.set_max_entries(max_flows)?;
         if tcx {
             open.progs
@@ -128,9 +128,7 @@ pub fn pin(skel: &TcClassifierSkel<'_>, dir: &AttachmentDir) -> Result<()> {
 
 /// The bytes the kernel hashes a key by.
 pub fn key_bytes(key: &flow_key) -> &[u8] {
-    // SAFETY: flow_key is plain data whose every byte is a named field (see
-    // layouts_have_no_implicit_padding), so all of them are initialized.
-    unsafe { plain::as_bytes(key) }
+    maps::bytes(key)
 }
 
 fn map_name(map: &dyn MapCore) -> String {
@@ -175,73 +173,44 @@ pub fn visit_flows(
     visit: &mut dyn FnMut(&flow_key, &flow_value),
 ) -> Result<usize> {
     check_layout(map)?;
-    let fd = map.as_fd().as_raw_fd();
+    let entries = Entries::<flow_key, flow_value>::of(map.as_fd())?;
     let mut visited = 0;
     // Batch buffers stay small and hot.
     let mut batch = BATCH;
     let mut keys = vec![flow_key::default(); batch];
     let mut values = vec![flow_value::default(); batch];
-    // The resume token is opaque (a u32 bucket index for hash maps, a key
-    // for others): room for either.
-    let mut token = vec![0u8; mem::size_of::<flow_key>().max(8)];
-    let mut started = false;
-    // SAFETY: plain data; sz tells libbpf which fields we know.
-    let mut opts: libbpf_sys::bpf_map_batch_opts = unsafe { mem::zeroed() };
-    opts.sz = mem::size_of_val(&opts) as _;
+    let mut cursor = entries.cursor();
 
     loop {
-        let mut count = batch as u32;
-        let in_batch = if started {
-            token.as_mut_ptr().cast()
-        } else {
-            ptr::null_mut()
-        };
-        // SAFETY: keys and values hold `count` elements of the map's key and
-        // value sizes (checked above), the token the kernel's resume
-        // position; the kernel writes at most `count` entries.
-        let ret = unsafe {
-            libbpf_sys::bpf_map_lookup_batch(
-                fd,
-                in_batch,
-                token.as_mut_ptr().cast(),
-                keys.as_mut_ptr().cast(),
-                values.as_mut_ptr().cast(),
-                &mut count,
-                &opts,
-            )
-        };
-        let errno = if ret < 0 { -ret } else { 0 };
-        match errno {
-            // ENOENT: the walk is over; this last batch may still hold some.
-            0 | libc::ENOENT => {
-                let count = (count as usize).min(batch);
-                for (key, value) in keys[..count].iter().zip(&values[..count]) {
+        match entries.lookup_batch(&mut cursor, &mut keys, &mut values) {
+            Ok(read) => {
+                for (key, value) in keys[..read.count].iter().zip(&values[..read.count]) {
                     visit(key, value);
                 }
-                visited += count;
-                if errno == libc::ENOENT {
+                visited += read.count;
+                if read.last {
                     return Ok(visited);
                 }
-                started = true;
             }
-            // One hash bucket holds more than a batch: nothing was read.
-            libc::ENOSPC if batch <= map.max_entries() as usize => {
-                batch *= 2;
-                keys.resize(batch, flow_key::default());
-                values.resize(batch, flow_value::default());
-            }
-            libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP if !started => {
-                log::debug!(
-                    "batch lookup of map {} unsupported ({}), reading key by key",
-                    map_name(map),
-                    io::Error::from_raw_os_error(errno)
-                );
-                return visit_flows_by_key(map, visit);
-            }
-            _ => {
-                return Err(io::Error::from_raw_os_error(errno))
-                    .with_context(|| format!("reading map {} in batches", map_name(map)))
-            }
+            Err(e) => match e.raw_os_error().unwrap_or(0) {
+                // One hash bucket holds more than a batch: nothing was read.
+                libc::ENOSPC if batch <= map.max_entries() as usize => {
+                    batch *= 2;
+                    keys.resize(batch, flow_key::default());
+                    values.resize(batch, flow_value::default());
+                }
+                libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP if !cursor.started() => {
+                    log::debug!(
+                        "batch lookup of map {} unsupported ({e}), reading key by key",
+                        map_name(map)
+                    );
+                    return visit_flows_by_key(map, visit);
+                }
+                _ => {
+                    return Err(e)
+                        .with_context(|| format!("reading map {} in batches", map_name(map)))
+                }
+            },
         }
     }
 }
@@ -263,52 +232,30 @@ pub fn visit_flows_by_key(
     visit: &mut dyn FnMut(&flow_key, &flow_value),
 ) -> Result<usize> {
     check_layout(map)?;
-    let fd = map.as_fd().as_raw_fd();
+    let entries = Entries::<flow_key, flow_value>::of(map.as_fd())?;
     let capacity = map.max_entries() as usize;
     let mut seen: HashSet<[u8; mem::size_of::<flow_key>()]> = HashSet::with_capacity(capacity);
-    let mut key = flow_key::default();
-    let mut next = flow_key::default();
-    let mut first = true;
+    let mut key = None;
 
     for _ in 0..capacity.saturating_mul(2).max(1) {
-        let prev: *const libc::c_void = if first {
-            ptr::null()
-        } else {
-            ptr::from_ref(&key).cast()
+        let Some(next) = entries
+            .next_key(key.as_ref())
+            .with_context(|| format!("walking the keys of map {}", map_name(map)))?
+        else {
+            break;
         };
-        // SAFETY: key and next are key-sized (checked above).
-        let ret =
-            unsafe { libbpf_sys::bpf_map_get_next_key(fd, prev, ptr::from_mut(&mut next).cast()) };
-        if ret < 0 {
-            if -ret == libc::ENOENT {
-                break;
-            }
-            return Err(io::Error::from_raw_os_error(-ret))
-                .with_context(|| format!("walking the keys of map {}", map_name(map)));
-        }
-        first = false;
-        key = next;
-        let mut value = flow_value::default();
-        // SAFETY: value is value-sized (checked above).
-        let ret = unsafe {
-            libbpf_sys::bpf_map_lookup_elem(
-                fd,
-                ptr::from_ref(&key).cast(),
-                ptr::from_mut(&mut value).cast(),
-            )
+        key = Some(next);
+        let Some(value) = entries
+            .lookup(&next)
+            .with_context(|| format!("reading map {}", map_name(map)))?
+        else {
+            // Evicted between the two calls.
+            continue;
         };
-        if ret < 0 {
-            if -ret == libc::ENOENT {
-                // Evicted between the two calls.
-                continue;
-            }
-            return Err(io::Error::from_raw_os_error(-ret))
-                .with_context(|| format!("reading map {}", map_name(map)));
-        }
         let mut raw = [0u8; mem::size_of::<flow_key>()];
-        raw.copy_from_slice(key_bytes(&key));
+        raw.copy_from_slice(key_bytes(&next));
         if seen.insert(raw) {
-            visit(&key, &value);
+            visit(&next, &value);
         }
     }
     Ok(seen.len())

@@ -8,6 +8,7 @@ use anyhow::Result;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::xdp::{self, XdpMode};
@@ -49,9 +50,9 @@ fn load_counting_into<'obj>(
     btf: Option<&Path>,
     counters: Option<&Path>,
 ) -> Result<XdpCounterSkel<'obj>> {
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(PROGRAM, || {
-        let mut open = skel::XdpCounterSkelBuilder::default().open_opts(opts, object)?;
+        let mut open = skel::XdpCounterSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         if let Some(pinned) = counters {
             open.maps.counters.reuse_pinned_map(pinned)?;
         }

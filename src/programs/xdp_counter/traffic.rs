@@ -7,10 +7,11 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::skel::types::{l3_proto, l4_proto, traffic_counters};
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::pod::plain_data;
 use crate::programs::maps::{open_pinned_map, read_per_cpu};
 
-// SAFETY: generated #[repr(C)] structs of u64 fields only: any bytes are valid.
-unsafe impl plain::Plain for traffic_counters {}
+// u64s only.
+plain_data!(traffic_counters);
 
 /// The map's name in every program and in the pin directory.
 pub const COUNTERS_MAP: &str = "counters";

@@ -15,8 +15,10 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 
+use crate::kernel::btf::OpenOpts;
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
+use crate::kernel::pod::plain_data;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, verifier};
 use crate::programs::maps::{self, bytes, lookup};
@@ -41,18 +43,19 @@ use skel::types::{
 };
 pub use skel::XdpMeshFilterSkel;
 
-// SAFETY: generated #[repr(C)] structs of integers and byte arrays only.
-unsafe impl plain::Plain for filter_config {}
-unsafe impl plain::Plain for filter_decision {}
-unsafe impl plain::Plain for filter_key {}
-unsafe impl plain::Plain for filter_limit {}
-unsafe impl plain::Plain for filter_port_classes {}
-unsafe impl plain::Plain for filter_prefix_key {}
-unsafe impl plain::Plain for filter_prefix_probe {}
-unsafe impl plain::Plain for filter_prefix_value {}
-unsafe impl plain::Plain for filter_rule {}
-unsafe impl plain::Plain for filter_stats {}
-unsafe impl plain::Plain for traffic_counter {}
+plain_data!(
+    filter_config,
+    filter_decision,
+    filter_key,
+    filter_limit,
+    filter_port_classes,
+    filter_prefix_key,
+    filter_prefix_probe,
+    filter_prefix_value,
+    filter_rule,
+    filter_stats,
+    traffic_counter,
+);
 
 pub const PROGRAM: &str = "xdp_mesh_filter";
 
@@ -110,9 +113,10 @@ fn load_counting_into<'obj>(
     btf: Option<&Path>,
     counters: Option<&Path>,
 ) -> Result<XdpMeshFilterSkel<'obj>> {
-    let (opts, _btf_path) = super::open_opts(btf)?;
+    let opts = OpenOpts::new(btf)?;
     verifier::load(PROGRAM, || {
-        let mut open = skel::XdpMeshFilterSkelBuilder::default().open_opts(opts, object)?;
+        let mut open =
+            skel::XdpMeshFilterSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
         if let Some(pinned) = counters {
             open.maps.counters.reuse_pinned_map(pinned)?;
         }

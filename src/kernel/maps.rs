@@ -1,0 +1,161 @@
+//! A map's entries by fd, straight into plain types: batched lookups and
+//! the walk by next key. libbpf-rs' own batch lookup stops early on hash
+//! maps, and its lookups copy every entry into a fresh vector.
+
+use std::io;
+use std::marker::PhantomData;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr;
+
+use anyhow::{bail, Context, Result};
+
+use crate::kernel::{ffi, pod};
+
+/// A map whose entries are a `K` and a `V` each, as the kernel says: the
+/// kernel never writes more into a `K` or a `V` than they hold.
+pub struct Entries<'fd, K, V> {
+    fd: BorrowedFd<'fd>,
+    types: PhantomData<(K, V)>,
+}
+
+/// Where a batched walk stands.
+pub struct Cursor {
+    /// The kernel's opaque resume position: a bucket index for hash maps,
+    /// a key for others.
+    token: Vec<u8>,
+    started: bool,
+}
+
+impl Cursor {
+    /// Whether a batch has been read yet.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+}
+
+/// What one batched lookup read.
+pub struct Batch {
+    /// Entries written to the front of the buffers.
+    pub count: usize,
+    /// The walk is over (ENOENT): there is no next batch.
+    pub last: bool,
+}
+
+impl<'fd, K: plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
+    /// The map behind `fd`; an error unless its keys are `K`-sized and its
+    /// values `V`-sized (per-CPU maps have one value per CPU: never).
+    pub fn of(fd: BorrowedFd<'fd>) -> Result<Self> {
+        let info = libbpf_rs::MapInfo::new(fd).context("reading map info")?;
+        let (key, value) = (info.info.key_size as usize, info.info.value_size as usize);
+        if info.map_type().is_percpu() || key != mem::size_of::<K>() || value != mem::size_of::<V>()
+        {
+            bail!(
+                "map entries are {key}/{value} bytes{}, not {}/{}",
+                if info.map_type().is_percpu() {
+                    " per CPU"
+                } else {
+                    ""
+                },
+                mem::size_of::<K>(),
+                mem::size_of::<V>()
+            );
+        }
+        Ok(Entries {
+            fd,
+            types: PhantomData,
+        })
+    }
+
+    /// A batched walk from the first entry.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            token: vec![0u8; mem::size_of::<K>().max(8)],
+            started: false,
+        }
+    }
+
+    /// The next batch from where `cursor` stands (BPF_MAP_LOOKUP_BATCH),
+    /// written to the front of `keys` and `values`. The kernel's errno comes
+    /// back as is: ENOSPC when one hash bucket holds more than the buffers.
+    pub fn lookup_batch(
+        &self,
+        cursor: &mut Cursor,
+        keys: &mut [K],
+        values: &mut [V],
+    ) -> io::Result<Batch> {
+        let room = keys.len().min(values.len());
+        let mut count = u32::try_from(room).unwrap_or(u32::MAX);
+        let token = cursor.token.as_mut_ptr().cast();
+        let in_batch = if cursor.started {
+            token
+        } else {
+            ptr::null_mut()
+        };
+        let opts = ffi::opts::<libbpf_sys::bpf_map_batch_opts>();
+        // SAFETY: keys and values hold at least `count` entries of the map's
+        // key and value sizes (checked in `of`), and the token has room for
+        // a key or a bucket index; the kernel writes at most `count` entries
+        // and one token.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                self.fd.as_raw_fd(),
+                in_batch,
+                token,
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let last = match ffi::check(ret) {
+            Ok(_) => false,
+            // The walk is over; this last batch may still hold some.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(e) => return Err(e),
+        };
+        cursor.started = true;
+        Ok(Batch {
+            count: (count as usize).min(room),
+            last,
+        })
+    }
+
+    /// The key after `prev`, or the first one (BPF_MAP_GET_NEXT_KEY); None
+    /// past the last. When `prev` is gone, the kernel starts over.
+    pub fn next_key(&self, prev: Option<&K>) -> io::Result<Option<K>> {
+        let prev: *const libc::c_void = prev.map_or(ptr::null(), |k| ptr::from_ref(k).cast());
+        let mut next: K = pod::zeroed();
+        // SAFETY: prev is null or a key, next a key (sizes checked in `of`).
+        let ret = unsafe {
+            libbpf_sys::bpf_map_get_next_key(
+                self.fd.as_raw_fd(),
+                prev,
+                ptr::from_mut(&mut next).cast(),
+            )
+        };
+        match ffi::check(ret) {
+            Ok(_) => Ok(Some(next)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The value of `key`; None when the map has no such key.
+    pub fn lookup(&self, key: &K) -> io::Result<Option<V>> {
+        let mut value: V = pod::zeroed();
+        // SAFETY: key is a key and value a value (sizes checked in `of`).
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                self.fd.as_raw_fd(),
+                ptr::from_ref(key).cast(),
+                ptr::from_mut(&mut value).cast(),
+            )
+        };
+        match ffi::check(ret) {
+            Ok(_) => Ok(Some(value)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
