@@ -93,6 +93,7 @@ deb: static
 # --all-targets leaves out the tests with `test = false` (the VM's, the
 # package's), so clippy names every tests/*.rs once more.
 lint: lint-deps
+	python3 .ci/layout src
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) clippy --locked $(patsubst tests/%.rs,--test %,$(wildcard tests/*.rs)) -- -D warnings
