@@ -40,10 +40,7 @@ use crate::kernel::mounts;
 
 pub use lockout::{probes as lockout_probes, Operator, Probe};
 
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/lsm_monitor.skel.rs"));
-}
-use skel::types::{lsm_limits, lsm_path_flags, lsm_policy_flags};
+use crate::programs::lsm_monitor::skel::types::{lsm_limits, lsm_path_flags, lsm_policy_flags};
 
 /// Bytes of a prefix: its two map keys, "P\0" and "P/", stay within the
 /// key's path and a path's NUL.

@@ -21,19 +21,16 @@ use crate::programs::{Facets, Scope};
 
 pub mod counters;
 pub mod events;
+pub mod health;
+pub mod metrics;
 pub mod policy_maps;
 pub mod setup;
+pub mod skel;
+pub mod stats;
 
 pub use counters::EventCounts;
 pub use policy_maps::PolicySummary;
 pub use setup::{attach, Attached};
-
-pub mod health;
-pub mod metrics;
-pub mod stats;
-pub mod skel {
-    include!(concat!(env!("OUT_DIR"), "/lsm_monitor.skel.rs"));
-}
 
 pub use skel::LsmMonitorSkel;
 

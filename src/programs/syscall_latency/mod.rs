@@ -26,16 +26,13 @@ use crate::kernel::{bpfobj, clock, mounts, syscalls, verifier};
 use crate::programs::maps;
 use crate::programs::{Facets, Scope};
 
+pub mod health;
 pub mod histogram;
+pub mod metrics;
+pub mod skel;
+pub mod stats;
 
 pub use histogram::Histogram;
-
-pub mod health;
-pub mod metrics;
-pub mod stats;
-pub mod skel {
-    include!(concat!(env!("OUT_DIR"), "/syscall_latency.skel.rs"));
-}
 
 pub use skel::types::{latency_config, latency_filters, latency_hist, latency_limits};
 pub use skel::SyscallLatencySkel;

@@ -31,12 +31,9 @@ use flows::Flow;
 
 pub mod classes;
 pub mod flows;
-
 pub mod health;
 pub mod metrics;
-pub mod skel {
-    include!(concat!(env!("OUT_DIR"), "/tc_classifier.skel.rs"));
-}
+pub mod skel;
 
 pub use skel::types::{
     flow_direction, flow_key, flow_limits, flow_table_stats, flow_value, l7_proto,

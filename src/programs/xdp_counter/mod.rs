@@ -16,12 +16,9 @@ use crate::kernel::{bpfobj, verifier};
 use crate::programs::{Facets, Scope};
 use traffic::COUNTERS_MAP;
 
-pub mod traffic;
-
 pub mod metrics;
-pub mod skel {
-    include!(concat!(env!("OUT_DIR"), "/xdp_counter.skel.rs"));
-}
+pub mod skel;
+pub mod traffic;
 
 pub use skel::XdpCounterSkel;
 

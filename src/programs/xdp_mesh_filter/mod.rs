@@ -30,17 +30,15 @@ use crate::rules::compile::{
 use crate::rules::filter::{FilterRules, Rule};
 use crate::rules::{Action, Family, Limit, PortRange, Prefix, Protocol};
 
-pub mod health;
-pub mod metrics;
-pub mod skel {
-    include!(concat!(env!("OUT_DIR"), "/xdp_mesh_filter.skel.rs"));
-}
-
 use skel::types::{
     filter_action, filter_config, filter_decision, filter_family, filter_flags, filter_key,
     filter_limit, filter_limits, filter_port_classes, filter_prefix_key, filter_prefix_probe,
     filter_prefix_value, filter_proto, filter_rule, filter_stats, filter_verdict, traffic_counter,
 };
+
+pub mod health;
+pub mod metrics;
+pub mod skel;
 pub use skel::XdpMeshFilterSkel;
 
 plain_data!(
