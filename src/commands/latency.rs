@@ -23,7 +23,7 @@ use crate::output::{self, Delivery, Output, Report};
 use crate::programs::syscall_latency::{
     self, histogram, Filters, Histogram, LatencyAttachment, Method, MethodChoice, PROGRAM,
 };
-use crate::state::{self, host, host::LatencyOutcome, host::LatencyRequest};
+use crate::state::{host, host::LatencyOutcome, host::LatencyRequest};
 
 const DEFAULT_DURATION_S: f64 = 5.0;
 /// Width of the histogram's bars, as bcc draws them.
@@ -426,11 +426,7 @@ impl Report for DetachReport {
 /// `detach --latency`: unhook syscall_latency and remove its pins.
 pub fn detach(root: &StateRoot, out: &Output) -> Result<()> {
     caps::require("detach --latency", &[caps::BPF])?;
-    let removed = state::remove_host(
-        root,
-        &root.host_attachment(PROGRAM),
-        syscall_latency::inspect,
-    )?;
+    let removed = host::detach(root, PROGRAM, syscall_latency::inspect)?;
     let before = removed.before.as_ref();
     out.emit(&DetachReport {
         program: PROGRAM,

@@ -13,7 +13,7 @@ use crate::kernel::{bpffs, caps};
 use crate::output::{Output, Report};
 use crate::programs::lsm_monitor::{self, LsmAttachment, Mode, PolicySummary, PROGRAM};
 use crate::rules::policy::{self, CompiledPolicy};
-use crate::state::{self, host, host::LsmOutcome};
+use crate::state::{host, host::LsmOutcome};
 
 #[derive(Debug, Serialize)]
 struct AttachReport {
@@ -176,7 +176,7 @@ impl Report for DetachReport {
 /// `detach --lsm`: unhook lsm_monitor and remove its pins, in any mode.
 pub fn detach(root: &StateRoot, out: &Output) -> Result<()> {
     caps::require("detach --lsm", &[caps::BPF])?;
-    let removed = state::remove_host(root, &root.host_attachment(PROGRAM), lsm_monitor::inspect)?;
+    let removed = host::detach(root, PROGRAM, lsm_monitor::inspect)?;
     let status = if removed.existed {
         Detached::Detached
     } else {
