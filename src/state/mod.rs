@@ -5,11 +5,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::os::fd::AsFd;
 
+use crate::kernel::bpfobj;
 use crate::kernel::clock;
 use crate::kernel::netdev;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpffs, bpfobj};
 use crate::programs;
 
 pub mod host;
@@ -137,37 +137,4 @@ pub fn swap(
         to.unpin()?;
     }
     moved
-}
-
-/// A host-wide attachment as `detach --latency` and `detach --lsm` found
-/// and removed it.
-pub struct RemovedHost<T> {
-    /// Whether there was anything (an attachment or leftover pins).
-    pub existed: bool,
-    /// The attachment as it was, when it was committed and readable.
-    pub before: Option<T>,
-}
-
-/// Removes a host-wide attachment under the root's lock, reading it first
-/// with `inspect`; a root that is not on a bpffs holds none.
-pub fn remove_host<T>(
-    root: &StateRoot,
-    dir: &AttachmentDir,
-    inspect: impl FnOnce(&AttachmentDir) -> Result<T>,
-) -> Result<RemovedHost<T>> {
-    let _lock = if bpffs::is_on_bpffs(root.path()) {
-        Some(root.lock()?)
-    } else {
-        None
-    };
-    let before = if dir.is_committed() {
-        inspect(dir).ok()
-    } else {
-        None
-    };
-    let existed = dir.exists();
-    if existed {
-        dir.remove()?;
-    }
-    Ok(RemovedHost { existed, before })
 }
