@@ -14,25 +14,30 @@ use crate::programs::loaded::{self, LoadedDir};
 
 #[derive(Debug, Serialize)]
 struct UnloadReport {
+    /// "unloaded", or "finished" for the rest of an unload that was killed.
     status: &'static str,
-    /// The object as it was just before.
+    /// The object's name when nothing more of it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// The object as it was just before; what was left of it when a killed
+    /// unload is finished, none when too little was left to read.
     #[serde(flatten)]
-    object: Object,
+    object: Option<Object>,
 }
 
 impl Report for UnloadReport {
     fn render(&self) -> String {
-        let detached: usize = self
-            .object
-            .programs
-            .iter()
-            .map(|p| p.attachments.len())
-            .sum();
+        let Some(object) = &self.object else {
+            let name = self.name.as_deref().unwrap_or_default();
+            return format!("finished the interrupted unload of {name}");
+        };
+        let detached: usize = object.programs.iter().map(|p| p.attachments.len()).sum();
         format!(
-            "unloaded {}: detached {detached} attachments, removed {} programs; it was:\n{}",
-            self.object.name,
-            self.object.programs.len(),
-            self.object.render()
+            "{} {}: detached {detached} attachments, removed {} programs; it was:\n{}",
+            self.status,
+            object.name,
+            object.programs.len(),
+            object.render()
         )
     }
 }
@@ -47,18 +52,29 @@ pub fn run(root: &StateRoot, out: &Output, args: &UnloadArgs) -> Result<()> {
     } else {
         None
     };
-    if lock.is_none() || !dir.exists() {
+    // A killed unload of this object is finished, as if it had not been.
+    let unfinished = loaded::interrupted_unload(root, &args.name);
+    if lock.is_none() || !(dir.exists() || unfinished.is_some()) {
         return Err(
             Failure::new(format!("no object named '{}' is loaded", args.name))
                 .hint("`meshbpf list` shows the loaded objects")
                 .into(),
         );
     }
+    let (status, object) = match &unfinished {
+        Some(transient) if !dir.exists() => (
+            "finished",
+            inventory::loaded_object(root, &transient.dir).ok(),
+        ),
+        _ => ("unloaded", Some(inventory::loaded_object(root, &dir)?)),
+    };
     loaded::sweep(root)?;
-    let object = inventory::loaded_object(root, &dir)?;
-    loaded::unload(root, &dir)?;
+    if dir.exists() {
+        loaded::unload(root, &dir)?;
+    }
     out.emit(&UnloadReport {
-        status: "unloaded",
+        status,
+        name: object.is_none().then(|| args.name.clone()),
         object,
     })?;
     Ok(())

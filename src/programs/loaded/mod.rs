@@ -13,10 +13,22 @@
 //! - `net/<iface>/NAME:<program>/{prog,link}`: an attachment to an
 //!   interface, beside meshbpf's own, so that `detach IFACE` removes it too.
 //!
-//! A load pins into `loaded/NAME:loading` and renames it to `loaded/NAME`
-//! last, so an object appears whole or not at all; an unload renames it
-//! back out of sight first. Directories with a ':' in `loaded/` are left
-//! over from a killed command and are swept by the next load or unload.
+//! Invariant: an object is loaded exactly when `loaded/NAME` exists; a
+//! directory with a ':' in `loaded/` is what a killed command left, named
+//! by `health`, and swept by the next load or unload and by `health --fix`.
+//!
+//! `load`, one commit point: the rename of `loaded/NAME:loading` to
+//! `loaded/NAME`, after every program and the meta map are pinned there.
+//! Killed before it, programs are pinned (none attached) in the staging
+//! directory: `health` names an interrupted load; `--fix` and the next load
+//! or unload remove it (the old state).
+//!
+//! `unload`, one commit point: the rename of `loaded/NAME` to
+//! `loaded/NAME:unloading`, first. Then the object's interface attachments
+//! are removed, its links detached, and its pins go. Killed after the
+//! rename, programs may still run: `health` names an interrupted unload
+//! with them; `unload NAME`, the next load and `--fix` finish it (the new
+//! state).
 
 pub mod attach;
 pub mod globals;
@@ -365,34 +377,157 @@ fn remove(path: &Path) -> Result<()> {
     fs::remove_dir(path).with_context(|| format!("removing {}", path.display()))
 }
 
+/// A directory in `loaded/` that a killed load or unload left.
+#[derive(Debug, Clone)]
+pub struct Transient {
+    /// The object's directory, under its transient name.
+    pub dir: LoadedDir,
+    pub interrupted: Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    Load,
+    Unload,
+}
+
+impl Transient {
+    /// Removes it; an unload's interface attachments go first, as the
+    /// unload would have removed them.
+    pub fn remove(&self, root: &StateRoot) -> Result<()> {
+        if self.interrupted == Interrupted::Unload {
+            for attachment in self.dir.interface_attachments(root)? {
+                attachment.remove()?;
+            }
+        }
+        remove(&self.dir.path)
+    }
+
+    /// "interrupted unload of NAME at DIR: 2 programs and 1 link pinned,
+    /// program raw_getppid running".
+    pub fn describe(&self, root: &StateRoot) -> Result<String> {
+        let what = match self.interrupted {
+            Interrupted::Load => "load",
+            Interrupted::Unload => "unload",
+        };
+        let mut programs = 0;
+        let mut running = Vec::new();
+        for pin in self.dir.pins()? {
+            let name = pin.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(PROG_PREFIX) {
+                programs += 1;
+            } else if name.starts_with(LINK_PREFIX) {
+                running.push(linked_program(&pin)?);
+            }
+        }
+        if self.interrupted == Interrupted::Unload {
+            for attachment in self.dir.interface_attachments(root)? {
+                if attachment.link().exists() {
+                    running.push(format!(
+                        "{} on {}",
+                        linked_program(&attachment.link())?,
+                        attachment.interface
+                    ));
+                }
+            }
+        }
+        let runs = match running.as_slice() {
+            [] => "nothing runs".to_string(),
+            [one] => format!("program {one} running"),
+            many => format!("programs {} running", many.join(", ")),
+        };
+        Ok(format!(
+            "interrupted {what} of {} at {}: {programs} programs and {} links pinned, {runs}",
+            self.dir.name,
+            self.dir.path.display(),
+            running.len()
+        ))
+    }
+}
+
+/// The name of the program a pinned link runs.
+fn linked_program(pin: &Path) -> Result<String> {
+    let link = bpfobj::open_pinned(pin)?;
+    let info =
+        bpfobj::link_info(link.as_fd()).with_context(|| format!("inspecting {}", pin.display()))?;
+    Ok(bpfobj::prog_info_by_id(info.prog_id)?.name)
+}
+
+/// Every directory a killed load or unload left in `loaded/`.
+pub fn transients(root: &StateRoot) -> Result<Vec<Transient>> {
+    let mut found = Vec::new();
+    for path in crate::kernel::pins::subdirs(&root.path().join(LOADED_DIR))? {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (name, interrupted) = if let Some(name) = file_name.strip_suffix(STAGING_SUFFIX) {
+            (name, Interrupted::Load)
+        } else if let Some(name) = file_name.strip_suffix(UNLOADING_SUFFIX) {
+            (name, Interrupted::Unload)
+        } else {
+            continue;
+        };
+        found.push(Transient {
+            dir: LoadedDir {
+                name: name.to_string(),
+                path: path.clone(),
+            },
+            interrupted,
+        });
+    }
+    found.sort_by(|a, b| a.dir.path.cmp(&b.dir.path));
+    Ok(found)
+}
+
+/// The unload of `name` a killed command left, if there is one.
+pub fn interrupted_unload(root: &StateRoot, name: &str) -> Option<Transient> {
+    let path = root
+        .path()
+        .join(LOADED_DIR)
+        .join(format!("{name}{UNLOADING_SUFFIX}"));
+    path.is_dir().then(|| Transient {
+        dir: LoadedDir {
+            name: name.to_string(),
+            path,
+        },
+        interrupted: Interrupted::Unload,
+    })
+}
+
 /// Removes what killed commands left in `loaded/`. Run under the exclusive
 /// lock, when no other command can be midway.
 pub fn sweep(root: &StateRoot) -> Result<()> {
-    for dir in crate::kernel::pins::subdirs(&root.path().join(LOADED_DIR))? {
-        let transient = dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains(SEPARATOR));
-        if transient {
-            log::info!("removing {}, left by an interrupted command", dir.display());
-            remove(&dir)?;
-        }
+    for transient in transients(root)? {
+        log::info!(
+            "removing {}, left by an interrupted command",
+            transient.dir.path.display()
+        );
+        transient.remove(root)?;
     }
     Ok(())
 }
 
-/// Detaches every attachment of the object and removes all its pins. Its
-/// interface attachments go first; then the directory leaves `loaded/NAME`
-/// in one rename, and its links and pins go.
+/// Unloads the object: out of sight in one rename first (the commit), then
+/// its interface attachments, links and pins go.
 pub fn unload(root: &StateRoot, dir: &LoadedDir) -> Result<()> {
-    for attachment in dir.interface_attachments(root)? {
-        attachment.remove()?;
-    }
-    let leaving = dir
-        .path
-        .with_file_name(format!("{}{UNLOADING_SUFFIX}", dir.name));
-    fs::rename(&dir.path, &leaving)
-        .with_context(|| format!("renaming {} to {}", dir.path.display(), leaving.display()))?;
-    remove(&leaving)?;
+    let leaving = Transient {
+        dir: LoadedDir {
+            name: dir.name.clone(),
+            path: dir
+                .path
+                .with_file_name(format!("{}{UNLOADING_SUFFIX}", dir.name)),
+        },
+        interrupted: Interrupted::Unload,
+    };
+    fs::rename(&dir.path, &leaving.dir.path).with_context(|| {
+        format!(
+            "renaming {} to {}",
+            dir.path.display(),
+            leaving.dir.path.display()
+        )
+    })?;
+    leaving.remove(root)?;
     let parent = root.path().join(LOADED_DIR);
     // Other objects may still be loaded.
     let _ = fs::remove_dir(parent);
