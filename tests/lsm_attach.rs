@@ -263,7 +263,7 @@ privileged_test!(
         assert_eq!(
             check["detail"],
             format!(
-                "orphaned pins at {}: an attach --lsm was interrupted before it committed",
+                "interrupted attach of lsm_monitor at {}: no link pinned, nothing runs",
                 lsm_dir(&root).display()
             )
         );

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::HealthArgs;
 use crate::error::Reported;
 use crate::health::hooks::{self, Hooks};
-use crate::health::{attachments, system, Check, Fix, Overall, Status};
+use crate::health::{attachments, host, loaded, system, Check, Fix, Overall, Status};
 use crate::kernel::pins::StateRoot;
 use crate::output::{self, Output, Report};
 
@@ -26,12 +26,16 @@ pub fn run(root: &StateRoot, out: &Output, args: &HealthArgs) -> Result<()> {
         // Mounts first: the state lives on bpffs.
         let mut fixes = system::fix_mounts(root);
         fixes.extend(attachments::remove_orphans(root)?);
+        fixes.extend(host::fix(root)?);
+        fixes.extend(loaded::fix(root)?);
         Some(fixes)
     } else {
         None
     };
     let mut checks = system::checks(root);
     checks.extend(attachments::checks(root, args.max_drop_percent));
+    checks.extend(host::checks(root));
+    checks.extend(loaded::checks(root));
     let hooks = hooks::probe_all();
     let report = HealthReport {
         status: Overall::of(&checks, hooks.all_available()),

@@ -4,10 +4,10 @@
 
 use serde::Serialize;
 
-use crate::kernel::pins::AttachmentDir;
-
 pub mod attachments;
 pub mod hooks;
+pub mod host;
+pub mod loaded;
 pub mod system;
 
 /// A table this full is about to evict, or to refuse, entries.
@@ -159,19 +159,6 @@ pub fn fullness(
     } else {
         Check::ok(name, detail)
     }
-}
-
-/// Pins of a host-wide attachment whose attach (with `flag`) never
-/// committed.
-pub fn orphaned(program: &'static str, dir: &AttachmentDir, flag: &str, hint: &str) -> Check {
-    Check::fail(
-        program,
-        format!(
-            "orphaned pins at {}: an attach {flag} was interrupted before it committed",
-            dir.path.display()
-        ),
-        hint,
-    )
 }
 
 #[cfg(test)]
