@@ -692,3 +692,192 @@ privileged_test!(
         assert_eq!(usage.code, 2, "{}", usage.stderr);
     }
 );
+
+/// A number of /proc/PID/status, e.g. VmRSS (in kB) or Threads.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Open descriptors of `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Lets this process hold `count` more descriptors than it does: a soft
+/// limit of 1,024 is common. The hard limit must allow it (raising that
+/// takes CAP_SYS_RESOURCE).
+fn allow_descriptors(count: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let wanted = limit.rlim_cur.max(count + 256);
+    assert!(
+        wanted <= limit.rlim_max,
+        "this test opens {count} sockets: raise the hard limit of open files (ulimit -Hn {wanted})"
+    );
+    limit.rlim_cur = wanted;
+    // SAFETY: setrlimit only reads the struct it is given.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// Streams a request head of `size` bytes (one endless header) to `port`
+/// until done or the server closes; the answer's status, if one came.
+fn huge_head(port: u16, size: usize) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sent = stream.write(b"GET /metrics HTTP/1.1\r\nX-Big: ").unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    while sent < size {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let _ = stream.write_all(b"\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+privileged_test!(
+    fn a_huge_request_head_gets_431_and_costs_no_memory() {
+        let root = PinRoot::new();
+        let server = Server::start(None, &root.args(&[])[..]);
+        let pid = server.child.id();
+        server.scrape();
+        let before = proc_status(pid, "VmRSS");
+
+        let mut request = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+        request.resize(request.len() + (1 << 20), b'a');
+        request.extend_from_slice(b"\r\n\r\n");
+        let answer = http::exchange(server.port, &request).expect("no answer to a 1 MB head");
+        assert_eq!(answer.status, 431, "{}", answer.head);
+        // Cut off at the limit: a 431, or closed while still sending.
+        let status = huge_head(server.port, 64 << 20);
+        assert!(matches!(status, None | Some(431)), "{status:?}");
+
+        let grown_kb = proc_status(pid, "VmRSS").saturating_sub(before);
+        eprintln!("VmRSS {before} kB, +{grown_kb} kB after the heads; 64 MB one: {status:?}");
+        assert!(
+            grown_kb < 16 * 1024,
+            "serve grew by {grown_kb} kB reading two huge heads"
+        );
+        server.scrape();
+    }
+);
+
+privileged_test!(
+    fn idle_connections_cost_no_thread_and_do_not_lock_out_a_scrape() {
+        let root = PinRoot::new();
+        let server = Server::start(None, &root.args(&[])[..]);
+        let pid = server.child.id();
+        allow_descriptors(1500);
+        let idle: Vec<TcpStream> = (0..1500)
+            .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+            .collect();
+        // Accepted after all 1,500: by then every one of them was taken in.
+        let live = server.scrape();
+        assert!(live.contains("meshbpf_up 1"), "{live}");
+        let threads = proc_status(pid, "Threads");
+        assert!(
+            threads <= 2,
+            "{threads} threads with 1,500 idle connections"
+        );
+        let fds = open_fds(pid);
+        eprintln!("1,500 idle connections: {threads} threads, {fds} descriptors");
+        assert!(
+            fds <= meshbpf::metrics::http::MAX_CONNECTIONS + 16,
+            "{fds} descriptors open with 1,500 idle connections"
+        );
+        drop(idle);
+    }
+);
+
+privileged_test!(
+    fn a_slowloris_is_cut_once_the_head_is_late() {
+        let root = PinRoot::new();
+        let server = Server::start(None, &root.args(&[])[..]);
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let started = std::time::Instant::now();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+            .unwrap();
+        // A byte a second, paced by the read that tells whether it was cut.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut sent = 0;
+        let limit = meshbpf::metrics::http::HEAD_TIMEOUT;
+        let cut = loop {
+            let mut byte = [0];
+            match stream.read(&mut byte) {
+                Ok(0) => break true,
+                Ok(_) => panic!("an answer to half a head"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break true,
+            }
+            if started.elapsed() > limit * 3 {
+                break false;
+            }
+            if stream.write_all(b"a").is_err() {
+                break true;
+            }
+            sent += 1;
+        };
+        let after = started.elapsed();
+        eprintln!("slowloris cut after {after:?} and {sent} bytes");
+        assert!(cut, "still open after {after:?} and {sent} bytes");
+        assert!(
+            after >= limit - Duration::from_secs(1) && after < limit * 2,
+            "cut after {after:?}, not about {limit:?}"
+        );
+        assert!(sent >= 3, "cut after {sent} bytes");
+        server.scrape();
+    }
+);
+
+privileged_test!(
+    fn head_is_answered_and_other_methods_and_bad_heads_are_refused() {
+        let root = PinRoot::new();
+        let server = Server::start(None, &root.args(&[])[..]);
+        let port = server.port;
+        let full = http::get(port, "/metrics", None);
+        let head = http::exchange(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(head.status, 200, "{}", head.head);
+        assert_eq!(head.content_type, full.content_type);
+        assert!(head.head.contains("Content-Length: "), "{}", head.head);
+        assert_eq!(head.body, "");
+
+        let post = http::exchange(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        let post = post.unwrap();
+        assert_eq!(post.status, 405, "{}", post.head);
+        assert!(post.head.contains("Allow: GET, HEAD"), "{}", post.head);
+        for bad in [
+            &b"hello\r\n\r\n"[..],
+            b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
+        ] {
+            let answer = http::exchange(port, bad).unwrap();
+            assert_eq!(answer.status, 400, "{}", answer.head);
+        }
+        assert_eq!(http::get(port, "/metrics?x=1", None).status, 200);
+    }
+);

@@ -179,15 +179,20 @@ impl Report for ShowReport {
 fn show(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
     netdev::validate_name(&args.interface)?;
     caps::require("filter show", &[caps::BPF])?;
-    let _lock = root.lock_shared()?;
-    let dir = filter_dir(root, &args.interface)?;
-    let pinned = PinnedMaps::open(&dir)?;
-    let maps = pinned.maps();
-    out.emit(&ShowReport {
-        interface: args.interface.clone(),
-        active: xdp_mesh_filter::read_rules(&maps)?,
-        counters: xdp_mesh_filter::read_stats(&maps)?,
-    })?;
+    // Everything is read before the lock is released and the report is
+    // written: a reader stalled on a pipe must not hold up a change.
+    let report = {
+        let _lock = root.lock_shared()?;
+        let dir = filter_dir(root, &args.interface)?;
+        let pinned = PinnedMaps::open(&dir)?;
+        let maps = pinned.maps();
+        ShowReport {
+            interface: args.interface.clone(),
+            active: xdp_mesh_filter::read_rules(&maps)?,
+            counters: xdp_mesh_filter::read_stats(&maps)?,
+        }
+    };
+    out.emit(&report)?;
     Ok(())
 }
 

@@ -36,9 +36,10 @@ impl Report for ListReport {
 
 pub fn run(root: &StateRoot, out: &Output) -> Result<()> {
     caps::require("list", &[caps::BPF])?;
-    let lock = root.lock_shared()?;
-    let objects = match lock {
-        Some(_) => inventory::all(root)?,
+    // Released before the output is written: a reader stalled on a pipe
+    // must not hold up attach, detach or health --fix.
+    let objects = match root.lock_shared()? {
+        Some(_lock) => inventory::all(root)?,
         None => Vec::new(),
     };
     out.emit(&ListReport {

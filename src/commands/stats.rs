@@ -167,20 +167,36 @@ pub fn run(root: &StateRoot, out: &Output, args: &StatsArgs) -> Result<()> {
         .map(|length| snapshot::sample(root, length))
         .transpose()?;
     let window = window.as_ref();
-    let _lock = root.lock_shared()?;
-    let dirs = snapshot::xdp_dirs(root)?;
-    match &args.interface {
-        None => out.emit(&snapshot::gather(root, &dirs, window)?)?,
-        Some(name) => {
-            let dir = dirs.iter().find(|d| &d.interface == name).ok_or_else(|| {
-                Failure::new(format!("nothing of meshbpf's is attached to {name}")).hint(format!(
-                    "attach with `meshbpf attach {name}`; `meshbpf stats` lists every attachment"
-                ))
-            })?;
-            out.emit(&snapshot::collect(root, dir, window)?)?;
+    // Read whole under the shared lock, written after it is released: a
+    // reader stalled on a pipe must not hold up a change.
+    let read = {
+        let _lock = root.lock_shared()?;
+        let dirs = snapshot::xdp_dirs(root)?;
+        match &args.interface {
+            None => Read::All(snapshot::gather(root, &dirs, window)?),
+            Some(name) => {
+                let dir = dirs.iter().find(|d| &d.interface == name).ok_or_else(|| {
+                    Failure::new(format!("nothing of meshbpf's is attached to {name}")).hint(
+                        format!(
+                            "attach with `meshbpf attach {name}`; `meshbpf stats` lists every attachment"
+                        ),
+                    )
+                })?;
+                Read::One(Box::new(snapshot::collect(root, dir, window)?))
+            }
         }
+    };
+    match read {
+        Read::All(all) => out.emit(&all)?,
+        Read::One(one) => out.emit(&*one)?,
     }
     Ok(())
+}
+
+/// What one `stats` read: every attachment, or the one asked for.
+enum Read {
+    All(AllStats),
+    One(Box<AttachmentStats>),
 }
 
 #[cfg(test)]

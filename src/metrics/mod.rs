@@ -3,6 +3,7 @@
 
 mod encode;
 mod families;
+pub mod http;
 pub mod model;
 
 use anyhow::Result;
