@@ -429,6 +429,12 @@ pub fn unpinned_on_interface(root: &Path, net: &VethPair) -> Vec<String> {
         .collect()
 }
 
+/// CLOCK_BOOTTIME in ns, the clock of a program's load_time.
+pub fn boottime_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("CLOCK_BOOTTIME");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}
+
 /// The largest link id the kernel has now; links made later have larger ids.
 pub fn last_link_id() -> u32 {
     let mut id = 0;
@@ -440,11 +446,16 @@ pub fn last_link_id() -> u32 {
     id
 }
 
-/// Links made after `since` that run a program named in `names`. Links of
-/// a killed process are released with its fds, so one of these that no pin
-/// anywhere on /sys/fs/bpf keeps (another test's pins included), and that
-/// is still there a moment later, runs with nothing to name it.
-pub fn unpinned_host_links(since: u32, names: &BTreeSet<String>) -> Vec<String> {
+/// Links made after `since` that run a program named in `names`, loaded
+/// within `loaded` (CLOCK_BOOTTIME ns: the life of the killed command).
+/// Links of a killed process are released with its fds, so one of these
+/// that no pin on /sys/fs/bpf keeps (another test's pins included), and
+/// that is still there a moment later, runs with nothing to name it.
+pub fn unpinned_host_links(
+    since: u32,
+    names: &BTreeSet<String>,
+    loaded: std::ops::Range<u64>,
+) -> Vec<String> {
     let candidates = || -> Vec<(u32, String)> {
         let mut found = Vec::new();
         let mut id = since;
@@ -457,12 +468,18 @@ pub fn unpinned_host_links(since: u32, names: &BTreeSet<String>) -> Vec<String> 
                 continue;
             };
             let Some(info) = link_info(&fd) else { continue };
-            match prog_name(info.prog_id) {
-                Some(name) if names.contains(&name) => found.push((
+            // SAFETY: a plain syscall wrapper.
+            let Some(prog) = owned(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(info.prog_id) })
+                .and_then(|fd| prog_info(&fd))
+            else {
+                continue;
+            };
+            let name = name_of(&prog.name);
+            if names.contains(&name) && loaded.contains(&prog.load_time) {
+                found.push((
                     id,
                     format!("{} link {id} runs {name}", link_kind(info.type_)),
-                )),
-                _ => {}
+                ));
             }
         }
         found
