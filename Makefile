@@ -15,7 +15,7 @@ CARGO_DEB_VERSION := 3.8.0
 # Run and test: iproute2 (ip netns, veth), bpftool (make vmlinux, benchmarks),
 # iputils-ping and python3 (test traffic), util-linux (nsenter, unshare, setpriv),
 # prometheus (its server scrapes `meshbpf serve` in tests/serve.rs; promtool checks the exposition),
-# strace (tests/crash_host.rs kills commands at each of their syscalls).
+# strace (tests/crash.rs kills commands at their syscalls).
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool \
                 iputils-ping python3 util-linux prometheus strace
 # Benchmarks also compare with the established tools when they are installed.
@@ -32,7 +32,7 @@ DEPLOY_PACKAGES := systemd man-db
 LINT_PACKAGES := clang-format
 C_SOURCES := $(wildcard bpf/*.c include/*.h tests/fixtures/*.c tests/fixtures/*.h)
 
-.PHONY: all deps bench-deps vm-deps deploy-deps lint-deps build static deb lint fmt test test-static test-deb test-vm test-crash demo bench vmlinux clean
+.PHONY: all deps bench-deps vm-deps deploy-deps lint-deps build static deb lint fmt test test-crash test-static test-deb test-vm demo bench vmlinux clean
 
 all: build
 
@@ -111,6 +111,11 @@ test: deps
 	@$(MAKE) --no-print-directory test-static test-deb
 	@$(MAKE) --no-print-directory test-vm
 
+# tests/crash.rs at every kill point instead of `make test`'s sample of each
+# command family (tens of minutes).
+test-crash: deps
+	MESHBPF_CRASH_ALL=1 $(CARGO) test --locked --test crash --test crash_host
+
 # The end-to-end tests once more, on the static binary (tests/common takes
 # MESHBPF_BIN at compile time): the demo, real traffic, and Prometheus
 # scraping `meshbpf serve`.
@@ -118,9 +123,6 @@ test-static: static
 	MESHBPF_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --locked --test demo --test attach_traffic --test serve
 
 # The crash tests at every kill point; `make test` tries every second one.
-test-crash: deps
-	MESHBPF_CRASH_ALL=1 $(CARGO) test --locked --test crash_host
-
 # The package unpacked into a scratch root: contents, units, capabilities.
 test-deb: deb deploy-deps
 	MESHBPF_DEB=$$(ls $(CURDIR)/$(DEB_DIR)/*.deb) $(CARGO) test --locked --test deb_package

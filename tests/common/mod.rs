@@ -13,6 +13,7 @@ use nix::sched::{setns, CloneFlags};
 
 pub mod frames;
 pub mod http;
+pub mod kstate;
 pub mod rng;
 
 /// The binary under test: cargo's build, or another build of it named by
