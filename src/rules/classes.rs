@@ -30,6 +30,7 @@ use super::traffic::Traffic;
 use super::{
     load_file, object, optional, parse_document, required, text, Expected, Protocol, RuleError,
 };
+use crate::kernel::files;
 use crate::proto::{Direction, L7};
 
 /// At most this many classes and rules (the programs' map sizes; a test
@@ -114,7 +115,7 @@ pub fn parse(text: &str) -> Result<ClassRules, RuleError> {
 
 /// Reads and parses a class file; errors start with its path.
 pub fn load(path: &Path) -> Result<ClassRules, RuleError> {
-    load_file(path, parse)
+    load_file(path, &files::QOS_CLASSES, parse)
 }
 
 const FILE: Expected = Expected {

@@ -22,6 +22,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{edit_distance, Failure};
+use crate::kernel::files::{self, Kind};
 
 /// A rule file that meshbpf refuses, located as precisely as it is known.
 /// Boxed, because every parser returns it and most calls succeed.
@@ -189,19 +190,16 @@ pub fn parse_document(text: &str) -> Result<Value, RuleError> {
         .map_err(json_error)
 }
 
-/// Reads a rule file and parses its text with `parse`; every error starts
-/// with the file's path.
+/// Reads a rule file of `kind` (through [`files`], so only a regular file
+/// within its cap) and parses its text with `parse`; every error starts with
+/// the file's path.
 pub fn load_file<T>(
     path: &Path,
+    kind: &Kind,
     parse: impl FnOnce(&str) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
-    std::fs::read_to_string(path)
-        .map_err(|err| {
-            RuleError::new(
-                format!("cannot read it: {err}"),
-                "check the path, and that this user may read the file",
-            )
-        })
+    files::read_text(path, kind)
+        .map_err(|err| RuleError::new(format!("cannot read it: {}", err.reason), err.hint))
         .and_then(|text| parse(&text))
         .map_err(|err| err.in_file(path))
 }

@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{load_file, object, optional, parse_document, Expected, RuleError};
-use crate::kernel::mounts;
+use crate::kernel::{files, mounts};
 
 pub use lockout::{probes as lockout_probes, Operator, Probe};
 
@@ -181,7 +181,7 @@ impl Verdict {
 
 /// Reads and checks a policy file; errors start with its path.
 pub fn load(path: &Path) -> Result<Policy, RuleError> {
-    load_file(path, parse)
+    load_file(path, &files::LSM_POLICY, parse)
 }
 
 /// Parses and checks a policy file's text. Cgroup directories are resolved
