@@ -266,6 +266,17 @@ fn rule(value: &Value, names: &[&str]) -> Result<ClassRule, RuleError> {
         direction: optional(map, "direction", direction)?.flatten(),
     };
     check_flow_traffic(&rule)?;
+    // Unlike a filter's deny rule, a class has no use for spoofed IPv6
+    // sources: such a rule can only be meant for the IPv4 range.
+    for (field, prefix) in rule.traffic.addresses() {
+        if let Some(problem) = prefix.mapped_v4_problem() {
+            return Err(RuleError::new(
+                problem,
+                "classes match IPv4 traffic by its IPv4 address",
+            )
+            .in_field(field));
+        }
+    }
     Ok(rule)
 }
 
@@ -456,6 +467,10 @@ mod tests {
             (
                 r#"{"classes": {"c": {"mark": 1}}, "rules": [{"class": "c", "protocol": "arp"}]}"#,
                 "classes apply to IP flows only",
+            ),
+            (
+                r#"{"classes": {"c": {"mark": 1}}, "rules": [{"class": "c", "dst": "::ffff:10.0.0.0/104"}]}"#,
+                "rule 0, field \"dst\": ::ffff:10.0.0.0/104 is an IPv4-mapped IPv6 range: it matches only IPv6 packets carrying such addresses (never sent by a conforming host), not IPv4 traffic from 10.0.0.0/8; write 10.0.0.0/8 for that",
             ),
             (
                 r#"{"classes": {"c": {"mark": 1}}, "rules": [{"class": "c", "protocol": "icmp", "l7": "dns"}]}"#,

@@ -420,6 +420,27 @@ impl Prefix {
         masked([0xff; 16], self.len)
     }
 
+    /// The IPv4 range an IPv4-mapped IPv6 prefix (within ::ffff:0:0/96)
+    /// spells. IPv4 traffic never carries such addresses and RFC 4291 keeps
+    /// them off the wire, so a rule on one matches only spoofed IPv6 frames,
+    /// never the IPv4 range it seems to name.
+    pub fn mapped_v4(&self) -> Option<Prefix> {
+        let IpAddr::V6(v6) = self.ip() else {
+            return None;
+        };
+        let v4 = v6.to_ipv4_mapped()?;
+        (self.len >= 96).then(|| Prefix::new(IpAddr::V4(v4), self.len - 96))
+    }
+
+    /// What is wrong with a rule on an IPv4-mapped prefix; None for others.
+    pub fn mapped_v4_problem(&self) -> Option<String> {
+        self.mapped_v4().map(|v4| {
+            format!(
+                "{self} is an IPv4-mapped IPv6 range: it matches only IPv6 packets carrying such addresses (never sent by a conforming host), not IPv4 traffic from {v4}; write {v4} for that"
+            )
+        })
+    }
+
     pub fn ip(&self) -> IpAddr {
         match self.family {
             Family::V4 => IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]]),
