@@ -228,11 +228,12 @@ impl Policy {
 
     /// Refuses, in enforce mode, a policy that would deny the operator what
     /// it takes to undo it (see [`lockout`]); audit mode denies nothing.
-    pub fn check_lockout(&self, enforce: bool) -> anyhow::Result<()> {
+    /// `root` is the pin root in use.
+    pub fn check_lockout(&self, enforce: bool, root: &Path) -> anyhow::Result<()> {
         if !enforce {
             return Ok(());
         }
-        lockout::refuse_denied(&lockout::probes(self, &Operator::current()))
+        lockout::refuse_denied(&lockout::probes(self, &Operator::current(root)))
     }
 
     /// Every prefix of the file with the path flags of every list it is in.
