@@ -507,3 +507,25 @@ fn every_target_parses_with_all_its_flags() {
         "{detach:?}"
     );
 }
+
+#[test]
+fn pid_zero_is_a_usage_error() {
+    // A root that is no bpffs: were the pid accepted, nothing could attach.
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_str().unwrap();
+    for args in [
+        &["attach", "--latency", "--pid", "0"][..],
+        &["latency", "--pid", "0"],
+        &["events", "--pid", "0"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--bpffs", root, "-j"]);
+        let r = meshbpf(&all);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert_eq!(
+            r.json()["error"],
+            "invalid value '0' for '--pid <PID>': 0 is not in 1..=4294967295",
+            "{args:?}"
+        );
+    }
+}
