@@ -139,7 +139,11 @@ privileged_test!(
             r.stderr.contains("no bpffs is mounted at /sys/fs/bpf"),
             "{r:?}"
         );
-        assert!(r.stderr.contains("mount -t bpf bpf /sys/fs/bpf"), "{r:?}");
+        // mode=0700: on a default (1777) bpffs any user could plant the root.
+        assert!(
+            r.stderr.contains("mount -t bpf -o mode=0700 bpf /sys/fs/bpf"),
+            "{r:?}"
+        );
     }
 );
 
@@ -157,7 +161,7 @@ privileged_test!(
         ]);
         assert_eq!(r.code, 1, "{r:?}");
         assert!(r.stderr.contains("is not on a bpffs"), "{r:?}");
-        assert!(r.stderr.contains("mount -t bpf bpf"), "{r:?}");
+        assert!(r.stderr.contains("mount -t bpf -o mode=0700 bpf"), "{r:?}");
         assert!(!root.exists(), "nothing was created");
     }
 );
