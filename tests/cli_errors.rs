@@ -141,7 +141,8 @@ privileged_test!(
         );
         // mode=0700: on a default (1777) bpffs any user could plant the root.
         assert!(
-            r.stderr.contains("mount -t bpf -o mode=0700 bpf /sys/fs/bpf"),
+            r.stderr
+                .contains("mount -t bpf -o mode=0700 bpf /sys/fs/bpf"),
             "{r:?}"
         );
     }

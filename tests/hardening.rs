@@ -213,7 +213,10 @@ privileged_test!(
         }
         let mounts = lines[expected.len()];
         let counts: Vec<&str> = mounts.split(' ').skip(1).collect();
-        assert_eq!(counts[0], counts[1], "a bpffs was mounted over /sys/fs/bpf: {r:?}");
+        assert_eq!(
+            counts[0], counts[1],
+            "a bpffs was mounted over /sys/fs/bpf: {r:?}"
+        );
         assert_eq!(lines[expected.len() + 1], "marker", "{r:?}");
     }
 );
@@ -319,7 +322,9 @@ fn control_characters_never_reach_the_terminal_raw() {
     assert_eq!(human.code, 1, "{human:?}");
     assert!(!human.stderr.contains('\x1b'), "{human:?}");
     assert!(
-        human.stderr.contains(r#"field "\u{1b}[2J\u{7}": not a known field"#),
+        human
+            .stderr
+            .contains(r#"field "\u{1b}[2J\u{7}": not a known field"#),
         "{human:?}"
     );
     let json = meshbpf(&["filter", "check", rules.to_str().unwrap(), "-j"]);
@@ -364,10 +369,7 @@ fn ipv4_mapped_ranges_warn_in_filters_and_are_refused_in_classes() {
     assert_eq!(refused.code, 1, "{refused:?}");
     assert_eq!(
         error_of(&refused),
-        format!(
-            "{}: rule 0, field \"src\": {problem}",
-            classes.display()
-        )
+        format!("{}: rule 0, field \"src\": {problem}", classes.display())
     );
 }
 

@@ -34,11 +34,17 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     let missing = absolute.strip_prefix(existing).unwrap_or(Path::new(""));
     for part in missing.components() {
         let Component::Normal(name) = part else {
-            return Err(unresolvable(path, &format!("its missing part {} has a `..`", missing.display())));
+            return Err(unresolvable(
+                path,
+                &format!("its missing part {} has a `..`", missing.display()),
+            ));
         };
         real.push(name);
         if real.symlink_metadata().is_ok() {
-            return Err(unresolvable(path, &format!("{} is a symlink to nothing", real.display())));
+            return Err(unresolvable(
+                path,
+                &format!("{} is a symlink to nothing", real.display()),
+            ));
         }
     }
     Ok(real)

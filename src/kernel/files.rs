@@ -184,10 +184,7 @@ mod tests {
         assert!(refused(&fifo, &BTF).starts_with("it is a FIFO, not a regular file"));
 
         let big = dir.path().join("big.json");
-        File::create(&big)
-            .unwrap()
-            .set_len(16 * MIB + 1)
-            .unwrap();
+        File::create(&big).unwrap().set_len(16 * MIB + 1).unwrap();
         assert_eq!(
             refused(&big, &QOS_CLASSES),
             "it is over the 16 MiB limit for QoS classes (16777217 bytes)"

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{errno_of, Failure};
-use crate::kernel::{bpfobj, bpffs, netdev, tc};
+use crate::kernel::{bpffs, bpfobj, netdev, tc};
 
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/meshbpf";
 const NET_DIR: &str = "net";
@@ -126,7 +126,10 @@ impl StateRoot {
         let problem = if meta.uid() != 0 && meta.uid() != euid {
             Some(format!("is owned by uid {}", meta.uid()))
         } else if mode & 0o022 != 0 && (is_root || mode & libc::S_ISVTX == 0) {
-            Some(format!("is writable by other users (mode {:o})", mode & 0o7777))
+            Some(format!(
+                "is writable by other users (mode {:o})",
+                mode & 0o7777
+            ))
         } else {
             None
         };

@@ -270,11 +270,10 @@ fn rule(value: &Value, names: &[&str]) -> Result<ClassRule, RuleError> {
     // sources: such a rule can only be meant for the IPv4 range.
     for (field, prefix) in rule.traffic.addresses() {
         if let Some(problem) = prefix.mapped_v4_problem() {
-            return Err(RuleError::new(
-                problem,
-                "classes match IPv4 traffic by its IPv4 address",
-            )
-            .in_field(field));
+            return Err(
+                RuleError::new(problem, "classes match IPv4 traffic by its IPv4 address")
+                    .in_field(field),
+            );
         }
     }
     Ok(rule)

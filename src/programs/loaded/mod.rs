@@ -214,8 +214,7 @@ pub struct LoadRequest<'a> {
 
 /// Reads and validates the file; nothing touches the kernel yet.
 pub fn read_object(file: &Path) -> Result<Vec<u8>> {
-    let bytes =
-        files::read(file, &files::BPF_OBJECT).map_err(|err| err.into_failure(file))?;
+    let bytes = files::read(file, &files::BPF_OBJECT).map_err(|err| err.into_failure(file))?;
     elf::validate(&bytes).map_err(|f| {
         anyhow::Error::new(f).context(format!("{} is not loadable", file.display()))
     })?;
