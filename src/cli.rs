@@ -376,7 +376,7 @@ pub struct FlowsArgs {
 #[group(id = LATENCY_GROUP)]
 pub struct LatencyOptions {
     /// Only this process (thread group id)
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
 
     /// Only tasks with this command name (as `ps -o comm` shows it)
@@ -445,7 +445,7 @@ pub struct EventsArgs {
     pub types: Option<EventTypes>,
 
     /// Only events of this process (thread group id)
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
 }
 

@@ -45,7 +45,7 @@ impl Output {
 
     pub fn emit<R: Report>(&self, report: &R) -> io::Result<()> {
         let text = match self.format {
-            Format::Table => report.render(),
+            Format::Table => printable(&report.render()),
             Format::Json => serde_json::to_string(report).map_err(io::Error::other)?,
             Format::PrettyJson => serde_json::to_string_pretty(report).map_err(io::Error::other)?,
         };
@@ -72,7 +72,7 @@ impl Output {
     /// cleared first; elsewhere (a file, a pipe) reports follow each other
     /// after a blank line, without escape codes.
     pub fn redraw<R: Report>(&self, report: &R) -> io::Result<Delivery> {
-        let text = report.render();
+        let text = printable(&report.render());
         let terminal = io::stdout().is_terminal();
         deliver(|out| {
             if terminal {
@@ -87,6 +87,7 @@ impl Output {
     /// Text that continues a stream (table-mode `events --follow`),
     /// flushed as it comes.
     pub fn stream_text(&self, text: &str) -> io::Result<Delivery> {
+        let text = printable(text);
         deliver(|out| writeln!(out, "{text}"))
     }
 
@@ -100,7 +101,7 @@ impl Output {
     /// silent in JSON mode so scripts see only the JSON.
     pub fn note(&self, text: &str) {
         if !self.is_json() {
-            eprintln!("{text}");
+            eprintln!("{}", printable(text));
         }
     }
 
@@ -133,8 +134,32 @@ impl Output {
             text.push_str("\nhint: ");
             text.push_str(&hint);
         }
-        eprintln!("{text}");
+        eprintln!("{}", printable(&text));
     }
+}
+
+/// Text for a terminal: names, keys and paths come from rule files, the
+/// kernel and events, and a control character among them (an ESC starting
+/// an escape sequence) must not reach the terminal raw. Each is shown
+/// escaped (`\u{1b}`); newlines and tabs of the layout stay. JSON escapes
+/// them by itself.
+fn printable(text: &str) -> String {
+    if !text.chars().any(is_unprintable) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unprintable(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_unprintable(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
 }
 
 /// What became of a write to stdout. A closed pipe means the reader has
@@ -283,6 +308,15 @@ mod tests {
             "2h05m"
         );
         assert_eq!(duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d04h");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("a\tb\nc"), "a\tb\nc");
+        assert_eq!(
+            printable("rule \x1b[2Jname\r\u{9b}31m\x07"),
+            "rule \\u{1b}[2Jname\\r\\u{9b}31m\\u{7}"
+        );
     }
 
     #[test]

@@ -139,7 +139,12 @@ privileged_test!(
             r.stderr.contains("no bpffs is mounted at /sys/fs/bpf"),
             "{r:?}"
         );
-        assert!(r.stderr.contains("mount -t bpf bpf /sys/fs/bpf"), "{r:?}");
+        // mode=0700: on a default (1777) bpffs any user could plant the root.
+        assert!(
+            r.stderr
+                .contains("mount -t bpf -o mode=0700 bpf /sys/fs/bpf"),
+            "{r:?}"
+        );
     }
 );
 
@@ -157,7 +162,7 @@ privileged_test!(
         ]);
         assert_eq!(r.code, 1, "{r:?}");
         assert!(r.stderr.contains("is not on a bpffs"), "{r:?}");
-        assert!(r.stderr.contains("mount -t bpf bpf"), "{r:?}");
+        assert!(r.stderr.contains("mount -t bpf -o mode=0700 bpf"), "{r:?}");
         assert!(!root.exists(), "nothing was created");
     }
 );
@@ -506,4 +511,26 @@ fn every_target_parses_with_all_its_flags() {
             .contains("'a/b' is not a valid interface name"),
         "{detach:?}"
     );
+}
+
+#[test]
+fn pid_zero_is_a_usage_error() {
+    // A root that is no bpffs: were the pid accepted, nothing could attach.
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_str().unwrap();
+    for args in [
+        &["attach", "--latency", "--pid", "0"][..],
+        &["latency", "--pid", "0"],
+        &["events", "--pid", "0"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--bpffs", root, "-j"]);
+        let r = meshbpf(&all);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert_eq!(
+            r.json()["error"],
+            "invalid value '0' for '--pid <PID>': 0 is not in 1..=4294967295",
+            "{args:?}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::cli::LsmCheckArgs;
 use crate::error::Failure;
+use crate::kernel::pins::StateRoot;
 use crate::output::{self, Output, Report};
 use crate::rules::policy::{self, Access, Allow, Operator, Policy, Probe, Verdict};
 
@@ -51,11 +52,11 @@ struct AccessVerdict {
     rule: Option<String>,
 }
 
-pub fn check(out: &Output, args: &LsmCheckArgs) -> Result<()> {
+pub fn check(root: &StateRoot, out: &Output, args: &LsmCheckArgs) -> Result<()> {
     let rules = policy::load(&args.policy).map_err(Failure::from)?;
     rules.compile()?;
-    rules.check_lockout(args.enforce)?;
-    let lockout_probes = policy::lockout_probes(&rules, &Operator::current())
+    rules.check_lockout(args.enforce, root.path())?;
+    let lockout_probes = policy::lockout_probes(&rules, &Operator::current(root.path()))
         .into_iter()
         .map(|probe| ProbeRow {
             verdict: probe.verdict.in_mode(args.enforce),

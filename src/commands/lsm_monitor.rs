@@ -68,9 +68,9 @@ impl Report for AttachReport {
 }
 
 /// Reads, checks and compiles a policy file, before anything changes.
-fn compile(path: &Path, mode: Mode) -> Result<CompiledPolicy> {
+fn compile(root: &StateRoot, path: &Path, mode: Mode) -> Result<CompiledPolicy> {
     let policy = policy::load(path).map_err(Failure::from)?;
-    policy.check_lockout(mode == Mode::Enforce)?;
+    policy.check_lockout(mode == Mode::Enforce, root.path())?;
     policy.compile()
 }
 
@@ -81,7 +81,7 @@ pub fn attach(root: &StateRoot, out: &Output, args: &LsmTargetArgs) -> Result<()
     let compiled = args
         .policy
         .as_deref()
-        .map(|p| compile(p, mode))
+        .map(|p| compile(root, p, mode))
         .transpose()?;
     caps::require("attach --lsm", &[caps::BPF, caps::PERFMON, caps::SYS_ADMIN])?;
     if let Some(mount_point) = bpffs::ensure_mounted(root.path())? {

@@ -46,7 +46,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::List => list::run(&root, out),
         Command::Latency(args) => latency::run(&root, out, &args),
         Command::Events(args) => events::run(&root, out, &args),
-        Command::Lsm(LsmCommand::Check(args)) => lsm::check(out, &args),
+        Command::Lsm(LsmCommand::Check(args)) => lsm::check(&root, out, &args),
         Command::Lsm(LsmCommand::Apply(args)) => lsm_monitor::apply(&root, out, &args),
         Command::Serve(args) => serve::run(&root, &args),
         Command::Completions(args) => completions::run(out, &args),

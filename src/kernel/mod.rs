@@ -11,6 +11,7 @@ pub mod caps;
 pub mod clock;
 pub mod elf;
 pub mod ffi;
+pub mod files;
 pub mod hooks;
 pub mod links;
 pub mod maps;

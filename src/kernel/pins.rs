@@ -8,16 +8,17 @@
 //! most a link-less or defunct directory that the next attach or detach of
 //! that interface sweeps away.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::errno_of;
-use crate::kernel::{bpfobj, netdev, tc};
+use crate::error::{errno_of, Failure};
+use crate::kernel::{bpffs, bpfobj, netdev, tc};
 
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/meshbpf";
 const NET_DIR: &str = "net";
@@ -58,11 +59,28 @@ impl StateRoot {
         &self.path
     }
 
-    /// The exclusive lock a change holds; creates the root if needed.
+    /// The exclusive lock a change holds; creates the root (0700) if
+    /// needed, only ever on a bpffs.
     pub fn lock(&self) -> Result<StateLock> {
-        fs::create_dir_all(&self.path)
+        let real = bpffs::resolve(&self.path)?;
+        if !bpffs::is_on_bpffs(&real) {
+            return Err(Failure::new(format!(
+                "pin root {} is not on a bpffs, so meshbpf keeps no state there and creates nothing",
+                self.path.display()
+            ))
+            .hint(format!(
+                "pass a --bpffs under {} (or mount one: `{} DIR`)",
+                bpffs::DEFAULT_MOUNT,
+                bpffs::MOUNT_HINT
+            ))
+            .into());
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&real)
             .with_context(|| format!("creating the pin root {}", self.path.display()))?;
-        self.flock(FlockArg::LockExclusive)
+        self.flock(&real, FlockArg::LockExclusive)
     }
 
     /// The shared lock a reader holds, so it sees the state before or after
@@ -71,16 +89,68 @@ impl StateRoot {
         if !self.path.is_dir() {
             return Ok(None);
         }
-        self.flock(FlockArg::LockShared).map(Some)
+        let real = bpffs::resolve(&self.path)?;
+        self.flock(&real, FlockArg::LockShared).map(Some)
     }
 
-    fn flock(&self, arg: FlockArg) -> Result<StateLock> {
-        let dir =
-            File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+    /// Locks the root at `real`, its resolved path, once it is known to be
+    /// meshbpf's: checked on the very directory locked.
+    fn flock(&self, real: &Path, arg: FlockArg) -> Result<StateLock> {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(real)
+            .with_context(|| format!("opening the pin root {}", self.path.display()))?;
+        let meta = dir
+            .metadata()
+            .with_context(|| format!("reading the owner of {}", self.path.display()))?;
+        self.check_trusted(real, &meta, true)?;
+        for ancestor in real.ancestors().skip(1) {
+            if let Ok(meta) = fs::metadata(ancestor) {
+                self.check_trusted(ancestor, &meta, false)?;
+            }
+        }
         let flock = Flock::lock(dir, arg)
             .map_err(|(_, errno)| errno)
             .with_context(|| format!("locking {}", self.path.display()))?;
         Ok(StateLock { _flock: flock })
+    }
+
+    /// Another user who owns the root or one of its directories, or may
+    /// write into the root (or rename it away: a writable parent without
+    /// the sticky bit), could plant pins, hold its lock forever or swap it:
+    /// refused rather than trusted.
+    fn check_trusted(&self, path: &Path, meta: &fs::Metadata, is_root: bool) -> Result<()> {
+        let euid = nix::unistd::geteuid().as_raw();
+        let mode = meta.mode();
+        let problem = if meta.uid() != 0 && meta.uid() != euid {
+            Some(format!("is owned by uid {}", meta.uid()))
+        } else if mode & 0o022 != 0 && (is_root || mode & libc::S_ISVTX == 0) {
+            Some(format!(
+                "is writable by other users (mode {:o})",
+                mode & 0o7777
+            ))
+        } else {
+            None
+        };
+        let Some(problem) = problem else {
+            return Ok(());
+        };
+        let what = if is_root {
+            "it".to_owned()
+        } else {
+            path.display().to_string()
+        };
+        Err(Failure::new(format!(
+            "refusing the pin root {}: {what} {problem}, so another user could plant, rename or lock meshbpf's state",
+            self.path.display(),
+        ))
+        .hint(format!(
+            "check and remove what another user made there, then let only root into the bpffs: `chmod 0700 {m}`, and mount it that way at boot (`{} {m}`)",
+            bpffs::MOUNT_HINT,
+            m = bpffs::DEFAULT_MOUNT
+        ))
+        .into())
     }
 
     pub fn attachment(&self, interface: &str, program: &str) -> AttachmentDir {

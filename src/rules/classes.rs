@@ -30,6 +30,7 @@ use super::traffic::Traffic;
 use super::{
     load_file, object, optional, parse_document, required, text, Expected, Protocol, RuleError,
 };
+use crate::kernel::files;
 use crate::proto::{Direction, L7};
 
 /// At most this many classes and rules (the programs' map sizes; a test
@@ -114,7 +115,7 @@ pub fn parse(text: &str) -> Result<ClassRules, RuleError> {
 
 /// Reads and parses a class file; errors start with its path.
 pub fn load(path: &Path) -> Result<ClassRules, RuleError> {
-    load_file(path, parse)
+    load_file(path, &files::QOS_CLASSES, parse)
 }
 
 const FILE: Expected = Expected {
@@ -265,6 +266,16 @@ fn rule(value: &Value, names: &[&str]) -> Result<ClassRule, RuleError> {
         direction: optional(map, "direction", direction)?.flatten(),
     };
     check_flow_traffic(&rule)?;
+    // Unlike a filter's deny rule, a class has no use for spoofed IPv6
+    // sources: such a rule can only be meant for the IPv4 range.
+    for (field, prefix) in rule.traffic.addresses() {
+        if let Some(problem) = prefix.mapped_v4_problem() {
+            return Err(
+                RuleError::new(problem, "classes match IPv4 traffic by its IPv4 address")
+                    .in_field(field),
+            );
+        }
+    }
     Ok(rule)
 }
 
@@ -455,6 +466,10 @@ mod tests {
             (
                 r#"{"classes": {"c": {"mark": 1}}, "rules": [{"class": "c", "protocol": "arp"}]}"#,
                 "classes apply to IP flows only",
+            ),
+            (
+                r#"{"classes": {"c": {"mark": 1}}, "rules": [{"class": "c", "dst": "::ffff:10.0.0.0/104"}]}"#,
+                "rule 0, field \"dst\": ::ffff:10.0.0.0/104 is an IPv4-mapped IPv6 range: it matches only IPv6 packets carrying such addresses (never sent by a conforming host), not IPv4 traffic from 10.0.0.0/8; write 10.0.0.0/8 for that",
             ),
             (
                 r#"{"classes": {"c": {"mark": 1}}, "rules": [{"class": "c", "protocol": "icmp", "l7": "dns"}]}"#,

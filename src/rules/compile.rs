@@ -355,7 +355,10 @@ pub fn compile(filter: &FilterRules) -> Result<CompiledFilter, RuleError> {
         dst_prefixes: sides[1].numbered(),
         tcp_ports,
         udp_ports,
-        warnings: unreached(rules, &out.reached),
+        warnings: unreached(rules, &out.reached)
+            .into_iter()
+            .chain(mapped_v4(rules))
+            .collect(),
         decisions: out.decisions,
         rule_limits: rule_limits(rules),
         rate_limit: filter.rate_limit,
@@ -967,6 +970,23 @@ fn unreached(rules: &[Rule], reached: &[bool]) -> Vec<String> {
         .collect()
 }
 
+/// A deny rule on an IPv4-mapped range is a fair anti-spoofing rule, so it
+/// is kept, with a warning in case the IPv4 range was meant.
+fn mapped_v4(rules: &[Rule]) -> Vec<String> {
+    rules
+        .iter()
+        .enumerate()
+        .flat_map(|(index, rule)| {
+            [("src", rule.src), ("dst", rule.dst)]
+                .into_iter()
+                .filter_map(move |(field, prefix)| {
+                    let problem = prefix?.mapped_v4_problem()?;
+                    Some(format!("rule {index}, field \"{field}\": {problem}"))
+                })
+        })
+        .collect()
+}
+
 /// A rules file, parsed and compiled: everything that can be wrong with it
 /// is found here, before the kernel is touched.
 pub struct LoadedRules {
@@ -995,6 +1015,18 @@ mod tests {
 
     fn compiled(rules: &str) -> CompiledFilter {
         compile(&filter("allow", rules)).unwrap()
+    }
+
+    #[test]
+    fn ipv4_mapped_ranges_are_kept_with_a_warning() {
+        let table = compiled(
+            r#"{"action": "deny", "src": "::ffff:10.0.0.0/104"}, {"action": "deny", "dst": "2001:db8::/32"}"#,
+        );
+        assert_eq!(
+            table.warnings,
+            ["rule 0, field \"src\": ::ffff:10.0.0.0/104 is an IPv4-mapped IPv6 range: it matches only IPv6 packets carrying such addresses (never sent by a conforming host), not IPv4 traffic from 10.0.0.0/8; write 10.0.0.0/8 for that"]
+        );
+        assert_eq!(table.src_prefixes.len(), 1);
     }
 
     /// The error, without printing a huge table when there is none.

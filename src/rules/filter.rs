@@ -32,6 +32,7 @@ use super::{
     action, limit, load_file, object, optional, parse_document, required, text, Action, Expected,
     Limit, PortRange, Prefix, Protocol, RuleError,
 };
+use crate::kernel::files;
 
 /// The most rules one file may have.
 pub const MAX_RULES: usize = 16384;
@@ -86,7 +87,7 @@ pub fn parse(text: &str) -> Result<FilterRules, RuleError> {
 
 /// Reads and parses a filter file; errors start with its path.
 pub fn load(path: &Path) -> Result<FilterRules, RuleError> {
-    load_file(path, parse)
+    load_file(path, &files::FILTER_RULES, parse)
 }
 
 const FILE: Expected = Expected {

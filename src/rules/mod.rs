@@ -22,6 +22,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{edit_distance, Failure};
+use crate::kernel::files::{self, Kind};
 
 /// A rule file that meshbpf refuses, located as precisely as it is known.
 /// Boxed, because every parser returns it and most calls succeed.
@@ -189,19 +190,16 @@ pub fn parse_document(text: &str) -> Result<Value, RuleError> {
         .map_err(json_error)
 }
 
-/// Reads a rule file and parses its text with `parse`; every error starts
-/// with the file's path.
+/// Reads a rule file of `kind` (through [`files`], so only a regular file
+/// within its cap) and parses its text with `parse`; every error starts with
+/// the file's path.
 pub fn load_file<T>(
     path: &Path,
+    kind: &Kind,
     parse: impl FnOnce(&str) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
-    std::fs::read_to_string(path)
-        .map_err(|err| {
-            RuleError::new(
-                format!("cannot read it: {err}"),
-                "check the path, and that this user may read the file",
-            )
-        })
+    files::read_text(path, kind)
+        .map_err(|err| RuleError::new(format!("cannot read it: {}", err.reason), err.hint))
         .and_then(|text| parse(&text))
         .map_err(|err| err.in_file(path))
 }
@@ -420,6 +418,27 @@ impl Prefix {
     /// The netmask: `len` one bits, as address bytes.
     pub fn mask(&self) -> [u8; 16] {
         masked([0xff; 16], self.len)
+    }
+
+    /// The IPv4 range an IPv4-mapped IPv6 prefix (within ::ffff:0:0/96)
+    /// spells. IPv4 traffic never carries such addresses and RFC 4291 keeps
+    /// them off the wire, so a rule on one matches only spoofed IPv6 frames,
+    /// never the IPv4 range it seems to name.
+    pub fn mapped_v4(&self) -> Option<Prefix> {
+        let IpAddr::V6(v6) = self.ip() else {
+            return None;
+        };
+        let v4 = v6.to_ipv4_mapped()?;
+        (self.len >= 96).then(|| Prefix::new(IpAddr::V4(v4), self.len - 96))
+    }
+
+    /// What is wrong with a rule on an IPv4-mapped prefix; None for others.
+    pub fn mapped_v4_problem(&self) -> Option<String> {
+        self.mapped_v4().map(|v4| {
+            format!(
+                "{self} is an IPv4-mapped IPv6 range: it matches only IPv6 packets carrying such addresses (never sent by a conforming host), not IPv4 traffic from {v4}; write {v4} for that"
+            )
+        })
     }
 
     pub fn ip(&self) -> IpAddr {

@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{load_file, object, optional, parse_document, Expected, RuleError};
-use crate::kernel::mounts;
+use crate::kernel::{files, mounts};
 
 pub use lockout::{probes as lockout_probes, Operator, Probe};
 
@@ -181,7 +181,7 @@ impl Verdict {
 
 /// Reads and checks a policy file; errors start with its path.
 pub fn load(path: &Path) -> Result<Policy, RuleError> {
-    load_file(path, parse)
+    load_file(path, &files::LSM_POLICY, parse)
 }
 
 /// Parses and checks a policy file's text. Cgroup directories are resolved
@@ -228,11 +228,12 @@ impl Policy {
 
     /// Refuses, in enforce mode, a policy that would deny the operator what
     /// it takes to undo it (see [`lockout`]); audit mode denies nothing.
-    pub fn check_lockout(&self, enforce: bool) -> anyhow::Result<()> {
+    /// `root` is the pin root in use.
+    pub fn check_lockout(&self, enforce: bool, root: &Path) -> anyhow::Result<()> {
         if !enforce {
             return Ok(());
         }
-        lockout::refuse_denied(&lockout::probes(self, &Operator::current()))
+        lockout::refuse_denied(&lockout::probes(self, &Operator::current(root)))
     }
 
     /// Every prefix of the file with the path flags of every list it is in.

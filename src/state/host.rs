@@ -398,7 +398,7 @@ pub fn apply_lsm_policy(
     }
     let existing = lsm_monitor::inspect(&dir)?;
     let mode = mode.unwrap_or(existing.mode);
-    policy.check_lockout(mode == Mode::Enforce)?;
+    policy.check_lockout(mode == Mode::Enforce, root.path())?;
     let compiled = policy.compile()?;
     let generation = replace_policy(&dir, existing.method, &compiled, mode, None)?;
     Ok(PolicyApplied {

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{errno_of, Failure};
 use crate::kernel::elf;
 use crate::kernel::pins::{encode_component, AttachmentDir, StateRoot};
-use crate::kernel::{bpfobj, ffi, verifier};
+use crate::kernel::{bpfobj, btf, ffi, files, verifier};
 use section::Hook;
 
 const LOADED_DIR: &str = "loaded";
@@ -226,12 +226,7 @@ pub struct LoadRequest<'a> {
 
 /// Reads and validates the file; nothing touches the kernel yet.
 pub fn read_object(file: &Path) -> Result<Vec<u8>> {
-    let bytes = fs::read(file).map_err(|e| {
-        anyhow::Error::new(e).context(
-            Failure::new(format!("cannot read {}", file.display()))
-                .hint("pass the path of a compiled BPF object (.bpf.o)"),
-        )
-    })?;
+    let bytes = files::read(file, &files::BPF_OBJECT).map_err(|err| err.into_failure(file))?;
     elf::validate(&bytes).map_err(|f| {
         anyhow::Error::new(f).context(format!("{} is not loadable", file.display()))
     })?;
@@ -244,8 +239,10 @@ pub fn load(root: &StateRoot, request: &LoadRequest<'_>, bytes: &[u8]) -> Result
     let what = request.file.display().to_string();
     let mut builder = ObjectBuilder::default();
     builder.name(request.name)?;
-    if let Some(btf) = request.btf {
-        builder.btf_custom_path(btf)?;
+    // Held until the object is loaded: libbpf reads the BTF then.
+    let custom_btf = request.btf.map(btf::CustomBtf::open).transpose()?;
+    if let Some(custom) = &custom_btf {
+        builder.btf_custom_path(custom.path())?;
     }
     let mut open = verifier::load(&what, || builder.open_memory(bytes))?;
     let programs: Vec<ProgramMeta> = open

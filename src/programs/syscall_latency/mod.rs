@@ -274,9 +274,8 @@ fn load<'obj>(
     method: Method,
     function: Option<&str>,
     config: latency_config,
-    btf: Option<&Path>,
+    opts: &OpenOpts,
 ) -> Result<SyscallLatencySkel<'obj>> {
-    let opts = OpenOpts::new(btf)?;
     verifier::load(&format!("{PROGRAM} ({})", method.hooks()), || {
         let mut open =
             skel::SyscallLatencySkelBuilder::default().open_opts(*opts.as_raw(), object)?;
@@ -348,9 +347,9 @@ fn start<'obj>(
     method: Method,
     function: Option<&str>,
     prepared: &Prepared,
-    btf: Option<&Path>,
+    opts: &OpenOpts,
 ) -> Result<Running<'obj>> {
-    let skel = load(object, method, function, prepared.config, btf)?;
+    let skel = load(object, method, function, prepared.config, opts)?;
     if let Some(cgroup) = &prepared.cgroup {
         let fd = cgroup.dir.as_raw_fd() as u32;
         skel.maps
@@ -403,10 +402,12 @@ fn with_first<T>(
     btf: Option<&Path>,
     run: impl FnOnce(Running<'_>) -> Result<T>,
 ) -> Result<T> {
+    // A bad --btf file is the operator's to fix, not one method's failure.
+    let opts = OpenOpts::new(btf)?;
     let mut failures = Vec::new();
     for &method in methods {
         let mut object = MaybeUninit::uninit();
-        match start(&mut object, method, function, prepared, btf) {
+        match start(&mut object, method, function, prepared, &opts) {
             Ok(running) => return run(running),
             Err(err) => failures.push((method, err)),
         };

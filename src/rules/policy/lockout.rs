@@ -2,30 +2,40 @@
 //!
 //! Before a policy is enforced, these accesses are evaluated for the
 //! operator (the real uid and cgroup of this process):
-//! - exec of meshbpf itself (so `meshbpf detach --lsm` can run), of /bin/sh
-//!   and of the user's $SHELL, each as the canonical path the kernel
-//!   reports. The exec check runs in the process that calls execve, which
+//! - exec of meshbpf itself (so `meshbpf detach --lsm` can run), of /bin/sh,
+//!   of the user's $SHELL, and of sudo, su and sshd where they are
+//!   installed (the ways back in as root), each as the canonical path the
+//!   kernel reports. The exec check runs in the process that calls execve, which
 //!   still has its parent's comm, so these are evaluated for the comm of
 //!   meshbpf's parent (the shell or sudo that started it);
 //! - writes to /dev/null, /dev/tty and /dev/pts/0 (a terminal), for the
 //!   comm "meshbpf" and for the parent's;
-//! - writes to the bpffs root, for meshbpf.
+//! - writes to the pin root in use (`--bpffs`), for meshbpf.
 //!
 //! A policy that denies any of them is refused, naming the rule.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{Access, Policy, Subject, Verdict};
 use crate::error::Failure;
-use crate::kernel::mounts;
-use crate::kernel::pins::DEFAULT_ROOT;
+use crate::kernel::{bpffs, mounts};
 
 /// What meshbpf's own processes are called.
 const OWN_COMM: &str = "meshbpf";
 const TERMINALS: [&str; 3] = ["/dev/null", "/dev/tty", "/dev/pts/0"];
+/// How an operator gets (back) in as root, and where they are installed.
+const WAYS_IN: [&str; 3] = ["sudo", "su", "sshd"];
+const BIN_DIRS: [&str; 6] = [
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+];
 
 /// Who runs meshbpf, and the programs the operator needs.
 #[derive(Debug, Clone)]
@@ -38,10 +48,15 @@ pub struct Operator {
     pub exe: Option<String>,
     pub sh: Option<String>,
     pub shell: Option<String>,
+    /// Canonical paths of the installed sudo, su and sshd, by name.
+    pub ways_in: Vec<(&'static str, String)>,
+    /// The pin root in use, resolved.
+    pub pin_root: String,
 }
 
 impl Operator {
-    pub fn current() -> Self {
+    /// The operator of this process, whose state lives at `root`.
+    pub fn current(root: &Path) -> Self {
         let parent = nix::unistd::getppid();
         let parent_comm = fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
         Operator {
@@ -51,6 +66,19 @@ impl Operator {
             exe: std::env::current_exe().ok().and_then(|exe| canonical(&exe)),
             sh: canonical(Path::new("/bin/sh")),
             shell: std::env::var_os("SHELL").and_then(|shell| canonical(Path::new(&shell))),
+            ways_in: WAYS_IN
+                .iter()
+                .filter_map(|&name| {
+                    BIN_DIRS
+                        .iter()
+                        .find_map(|dir| canonical(&Path::new(dir).join(name)))
+                        .map(|path| (name, path))
+                })
+                .collect(),
+            pin_root: bpffs::resolve(root)
+                .unwrap_or_else(|_| PathBuf::from(root))
+                .display()
+                .to_string(),
         }
     }
 
@@ -96,6 +124,9 @@ pub fn probes(policy: &Policy, operator: &Operator) -> Vec<Probe> {
             wanted.push((Access::Exec, path.clone(), what, parent));
         }
     }
+    for (name, path) in &operator.ways_in {
+        wanted.push((Access::Exec, path.clone(), name, parent));
+    }
     let mut comms = vec![OWN_COMM];
     if parent != OWN_COMM {
         comms.push(parent);
@@ -107,7 +138,7 @@ pub fn probes(policy: &Policy, operator: &Operator) -> Vec<Probe> {
     }
     wanted.push((
         Access::Write,
-        DEFAULT_ROOT.to_owned(),
+        operator.pin_root.clone(),
         "meshbpf's bpffs root",
         OWN_COMM,
     ));
@@ -182,6 +213,8 @@ mod tests {
             exe: Some("/usr/local/bin/meshbpf".into()),
             sh: Some("/usr/bin/dash".into()),
             shell: Some("/usr/bin/zsh".into()),
+            ways_in: Vec::new(),
+            pin_root: "/sys/fs/bpf/meshbpf".into(),
         }
     }
 
@@ -285,10 +318,48 @@ mod tests {
     }
 
     #[test]
+    fn denying_sudo_su_or_sshd_and_the_root_in_use_is_refused() {
+        let operator = Operator {
+            ways_in: vec![
+                ("sudo", "/usr/bin/sudo".into()),
+                ("su", "/usr/bin/su".into()),
+                ("sshd", "/usr/sbin/sshd".into()),
+            ],
+            pin_root: "/sys/fs/bpf/other".into(),
+            ..operator()
+        };
+        let denied = |text: &str| -> Vec<String> {
+            probes(&parse(text).unwrap(), &operator)
+                .iter()
+                .filter(|probe| probe.verdict == Verdict::Denied)
+                .map(describe)
+                .collect()
+        };
+        assert_eq!(
+            denied(r#"{"deny": {"exec": ["/usr/bin/sudo", "/usr/bin/su", "/usr/sbin"]}}"#),
+            [
+                "deny.exec \"/usr/bin/sudo\" denies exec of /usr/bin/sudo (sudo) to uid 1000 with comm \"bash\"",
+                "deny.exec \"/usr/bin/su\" denies exec of /usr/bin/su (su) to uid 1000 with comm \"bash\"",
+                "deny.exec \"/usr/sbin\" denies exec of /usr/sbin/sshd (sshd) to uid 1000 with comm \"bash\"",
+            ]
+        );
+        assert_eq!(
+            denied(r#"{"deny": {"write": ["/sys/fs/bpf/other"]}}"#),
+            ["deny.write \"/sys/fs/bpf/other\" denies write of /sys/fs/bpf/other (meshbpf's bpffs root) to uid 1000 with comm \"meshbpf\""]
+        );
+        // The default root is not the one in use.
+        assert_eq!(
+            denied(r#"{"deny": {"write": ["/sys/fs/bpf/meshbpf"]}}"#),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn audit_mode_never_refuses() {
         let policy = parse(r#"{"deny": {"exec": ["/"], "write": ["/"]}}"#).unwrap();
-        assert!(policy.check_lockout(false).is_ok());
-        let err = policy.check_lockout(true).unwrap_err();
+        let root = Path::new("/sys/fs/bpf/meshbpf");
+        assert!(policy.check_lockout(false, root).is_ok());
+        let err = policy.check_lockout(true, root).unwrap_err();
         assert!(err.to_string().starts_with(
             "the policy would lock the operator out: deny.exec \"/\" denies exec of "
         ));
