@@ -21,6 +21,11 @@
 //! 4. nothing is unrecoverable: when the state is not new yet, the command
 //!    run again succeeds and makes it new.
 //!
+//! Each point is killed twice: once recovered by `health --fix` as above,
+//! once by the next command alone (the same command run right after the
+//! kill must succeed and make the state new, with no program left running
+//! without a pin).
+//!
 //! Without MESHBPF_CRASH_ALL=1 (`make test-crash`) each family runs an
 //! evenly spread sample of its points, the first and last among them
 //! (MESHBPF_CRASH_SAMPLE points, 4 by default), so that `cargo test` stays
@@ -284,8 +289,7 @@ impl Rig {
 
     fn kill_at(
         &self,
-        syscall: &str,
-        n: u32,
+        (syscall, n, recovery): (&str, u32, Recovery),
         (old, new): (&State, &State),
         names: &BTreeSet<String>,
     ) -> (bool, Vec<Violation>) {
@@ -324,6 +328,34 @@ impl Rig {
             }
         }
 
+        if recovery == Recovery::NextCommand {
+            // A command killed after its commit point has done its work:
+            // run again, a load would rightly refuse a duplicate.
+            if left == *new {
+                return (killed, found);
+            }
+            let again = self.meshbpf(self.family.command);
+            let after = self.observe();
+            if again.code != 0 || after != *new {
+                violation(
+                    "the next command run after the kill does not reach new",
+                    format!(
+                        "exit {}{}; {}",
+                        again.code,
+                        error_of(&again),
+                        against(&after, old, new)
+                    ),
+                );
+            }
+            for leak in self.unpinned(since, names, &loaded) {
+                violation(
+                    "a program runs without a pin (after the next command)",
+                    leak,
+                );
+            }
+            return (killed, found);
+        }
+
         let fix = self.meshbpf(&["health", "--fix", "-j"]);
         let fixed = self.observe();
         if fixed != *old && fixed != *new {
@@ -358,6 +390,14 @@ impl Rig {
         }
         (killed, found)
     }
+}
+
+/// What follows a kill: `health --fix` then the command, or the command
+/// straight away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    Fix,
+    NextCommand,
 }
 
 fn strace(options: &[String]) -> Vec<String> {
@@ -450,8 +490,11 @@ fn crash_test(family: &'static Family) {
     let picked = chosen(&points);
     let (mut killed, mut forced) = (0, 0);
     let mut violations = Vec::new();
-    for (i, index) in picked.iter().enumerate() {
-        let (syscall, n) = &points[*index];
+    let runs = picked
+        .iter()
+        .flat_map(|index| [(*index, Recovery::Fix), (*index, Recovery::NextCommand)]);
+    for (i, (index, recovery)) in runs.enumerate() {
+        let (syscall, n) = &points[index];
         if i > 0 {
             match rig.reset(&old) {
                 Ok(force) => forced += usize::from(force),
@@ -466,7 +509,7 @@ fn crash_test(family: &'static Family) {
                 }
             }
         }
-        let (was_killed, found) = rig.kill_at(syscall, *n, (&old, &new), &names);
+        let (was_killed, found) = rig.kill_at((syscall, *n, recovery), (&old, &new), &names);
         killed += usize::from(was_killed);
         violations.extend(found);
     }
@@ -483,7 +526,7 @@ fn crash_test(family: &'static Family) {
             m
         });
     let row = format!(
-        "{}: {} kill points ({}), {} run, {} killed, {} with violations, {} resets by force, {:.0} s; violations: {:?}",
+        "{}: {} kill points ({}), {} run (each with --fix, then with the next command), {} kills, {} with violations, {} resets by force, {:.0} s; violations: {:?}",
         family.name,
         points.len(),
         per_syscall
