@@ -221,10 +221,19 @@ fn show(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
 struct RemoveReport {
     interface: String,
     program: &'static str,
+    /// False when the filter was already gone (a re-run, or one that
+    /// finished an interrupted remove).
+    swapped: bool,
 }
 
 impl Report for RemoveReport {
     fn render(&self) -> String {
+        if !self.swapped {
+            return format!(
+                "{} already runs {}: there is no filter to remove",
+                self.interface, self.program
+            );
+        }
         format!(
             "{} runs {} again, swapped atomically; the filter's pins are gone",
             self.interface, self.program
@@ -237,12 +246,18 @@ fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
     caps::require("filter remove", &[caps::BPF, caps::NET_ADMIN])?;
     let _lock = root.lock()?;
     state::interface::reconcile(root, &args.interface)?;
-    let from = filter_dir(root, &args.interface)?;
     let to = root.attachment(&args.interface, xdp_counter::PROGRAM);
-    state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
+    let from = root.attachment(&args.interface, xdp_mesh_filter::PROGRAM);
+    // Re-runnable: the state it leaves is no error.
+    let swapped = !(to.link().exists() && !from.is_committed());
+    if swapped {
+        let from = filter_dir(root, &args.interface)?;
+        state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
+    }
     out.emit(&RemoveReport {
         interface: args.interface.clone(),
         program: xdp_counter::PROGRAM,
+        swapped,
     })?;
     Ok(())
 }

@@ -399,8 +399,13 @@ pub fn leftovers(root: &StateRoot, interface: &str) -> Result<Vec<Leftover>> {
     let mut xdp_committed = false;
     let mut here = None;
     for dir in dirs.iter().filter(|d| is_xdp(d) && d.link().exists()) {
-        xdp_committed = true;
         let link = bpfobj::link_info(bpfobj::open_pinned(&dir.link())?.as_fd())?;
+        // A detached link (interface deleted, or detach killed before the
+        // unpin) commits nothing; health's liveness names it defunct.
+        if link.ifindex == 0 {
+            continue;
+        }
+        xdp_committed = true;
         if link.ifindex != 0 && netdev::name_of(link.ifindex).as_deref() == Some(interface) {
             here = Some(Interface {
                 name: interface.to_string(),

@@ -1,0 +1,474 @@
+//! The interface commands killed at every syscall that changes state.
+//!
+//! For each command, an uninterrupted run under strace lists its bpf, pin,
+//! mkdir, rename, unlink and netlink (sendto/sendmsg) calls; then the command
+//! is run again from the same starting state and SIGKILLed at each of them
+//! in turn (`strace -e inject=SYSCALL:signal=KILL:when=N`). After every kill:
+//!
+//! - a state that is neither the old nor the new one is named by `health`;
+//! - after `health --fix` (every other kill) the kernel state and the pins
+//!   are the old or the new state; then, or straight away (the other
+//!   kills), the command run again succeeds and leaves the new state;
+//! - at no point does a meshbpf program run that no pin holds;
+//! - `detach` then leaves nothing, in the kernel or under the root.
+//!
+//! The kernel state is read from the kernel (iproute2, tc, BPF_PROG_QUERY),
+//! never from meshbpf. By default the kill points are the calls that change
+//! something (BPF_OBJ_PIN, BPF_LINK_*, map updates, unlink, mkdir, rename,
+//! netlink sends); MESHBPF_CRASH_ALL=1 (`make test-crash`) kills at every
+//! traced call.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{run, PinRoot, VethPair, BIN};
+
+const TRACED: &str = "bpf,unlink,unlinkat,mkdir,mkdirat,rename,renameat,renameat2,sendto,sendmsg";
+const MUTATING_BPF: [&str; 9] = [
+    "BPF_OBJ_PIN",
+    "BPF_LINK_CREATE",
+    "BPF_LINK_UPDATE",
+    "BPF_LINK_DETACH",
+    "BPF_MAP_UPDATE_ELEM",
+    "BPF_MAP_UPDATE_BATCH",
+    "BPF_MAP_DELETE_ELEM",
+    "BPF_MAP_DELETE_BATCH",
+    "BPF_PROG_ATTACH",
+];
+
+const RULES: &str = r#"{ "default": "allow", "rules": [
+    { "action": "deny", "src": "198.51.100.0/24" },
+    { "action": "deny", "protocol": "udp", "dport": 9 } ] }"#;
+const RULES2: &str = r#"{ "default": "allow", "rules": [
+    { "action": "deny", "src": "203.0.113.0/24" } ] }"#;
+const CLASSES: &str = r#"{ "classes": { "fast": { "priority": "1:10" } },
+    "rules": [ { "class": "fast", "protocol": "udp", "dport": 5001 } ] }"#;
+
+/// What runs on the interface, by program name, and which pins exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    xdp: Option<String>,
+    tc: Vec<String>,
+    pins: BTreeSet<String>,
+}
+
+struct Rig {
+    net: VethPair,
+    root: PinRoot,
+    files: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let files = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("rules.json", RULES),
+            ("rules2.json", RULES2),
+            ("classes.json", CLASSES),
+        ] {
+            fs::write(files.path().join(name), text).unwrap();
+        }
+        Rig {
+            net: VethPair::new(),
+            root: PinRoot::new(),
+            files,
+        }
+    }
+
+    /// The command line of `args`, with DEV and FILE names filled in.
+    fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut argv: Vec<String> = args
+            .iter()
+            .map(|a| match *a {
+                "DEV" => self.net.dev.clone(),
+                f if f.ends_with(".json") => self.files.path().join(f).display().to_string(),
+                a => a.to_string(),
+            })
+            .collect();
+        argv.extend(["--bpffs".into(), self.root.path.display().to_string()]);
+        argv
+    }
+
+    /// Runs meshbpf in the interface's namespace, optionally under strace.
+    fn meshbpf(&self, strace: &[String], args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.net.ns)).arg("--");
+        if strace.is_empty() {
+            cmd.arg(BIN);
+        } else {
+            cmd.arg("strace").args(strace).arg(BIN);
+        }
+        run(cmd.args(self.argv(args)))
+    }
+
+    fn must(&self, args: &[&str]) -> String {
+        let out = self.meshbpf(&[], args);
+        assert!(
+            out.status.success(),
+            "meshbpf {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn iface_pins(&self) -> PathBuf {
+        self.root.path.join("net").join(&self.net.dev)
+    }
+
+    fn state(&self) -> State {
+        let (xdp, tc) = self.running();
+        State {
+            xdp: xdp.map(|id| prog_name(id)),
+            tc: {
+                let mut names: Vec<String> = tc.iter().map(|&id| prog_name(id)).collect();
+                names.sort();
+                names
+            },
+            pins: pins_under(&self.iface_pins()),
+        }
+    }
+
+    /// Program ids on the interface: XDP, then tcx and clsact, from the kernel.
+    fn running(&self) -> (Option<u32>, Vec<u32>) {
+        let out = run(Command::new("ip").args([
+            "-n", &self.net.ns, "-j", "-d", "link", "show", "dev", &self.net.dev,
+        ]));
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let xdp = links[0]["xdp"]["prog"]["id"].as_u64().map(|id| id as u32);
+        let mut tc = self.tcx_ids();
+        for hook in ["ingress", "egress"] {
+            let out = run(Command::new("tc").args([
+                "-n", &self.net.ns, "-j", "filter", "show", "dev", &self.net.dev, hook,
+            ]));
+            let filters: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
+            for f in filters.as_array().into_iter().flatten() {
+                if let Some(id) = f["options"]["prog"]["id"].as_u64() {
+                    tc.push(id as u32);
+                }
+            }
+        }
+        (xdp, tc)
+    }
+
+    fn tcx_ids(&self) -> Vec<u32> {
+        if !common::kernel_has_tcx() {
+            return Vec::new();
+        }
+        VethPair::in_netns(&self.net.ns, || {
+            let index = nix::net::if_::if_nametoindex(self.net.dev.as_str()).unwrap();
+            let mut ids = Vec::new();
+            for attach_type in [libbpf_sys::BPF_TCX_INGRESS, libbpf_sys::BPF_TCX_EGRESS] {
+                let mut buf = [0u32; 16];
+                // SAFETY: plain data; sz tells libbpf which fields we know.
+                let mut opts: libbpf_sys::bpf_prog_query_opts = unsafe { std::mem::zeroed() };
+                opts.sz = std::mem::size_of_val(&opts) as _;
+                opts.prog_ids = buf.as_mut_ptr();
+                opts.__bindgen_anon_1.count = buf.len() as u32;
+                // SAFETY: the buffer outlives the call and holds `count` ids.
+                let ret = unsafe {
+                    libbpf_sys::bpf_prog_query_opts(index as i32, attach_type, &mut opts)
+                };
+                assert_eq!(ret, 0, "querying tcx programs");
+                // SAFETY: the kernel filled in the count member of the union.
+                let count = unsafe { opts.__bindgen_anon_1.count } as usize;
+                ids.extend_from_slice(&buf[..count.min(buf.len())]);
+            }
+            ids
+        })
+    }
+
+    /// Every program running on the interface is held by a pin of the root.
+    fn check_no_unpinned_program(&self, context: &str) {
+        let pinned = pinned_prog_ids(&self.root.path);
+        let (xdp, tc) = self.running();
+        for id in xdp.into_iter().chain(tc) {
+            assert!(
+                pinned.contains(&id),
+                "{context}: program {id} ({}) runs on {} but no pin holds it; pins: {:?}",
+                prog_name(id),
+                self.net.dev,
+                pins_under(&self.iface_pins())
+            );
+        }
+    }
+
+    /// Leaves the interface as a fresh one, checking that detach can.
+    fn reset(&self, context: &str) {
+        self.must(&["detach", "DEV"]);
+        let state = self.state();
+        assert!(
+            state.xdp.is_none() && state.tc.is_empty() && state.pins.is_empty(),
+            "{context}: detach left {state:?}"
+        );
+    }
+}
+
+fn pins_under(dir: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            found.insert(path.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    found
+}
+
+/// The ids of the programs pinned under `root`, and of those its links run.
+fn pinned_prog_ids(root: &Path) -> BTreeSet<u32> {
+    let mut ids = BTreeSet::new();
+    for rel in pins_under(root) {
+        let path = root.join(&rel);
+        if path.is_dir() {
+            continue;
+        }
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; the call returns a fresh fd or -1.
+        let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain data the kernel fills in, of the size passed.
+        let mut prog: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&prog) as u32;
+        if unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut prog, &mut len) } == 0
+        {
+            ids.insert(prog.id);
+            continue;
+        }
+        // SAFETY: as above.
+        let mut link: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&link) as u32;
+        if unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut link, &mut len) } == 0
+        {
+            ids.insert(link.prog_id);
+        }
+    }
+    ids
+}
+
+fn prog_name(id: u32) -> String {
+    // SAFETY: the call returns a fresh fd or -errno.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return format!("gone:{id}");
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain data the kernel fills in, of the size passed.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: as above.
+    unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    info.name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect()
+}
+
+/// (syscall, n-th call of it) for every traced call of an uninterrupted
+/// run, the ones that change state unless `all`.
+fn kill_points(trace: &str, all: bool) -> Vec<(String, usize)> {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    let mut points = Vec::new();
+    for line in trace.lines() {
+        // "PID name(args) = ret", or "name(args) = ret".
+        let call = line
+            .split_whitespace()
+            .find(|w| w.contains('('))
+            .unwrap_or("");
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        if !TRACED.split(',').any(|t| t == name) {
+            continue;
+        }
+        let n = counts.entry(name.to_string()).or_default();
+        *n += 1;
+        let mutating = name != "bpf" || MUTATING_BPF.iter().any(|c| args.starts_with(c));
+        if all || mutating {
+            points.push((name.to_string(), *n));
+        }
+    }
+    points
+}
+
+struct Figures {
+    kills: usize,
+    in_between: usize,
+}
+
+/// Kills `command` at each of its kill points, from the state `setup` makes.
+fn crash(setup: &[&[&str]], command: &[&str]) -> Figures {
+    let rig = Rig::new();
+    let all = std::env::var("MESHBPF_CRASH_ALL").as_deref() == Ok("1");
+    let prepare = |rig: &Rig| {
+        for step in setup {
+            rig.must(step);
+        }
+    };
+    prepare(&rig);
+    let old = rig.state();
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let traced = rig.meshbpf(
+        &[
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            trace.path().display().to_string(),
+            "-e".into(),
+            format!("trace={TRACED}"),
+        ],
+        command,
+    );
+    assert!(traced.status.success(), "{command:?} under strace: {traced:?}");
+    let new = rig.state();
+    let points = kill_points(&fs::read_to_string(trace.path()).unwrap(), all);
+    assert!(!points.is_empty(), "no kill points for {command:?}");
+    rig.reset("after the uninterrupted run");
+
+    let mut figures = Figures {
+        kills: 0,
+        in_between: 0,
+    };
+    for (i, (syscall, n)) in points.iter().enumerate() {
+        let at = format!("{command:?} killed at {syscall} #{n}");
+        prepare(&rig);
+        let killed = rig.meshbpf(
+            &[
+                "-f".into(),
+                "-qq".into(),
+                "-o".into(),
+                "/dev/null".into(),
+                "-e".into(),
+                format!("trace={syscall}"),
+                "-e".into(),
+                format!("inject={syscall}:signal=KILL:when={n}"),
+            ],
+            command,
+        );
+        figures.kills += 1;
+        rig.check_no_unpinned_program(&format!("{at}, right after"));
+        let left = rig.state();
+        if left != old && left != new {
+            figures.in_between += 1;
+            let health = rig.meshbpf(&[], &["health", "--strict", "-j"]);
+            let report: serde_json::Value = serde_json::from_slice(&health.stdout)
+                .unwrap_or_else(|e| panic!("{at}: health -j: {e}: {health:?}"));
+            let named = report["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["interface"] == rig.net.dev.as_str() && c["status"] != "ok");
+            assert!(
+                named && !health.status.success(),
+                "{at}: health does not name what is left ({left:?}, old {old:?}, new {new:?}): {report:#}"
+            );
+        }
+        if i % 2 == 0 {
+            rig.must(&["health", "--fix", "-j"]);
+            let fixed = rig.state();
+            assert!(
+                fixed == old || fixed == new,
+                "{at} (killed: {killed:?}): after health --fix the state is {fixed:?}, neither old {old:?} nor new {new:?}"
+            );
+            rig.check_no_unpinned_program(&format!("{at}, after health --fix"));
+        }
+        rig.must(command);
+        let done = rig.state();
+        assert_eq!(done, new, "{at}: running it again left another state");
+        let health = rig.meshbpf(&[], &["health", "--strict", "-j"]);
+        assert!(
+            health.status.success(),
+            "{at}: health after running it again: {}",
+            String::from_utf8_lossy(&health.stdout)
+        );
+        rig.reset(&at);
+    }
+    eprintln!(
+        "{command:?}: {} kills, {} left a state between old and new (named by health, settled by the next command or --fix)",
+        figures.kills, figures.in_between
+    );
+    figures
+}
+
+privileged_test!(
+    fn attach_killed_at_every_step() {
+        crash(&[], &["attach", "DEV"]);
+    }
+);
+
+privileged_test!(
+    fn attach_netlink_killed_at_every_step() {
+        crash(&[], &["attach", "DEV", "--tc-method", "netlink"]);
+    }
+);
+
+privileged_test!(
+    fn attach_filter_fresh_killed_at_every_step() {
+        crash(&[], &["attach", "DEV", "--filter", "rules.json"]);
+    }
+);
+
+privileged_test!(
+    fn attach_filter_swap_killed_at_every_step() {
+        crash(&[&["attach", "DEV"]], &["attach", "DEV", "--filter", "rules.json"]);
+    }
+);
+
+privileged_test!(
+    fn filter_apply_killed_at_every_step() {
+        crash(
+            &[&["attach", "DEV", "--filter", "rules.json"]],
+            &["filter", "apply", "DEV", "rules2.json"],
+        );
+    }
+);
+
+privileged_test!(
+    fn filter_remove_killed_at_every_step() {
+        crash(
+            &[&["attach", "DEV", "--filter", "rules.json"]],
+            &["filter", "remove", "DEV"],
+        );
+    }
+);
+
+privileged_test!(
+    fn attach_classes_killed_at_every_step() {
+        crash(&[&["attach", "DEV"]], &["attach", "DEV", "--classes", "classes.json"]);
+    }
+);
+
+privileged_test!(
+    fn detach_tcx_killed_at_every_step() {
+        crash(&[&["attach", "DEV", "--filter", "rules.json"]], &["detach", "DEV"]);
+    }
+);
+
+privileged_test!(
+    fn detach_netlink_killed_at_every_step() {
+        crash(
+            &[&["attach", "DEV", "--tc-method", "netlink"]],
+            &["detach", "DEV"],
+        );
+    }
+);
