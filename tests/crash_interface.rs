@@ -99,7 +99,8 @@ impl Rig {
     /// Runs meshbpf in the interface's namespace, optionally under strace.
     fn meshbpf(&self, strace: &[String], args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.net.ns)).arg("--");
+        cmd.arg(format!("--net=/run/netns/{}", self.net.ns))
+            .arg("--");
         if strace.is_empty() {
             cmd.arg(BIN);
         } else {
@@ -139,14 +140,28 @@ impl Rig {
     /// Program ids on the interface: XDP, then tcx and clsact, from the kernel.
     fn running(&self) -> (Option<u32>, Vec<u32>) {
         let out = run(Command::new("ip").args([
-            "-n", &self.net.ns, "-j", "-d", "link", "show", "dev", &self.net.dev,
+            "-n",
+            &self.net.ns,
+            "-j",
+            "-d",
+            "link",
+            "show",
+            "dev",
+            &self.net.dev,
         ]));
         let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let xdp = links[0]["xdp"]["prog"]["id"].as_u64().map(|id| id as u32);
         let mut tc = self.tcx_ids();
         for hook in ["ingress", "egress"] {
             let out = run(Command::new("tc").args([
-                "-n", &self.net.ns, "-j", "filter", "show", "dev", &self.net.dev, hook,
+                "-n",
+                &self.net.ns,
+                "-j",
+                "filter",
+                "show",
+                "dev",
+                &self.net.dev,
+                hook,
             ]));
             let filters: serde_json::Value =
                 serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
@@ -339,7 +354,10 @@ fn crash(setup: &[&[&str]], command: &[&str]) -> Figures {
         ],
         command,
     );
-    assert!(traced.status.success(), "{command:?} under strace: {traced:?}");
+    assert!(
+        traced.status.success(),
+        "{command:?} under strace: {traced:?}"
+    );
     let new = rig.state();
     let points = kill_points(&fs::read_to_string(trace.path()).unwrap(), all);
     assert!(!points.is_empty(), "no kill points for {command:?}");
@@ -430,7 +448,10 @@ privileged_test!(
 
 privileged_test!(
     fn attach_filter_swap_killed_at_every_step() {
-        crash(&[&["attach", "DEV"]], &["attach", "DEV", "--filter", "rules.json"]);
+        crash(
+            &[&["attach", "DEV"]],
+            &["attach", "DEV", "--filter", "rules.json"],
+        );
     }
 );
 
@@ -454,13 +475,19 @@ privileged_test!(
 
 privileged_test!(
     fn attach_classes_killed_at_every_step() {
-        crash(&[&["attach", "DEV"]], &["attach", "DEV", "--classes", "classes.json"]);
+        crash(
+            &[&["attach", "DEV"]],
+            &["attach", "DEV", "--classes", "classes.json"],
+        );
     }
 );
 
 privileged_test!(
     fn detach_tcx_killed_at_every_step() {
-        crash(&[&["attach", "DEV", "--filter", "rules.json"]], &["detach", "DEV"]);
+        crash(
+            &[&["attach", "DEV", "--filter", "rules.json"]],
+            &["detach", "DEV"],
+        );
     }
 );
 
@@ -470,5 +497,288 @@ privileged_test!(
             &[&["attach", "DEV", "--tc-method", "netlink"]],
             &["detach", "DEV"],
         );
+    }
+);
+
+/// Runs `command` killed at the `n`-th call of `syscall`.
+fn kill_at(rig: &Rig, syscall: &str, n: usize, command: &[&str]) {
+    rig.meshbpf(
+        &[
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            format!("trace={syscall}"),
+            "-e".into(),
+            format!("inject={syscall}:signal=KILL:when={n}"),
+        ],
+        command,
+    );
+}
+
+/// The traced call right after the first one whose strace line contains
+/// `needle`, in an uninterrupted run: (syscall, n-th call of it).
+fn call_after(rig: &Rig, setup: &[&str], command: &[&str], needle: &str) -> (String, usize) {
+    if !setup.is_empty() {
+        rig.must(setup);
+    }
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let traced = rig.meshbpf(
+        &[
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            trace.path().display().to_string(),
+            "-e".into(),
+            format!("trace={TRACED}"),
+        ],
+        command,
+    );
+    assert!(traced.status.success(), "{traced:?}");
+    rig.reset("after counting");
+    let text = fs::read_to_string(trace.path()).unwrap();
+    let at = text
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no call with {needle} in {text}"));
+    let points = kill_points(
+        &text.lines().take(at + 2).collect::<Vec<_>>().join("\n"),
+        true,
+    );
+    points.last().cloned().expect("a call after it")
+}
+
+/// How many bpf calls an uninterrupted run makes.
+fn bpf_calls(rig: &Rig, command: &[&str]) -> usize {
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let path = trace.path().display().to_string();
+    let traced = rig.meshbpf(
+        &[
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            path,
+            "-e".into(),
+            "trace=bpf".into(),
+        ],
+        command,
+    );
+    assert!(traced.status.success(), "{traced:?}");
+    rig.reset("after counting");
+    fs::read_to_string(trace.path())
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("bpf("))
+        .count()
+}
+
+fn health_json(rig: &Rig) -> serde_json::Value {
+    serde_json::from_slice(&rig.meshbpf(&[], &["health", "-j"]).stdout).unwrap()
+}
+
+privileged_test!(
+    /// Issue 15, item 1: `filter remove` killed between the link update and
+    /// the move of its pin left the kernel running xdp_counter while stats
+    /// and filter show reported the filter, health said ok, and --fix
+    /// deleted the pins that finishing the swap needed.
+    fn an_interrupted_filter_remove_is_named_and_finished() {
+        let rig = Rig::new();
+        let setup = ["attach", "DEV", "--filter", "rules.json"];
+        let remove = ["filter", "remove", "DEV"];
+        // The call right after BPF_LINK_UPDATE: the kernel runs the new program.
+        let (syscall, n) = call_after(&rig, &setup, &remove, "BPF_LINK_UPDATE");
+        rig.must(&setup);
+        kill_at(&rig, &syscall, n, &remove);
+        assert_eq!(rig.state().xdp.as_deref(), Some("xdp_counter"));
+
+        let stats: serde_json::Value = serde_json::from_str(&rig.must(&["stats", "-j"])).unwrap();
+        let stats = &stats[0];
+        assert_eq!(stats["program"], "xdp_counter", "{stats:#}");
+        assert!(
+            stats["interrupted"]
+                .as_str()
+                .is_some_and(|s| s.contains("interrupted swap of xdp_mesh_filter → xdp_counter")),
+            "{stats:#}"
+        );
+        let show = rig.meshbpf(&[], &["filter", "show", "DEV"]);
+        assert!(
+            !show.status.success(),
+            "filter show reported a filter nothing runs"
+        );
+
+        let health = health_json(&rig);
+        let named = health["checks"].as_array().unwrap().iter().any(|c| {
+            c["status"] == "fail"
+                && c["detail"].as_str().is_some_and(|d| {
+                    d.contains("interrupted swap of xdp_mesh_filter → xdp_counter")
+                })
+        });
+        assert!(named, "{health:#}");
+
+        rig.must(&["health", "--fix"]);
+        let fixed = rig.state();
+        assert_eq!(fixed.xdp.as_deref(), Some("xdp_counter"));
+        assert!(fixed.pins.contains("xdp_counter/link"), "{fixed:?}");
+        assert!(
+            !fixed.pins.iter().any(|p| p.starts_with("xdp_mesh_filter")),
+            "{fixed:?}"
+        );
+        rig.check_no_unpinned_program("after --fix");
+        // Whichever comes next works on what runs.
+        rig.must(&["attach", "DEV", "--filter", "rules.json"]);
+        assert_eq!(rig.state().xdp.as_deref(), Some("xdp_mesh_filter"));
+        rig.must(&["filter", "remove", "DEV"]);
+        rig.reset("at the end");
+    }
+);
+
+privileged_test!(
+    /// Issue 15, item 1 (reverse): `attach --filter` on xdp_counter killed at
+    /// the move of the link pin left a filter running that meshbpf could
+    /// neither show nor change.
+    fn an_interrupted_swap_to_the_filter_can_be_shown_and_finished() {
+        let rig = Rig::new();
+        let swap = ["attach", "DEV", "--filter", "rules.json"];
+        let (syscall, n) = call_after(&rig, &["attach", "DEV"], &swap, "BPF_LINK_UPDATE");
+        rig.must(&["attach", "DEV"]);
+        kill_at(&rig, &syscall, n, &swap);
+        assert_eq!(rig.state().xdp.as_deref(), Some("xdp_mesh_filter"));
+        let show: serde_json::Value =
+            serde_json::from_str(&rig.must(&["filter", "show", "DEV", "-j"])).unwrap();
+        assert_eq!(show["rules"].as_array().map(Vec::len), Some(2), "{show:#}");
+        rig.must(&["filter", "apply", "DEV", "rules2.json"]);
+        let state = rig.state();
+        assert!(state.pins.contains("xdp_mesh_filter/link"), "{state:?}");
+        assert!(
+            !state.pins.iter().any(|p| p.starts_with("xdp_counter")),
+            "{state:?}"
+        );
+        rig.reset("at the end");
+    }
+);
+
+privileged_test!(
+    /// Issue 15, item 2: a netlink detach killed after the filters and the
+    /// qdisc went, with the clsact pin left, could never be cleaned: detach
+    /// and --fix failed with EINVAL, and attach claimed the flow table.
+    fn a_clsact_pin_without_filters_or_qdisc_is_cleaned() {
+        let rig = Rig::new();
+        rig.must(&["attach", "DEV", "--tc-method", "netlink"]);
+        common::must(&format!(
+            "tc -n {} qdisc del dev {} clsact",
+            rig.net.ns, rig.net.dev
+        ));
+        let health = health_json(&rig);
+        let named = health["checks"].as_array().unwrap().iter().any(|c| {
+            c["status"] == "fail"
+                && c["program"] == "tc_classifier"
+                && c["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("filter is gone"))
+        });
+        assert!(named, "{health:#}");
+        // attach hooks it again instead of claiming it.
+        rig.must(&["attach", "DEV", "--tc-method", "netlink"]);
+        assert_eq!(rig.state().tc, ["tc_egress", "tc_ingress"]);
+        common::must(&format!(
+            "tc -n {} qdisc del dev {} clsact",
+            rig.net.ns, rig.net.dev
+        ));
+        rig.must(&["health", "--fix"]);
+        let fixed = rig.state();
+        assert!(
+            !fixed.pins.iter().any(|p| p.starts_with("tc_classifier")),
+            "{fixed:?}"
+        );
+        rig.must(&["attach", "DEV", "--tc-method", "netlink"]);
+        common::must(&format!(
+            "tc -n {} qdisc del dev {} clsact",
+            rig.net.ns, rig.net.dev
+        ));
+        rig.reset("detach after the qdisc went");
+    }
+);
+
+privileged_test!(
+    /// Issue 15, item 3: `attach --tc-method netlink` killed after its first
+    /// filter was added leaked running filters that detach forgot.
+    fn a_killed_netlink_attach_leaves_no_filter_behind() {
+        let rig = Rig::new();
+        let attach = ["attach", "DEV", "--tc-method", "netlink"];
+        // The netlink request after the first filter went in.
+        for n in 1..=12 {
+            kill_at(&rig, "sendto", n, &attach);
+            rig.check_no_unpinned_program(&format!("killed at sendto #{n}"));
+            rig.reset(&format!("killed at sendto #{n}"));
+        }
+    }
+);
+
+privileged_test!(
+    /// Issue 15, item 10: `attach` killed between its XDP and TC halves left
+    /// XDP running without the flow table, with health all ok.
+    fn xdp_never_runs_committed_without_its_flow_table() {
+        let rig = Rig::new();
+        let attach = ["attach", "DEV"];
+        // Every bpf call of an uninterrupted run.
+        let calls = bpf_calls(&rig, &attach);
+        for last in 1..=calls {
+            kill_at(&rig, "bpf", last, &attach);
+            let state = rig.state();
+            let xdp_committed = state.pins.contains("xdp_counter/link");
+            let tc_running = state.tc.len() == 2;
+            assert!(
+                !xdp_committed || tc_running,
+                "killed at bpf #{last}: XDP committed without the flow table: {state:?}"
+            );
+            if state.xdp.is_some() && !tc_running {
+                let health = rig.meshbpf(&[], &["health", "--strict", "-j"]);
+                assert!(
+                    !health.status.success(),
+                    "killed at bpf #{last}: health is ok with {state:?}"
+                );
+            }
+            rig.reset(&format!("killed at bpf #{last}"));
+        }
+    }
+);
+
+privileged_test!(
+    /// Issue 15, item 12 (part): a clsact filter of another tool at
+    /// meshbpf's handle and priority was replaced, then deleted by detach.
+    fn a_foreign_filter_at_meshbpfs_handle_is_never_touched() {
+        let rig = Rig::new();
+        let (_fixture, object) = common::compile_fixture("mark_to_class");
+        let tc = |args: &str| common::must(&format!("tc -n {} {args}", rig.net.ns));
+        tc(&format!("qdisc add dev {} clsact", rig.net.dev));
+        tc(&format!(
+            "filter add dev {} ingress pref 65280 handle 0x4d42 bpf obj {} sec classifier da",
+            rig.net.dev,
+            object.display()
+        ));
+        let foreign = rig.running().1;
+        assert_eq!(foreign.len(), 1);
+        let refused = rig.meshbpf(&[], &["attach", "DEV", "--tc-method", "netlink"]);
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stdout).into_owned()
+            + &String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains("meshbpf did not attach")
+                && said.contains(&format!("program id {}", foreign[0])),
+            "{said}"
+        );
+        assert_eq!(
+            rig.running(),
+            (None, foreign.clone()),
+            "the foreign filter was replaced"
+        );
+        rig.must(&["detach", "DEV"]);
+        assert_eq!(
+            rig.running(),
+            (None, foreign),
+            "detach deleted the foreign filter"
+        );
+        assert!(rig.state().pins.is_empty());
     }
 );

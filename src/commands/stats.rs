@@ -33,7 +33,9 @@ impl Report for AttachmentStats {
             a.interface, a.program, a.attached_at, a.prog_id, a.link_id
         );
         if let Some(interrupted) = &a.interrupted {
-            title.push_str(&format!("\nINTERRUPTED: {interrupted}; meshbpf health --fix finishes it"));
+            title.push_str(&format!(
+                "\nINTERRUPTED: {interrupted}; meshbpf health --fix finishes it"
+            ));
         }
         let mut table = output::table(&["layer", "protocol", "packets", "bytes"]);
         for (layer, breakdown) in [("l3", &self.traffic.l3), ("l4", &self.traffic.l4)] {
