@@ -127,7 +127,7 @@ impl Rig {
     fn state(&self) -> State {
         let (xdp, tc) = self.running();
         State {
-            xdp: xdp.map(|id| prog_name(id)),
+            xdp: xdp.map(prog_name),
             tc: {
                 let mut names: Vec<String> = tc.iter().map(|&id| prog_name(id)).collect();
                 names.sort();

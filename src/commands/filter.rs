@@ -249,7 +249,7 @@ fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
     let to = root.attachment(&args.interface, xdp_counter::PROGRAM);
     let from = root.attachment(&args.interface, xdp_mesh_filter::PROGRAM);
     // Re-runnable: the state it leaves is no error.
-    let swapped = !(to.link().exists() && !from.is_committed());
+    let swapped = !to.link().exists() || from.is_committed();
     if swapped {
         let from = filter_dir(root, &args.interface)?;
         state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
