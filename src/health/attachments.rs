@@ -236,10 +236,7 @@ pub fn remove_orphans(root: &StateRoot) -> Result<Vec<Fix>> {
     for interface in root.interfaces()? {
         // What the next command would finish or undo first.
         match interface::reconcile(root, &interface) {
-            Ok(done) => fixes.extend(
-                done.into_iter()
-                    .map(|d| Fix::of("finish_interrupted", Ok(d))),
-            ),
+            Ok(done) => fixes.extend(done.into_iter().map(|(action, d)| Fix::of(action, Ok(d)))),
             Err(err) => fixes.push(Fix::of(
                 "finish_interrupted",
                 Err(err.context(format!(

@@ -314,9 +314,7 @@ impl Leftover {
             LeftoverKind::UnfinishedSwap { to, prog_id } => super::unfinished_swap(d, to, *prog_id),
             LeftoverKind::StrandedSwap { prog_id } => super::stranded_swap(d, *prog_id),
             LeftoverKind::Uncommitted => format!(
-                "interrupted attach, swap or detach of {} on {}: its pins at {} were never committed, or were half removed",
-                d.program,
-                d.interface,
+                "orphaned pins at {}: no link pin: a command was interrupted before it committed",
                 d.path.display()
             ),
             LeftoverKind::FlowsWithoutXdp => format!(
@@ -348,38 +346,53 @@ impl Leftover {
                 "run meshbpf attach {iface} to attach it whole, or meshbpf detach {iface} or meshbpf health --fix to remove tc_classifier"
             ),
             LeftoverKind::Uncommitted => format!(
-                "meshbpf health --fix removes them and anything of them still hooked (so does meshbpf detach {iface})"
+                "meshbpf health --fix removes them (so does meshbpf detach {iface})"
             ),
         }
     }
 
-    /// Rolls forward or back to a state the invariant allows; says what it did.
-    fn settle(&self) -> Result<String> {
+    /// Rolls forward or back to a state the invariant allows; says what it
+    /// did, as `health --fix` reports it (an action name and a sentence).
+    fn settle(&self) -> Result<(&'static str, String)> {
         let d = &self.dir;
         match &self.kind {
             LeftoverKind::UnfinishedSwap { to, .. } => {
                 super::finish_move(d, to)?;
-                Ok(format!(
-                    "finished the swap of {} → {} on {}",
-                    d.program, to.program, d.interface
+                Ok((
+                    "finish_swap",
+                    format!(
+                        "finished the swap of {} → {} on {}",
+                        d.program, to.program, d.interface
+                    ),
                 ))
             }
             LeftoverKind::StrandedSwap { prog_id } => {
                 super::restore_link(d, *prog_id)?;
-                Ok(format!(
-                    "swapped {} back onto {} (the link ran program {prog_id}, which no pin held)",
-                    d.program, d.interface
+                Ok((
+                    "finish_swap",
+                    format!(
+                        "swapped {} back onto {} (the link ran program {prog_id}, which no pin held)",
+                        d.program, d.interface
+                    ),
                 ))
             }
-            LeftoverKind::Uncommitted
-            | LeftoverKind::FlowsWithoutXdp
-            | LeftoverKind::FlowsIncomplete(_) => {
+            LeftoverKind::Uncommitted => {
                 d.remove()?;
-                Ok(format!(
-                    "removed {} from {}: {}",
-                    d.program,
-                    d.interface,
-                    self.describe()
+                Ok((
+                    "remove_orphan",
+                    format!(
+                        "removed the orphaned pins of {} on {} at {} (no link pin: a command was interrupted before it committed)",
+                        d.program,
+                        d.interface,
+                        d.path.display()
+                    ),
+                ))
+            }
+            LeftoverKind::FlowsWithoutXdp | LeftoverKind::FlowsIncomplete(_) => {
+                d.remove()?;
+                Ok((
+                    "remove_interrupted",
+                    format!("removed tc_classifier: {}", self.describe()),
                 ))
             }
         }
@@ -397,12 +410,14 @@ pub fn leftovers(root: &StateRoot, interface: &str) -> Result<Vec<Leftover>> {
     let mut found = Vec::new();
     let mut targets = Vec::new();
     let mut xdp_committed = false;
+    let mut xdp_defunct = false;
     let mut here = None;
     for dir in dirs.iter().filter(|d| is_xdp(d) && d.link().exists()) {
         let link = bpfobj::link_info(bpfobj::open_pinned(&dir.link())?.as_fd())?;
         // A detached link (interface deleted, or detach killed before the
         // unpin) commits nothing; health's liveness names it defunct.
         if link.ifindex == 0 {
+            xdp_defunct = true;
             continue;
         }
         xdp_committed = true;
@@ -446,6 +461,8 @@ pub fn leftovers(root: &StateRoot, interface: &str) -> Result<Vec<Leftover>> {
         .find(|d| d.program == tc_classifier::PROGRAM && d.is_committed())
     {
         let kind = match &here {
+            // Its interface was deleted: health's liveness calls both orphaned.
+            _ if !xdp_committed && xdp_defunct && !tc_live(tc, interface)? => None,
             _ if !xdp_committed => Some(LeftoverKind::FlowsWithoutXdp),
             Some(iface) => {
                 tc_classifier::missing_hooks(tc, iface)?.map(LeftoverKind::FlowsIncomplete)
@@ -463,15 +480,25 @@ pub fn leftovers(root: &StateRoot, interface: &str) -> Result<Vec<Leftover>> {
     Ok(found)
 }
 
+/// Whether tc_classifier's hooks can still run: a tcx link on an
+/// interface, or netlink filters on an interface of that name here.
+fn tc_live(tc: &AttachmentDir, interface: &str) -> Result<bool> {
+    if tc.link().exists() {
+        let link = bpfobj::link_info(bpfobj::open_pinned(&tc.link())?.as_fd())?;
+        return Ok(link.ifindex != 0);
+    }
+    Ok(netdev::resolve(interface).is_ok())
+}
+
 /// Settles every leftover of `interface`, so that the old state or the new
 /// one stands; returns what was done. Run under the exclusive lock, by
 /// every change of an interface and by `health --fix`.
-pub fn reconcile(root: &StateRoot, interface: &str) -> Result<Vec<String>> {
+pub fn reconcile(root: &StateRoot, interface: &str) -> Result<Vec<(&'static str, String)>> {
     let mut done = Vec::new();
     for leftover in leftovers(root, interface)? {
-        let what = leftover.settle()?;
+        let (action, what) = leftover.settle()?;
         log::info!("{what}");
-        done.push(what);
+        done.push((action, what));
     }
     Ok(done)
 }
