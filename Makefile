@@ -114,7 +114,7 @@ test: deps
 # tests/crash.rs at every kill point instead of `make test`'s sample of each
 # command family (tens of minutes).
 test-crash: deps
-	MESHBPF_CRASH_ALL=1 $(CARGO) test --locked --test crash --test crash_host
+	MESHBPF_CRASH_ALL=1 $(CARGO) test --locked --test crash
 
 # The end-to-end tests once more, on the static binary (tests/common takes
 # MESHBPF_BIN at compile time): the demo, real traffic, and Prometheus

@@ -250,7 +250,11 @@ impl Inventory {
         for program in &mut self.programs {
             let fd = bpfobj::open_pinned(Path::new(&program.pin_path))?;
             for direction in Direction::BOTH {
-                if tc::netlink_prog_id(fd.as_fd(), &iface, direction) == Some(program.prog_id) {
+                if tc::netlink_prog_id(fd.as_fd(), &iface, direction)
+                    .ok()
+                    .flatten()
+                    == Some(program.prog_id)
+                {
                     program.attachments.push(Attachment {
                         link_id: None,
                         attach_point: format!(

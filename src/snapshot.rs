@@ -12,9 +12,9 @@ use serde::{Serialize, Serializer};
 
 use crate::error::Interrupted;
 use crate::interrupt;
-use crate::kernel::bpfobj;
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::runstats::{RunStats, StatsEnabled};
+use crate::kernel::{bpfobj, netdev};
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::xdp_counter::traffic::{self, Traffic};
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
@@ -69,8 +69,7 @@ fn running(root: &StateRoot, xdp: &Attachment) -> Result<Vec<Running>> {
         hook: "xdp",
         prog_id: xdp.prog_id,
     }];
-    let tc = root.attachment(&xdp.interface, tc_classifier::PROGRAM);
-    if tc.is_committed() {
+    if let Some(tc) = hooked_tc(root, &xdp.interface)? {
         for (pin, hook) in [
             (tc_classifier::PROG_INGRESS_PIN, "tc_ingress"),
             (tc_classifier::PROG_EGRESS_PIN, "tc_egress"),
@@ -155,17 +154,21 @@ pub fn collect(
     dir: &AttachmentDir,
     window: Option<&Window>,
 ) -> Result<AttachmentStats> {
-    let filter = if dir.program == xdp_mesh_filter::PROGRAM {
-        let pinned = PinnedMaps::open(dir)?;
+    // The kernel's program, not the directory the link pin sits in: they
+    // differ only mid-swap, and then `interrupted` says so.
+    let attachment = state::inspect(dir)?;
+    let running = dir.sibling(&attachment.program);
+    let counted = if running.exists() { &running } else { dir };
+    let filter = if attachment.program == xdp_mesh_filter::PROGRAM {
+        let pinned = PinnedMaps::open(counted)?;
         Some(xdp_mesh_filter::read_stats(&pinned.maps())?)
     } else {
         None
     };
-    let attachment = state::inspect(dir)?;
     Ok(AttachmentStats {
         runtime: runtime(root, &attachment, window)?,
         attachment,
-        traffic: traffic::read_pinned_counters(dir)?,
+        traffic: traffic::read_pinned_counters(counted)?,
         filter,
         flows: flow_table(root, &dir.interface)?,
     })
@@ -181,11 +184,28 @@ pub fn xdp_dirs(root: &StateRoot) -> Result<Vec<AttachmentDir>> {
 }
 
 fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
+    match hooked_tc(root, interface)? {
+        Some(dir) => tc_classifier::inspect(&dir).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// tc_classifier's directory on an interface, when the kernel runs it as
+/// its pins say (asked where the interface is in this namespace).
+fn hooked_tc(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
     let dir = root.attachment(interface, tc_classifier::PROGRAM);
     if !dir.is_committed() {
         return Ok(None);
     }
-    tc_classifier::inspect(&dir).map(Some)
+    if let Ok(iface) = netdev::resolve(interface) {
+        if let Some(why) = tc_classifier::missing_hooks(&dir, &iface)? {
+            log::warn!(
+                "tc_classifier on {interface} is interrupted: {why}; meshbpf health --fix removes it"
+            );
+            return Ok(None);
+        }
+    }
+    Ok(Some(dir))
 }
 
 /// Every attachment: one element per interface, then the host-wide

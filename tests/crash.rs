@@ -11,7 +11,9 @@
 //! strace counts per syscall and per tracee), points S:1..=K, the command
 //! being killed on entry to that call. After each kill:
 //! 1. when the state is neither old nor new, `health -j` must name something
-//!    (not every check ok);
+//!    (not every check ok), and say that it runs when a leftover still runs
+//!    a program (a live link pin, or a program on the interface, that
+//!    neither old nor new has);
 //! 2. after `health --fix`, the state is old or new;
 //! 3. no program runs without a pin: on the interface, every program is kept
 //!    by a pin under the root; host-wide, no link made since the kill point
@@ -28,7 +30,7 @@
 //!
 //! Without MESHBPF_CRASH_ALL=1 (`make test-crash`) each family runs an
 //! evenly spread sample of its points, the first and last among them
-//! (MESHBPF_CRASH_SAMPLE points, 4 by default), so that `cargo test` stays
+//! (MESHBPF_CRASH_SAMPLE points, 12 by default), so that `cargo test` stays
 //! within minutes; MESHBPF_CRASH_POINTS=bpf:94,unlink:3 runs just those. Each family prints its table row to stderr and to
 //! $CARGO_TARGET_TMPDIR/crash-<family>.txt, and fails with every violation
 //! listed: syscall, N, invariant, the state against old and new.
@@ -274,13 +276,23 @@ impl Rig {
             .collect()
     }
 
-    /// Whether `health -j` names anything: a check that is not ok.
-    fn health_names_something(&self) -> Result<(), String> {
+    /// Whether `health -j` names anything: a check that is not ok, which
+    /// says so when a leftover still runs a program.
+    fn health_names_something(&self, runs: bool) -> Result<(), String> {
         let ran = self.meshbpf(&["health", "-j"]);
         let report: serde_json::Value = serde_json::from_str(&ran.stdout)
             .map_err(|e| format!("health -j printed no JSON ({e}): {ran:?}"))?;
         let checks = report["checks"].as_array().cloned().unwrap_or_default();
-        if checks.iter().any(|c| c["status"] != "ok") {
+        let named: Vec<&str> = checks
+            .iter()
+            .filter(|c| c["status"] != "ok")
+            .map(|c| c["detail"].as_str().unwrap_or(""))
+            .collect();
+        if runs && !named.is_empty() && !named.iter().any(|d| d.contains("run")) {
+            Err(format!(
+                "a leftover still runs a program, and no check says so: {named:?}"
+            ))
+        } else if !named.is_empty() {
             Ok(())
         } else {
             Err(format!("every one of its {} checks is ok", checks.len()))
@@ -320,7 +332,12 @@ impl Rig {
             violation("a program runs without a pin (after the kill)", leak);
         }
         if left != *old && left != *new {
-            if let Err(why) = self.health_names_something() {
+            let runs = left
+                .0
+                .iter()
+                .filter(|l| !old.0.contains(*l) && !new.0.contains(*l))
+                .any(|l| l.starts_with("runs ") || l.contains(" link running "));
+            if let Err(why) = self.health_names_something(runs) {
                 violation(
                     "health names nothing left over",
                     format!("{why}; the state: {}", against(&left, old, new)),
@@ -439,7 +456,7 @@ fn against(state: &State, old: &State, new: &State) -> String {
 
 /// Which of `points` to run: those MESHBPF_CRASH_POINTS names
 /// (`bpf:94,unlink:3`), all of them with MESHBPF_CRASH_ALL=1, or
-/// MESHBPF_CRASH_SAMPLE (4) spread evenly with the first and the last.
+/// MESHBPF_CRASH_SAMPLE (12) spread evenly with the first and the last.
 fn chosen(points: &[(String, u32)]) -> Vec<usize> {
     if let Ok(named) = std::env::var("MESHBPF_CRASH_POINTS") {
         let named: Vec<&str> = named.split(',').map(str::trim).collect();
@@ -454,7 +471,7 @@ fn chosen(points: &[(String, u32)]) -> Vec<usize> {
     let sample: usize = std::env::var("MESHBPF_CRASH_SAMPLE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4)
+        .unwrap_or(12)
         .clamp(2, count.max(2));
     let mut picked: Vec<usize> = (0..sample)
         .map(|i| i * (count - 1) / (sample - 1))

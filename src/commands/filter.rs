@@ -85,6 +85,32 @@ fn filter_dir(root: &StateRoot, interface: &str) -> Result<AttachmentDir> {
     Ok(dir)
 }
 
+/// The filter the kernel runs on an interface, whichever directory pins
+/// its link: a reader reports the kernel's program, not the pins' layout.
+fn running_filter(root: &StateRoot, interface: &str) -> Result<AttachmentDir> {
+    let Some(link_dir) = state::xdp_attachment(root, interface)? else {
+        return filter_dir(root, interface);
+    };
+    let attachment = state::inspect(&link_dir)?;
+    if attachment.program == xdp_mesh_filter::PROGRAM {
+        if let Some(interrupted) = &attachment.interrupted {
+            log::warn!("{interrupted}; meshbpf health --fix finishes it");
+        }
+        return Ok(link_dir.sibling(xdp_mesh_filter::PROGRAM));
+    }
+    let failure = Failure::new(format!(
+        "xdp_mesh_filter is not running on {interface}: the kernel runs {} (program {})",
+        attachment.program, attachment.prog_id
+    ));
+    Err(match attachment.interrupted {
+        Some(interrupted) => failure.hint(format!("{interrupted}; run meshbpf health --fix")),
+        None => failure.hint(format!(
+            "attach it with: meshbpf attach {interface} --filter RULES.json"
+        )),
+    }
+    .into())
+}
+
 #[derive(Debug, Serialize)]
 struct ApplyReport {
     interface: String,
@@ -109,7 +135,7 @@ fn apply(root: &StateRoot, out: &Output, args: &FilterApplyArgs) -> Result<()> {
     let loaded = compile::load_rules(&args.rules).map_err(Failure::from)?;
     caps::require("filter apply", &[caps::BPF])?;
     let _lock = root.lock()?;
-    state::reconcile(&root.program_dirs(&args.interface)?)?;
+    state::interface::reconcile(root, &args.interface)?;
     let dir = filter_dir(root, &args.interface)?;
     let pinned = PinnedMaps::open(&dir)?;
     let generation = xdp_mesh_filter::apply(&pinned.maps(), &loaded.rules, &loaded.compiled)?;
@@ -183,7 +209,7 @@ fn show(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
     // written: a reader stalled on a pipe must not hold up a change.
     let report = {
         let _lock = root.lock_shared()?;
-        let dir = filter_dir(root, &args.interface)?;
+        let dir = running_filter(root, &args.interface)?;
         let pinned = PinnedMaps::open(&dir)?;
         let maps = pinned.maps();
         ShowReport {
@@ -200,10 +226,19 @@ fn show(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
 struct RemoveReport {
     interface: String,
     program: &'static str,
+    /// False when the filter was already gone (a re-run, or one that
+    /// finished an interrupted remove).
+    swapped: bool,
 }
 
 impl Report for RemoveReport {
     fn render(&self) -> String {
+        if !self.swapped {
+            return format!(
+                "{} already runs {}: there is no filter to remove",
+                self.interface, self.program
+            );
+        }
         format!(
             "{} runs {} again, swapped atomically; the filter's pins are gone",
             self.interface, self.program
@@ -215,13 +250,19 @@ fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
     netdev::validate_name(&args.interface)?;
     caps::require("filter remove", &[caps::BPF, caps::NET_ADMIN])?;
     let _lock = root.lock()?;
-    state::reconcile(&root.program_dirs(&args.interface)?)?;
-    let from = filter_dir(root, &args.interface)?;
+    state::interface::reconcile(root, &args.interface)?;
     let to = root.attachment(&args.interface, xdp_counter::PROGRAM);
-    state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
+    let from = root.attachment(&args.interface, xdp_mesh_filter::PROGRAM);
+    // Re-runnable: the state it leaves is no error.
+    let swapped = !to.link().exists() || from.is_committed();
+    if swapped {
+        let from = filter_dir(root, &args.interface)?;
+        state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
+    }
     out.emit(&RemoveReport {
         interface: args.interface.clone(),
         program: xdp_counter::PROGRAM,
+        swapped,
     })?;
     Ok(())
 }

@@ -28,10 +28,15 @@ impl Report for AttachmentStats {
             LinkState::Defunct => "DEFUNCT: interface deleted or detach interrupted".to_string(),
             LinkState::Elsewhere => "attached in another network namespace".to_string(),
         };
-        let title = format!(
+        let mut title = format!(
             "{} · {} · {state} · since {} · prog {} · link {}",
             a.interface, a.program, a.attached_at, a.prog_id, a.link_id
         );
+        if let Some(interrupted) = &a.interrupted {
+            title.push_str(&format!(
+                "\nINTERRUPTED: {interrupted}; meshbpf health --fix finishes it"
+            ));
+        }
         let mut table = output::table(&["layer", "protocol", "packets", "bytes"]);
         for (layer, breakdown) in [("l3", &self.traffic.l3), ("l4", &self.traffic.l4)] {
             for (name, c) in &breakdown.0 {
@@ -219,6 +224,7 @@ mod tests {
                 prog_id: 7,
                 link_id: 3,
                 pin_path: "/sys/fs/bpf/meshbpf/net/eth0/xdp_counter".into(),
+                interrupted: None,
             },
             traffic: Traffic {
                 packets: 1500,

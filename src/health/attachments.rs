@@ -1,8 +1,11 @@
 //! meshbpf's own state: every pin directory under the root must belong to a
 //! live attachment, tables should have room, and filters should not drop
-//! most of what they judge. `--fix` removes what is provably orphaned: a
-//! directory whose link no longer runs, whose interface is gone, or that an
-//! interrupted command left without a link. Nothing else is touched.
+//! most of what they judge. What an interrupted command left is named as
+//! `state::interface::leftovers` describes it (an unfinished swap, tc
+//! without XDP, uncommitted pins), and `--fix` settles it the way the next
+//! command would (`state::interface::reconcile`: finish a swap, never delete
+//! what finishing needs), then removes what is provably orphaned: a
+//! directory whose link no longer runs or whose interface is gone.
 
 use std::os::fd::AsFd;
 
@@ -14,7 +17,7 @@ use crate::kernel::tc;
 use crate::kernel::{bpffs, bpfobj, netdev};
 use crate::programs::{self, Scope};
 use crate::proto::Direction;
-use crate::state::{self, LinkState};
+use crate::state::{self, interface, LinkState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Liveness {
@@ -86,7 +89,7 @@ fn clsact_liveness(dir: &AttachmentDir, siblings: &[AttachmentDir]) -> Result<Li
     let prog = bpfobj::open_pinned(&dir.clsact())?;
     let id = bpfobj::prog_info(prog.as_fd())?.id;
     Ok(
-        if tc::netlink_prog_id(prog.as_fd(), &iface, Direction::Ingress) == Some(id) {
+        if tc::netlink_prog_id(prog.as_fd(), &iface, Direction::Ingress)? == Some(id) {
             Liveness::Attached(format!(
                 "netlink clsact filters run program {id} on {}",
                 iface.name
@@ -156,7 +159,30 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     for interface in root.interfaces()? {
         let dirs = root.program_dirs(&interface)?;
-        for dir in &dirs {
+        let leftovers = match interface::leftovers(root, &interface) {
+            Ok(found) => found,
+            Err(err) => {
+                checks.push(
+                    Check::fail(
+                        "attachment",
+                        format!("cannot compare the pins of {interface} with the kernel: {err:#}"),
+                        format!("meshbpf detach {interface} removes its pins"),
+                    )
+                    .about(&interface, ""),
+                );
+                continue;
+            }
+        };
+        for leftover in &leftovers {
+            checks.push(
+                Check::fail("attachment", leftover.describe(), leftover.hint())
+                    .about(&interface, &leftover.dir.program),
+            );
+        }
+        for dir in dirs
+            .iter()
+            .filter(|d| !leftovers.iter().any(|l| l.dir.path == d.path))
+        {
             let live = liveness(dir, &dirs);
             checks.push(attachment_check(dir, &live));
             if let Ok(Liveness::Attached(_) | Liveness::Elsewhere(_)) = live {
@@ -208,6 +234,16 @@ pub fn remove_orphans(root: &StateRoot) -> Result<Vec<Fix>> {
     let _lock = root.lock()?;
     let mut fixes = Vec::new();
     for interface in root.interfaces()? {
+        // What the next command would finish or undo first.
+        match interface::reconcile(root, &interface) {
+            Ok(done) => fixes.extend(done.into_iter().map(|(action, d)| Fix::of(action, Ok(d)))),
+            Err(err) => fixes.push(Fix::of(
+                "finish_interrupted",
+                Err(err.context(format!(
+                    "settling what an interrupted command left on {interface}"
+                ))),
+            )),
+        }
         let dirs = root.program_dirs(&interface)?;
         // Decide for all before removing any: a clsact directory is judged
         // by its XDP sibling.

@@ -94,10 +94,13 @@ pub fn prog_map_ids(fd: BorrowedFd<'_>) -> Result<Vec<u32>> {
 }
 
 pub fn prog_info_by_id(id: u32) -> Result<ProgInfo> {
+    prog_info(prog_by_id(id)?.as_fd())
+}
+
+pub fn prog_by_id(id: u32) -> Result<OwnedFd> {
     // SAFETY: the call returns a fresh fd or -errno.
-    let fd = unsafe { ffi::fd(libbpf_sys::bpf_prog_get_fd_by_id(id)) }
-        .with_context(|| format!("opening program id {id}"))?;
-    prog_info(fd.as_fd())
+    unsafe { ffi::fd(libbpf_sys::bpf_prog_get_fd_by_id(id)) }
+        .with_context(|| format!("opening program id {id}"))
 }
 
 pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {

@@ -7,6 +7,12 @@
 //! killed at any point leaves the old attachment or the new one, plus at
 //! most a link-less or defunct directory that the next attach or detach of
 //! that interface sweeps away.
+//!
+//! Netlink clsact filters have no link: the `clsact` and `clsact_egress`
+//! pins record the programs they run *before* the filters are added, so a
+//! filter of meshbpf's can always be found (by handle, priority and program
+//! id) and removed; whether they are all there is asked of the kernel
+//! (`state::interface` says what commits an interface as a whole).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
@@ -30,6 +36,8 @@ const PROG_PIN: &str = "prog";
 /// Marks an attachment made with netlink clsact filters, which have no link
 /// object: the ingress program pinned once more under this name.
 const CLSACT_PIN: &str = "clsact";
+/// The egress program of the same filters, recorded likewise.
+const CLSACT_EGRESS_PIN: &str = "clsact_egress";
 
 /// bpffs refuses names with a dot (reserved for its own files), and
 /// interface names such as `eth0.100` have them: escape '%' and '.'.
@@ -264,6 +272,20 @@ impl AttachmentDir {
         self.path.join(CLSACT_PIN)
     }
 
+    pub fn clsact_egress(&self) -> PathBuf {
+        self.path.join(CLSACT_EGRESS_PIN)
+    }
+
+    /// Another program's directory on the same interface.
+    pub fn sibling(&self, program: &str) -> AttachmentDir {
+        let parent = self.path.parent().unwrap_or(&self.path);
+        AttachmentDir {
+            interface: self.interface.clone(),
+            program: program.to_string(),
+            path: parent.join(program),
+        }
+    }
+
     pub fn is_committed(&self) -> bool {
         self.link().exists() || self.clsact().exists()
     }
@@ -298,8 +320,12 @@ impl AttachmentDir {
         if self.clsact().exists() {
             // Filters outlive their interface only as long as it exists.
             if let Ok(iface) = netdev::resolve(&self.interface) {
-                let prog = bpfobj::open_pinned(&self.clsact())?;
-                tc::detach_netlink(prog.as_fd(), &iface)?;
+                let ingress = bpfobj::open_pinned(&self.clsact())?;
+                let egress = match self.clsact_egress().exists() {
+                    true => Some(bpfobj::open_pinned(&self.clsact_egress())?),
+                    false => None,
+                };
+                tc::detach_netlink(&iface, ingress.as_fd(), egress.as_ref().map(|e| e.as_fd()))?;
             }
         }
         self.unpin()?;
@@ -313,6 +339,7 @@ impl AttachmentDir {
     pub fn unpin(&self) -> Result<()> {
         remove_pin(&self.link())?;
         remove_pin(&self.clsact())?;
+        remove_pin(&self.clsact_egress())?;
         for entry in
             fs::read_dir(&self.path).with_context(|| format!("listing {}", self.path.display()))?
         {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::error::Failure;
 use crate::kernel::netdev::Interface;
-use crate::kernel::{ffi, hooks};
+use crate::kernel::{bpfobj, ffi, hooks};
 use crate::proto::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -83,31 +83,101 @@ fn hook(prog: BorrowedFd<'_>, iface: &Interface, direction: Direction) -> TcHook
 }
 
 /// Adds meshbpf's filter to the clsact qdisc (created if missing). A filter
-/// of meshbpf's own left by an interrupted command is replaced.
+/// already at meshbpf's handle and priority is never replaced: meshbpf's own
+/// leftovers are recorded in its pins and removed before an attach, so one
+/// found here is another tool's, and is named.
 pub fn attach_netlink(prog: BorrowedFd<'_>, iface: &Interface, direction: Direction) -> Result<()> {
+    if let Some(id) = netlink_prog_id(prog, iface, direction)? {
+        return Err(foreign_filter(iface, direction, id).into());
+    }
     let mut hook = hook(prog, iface, direction);
     hook.create()
         .with_context(|| format!("creating the clsact qdisc on {}", iface.name))?;
-    hook.replace(true);
-    hook.attach()
-        .with_context(|| format!("attaching a clsact {direction:?} filter to {}", iface.name))?;
+    if let Err(err) = hook.attach() {
+        // Another tool got there between the query and the attach.
+        if let Ok(Some(id)) = netlink_prog_id(prog, iface, direction) {
+            return Err(foreign_filter(iface, direction, id).into());
+        }
+        return Err(anyhow::Error::new(err).context(format!(
+            "attaching a clsact {direction:?} filter to {}",
+            iface.name
+        )));
+    }
     Ok(())
 }
 
-/// The program id of meshbpf's clsact filter, if it is there.
+fn foreign_filter(iface: &Interface, direction: Direction, id: u32) -> Failure {
+    let name = bpfobj::prog_info_by_id(id)
+        .map(|p| p.name)
+        .unwrap_or_else(|_| "?".into());
+    let hook = direction.as_str();
+    Failure::new(format!(
+        "{} already has a clsact {hook} filter at meshbpf's handle {FILTER_HANDLE:#x} and priority {FILTER_PRIORITY} that meshbpf did not attach: program id {id}, name '{name}'",
+        iface.name
+    ))
+    .hint(format!(
+        "meshbpf never replaces another tool's filter; remove it with the tool that added it \
+(tc filter del dev {} {hook} pref {FILTER_PRIORITY} handle {FILTER_HANDLE:#x} bpf) and attach again",
+        iface.name
+    ))
+}
+
+/// The program id of the filter at meshbpf's handle and priority, whoever
+/// added it; None when there is none, or no clsact qdisc at all.
 pub fn netlink_prog_id(
     prog: BorrowedFd<'_>,
     iface: &Interface,
     direction: Direction,
-) -> Option<u32> {
-    hook(prog, iface, direction).query().ok()
+) -> Result<Option<u32>> {
+    match hook(prog, iface, direction).query() {
+        Ok(id) => Ok(Some(id)),
+        // ENOENT: no such filter; EINVAL: no clsact qdisc to hold one.
+        Err(e)
+            if matches!(
+                e.kind(),
+                libbpf_rs::ErrorKind::NotFound | libbpf_rs::ErrorKind::InvalidInput
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "looking up meshbpf's clsact {direction:?} filter on {}",
+            iface.name
+        ))),
+    }
 }
 
-/// Removes meshbpf's clsact filters, then the qdisc if nothing else uses it.
-pub fn detach_netlink(prog: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
-    for direction in Direction::BOTH {
+/// Removes meshbpf's clsact filters, the ones running `ingress` and
+/// `egress` (the programs recorded before they were added), then the qdisc
+/// if nothing else uses it. Re-runnable from any point: a filter or qdisc
+/// already gone is fine, and a filter at meshbpf's handle and priority that
+/// runs another program is another tool's and stays.
+pub fn detach_netlink(
+    iface: &Interface,
+    ingress: BorrowedFd<'_>,
+    egress: Option<BorrowedFd<'_>>,
+) -> Result<()> {
+    for (direction, prog) in [
+        (Direction::Ingress, Some(ingress)),
+        (Direction::Egress, egress),
+    ] {
+        let Some(prog) = prog else { continue };
+        let ours = bpfobj::prog_info(prog)?.id;
+        match netlink_prog_id(prog, iface, direction)? {
+            None => continue,
+            Some(id) if id != ours => {
+                log::warn!("{}", foreign_filter(iface, direction, id));
+                continue;
+            }
+            Some(_) => {}
+        }
         match hook(prog, iface, direction).detach() {
-            Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    libbpf_rs::ErrorKind::NotFound | libbpf_rs::ErrorKind::InvalidInput
+                ) =>
+            {
                 return Err(anyhow::Error::new(e).context(format!(
                     "removing meshbpf's clsact {direction:?} filter from {}",
                     iface.name
@@ -121,10 +191,15 @@ pub fn detach_netlink(prog: BorrowedFd<'_>, iface: &Interface) -> Result<()> {
         .map(|d| filters_on(iface, *d))
         .collect::<Result<Vec<usize>>>()?;
     if others.iter().all(|&n| n == 0) {
-        let mut qdisc = hook(prog, iface, Direction::Ingress);
+        let mut qdisc = hook(ingress, iface, Direction::Ingress);
         qdisc.attach_point(TC_INGRESS | TC_EGRESS);
         match qdisc.destroy() {
-            Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    libbpf_rs::ErrorKind::NotFound | libbpf_rs::ErrorKind::InvalidInput
+                ) =>
+            {
                 return Err(anyhow::Error::new(e)
                     .context(format!("removing the empty clsact qdisc of {}", iface.name)))
             }

@@ -1,13 +1,66 @@
 //! meshbpf on one interface as a whole: the XDP program (xdp_counter or
 //! xdp_mesh_filter) and tc_classifier, attached, kept or swapped together,
 //! and detached together, under the root's exclusive lock.
+//!
+//! # Invariant
+//!
+//! An interface is attached exactly when one XDP program directory pins its
+//! link, that link runs the program pinned beside it (swaps: see
+//! [`crate::state`]), and, if a `tc_classifier` directory exists, it is
+//! hooked on both ingress and egress as its pins say (tcx links, or the
+//! clsact filters its `clsact` records name). The XDP link pin is the commit
+//! point of the pair: it is pinned after tc_classifier is whole and
+//! detached before tc_classifier is touched, so tc_classifier without an
+//! XDP link is never a state meshbpf leaves on purpose: it is an
+//! interrupted attach or detach, and it is removed.
+//!
+//! # `attach IF` (fresh, with flows)
+//!
+//! | step | a kill after it leaves | the next command / `health --fix` |
+//! |---|---|---|
+//! | 1. [`reconcile`] | the old state, settled | — |
+//! | 2. tc: load, pin programs and maps | tc uncommitted | sweep it |
+//! | 3a. tcx: create both links (fds), pin `link_egress`, then `link` | tc uncommitted, its egress link pinned | sweep it: unpinning releases the link |
+//! | 3b. netlink: pin the `clsact` records, then add both filters | tc recorded, hooked on 0-2 hooks, no XDP | remove it: the recorded filters are deleted |
+//! | 4. XDP: load, create the link (fd), pin program and maps | tc alone; the XDP link died with the process | remove tc (roll back) |
+//! | 5. pin the XDP `link`: **the commit** | the new state | — |
+//!
+//! `health` names each leftover ("tc_classifier is hooked on eth0 without
+//! meshbpf's XDP program: an interrupted attach or detach; run meshbpf
+//! attach eth0, or meshbpf detach eth0 or meshbpf health --fix"), and both
+//! `attach` and `--fix` settle it with [`reconcile`] before anything else.
+//! On an attachment that exists, `attach` adds tc_classifier (steps 2-3; a
+//! kill leaves the old XDP attachment plus a leftover tc that is removed),
+//! replaces the filter's rules or the QoS classes atomically (one map write
+//! flips a generation), or swaps the XDP program ([`crate::state`]).
+//!
+//! # `detach IF`
+//!
+//! | step | a kill after it leaves | the next command / `health --fix` |
+//! |---|---|---|
+//! | 1. detach the XDP link, unpin its directory | tc alone (or a defunct XDP link pin, or a link-less XDP directory) | remove it all (roll forward) |
+//! | 2. detach tc's links or delete its recorded filters, unpin | tc recorded with 0-2 hooks, no XDP | remove it |
+//! | 3. remove other programs' directories (`attach --object`) | those | `detach` again |
+//!
+//! Every step is re-runnable: a link already detached, a filter or a qdisc
+//! already gone are no error, and a filter at meshbpf's handle and priority
+//! that runs a program meshbpf did not record is another tool's: it is
+//! named and left alone, never replaced or deleted.
+//!
+//! # Readers
+//!
+//! `stats`, `filter show`, `flows` and `list` hold the shared lock and never
+//! change anything: they report the program the kernel runs (the XDP link's
+//! own info, not the directory its pin sits in) and say "interrupted" where
+//! the pins and the kernel disagree; [`leftovers`] is what `health` reports.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Attachment, LinkState};
+use super::{Attachment, LinkState, Runs};
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -15,7 +68,7 @@ use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj, caps, probe};
 use crate::programs::tc_classifier::classes;
-use crate::programs::{tc_classifier, xdp_counter, xdp_mesh_filter};
+use crate::programs::{self, tc_classifier, xdp_counter, xdp_mesh_filter};
 use crate::rules::{classes::ClassRules, compile::LoadedRules};
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
@@ -64,24 +117,31 @@ pub struct Attached {
     pub classes: Option<ClassesOutcome>,
 }
 
-/// Attaches, keeps, swaps or updates meshbpf on `iface`: all or nothing, an
-/// XDP program this call attached is removed again when tc_classifier fails.
+/// Attaches, keeps, swaps or updates meshbpf on `iface`: all or nothing.
+/// tc_classifier is hooked before the XDP link is pinned (the commit), and
+/// removed again when this call hooked it and the XDP half fails.
 pub fn attach(root: &StateRoot, iface: &Interface, request: &Request) -> Result<Attached> {
     let _lock = root.lock()?;
-    super::reconcile(&root.program_dirs(&iface.name)?)?;
+    reconcile(root, &iface.name)?;
 
-    let (status, dir) = attach_xdp(root, iface, request)?;
-    let (flows, classes) = match &request.flows {
-        None => (None, None),
-        Some(flows) => match attach_flows(root, iface, flows, request.btf) {
-            Ok((table, classes)) => (Some(table), classes),
-            Err(err) => {
-                if status == Outcome::Attached {
-                    dir.remove()?;
-                }
-                return Err(err);
+    let existing = existing_xdp(root, iface, request.mode)?;
+    let tc_dir = root.attachment(&iface.name, tc_classifier::PROGRAM);
+    let (fresh_tc, classes) = match &request.flows {
+        None => (false, None),
+        Some(flows) => attach_flows(&tc_dir, iface, flows, request.btf)?,
+    };
+    let (status, dir) = match attach_xdp(root, iface, request, existing) {
+        Ok(done) => done,
+        Err(err) => {
+            if fresh_tc {
+                tc_dir.remove()?;
             }
-        },
+            return Err(err);
+        }
+    };
+    let flows = match request.flows {
+        Some(_) => Some(tc_classifier::inspect(&tc_dir)?),
+        None => None,
     };
     Ok(Attached {
         status,
@@ -91,35 +151,19 @@ pub fn attach(root: &StateRoot, iface: &Interface, request: &Request) -> Result<
     })
 }
 
-/// The XDP half: attach, keep, swap, or replace the rules; returns what it
-/// did and the attachment directory.
-fn attach_xdp(
+/// meshbpf's XDP attachment that `attach` keeps, checked against the
+/// request; None when there is none and no other tool's program is there.
+fn existing_xdp(
     root: &StateRoot,
     iface: &Interface,
-    request: &Request,
-) -> Result<(Outcome, AttachmentDir)> {
-    let btf = request.btf;
-    let rules = request.rules;
+    mode: Option<XdpMode>,
+) -> Result<Option<AttachmentDir>> {
     if let Some(dir) = super::xdp_attachment(root, &iface.name)? {
         let existing = super::inspect(&dir)?;
         match existing.state {
             LinkState::Attached => {
-                check_mode(&existing, request.mode)?;
-                let status = match rules {
-                    None => Outcome::AlreadyAttached,
-                    Some(rules) if existing.program == xdp_mesh_filter::PROGRAM => {
-                        let pinned = xdp_mesh_filter::PinnedMaps::open(&dir)?;
-                        xdp_mesh_filter::apply(&pinned.maps(), &rules.rules, &rules.compiled)?;
-                        Outcome::RulesReplaced
-                    }
-                    Some(rules) => {
-                        let to = root.attachment(&iface.name, xdp_mesh_filter::PROGRAM);
-                        super::swap(&dir, &to, || xdp_mesh_filter::install(&to, btf, &dir, &rules.rules, &rules.compiled))?;
-                        Outcome::Swapped
-                    }
-                };
-                let dir = super::xdp_attachment(root, &iface.name)?.unwrap_or(dir);
-                return Ok((status, dir));
+                check_mode(&existing, mode)?;
+                return Ok(Some(dir));
             }
             LinkState::Elsewhere => {
                 return Err(Failure::new(format!(
@@ -135,6 +179,39 @@ fn attach_xdp(
     }
     if let Some(current) = xdp::query(iface.index)? {
         return Err(foreign_program(iface, current));
+    }
+    Ok(None)
+}
+
+/// The XDP half: keep, swap, replace the rules, or attach afresh (whose
+/// link pin commits the interface); returns what it did and the attachment
+/// directory.
+fn attach_xdp(
+    root: &StateRoot,
+    iface: &Interface,
+    request: &Request,
+    existing: Option<AttachmentDir>,
+) -> Result<(Outcome, AttachmentDir)> {
+    let btf = request.btf;
+    let rules = request.rules;
+    if let Some(dir) = existing {
+        let status = match rules {
+            None => Outcome::AlreadyAttached,
+            Some(rules) if dir.program == xdp_mesh_filter::PROGRAM => {
+                let pinned = xdp_mesh_filter::PinnedMaps::open(&dir)?;
+                xdp_mesh_filter::apply(&pinned.maps(), &rules.rules, &rules.compiled)?;
+                Outcome::RulesReplaced
+            }
+            Some(rules) => {
+                let to = root.attachment(&iface.name, xdp_mesh_filter::PROGRAM);
+                super::swap(&dir, &to, || {
+                    xdp_mesh_filter::install(&to, btf, &dir, &rules.rules, &rules.compiled)
+                })?;
+                Outcome::Swapped
+            }
+        };
+        let dir = super::xdp_attachment(root, &iface.name)?.unwrap_or(dir);
+        return Ok((status, dir));
     }
 
     let mode = request.mode.unwrap_or(XdpMode::Native);
@@ -160,41 +237,270 @@ fn attach_xdp(
     Ok((Outcome::Attached, dir))
 }
 
-/// The TC half: tc_classifier on ingress and egress, unless already there;
-/// with classes, its QoS classes, set or replaced.
+/// The TC half: tc_classifier on ingress and egress, unless it already runs
+/// there whole; with classes, its QoS classes, set or replaced. Says
+/// whether this call hooked it.
 fn attach_flows(
-    root: &StateRoot,
+    dir: &AttachmentDir,
     iface: &Interface,
     flows: &Flows,
     btf: Option<&Path>,
-) -> Result<(tc_classifier::FlowTable, Option<ClassesOutcome>)> {
-    let dir = root.attachment(&iface.name, tc_classifier::PROGRAM);
-    let mut outcome = flows.classes.map(|_| ClassesOutcome::Applied);
+) -> Result<(bool, Option<ClassesOutcome>)> {
     if dir.is_committed() {
-        if let Some(rules) = flows.classes {
-            let pinned = classes::PinnedClassMaps::open(&dir)?;
-            classes::apply(&pinned.maps(), rules)?;
-            outcome = Some(ClassesOutcome::Replaced);
+        match tc_classifier::missing_hooks(dir, iface)? {
+            None => {
+                let Some(rules) = flows.classes else {
+                    return Ok((false, None));
+                };
+                let pinned = classes::PinnedClassMaps::open(dir)?;
+                classes::apply(&pinned.maps(), rules)?;
+                return Ok((false, Some(ClassesOutcome::Replaced)));
+            }
+            // Its pins say more than the kernel runs: hook it afresh.
+            Some(why) => {
+                log::warn!("tc_classifier on {}: {why}; attaching it again", iface.name);
+                dir.remove()?;
+            }
         }
-    } else {
-        let method = match flows.method {
-            Some(TcMethod::Tcx) if !probe::tcx_available(iface) => {
-                return Err(tc::tcx_refused(iface).into())
-            }
-            Some(method) => method,
-            None if probe::tcx_available(iface) => TcMethod::Tcx,
-            None => TcMethod::Netlink,
-        };
-        if let Err(err) =
-            tc_classifier::attach(&dir, iface, method, flows.max_flows, btf, flows.classes)
-        {
-            if dir.exists() {
-                dir.unpin()?;
-            }
-            return Err(err.context(format!("attaching tc_classifier to {}", iface.name)));
+    } else if dir.exists() {
+        dir.remove()?;
+    }
+    let method = match flows.method {
+        Some(TcMethod::Tcx) if !probe::tcx_available(iface) => {
+            return Err(tc::tcx_refused(iface).into())
+        }
+        Some(method) => method,
+        None if probe::tcx_available(iface) => TcMethod::Tcx,
+        None => TcMethod::Netlink,
+    };
+    if let Err(err) = tc_classifier::attach(dir, iface, method, flows.max_flows, btf, flows.classes)
+    {
+        if dir.exists() {
+            dir.remove()?;
+        }
+        return Err(err.context(format!("attaching tc_classifier to {}", iface.name)));
+    }
+    Ok((true, flows.classes.map(|_| ClassesOutcome::Applied)))
+}
+
+/// What an interrupted command left on an interface: the pins and the
+/// kernel disagree, and [`reconcile`] settles it.
+#[derive(Debug)]
+pub struct Leftover {
+    pub dir: AttachmentDir,
+    pub kind: LeftoverKind,
+}
+
+#[derive(Debug)]
+pub enum LeftoverKind {
+    /// The link pinned in `dir` runs the program pinned in `to`: finished
+    /// by moving the pin.
+    UnfinishedSwap { to: AttachmentDir, prog_id: u32 },
+    /// The link runs a program no pin holds: swapped back.
+    StrandedSwap { prog_id: u32 },
+    /// Pins without a commit: removed, with whatever of them still runs.
+    Uncommitted,
+    /// tc_classifier hooked without meshbpf's XDP program: removed.
+    FlowsWithoutXdp,
+    /// tc_classifier not hooked as its pins say: removed.
+    FlowsIncomplete(String),
+}
+
+impl Leftover {
+    /// What `health` says about it.
+    pub fn describe(&self) -> String {
+        let d = &self.dir;
+        match &self.kind {
+            LeftoverKind::UnfinishedSwap { to, prog_id } => super::unfinished_swap(d, to, *prog_id),
+            LeftoverKind::StrandedSwap { prog_id } => super::stranded_swap(d, *prog_id),
+            LeftoverKind::Uncommitted => format!(
+                "orphaned pins at {}: no link pin: a command was interrupted before it committed",
+                d.path.display()
+            ),
+            LeftoverKind::FlowsWithoutXdp => format!(
+                "interrupted attach or detach of {}: tc_classifier is hooked without meshbpf's XDP program",
+                d.interface
+            ),
+            LeftoverKind::FlowsIncomplete(why) => format!(
+                "tc_classifier on {} is not hooked as its pins say: {why}",
+                d.interface
+            ),
         }
     }
-    Ok((tc_classifier::inspect(&dir)?, outcome))
+
+    /// What to run.
+    pub fn hint(&self) -> String {
+        let iface = &self.dir.interface;
+        match &self.kind {
+            LeftoverKind::UnfinishedSwap { to, .. } if to.program == xdp_counter::PROGRAM => format!(
+                "run meshbpf filter remove {iface} or meshbpf health --fix to finish the swap"
+            ),
+            LeftoverKind::UnfinishedSwap { .. } => format!(
+                "run meshbpf filter apply {iface} RULES.json or meshbpf health --fix to finish the swap"
+            ),
+            LeftoverKind::StrandedSwap { .. } => format!(
+                "run meshbpf health --fix to swap {} back, or meshbpf detach {iface}",
+                self.dir.program
+            ),
+            LeftoverKind::FlowsWithoutXdp | LeftoverKind::FlowsIncomplete(_) => format!(
+                "run meshbpf attach {iface} to attach it whole, or meshbpf detach {iface} or meshbpf health --fix to remove tc_classifier"
+            ),
+            LeftoverKind::Uncommitted => format!(
+                "meshbpf health --fix removes them (so does meshbpf detach {iface})"
+            ),
+        }
+    }
+
+    /// Rolls forward or back to a state the invariant allows; says what it
+    /// did, as `health --fix` reports it (an action name and a sentence).
+    fn settle(&self) -> Result<(&'static str, String)> {
+        let d = &self.dir;
+        match &self.kind {
+            LeftoverKind::UnfinishedSwap { to, .. } => {
+                super::finish_move(d, to)?;
+                Ok((
+                    "finish_swap",
+                    format!(
+                        "finished the swap of {} → {} on {}",
+                        d.program, to.program, d.interface
+                    ),
+                ))
+            }
+            LeftoverKind::StrandedSwap { prog_id } => {
+                super::restore_link(d, *prog_id)?;
+                Ok((
+                    "finish_swap",
+                    format!(
+                        "swapped {} back onto {} (the link ran program {prog_id}, which no pin held)",
+                        d.program, d.interface
+                    ),
+                ))
+            }
+            LeftoverKind::Uncommitted => {
+                d.remove()?;
+                Ok((
+                    "remove_orphan",
+                    format!(
+                        "removed the orphaned pins of {} on {} at {} (no link pin: a command was interrupted before it committed)",
+                        d.program,
+                        d.interface,
+                        d.path.display()
+                    ),
+                ))
+            }
+            LeftoverKind::FlowsWithoutXdp | LeftoverKind::FlowsIncomplete(_) => {
+                d.remove()?;
+                Ok((
+                    "remove_interrupted",
+                    format!("removed tc_classifier: {}", self.describe()),
+                ))
+            }
+        }
+    }
+}
+
+fn is_xdp(dir: &AttachmentDir) -> bool {
+    programs::XDP_PROGRAMS.contains(&dir.program.as_str())
+}
+
+/// Everything on `interface` that breaks the invariant, swaps first: the
+/// pins against the kernel's own view (link info, tc filters).
+pub fn leftovers(root: &StateRoot, interface: &str) -> Result<Vec<Leftover>> {
+    let dirs = root.program_dirs(interface)?;
+    let mut found = Vec::new();
+    let mut targets = Vec::new();
+    let mut xdp_committed = false;
+    let mut xdp_defunct = false;
+    let mut here = None;
+    for dir in dirs.iter().filter(|d| is_xdp(d) && d.link().exists()) {
+        let link = bpfobj::link_info(bpfobj::open_pinned(&dir.link())?.as_fd())?;
+        // A detached link (interface deleted, or detach killed before the
+        // unpin) commits nothing; health's liveness names it defunct.
+        if link.ifindex == 0 {
+            xdp_defunct = true;
+            continue;
+        }
+        xdp_committed = true;
+        if link.ifindex != 0 && netdev::name_of(link.ifindex).as_deref() == Some(interface) {
+            here = Some(Interface {
+                name: interface.to_string(),
+                index: link.ifindex,
+            });
+        }
+        let kind = match super::runs(dir, link.prog_id) {
+            Runs::Own => continue,
+            Runs::Sibling(to) => {
+                targets.push(to.path.clone());
+                LeftoverKind::UnfinishedSwap {
+                    to,
+                    prog_id: link.prog_id,
+                }
+            }
+            Runs::Unpinned if dir.prog().exists() => LeftoverKind::StrandedSwap {
+                prog_id: link.prog_id,
+            },
+            // Nothing to go back to: detach removes it.
+            Runs::Unpinned => continue,
+        };
+        found.push(Leftover {
+            dir: dir.clone(),
+            kind,
+        });
+    }
+    for dir in dirs
+        .iter()
+        .filter(|d| !d.is_committed() && !targets.contains(&d.path))
+    {
+        found.push(Leftover {
+            dir: dir.clone(),
+            kind: LeftoverKind::Uncommitted,
+        });
+    }
+    if let Some(tc) = dirs
+        .iter()
+        .find(|d| d.program == tc_classifier::PROGRAM && d.is_committed())
+    {
+        let kind = match &here {
+            // Its interface was deleted: health's liveness calls both orphaned.
+            _ if !xdp_committed && xdp_defunct && !tc_live(tc, interface)? => None,
+            _ if !xdp_committed => Some(LeftoverKind::FlowsWithoutXdp),
+            Some(iface) => {
+                tc_classifier::missing_hooks(tc, iface)?.map(LeftoverKind::FlowsIncomplete)
+            }
+            // On an interface elsewhere, or gone: health's liveness says.
+            None => None,
+        };
+        if let Some(kind) = kind {
+            found.push(Leftover {
+                dir: tc.clone(),
+                kind,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Whether tc_classifier's hooks can still run: a tcx link on an
+/// interface, or netlink filters on an interface of that name here.
+fn tc_live(tc: &AttachmentDir, interface: &str) -> Result<bool> {
+    if tc.link().exists() {
+        let link = bpfobj::link_info(bpfobj::open_pinned(&tc.link())?.as_fd())?;
+        return Ok(link.ifindex != 0);
+    }
+    Ok(netdev::resolve(interface).is_ok())
+}
+
+/// Settles every leftover of `interface`, so that the old state or the new
+/// one stands; returns what was done. Run under the exclusive lock, by
+/// every change of an interface and by `health --fix`.
+pub fn reconcile(root: &StateRoot, interface: &str) -> Result<Vec<(&'static str, String)>> {
+    let mut done = Vec::new();
+    for leftover in leftovers(root, interface)? {
+        let (action, what) = leftover.settle()?;
+        log::info!("{what}");
+        done.push((action, what));
+    }
+    Ok(done)
 }
 
 fn check_mode(existing: &Attachment, requested: Option<XdpMode>) -> Result<()> {
@@ -299,6 +605,14 @@ pub fn detach(root: &StateRoot, interface: &str) -> Result<Detached> {
         Err(_) => None,
     };
 
+    let mut dirs = dirs;
+    // The XDP link commits the pair, so it goes first; tc_classifier next.
+    dirs.sort_by_key(|d| match d.program.as_str() {
+        _ if is_xdp(d) && d.link().exists() => 0,
+        _ if is_xdp(d) => 1,
+        tc_classifier::PROGRAM => 2,
+        _ => 3,
+    });
     let mut removed = Vec::new();
     for dir in &dirs {
         let before = if dir.is_committed() {

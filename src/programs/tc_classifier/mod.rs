@@ -444,11 +444,14 @@ mod tests {
 }
 
 /// The egress link's pin; the ingress link is the attachment's `link` pin,
-/// which goes last and commits (tcx). With netlink, the `clsact` marker
-/// commits instead.
+/// which goes last and commits (tcx). With netlink, the `clsact` records
+/// are pinned before the first filter is added, and the filters themselves,
+/// asked of the kernel, say whether the attachment is whole
+/// ([`missing_hooks`]).
 const LINK_EGRESS_PIN: &str = "link_egress";
 
-/// Loads both programs, hooks them to ingress and egress, and pins.
+/// Loads both programs, hooks them to ingress and egress, and pins. On
+/// failure `dir` may hold pins and recorded filters: the caller removes it.
 pub fn attach(
     dir: &AttachmentDir,
     iface: &Interface,
@@ -474,17 +477,49 @@ pub fn attach(
             bpfobj::pin(ingress_link.as_fd(), &dir.link())
         }
         TcMethod::Netlink => {
-            // Filters outlive the process: take them off again on failure.
-            let hooked = pin(&skel, dir)
-                .and_then(|()| tc::attach_netlink(ingress, iface, Direction::Ingress))
-                .and_then(|()| tc::attach_netlink(egress, iface, Direction::Egress));
-            if let Err(err) = hooked {
-                let _ = tc::detach_netlink(ingress, iface);
-                return Err(err);
-            }
-            bpfobj::pin(ingress, &dir.clsact())
+            // Filters outlive the process: recorded first, so that whatever
+            // is added can be found and removed again.
+            pin(&skel, dir)?;
+            bpfobj::pin(ingress, &dir.clsact())?;
+            bpfobj::pin(egress, &dir.clsact_egress())?;
+            tc::attach_netlink(ingress, iface, Direction::Ingress)?;
+            tc::attach_netlink(egress, iface, Direction::Egress)
         }
     }
+}
+
+/// Why the attachment in `dir` does not run on both hooks of `iface` as its
+/// pins say (the kernel's own view: tcx link info, the clsact filters);
+/// None when it does.
+pub fn missing_hooks(dir: &AttachmentDir, iface: &Interface) -> Result<Option<String>> {
+    let hooks = [
+        (Direction::Ingress, PROG_INGRESS_PIN, dir.link()),
+        (Direction::Egress, PROG_EGRESS_PIN, dir.pin(LINK_EGRESS_PIN)),
+    ];
+    for (direction, prog_pin, link_pin) in hooks {
+        let hook = direction.as_str();
+        if dir.clsact().exists() {
+            let prog = bpfobj::open_pinned(&dir.pin(prog_pin))?;
+            let ours = bpfobj::prog_info(prog.as_fd())?.id;
+            match tc::netlink_prog_id(prog.as_fd(), iface, direction)? {
+                Some(id) if id == ours => {}
+                Some(id) => {
+                    return Ok(Some(format!(
+                        "its clsact {hook} filter runs program {id}, not tc_classifier's {ours}"
+                    )))
+                }
+                None => return Ok(Some(format!("its clsact {hook} filter is gone"))),
+            }
+        } else if !link_pin.exists() {
+            return Ok(Some(format!("no tcx {hook} link is pinned")));
+        } else {
+            let link = bpfobj::open_pinned(&link_pin)?;
+            if bpfobj::link_info(link.as_fd())?.ifindex != iface.index {
+                return Ok(Some(format!("its tcx {hook} link no longer runs")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// What `stats` and `attach` say about a flow table.
