@@ -315,14 +315,7 @@ impl Rig {
             })
         };
         let since = kstate::last_link_id();
-        let wrapper = strace(&[
-            "-o".into(),
-            "/dev/null".into(),
-            "-e".into(),
-            format!("trace={syscall}"),
-            "-e".into(),
-            format!("inject={syscall}:signal=KILL:when={n}"),
-        ]);
+        let wrapper = strace(&kstate::kill_at_call(syscall, n));
         let start = kstate::boottime_ns();
         let killed = Ran::from(run(&mut self.command(&wrapper, self.family.command))).code == -1;
         let loaded = start..kstate::boottime_ns();

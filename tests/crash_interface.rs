@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, PinRoot, VethPair, BIN};
+use common::{kstate, run, PinRoot, VethPair, BIN};
 
 const TRACED: &str = "bpf,unlink,unlinkat,mkdir,mkdirat,rename,renameat,renameat2,sendto,sendmsg";
 const RULES: &str = r#"{ "default": "allow", "rules": [
@@ -301,19 +301,9 @@ fn kill_points(trace: &str) -> Vec<(String, usize)> {
 
 /// Runs `command` killed at the `n`-th call of `syscall`.
 fn kill_at(rig: &Rig, syscall: &str, n: usize, command: &[&str]) {
-    rig.meshbpf(
-        &[
-            "-f".into(),
-            "-qq".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            "-e".into(),
-            format!("trace={syscall}"),
-            "-e".into(),
-            format!("inject={syscall}:signal=KILL:when={n}"),
-        ],
-        command,
-    );
+    let mut strace = vec!["-f".to_string(), "-qq".into()];
+    strace.extend(kstate::kill_at_call(syscall, n));
+    rig.meshbpf(&strace, command);
 }
 
 /// The traced call right after the first one whose strace line contains

@@ -495,3 +495,17 @@ pub fn unpinned_host_links(
         .map(|(_, what)| format!("{what} with no pin anywhere on /sys/fs/bpf"))
         .collect()
 }
+
+/// strace's options that SIGKILL the traced command on entry to its `n`-th
+/// call of `syscall`, and print nothing.
+pub fn kill_at_call(syscall: &str, n: impl std::fmt::Display) -> Vec<String> {
+    [
+        "-o".to_string(),
+        "/dev/null".into(),
+        "-e".into(),
+        format!("trace={syscall}"),
+        "-e".into(),
+        format!("inject={syscall}:signal=KILL:when={n}"),
+    ]
+    .into()
+}
