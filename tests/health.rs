@@ -538,3 +538,39 @@ privileged_test!(
         );
     }
 );
+
+privileged_test!(
+    /// An attach killed right after creating `net/IF/` (crash test
+    /// attach_filter_fresh, mkdir:4) left an empty directory that health
+    /// called all ok and --fix kept.
+    fn an_empty_interface_directory_is_named_and_removed() {
+        let root = Root::new();
+        let empty = root.0.join("net/ghost1");
+        fs::create_dir_all(&empty).unwrap();
+        let report = common::meshbpf(&["health", "-j", "--bpffs", root.arg()])
+            .ok()
+            .json();
+        let c = state_check(&report, "attachment", "ghost1", "");
+        assert_eq!(c["status"], "warn", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!(
+                "empty directory {}: an attach or detach of ghost1 was interrupted before it held any pins",
+                empty.display()
+            )
+        );
+        let fixed = common::meshbpf(&["health", "--fix", "-j", "--bpffs", root.arg()])
+            .ok()
+            .json();
+        assert!(
+            fixed["fixes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["action"] == "remove_orphan" && f["done"] == true),
+            "{fixed}"
+        );
+        assert!(!empty.exists());
+        assert!(state_checks(&fixed, "ghost1").is_empty(), "{fixed}");
+    }
+);

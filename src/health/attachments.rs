@@ -7,9 +7,10 @@
 //! what finishing needs), then removes what is provably orphaned: a
 //! directory whose link no longer runs or whose interface is gone.
 
+use std::fs;
 use std::os::fd::AsFd;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::health::{Check, Fix};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
@@ -159,6 +160,10 @@ fn read_checks(root: &StateRoot, max_drop_percent: u8) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     for interface in root.interfaces()? {
         let dirs = root.program_dirs(&interface)?;
+        if dirs.is_empty() {
+            checks.push(empty_interface_dir(root, &interface));
+            continue;
+        }
         let leftovers = match interface::leftovers(root, &interface) {
             Ok(found) => found,
             Err(err) => {
@@ -265,8 +270,31 @@ pub fn remove_orphans(root: &StateRoot) -> Result<Vec<Fix>> {
             });
             fixes.push(Fix::of("remove_orphan", removed));
         }
+        // Removing a program directory removes its emptied parent; one that
+        // never held any is left for here.
+        let path = root.interface_dir(&interface);
+        if path.is_dir() && root.program_dirs(&interface)?.is_empty() {
+            let removed = fs::remove_dir(&path)
+                .map(|()| format!("removed the empty directory {}", path.display()))
+                .with_context(|| format!("removing {}", path.display()));
+            fixes.push(Fix::of("remove_orphan", removed));
+        }
     }
     Ok(fixes)
+}
+
+/// An interface directory without a program directory: an attach killed
+/// right after creating it, or a detach killed before removing it.
+fn empty_interface_dir(root: &StateRoot, interface: &str) -> Check {
+    Check::warn(
+        "attachment",
+        format!(
+            "empty directory {}: an attach or detach of {interface} was interrupted before it held any pins",
+            root.interface_dir(interface).display()
+        ),
+        "meshbpf health --fix removes it; nothing of meshbpf's runs on it",
+    )
+    .about(interface, "")
 }
 
 #[cfg(test)]

@@ -210,9 +210,14 @@ impl StateRoot {
         Ok(names)
     }
 
+    /// The directory of one interface's attachments.
+    pub fn interface_dir(&self, interface: &str) -> PathBuf {
+        self.path.join(NET_DIR).join(encode_component(interface))
+    }
+
     /// Every program directory of one interface, committed or left over.
     pub fn program_dirs(&self, interface: &str) -> Result<Vec<AttachmentDir>> {
-        let iface_dir = self.path.join(NET_DIR).join(encode_component(interface));
+        let iface_dir = self.interface_dir(interface);
         Ok(subdirs(&iface_dir)?
             .iter()
             .map(|prog_dir| self.attachment(interface, &file_name(prog_dir)))
