@@ -187,10 +187,36 @@ fn port_value((lo, hi): (u16, u16)) -> Value {
 /// Converts in file order. `/0` and `0 : 65535` become absent fields; any
 /// other range is written as the rules JSON accepts it (`443` or `"lo-hi"`).
 pub fn to_rules_json(rules: &[CbRule], default: &str) -> Converted {
+    to_rules_json_without(rules, default, |_| false)
+}
+
+impl CbRule {
+    /// Matches every packet: nothing after it is reached, nor the default.
+    pub fn is_catch_all(&self) -> bool {
+        let full = (0, u16::MAX);
+        self.src.1 == 0
+            && self.dst.1 == 0
+            && self.sport == full
+            && self.dport == full
+            && self.proto_mask == 0
+    }
+}
+
+/// As [`to_rules_json`], leaving out (counted as "dropped by the test") the
+/// rules `skip` names; the others keep their index's action.
+pub fn to_rules_json_without(
+    rules: &[CbRule],
+    default: &str,
+    skip: impl Fn(&CbRule) -> bool,
+) -> Converted {
     let mut out = Vec::new();
     let mut origin = Vec::new();
     let mut left_out = BTreeMap::<String, usize>::new();
     for (index, rule) in rules.iter().enumerate() {
+        if skip(rule) {
+            *left_out.entry("dropped by the test".into()).or_default() += 1;
+            continue;
+        }
         let protocol = match (rule.proto_mask, rule.proto) {
             (0x00, _) => None,
             (0xFF, 6) => Some("tcp"),
