@@ -82,6 +82,17 @@ fn set_as(name: &str, default: &str, without_catch_all: bool) -> Set {
         .unwrap_or_else(|e| panic!("{name}_trace: {e}"));
     let converted =
         cb::to_rules_json_without(&rules, default, |r| without_catch_all && r.is_catch_all());
+    // MESHBPF_CLASSBENCH_DUMP=DIR keeps the converted file, for `meshbpf filter check`.
+    if let Some(dir) = std::env::var_os("MESHBPF_CLASSBENCH_DUMP") {
+        let suffix = if without_catch_all {
+            "_no_catch_all"
+        } else {
+            ""
+        };
+        let path = std::path::Path::new(&dir).join(format!("{name}{suffix}.json"));
+        let text = serde_json::to_string_pretty(&converted.json).expect("rules JSON");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
     Set {
         rules,
         trace,
@@ -113,7 +124,8 @@ impl Probe {
 
     /// What the reference sees: a whole IPv4 packet whose L4 header is there.
     fn packet(&self) -> Packet {
-        let ports = matches!(self.proto, IPPROTO_TCP | IPPROTO_UDP).then_some((self.sport, self.dport));
+        let ports =
+            matches!(self.proto, IPPROTO_TCP | IPPROTO_UDP).then_some((self.sport, self.dport));
         Packet::Ip {
             src: IpAddr::V4(self.src.into()),
             dst: IpAddr::V4(self.dst.into()),
@@ -346,7 +358,12 @@ fn differential(name: &str, default: &str, without_catch_all: bool) {
         set.converted.left_out_total(),
         set.converted.left_out,
         outcome.packets,
-        outcome.hits.iter().filter(|(k, _)| k.is_some()).map(|(_, n)| n).sum::<u64>(),
+        outcome
+            .hits
+            .iter()
+            .filter(|(k, _)| k.is_some())
+            .map(|(_, n)| n)
+            .sum::<u64>(),
         outcome.hits.get(&None).copied().unwrap_or(0),
         outcome.disagreements.len(),
         started.elapsed(),
@@ -497,11 +514,21 @@ fn every_shared_set_is_listed() {
     listed.sort_unstable();
     let mut shared: Vec<String> = std::fs::read_dir(cb::dir())
         .expect("reading the ClassBench directory")
-        .map(|e| e.expect("a directory entry").file_name().into_string().expect("UTF-8"))
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8")
+        })
         .filter(|n| n != "README.md" && !n.ends_with("_trace"))
         .collect();
     shared.sort_unstable();
-    assert_eq!(listed, shared, "list every set of {} in CHECKED or REFUSED", cb::dir().display());
+    assert_eq!(
+        listed,
+        shared,
+        "list every set of {} in CHECKED or REFUSED",
+        cb::dir().display()
+    );
 }
 
 /// The sets refused today are refused with the documented capacity error.
@@ -511,7 +538,8 @@ fn sets_refused_today() {
     for name in REFUSED {
         let set = set(name);
         let text = set.converted.json.to_string();
-        let rules = parse(&text).unwrap_or_else(|e| panic!("{name}: meshbpf refuses the file: {e}"));
+        let rules =
+            parse(&text).unwrap_or_else(|e| panic!("{name}: meshbpf refuses the file: {e}"));
         let started = Instant::now();
         let result = compile::compile(&rules);
         let took = started.elapsed();
@@ -551,25 +579,43 @@ fn reference_follows_the_readme() {
         {"action": "deny", "src": "10.0.0.0/8"},
         {"action": "allow", "src": "10.1.0.0/16"}]});
     let p = v4([10, 1, 2, 3], [1, 1, 1, 1], IPPROTO_UDP, Some((1, 2)));
-    assert_eq!(reference::evaluate(&broad_first, &p), (Verdict::Deny, Some(0)));
+    assert_eq!(
+        reference::evaluate(&broad_first, &p),
+        (Verdict::Deny, Some(0))
+    );
     let https = json!({"rules": [
         {"action": "allow", "protocol": "tcp", "dport": 443},
         {"action": "deny", "src": "203.0.113.0/24"}]});
     let from = [203, 0, 113, 9];
     let tcp443 = v4(from, [1, 1, 1, 1], IPPROTO_TCP, Some((999, 443)));
-    assert_eq!(reference::evaluate(&https, &tcp443), (Verdict::Allow, Some(0)));
+    assert_eq!(
+        reference::evaluate(&https, &tcp443),
+        (Verdict::Allow, Some(0))
+    );
     let udp443 = v4(from, [1, 1, 1, 1], IPPROTO_UDP, Some((999, 443)));
-    assert_eq!(reference::evaluate(&https, &udp443), (Verdict::Deny, Some(1)));
+    assert_eq!(
+        reference::evaluate(&https, &udp443),
+        (Verdict::Deny, Some(1))
+    );
     // Ports unknown: no port rule matches; "any" with ports is tcp and udp.
     let ports = json!({"default": "deny", "rules": [
         {"action": "allow", "dport": "400-500"}, {"action": "allow", "protocol": "any"}]});
     let fragment = v4(from, [1, 1, 1, 1], IPPROTO_TCP, None);
-    assert_eq!(reference::evaluate(&ports, &fragment), (Verdict::Allow, Some(1)));
+    assert_eq!(
+        reference::evaluate(&ports, &fragment),
+        (Verdict::Allow, Some(1))
+    );
     let gre = v4(from, [1, 1, 1, 1], IPPROTO_GRE, None);
     assert_eq!(reference::evaluate(&ports, &gre), (Verdict::Allow, Some(1)));
-    assert_eq!(reference::evaluate(&ports, &Packet::NonIp), (Verdict::Deny, None));
+    assert_eq!(
+        reference::evaluate(&ports, &Packet::NonIp),
+        (Verdict::Deny, None)
+    );
     let arp = json!({"rules": [{"action": "deny", "protocol": "arp"}]});
-    assert_eq!(reference::evaluate(&arp, &Packet::Arp), (Verdict::Deny, Some(0)));
+    assert_eq!(
+        reference::evaluate(&arp, &Packet::Arp),
+        (Verdict::Deny, Some(0))
+    );
     assert_eq!(reference::evaluate(&arp, &tcp443), (Verdict::Allow, None));
     // Families: an IPv4 CIDR never matches IPv6.
     let v6 = Packet::Ip {
@@ -578,7 +624,10 @@ fn reference_follows_the_readme() {
         proto: Some(IPPROTO_UDP),
         ports: Some((1, 2)),
     };
-    assert_eq!(reference::evaluate(&broad_first, &v6), (Verdict::Allow, None));
+    assert_eq!(
+        reference::evaluate(&broad_first, &v6),
+        (Verdict::Allow, None)
+    );
     let six = json!({"rules": [{"action": "deny", "dst": "2001:db8::2"}]});
     assert_eq!(reference::evaluate(&six, &v6), (Verdict::Deny, Some(0)));
 }
@@ -607,6 +656,9 @@ fn classbench_conversion() {
     assert!(actions.contains(&"allow") && actions.contains(&"deny"));
     let trace = cb::parse_trace("1361257430\t3262310524\t65535\t61009\t6\t0\t471\n").unwrap();
     assert_eq!(trace[0].src, u32::from(Ipv4Addr::new(81, 35, 35, 214)));
-    assert_eq!((trace[0].dport, trace[0].proto, trace[0].rule), (61009, 6, 471));
+    assert_eq!(
+        (trace[0].dport, trace[0].proto, trace[0].rule),
+        (61009, 6, 471)
+    );
     parse(&c.json.to_string()).expect("meshbpf parses the conversion");
 }

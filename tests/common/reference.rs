@@ -126,7 +126,11 @@ pub fn in_cidr(text: &str, addr: IpAddr) -> bool {
         }
         (IpAddr::V6(net), IpAddr::V6(addr)) => {
             let len: u32 = len.map_or(128, |l| l.parse().expect("a prefix length"));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(net) & mask == u128::from(addr) & mask
         }
         _ => false,
