@@ -48,113 +48,163 @@ fn action(text: &str) -> Verdict {
     }
 }
 
-/// The verdict for `packet` and the index of the rule that decided it (None:
-/// the default).
-pub fn evaluate(rules: &Value, packet: &Packet) -> (Verdict, Option<usize>) {
-    let list = rules["rules"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    for (index, rule) in list.iter().enumerate() {
-        if matches(rule, packet) {
-            let act = rule["action"].as_str().expect("a rule has an action");
-            return (action(act), Some(index));
+/// A rule set read from its JSON once, so that evaluating many packets does
+/// not parse the same strings again: nothing else is precomputed, and each
+/// packet still walks every rule in file order.
+pub struct Reference {
+    rules: Vec<Rule>,
+    default: Verdict,
+}
+
+/// One rule's fields as the file writes them (absent: any).
+struct Rule {
+    action: Verdict,
+    protocol: String,
+    src: Option<Cidr>,
+    dst: Option<Cidr>,
+    sport: Option<(u16, u16)>,
+    dport: Option<(u16, u16)>,
+}
+
+struct Cidr {
+    net: IpAddr,
+    len: u32,
+}
+
+impl Reference {
+    pub fn new(rules: &Value) -> Self {
+        let list = rules["rules"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let cidr = |rule: &Value, field: &str| rule[field].as_str().map(cidr);
+        let ports = |rule: &Value, field: &str| rule.get(field).map(port_range);
+        Reference {
+            rules: list
+                .iter()
+                .map(|rule| Rule {
+                    action: action(rule["action"].as_str().expect("a rule has an action")),
+                    protocol: rule["protocol"].as_str().unwrap_or("any").to_owned(),
+                    src: cidr(rule, "src"),
+                    dst: cidr(rule, "dst"),
+                    sport: ports(rule, "sport"),
+                    dport: ports(rule, "dport"),
+                })
+                .collect(),
+            default: action(rules["default"].as_str().unwrap_or("allow")),
         }
     }
-    let default = rules["default"].as_str().unwrap_or("allow");
-    (action(default), None)
+
+    /// The verdict for `packet` and the index of the rule that decided it
+    /// (None: the default).
+    pub fn evaluate(&self, packet: &Packet) -> (Verdict, Option<usize>) {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.matches(packet) {
+                return (rule.action, Some(index));
+            }
+        }
+        (self.default, None)
+    }
 }
 
-/// Every field the rule has must match.
-pub fn matches(rule: &Value, packet: &Packet) -> bool {
-    let protocol = rule["protocol"].as_str().unwrap_or("any");
-    let (src, dst, proto, ports) = match *packet {
-        Packet::Arp => return protocol == "arp",
-        Packet::NonIp => return false,
-        Packet::Ip {
-            src,
-            dst,
-            proto,
-            ports,
-        } => (src, dst, proto, ports),
-    };
-    let proto_ok = match protocol {
-        "any" => true,
-        "tcp" => proto == Some(TCP),
-        "udp" => proto == Some(UDP),
-        "icmp" => src.is_ipv4() && proto == Some(ICMP),
-        "icmpv6" => src.is_ipv6() && proto == Some(ICMPV6),
-        "arp" => false,
-        other => panic!("reference: {other:?} is not a protocol"),
-    };
-    if !proto_ok {
-        return false;
-    }
-    let addr_ok = |field: &str, addr: IpAddr| match rule[field].as_str() {
-        None => true,
-        Some(text) => in_cidr(text, addr),
-    };
-    if !addr_ok("src", src) || !addr_ok("dst", dst) {
-        return false;
-    }
-    let sport = rule.get("sport");
-    let dport = rule.get("dport");
-    if sport.is_none() && dport.is_none() {
-        return true;
-    }
-    // Ports only for TCP and UDP ("any" with ports means tcp and udp), and
-    // only when the packet's ports are known.
-    let Some((sp, dp)) = ports else {
-        return false;
-    };
-    if proto != Some(TCP) && proto != Some(UDP) {
-        return false;
-    }
-    let port_ok = |value: Option<&Value>, port: u16| value.is_none_or(|v| in_range(v, port));
-    port_ok(sport, sp) && port_ok(dport, dp)
+/// [`Reference::evaluate`] for one packet.
+pub fn evaluate(rules: &Value, packet: &Packet) -> (Verdict, Option<usize>) {
+    Reference::new(rules).evaluate(packet)
 }
 
-/// `"10.0.0.0/8"`, `"2001:db8::/32"` or a bare address.
-pub fn in_cidr(text: &str, addr: IpAddr) -> bool {
+impl Rule {
+    /// Every field the rule has must match.
+    fn matches(&self, packet: &Packet) -> bool {
+        let protocol = self.protocol.as_str();
+        let (src, dst, proto, ports) = match *packet {
+            Packet::Arp => return protocol == "arp",
+            Packet::NonIp => return false,
+            Packet::Ip {
+                src,
+                dst,
+                proto,
+                ports,
+            } => (src, dst, proto, ports),
+        };
+        let proto_ok = match protocol {
+            "any" => true,
+            "tcp" => proto == Some(TCP),
+            "udp" => proto == Some(UDP),
+            "icmp" => src.is_ipv4() && proto == Some(ICMP),
+            "icmpv6" => src.is_ipv6() && proto == Some(ICMPV6),
+            "arp" => false,
+            other => panic!("reference: {other:?} is not a protocol"),
+        };
+        if !proto_ok {
+            return false;
+        }
+        let addr_ok = |cidr: &Option<Cidr>, addr| cidr.as_ref().is_none_or(|c| c.contains(addr));
+        if !addr_ok(&self.src, src) || !addr_ok(&self.dst, dst) {
+            return false;
+        }
+        if self.sport.is_none() && self.dport.is_none() {
+            return true;
+        }
+        // Ports only for TCP and UDP ("any" with ports means tcp and udp),
+        // and only when the packet's ports are known.
+        let Some((sp, dp)) = ports else {
+            return false;
+        };
+        if proto != Some(TCP) && proto != Some(UDP) {
+            return false;
+        }
+        let port_ok =
+            |range: Option<(u16, u16)>, port| range.is_none_or(|(lo, hi)| lo <= port && port <= hi);
+        port_ok(self.sport, sp) && port_ok(self.dport, dp)
+    }
+}
+
+/// `"10.0.0.0/8"`, `"2001:db8::/32"` or a bare address (one host).
+fn cidr(text: &str) -> Cidr {
     let (net, len) = match text.split_once('/') {
         Some((net, len)) => (net, Some(len)),
         None => (text, None),
     };
     let net: IpAddr = net.parse().expect("reference: a CIDR address");
-    match (net, addr) {
-        (IpAddr::V4(net), IpAddr::V4(addr)) => {
-            let len: u32 = len.map_or(32, |l| l.parse().expect("a prefix length"));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(net) & mask == u32::from(addr) & mask
+    let host = if net.is_ipv4() { 32 } else { 128 };
+    let len = len.map_or(host, |l| l.parse().expect("reference: a prefix length"));
+    Cidr { net, len }
+}
+
+impl Cidr {
+    /// The same family, and the same first `len` bits.
+    fn contains(&self, addr: IpAddr) -> bool {
+        match (self.net, addr) {
+            (IpAddr::V4(net), IpAddr::V4(addr)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len)
+                };
+                u32::from(net) & mask == u32::from(addr) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(addr)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
+                u128::from(net) & mask == u128::from(addr) & mask
+            }
+            _ => false,
         }
-        (IpAddr::V6(net), IpAddr::V6(addr)) => {
-            let len: u32 = len.map_or(128, |l| l.parse().expect("a prefix length"));
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(net) & mask == u128::from(addr) & mask
-        }
-        _ => false,
     }
 }
 
 /// `443`, `"443"` or `"5000-5999"`, inclusive.
-pub fn in_range(value: &Value, port: u16) -> bool {
-    let (lo, hi) = match value {
+fn port_range(value: &Value) -> (u16, u16) {
+    let port = |text: &str| text.parse::<u16>().expect("reference: a port");
+    match value {
         Value::Number(n) => {
-            let p = n.as_u64().expect("a port number");
+            let p = u16::try_from(n.as_u64().expect("a port number")).expect("a port");
             (p, p)
         }
         Value::String(s) => match s.split_once('-') {
-            Some((lo, hi)) => (
-                lo.parse().expect("a port range"),
-                hi.parse().expect("a port range"),
-            ),
-            None => {
-                let p = s.parse().expect("a port");
-                (p, p)
-            }
+            Some((lo, hi)) => (port(lo), port(hi)),
+            None => (port(s), port(s)),
         },
         other => panic!("reference: {other} is not a port"),
-    };
-    (lo..=hi).contains(&u64::from(port))
+    }
 }
