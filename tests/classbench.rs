@@ -100,6 +100,30 @@ fn set_as(name: &str, default: &str, without_catch_all: bool) -> Set {
     }
 }
 
+/// How a header is framed (README, "How packets are parsed for matching").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Shape {
+    Plain,
+    /// One 802.1Q tag.
+    Vlan,
+    /// 802.1ad outer and 802.1Q inner tags.
+    QinQ,
+    /// The first fragment of several: ports known.
+    FirstFragment,
+    /// A later fragment: no ports.
+    LaterFragment,
+    /// A TCP/UDP header cut before its ports end: protocol known, no ports.
+    TruncatedL4,
+}
+
+const SHAPES: [Shape; 5] = [
+    Shape::Vlan,
+    Shape::QinQ,
+    Shape::FirstFragment,
+    Shape::LaterFragment,
+    Shape::TruncatedL4,
+];
+
 /// A header to send: IPv4, with the L4 header its protocol calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Probe {
@@ -108,24 +132,52 @@ struct Probe {
     proto: u8,
     sport: u16,
     dport: u16,
+    shape: Shape,
 }
 
 impl Probe {
+    fn has_ports(&self) -> bool {
+        matches!(self.proto, IPPROTO_TCP | IPPROTO_UDP)
+    }
+
     fn frame(&self) -> Vec<u8> {
-        let ip = Frame::eth().ipv4(Ipv4Addr::from(self.src), Ipv4Addr::from(self.dst));
-        match self.proto {
+        let eth = match self.shape {
+            Shape::Vlan => Frame::eth().vlan(100),
+            Shape::QinQ => Frame::eth().svlan(200).vlan(100),
+            _ => Frame::eth(),
+        };
+        let ip = eth.ipv4(Ipv4Addr::from(self.src), Ipv4Addr::from(self.dst));
+        let ip = match self.shape {
+            Shape::FirstFragment => ip.fragment(0, true),
+            Shape::LaterFragment => {
+                return ip
+                    .fragment(8, true)
+                    .protocol(self.proto)
+                    .payload(64)
+                    .build()
+            }
+            _ => ip,
+        };
+        let frame = match self.proto {
             IPPROTO_TCP => ip.tcp(self.sport, self.dport).tcp_flags(TCP_ACK),
             IPPROTO_UDP => ip.udp(self.sport, self.dport),
             IPPROTO_ICMP => ip.icmp(8, 0),
             other => ip.protocol(other).payload(8),
-        }
-        .build()
+        };
+        let frame = match self.shape {
+            Shape::FirstFragment => frame.payload(64),
+            // Ethernet, a 20-byte IPv4 header, 3 bytes of the ports.
+            Shape::TruncatedL4 if self.has_ports() => frame.truncate(14 + 20 + 3),
+            _ => frame,
+        };
+        frame.build()
     }
 
-    /// What the reference sees: a whole IPv4 packet whose L4 header is there.
+    /// What the reference sees: an IPv4 packet, its L4 protocol known; its
+    /// ports only in a whole TCP/UDP header that is not a later fragment.
     fn packet(&self) -> Packet {
-        let ports =
-            matches!(self.proto, IPPROTO_TCP | IPPROTO_UDP).then_some((self.sport, self.dport));
+        let known = !matches!(self.shape, Shape::LaterFragment | Shape::TruncatedL4);
+        let ports = (self.has_ports() && known).then_some((self.sport, self.dport));
         Packet::Ip {
             src: IpAddr::V4(self.src.into()),
             dst: IpAddr::V4(self.dst.into()),
@@ -136,12 +188,13 @@ impl Probe {
 
     fn show(&self) -> String {
         format!(
-            "{} -> {} proto {} sport {} dport {}",
+            "{} -> {} proto {} sport {} dport {} ({:?})",
             Ipv4Addr::from(self.src),
             Ipv4Addr::from(self.dst),
             self.proto,
             self.sport,
-            self.dport
+            self.dport,
+            self.shape
         )
     }
 }
@@ -190,6 +243,7 @@ fn inside(rng: &mut XorShift, rule: &CbRule, proto: u8) -> Probe {
         proto,
         sport: port_edges(rng, rule.sport)[2],
         dport: port_edges(rng, rule.dport)[2],
+        shape: Shape::Plain,
     }
 }
 
@@ -245,6 +299,11 @@ fn crossing_probes(rng: &mut XorShift, rules: &[CbRule], n: usize) -> Vec<Probe>
                 proto,
                 sport: rng.pick(&sports),
                 dport: rng.pick(&dports),
+                shape: if rng.one_in(8) {
+                    rng.pick(&SHAPES)
+                } else {
+                    Shape::Plain
+                },
             }
         })
         .collect()
@@ -258,21 +317,26 @@ fn uniform_probes(rng: &mut XorShift, n: usize) -> Vec<Probe> {
             proto: rng.pick(&[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_GRE, 50, 255]),
             sport: rng.next() as u16,
             dport: rng.next() as u16,
+            shape: Shape::Plain,
         })
         .collect()
 }
 
+/// Every trace header as it is, then once in every other shape.
 fn trace_probes(trace: &[cb::Header]) -> Vec<Probe> {
-    trace
+    let probe = |h: &cb::Header, shape| Probe {
+        src: h.src,
+        dst: h.dst,
+        proto: h.proto,
+        sport: h.sport,
+        dport: h.dport,
+        shape,
+    };
+    let plain = trace.iter().map(|h| probe(h, Shape::Plain));
+    let shaped = SHAPES
         .iter()
-        .map(|h| Probe {
-            src: h.src,
-            dst: h.dst,
-            proto: h.proto,
-            sport: h.sport,
-            dport: h.dport,
-        })
-        .collect()
+        .flat_map(|&shape| trace.iter().map(move |h| probe(h, shape)));
+    plain.chain(shaped).collect()
 }
 
 /// The per-rule hit counter of the active generation, summed over CPUs.
@@ -378,7 +442,7 @@ fn check_set(name: &str, set: &Set, default: &str) {
 
     let mut rng = XorShift(SEED ^ name.len() as u64);
     let mut probes = trace_probes(&set.trace);
-    let traced = probes.len();
+    let traced = set.trace.len();
     probes.extend(edge_probes(&mut rng, &set.rules));
     probes.extend(crossing_probes(&mut rng, &set.rules, CROSSINGS));
     probes.extend(uniform_probes(&mut rng, UNIFORM));
@@ -387,19 +451,21 @@ fn check_set(name: &str, set: &Set, default: &str) {
 
     eprintln!(
         "{name}: {} ClassBench rules used, {} kept, {} left out {:?}; default {default}; \
-         compiled in {compile_time:?}; {} packets ({traced} from the trace), \
-         {} decided by rules, {} by the default; {} disagreements; {:?} in all",
+         compiled in {compile_time:?}; {} packets ({traced} trace headers, each in {} shapes), \
+         {} decided by rules ({} rules hit), {} by the default; {} disagreements; {:?} in all",
         set.rules.len(),
         set.converted.origin.len(),
         set.converted.left_out_total(),
         set.converted.left_out,
         outcome.packets,
+        SHAPES.len() + 1,
         outcome
             .hits
             .iter()
             .filter(|(k, _)| k.is_some())
             .map(|(_, n)| n)
             .sum::<u64>(),
+        outcome.hits.keys().filter(|k| k.is_some()).count(),
         outcome.hits.get(&None).copied().unwrap_or(0),
         outcome.disagreements.len(),
         started.elapsed(),
