@@ -4,12 +4,18 @@
 //!
 //! For each set meshbpf compiles today, the real program is loaded and filled
 //! by the real `apply`, then runs under BPF_PROG_TEST_RUN every trace header
-//! of the set, plus packets aimed at the rules' edges (prefix bounds ±1, port
-//! ranges lo-1/lo/hi/hi+1, the other protocols) and at their crossings (the
-//! source edge of one rule with the destination edge of another). Every
-//! verdict and every per-rule hit counter (and the defaulted counter) must be
-//! the reference's. The sets refused today are asserted refused, so this
-//! file fails the day they compile, and they must move to the checked list.
+//! of the set (plain, VLAN and QinQ tagged, as a first and a later fragment,
+//! with its TCP/UDP header cut), plus packets aimed at the rules' edges
+//! (prefix bounds ±1, port ranges lo-1/lo/hi/hi+1, the other protocols) and
+//! at their crossings (the source edge of one rule with the destination edge
+//! of another and the ports of a third). Every verdict and every per-rule hit
+//! counter (and the defaulted counter) must be the reference's. The same runs
+//! without the set's final catch-all rule, so the default is reached, and on
+//! the longest prefix of each 1k set refused today that compiles.
+//!
+//! The sets refused today are asserted refused, so this file fails the day
+//! they compile, and they must move to CHECKED. MESHBPF_CLASSBENCH_DUMP=DIR
+//! writes the converted rule files, for `meshbpf filter check`.
 
 mod common;
 
@@ -450,7 +456,7 @@ fn check_set(name: &str, set: &Set, default: &str) {
     let outcome = run(&skel, &maps, generation, &set.converted, &probes);
 
     eprintln!(
-        "{name}: {} ClassBench rules used, {} kept, {} left out {:?}; default {default}; \
+        "{name}: {} ClassBench rules, {} kept, {} left out {:?}; default {default}; \
          compiled in {compile_time:?}; {} packets ({traced} trace headers, each in {} shapes), \
          {} decided by rules ({} rules hit), {} by the default; {} disagreements; {:?} in all",
         set.rules.len(),
