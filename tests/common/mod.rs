@@ -11,9 +11,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{setns, CloneFlags};
 
+pub mod classbench;
 pub mod frames;
 pub mod http;
 pub mod kstate;
+pub mod reference;
 pub mod rng;
 
 /// The binary under test: cargo's build, or another build of it named by
