@@ -192,7 +192,7 @@ fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
 
 /// tc_classifier's directory on an interface, when the kernel runs it as
 /// its pins say (asked where the interface is in this namespace).
-fn hooked_tc(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
+pub fn hooked_tc(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
     let dir = root.attachment(interface, tc_classifier::PROGRAM);
     if !dir.is_committed() {
         return Ok(None);

@@ -432,3 +432,38 @@ privileged_test!(
         assert!(String::from_utf8_lossy(&qdiscs.stdout).contains("qdisc htb 1: root"));
     }
 );
+
+privileged_test!(
+    /// Issue 15: read-only commands never report a program the kernel is
+    /// not running. With tc_classifier's netlink filters gone from under
+    /// its pins (an interrupted detach), `flows` must not show its table
+    /// as if it still counted.
+    fn a_flow_table_whose_programs_do_not_run_is_not_shown() {
+        let net = VethPair::new();
+        net.meshbpf(&["attach", &net.dev, "--tc-method", "netlink"])
+            .ok();
+        net.ping(ADDR, 1);
+        assert!(!net
+            .meshbpf(&["flows", "-j"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty());
+        common::must(&format!(
+            "ip netns exec {} tc filter del dev {} ingress && ip netns exec {} tc filter del dev {} egress",
+            net.ns, net.dev, net.ns, net.dev
+        ));
+        let one = net.meshbpf(&["flows", &net.dev, "-j"]);
+        assert_eq!(one.code, 1, "{one:?}");
+        assert_eq!(
+            one.json()["error"],
+            format!(
+                "{}'s flow table is not counting: the kernel does not run tc_classifier there, an attach or detach was interrupted",
+                net.dev
+            )
+        );
+        let all = net.meshbpf(&["flows", "-j"]);
+        assert!(!all.stdout.contains(&net.dev), "{all:?}");
+    }
+);

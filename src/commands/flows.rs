@@ -39,6 +39,7 @@ use crate::output::{self, Delivery, Output, Report};
 use crate::programs::tc_classifier;
 use crate::programs::tc_classifier::flows::{Flow, FlowKey, FlowQuery, FlowSort, HasFlow};
 use crate::proto::{self, L7};
+use crate::snapshot;
 
 /// Where flows come from: [`read`] (or, in tests, anything else). Hands
 /// each flow to the sink as it is read.
@@ -103,13 +104,28 @@ fn tables(root: &StateRoot, interface: Option<&str>) -> Result<Vec<AttachmentDir
                 ))
                 .into());
             }
-            Ok(vec![dir])
+            match snapshot::hooked_tc(root, name)? {
+                Some(dir) => Ok(vec![dir]),
+                None => Err(Failure::new(format!(
+                    "{name}'s flow table is not counting: the kernel does not run tc_classifier there, an attach or detach was interrupted"
+                ))
+                .hint(format!(
+                    "meshbpf health names what is left; meshbpf health --fix or meshbpf attach {name} settles it"
+                ))
+                .into()),
+            }
         }
-        None => Ok(root
-            .attachments()?
-            .into_iter()
-            .filter(|dir| dir.program == tc_classifier::PROGRAM)
-            .collect()),
+        // Tables whose programs the kernel does not run are left out (and
+        // logged): their counts would pass for live ones.
+        None => {
+            let mut hooked = Vec::new();
+            for dir in root.attachments()? {
+                if dir.program == tc_classifier::PROGRAM {
+                    hooked.extend(snapshot::hooked_tc(root, &dir.interface)?);
+                }
+            }
+            Ok(hooked)
+        }
     }
 }
 
