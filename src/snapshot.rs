@@ -191,21 +191,26 @@ fn flow_table(root: &StateRoot, interface: &str) -> Result<Option<FlowTable>> {
 }
 
 /// tc_classifier's directory on an interface, when the kernel runs it as
-/// its pins say (asked where the interface is in this namespace).
-pub fn hooked_tc(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
+/// its pins say.
+fn hooked_tc(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
     let dir = root.attachment(interface, tc_classifier::PROGRAM);
-    if !dir.is_committed() {
-        return Ok(None);
-    }
-    if let Ok(iface) = netdev::resolve(interface) {
-        if let Some(why) = tc_classifier::missing_hooks(&dir, &iface)? {
+    Ok((dir.is_committed() && tc_hooked(&dir)?).then_some(dir))
+}
+
+/// Whether the kernel runs a committed tc_classifier attachment's programs
+/// as its pins say (asked where the interface is in this namespace; from
+/// elsewhere, the pins are taken at their word).
+pub fn tc_hooked(dir: &AttachmentDir) -> Result<bool> {
+    if let Ok(iface) = netdev::resolve(&dir.interface) {
+        if let Some(why) = tc_classifier::missing_hooks(dir, &iface)? {
             log::warn!(
-                "tc_classifier on {interface} is interrupted: {why}; meshbpf health --fix removes it"
+                "tc_classifier on {} is interrupted: {why}; meshbpf health --fix removes it",
+                dir.interface
             );
-            return Ok(None);
+            return Ok(false);
         }
     }
-    Ok(Some(dir))
+    Ok(true)
 }
 
 /// Every attachment: one element per interface, then the host-wide

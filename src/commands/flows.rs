@@ -42,16 +42,22 @@ use crate::proto::{self, L7};
 use crate::snapshot;
 
 /// Where flows come from: [`read`] (or, in tests, anything else). Hands
-/// each flow to the sink as it is read.
-pub type FlowSource<'a> = &'a dyn Fn(&AttachmentDir, &mut dyn FnMut(Flow)) -> Result<()>;
+/// each flow to the sink as it is read; false when the table does not
+/// count (the kernel does not run its programs).
+pub type FlowSource<'a> = &'a dyn Fn(&AttachmentDir, &mut dyn FnMut(Flow)) -> Result<bool>;
 
 /// Every flow in the pinned table of a tc_classifier attachment
-/// (`<root>/net/<iface>/tc_classifier/flows`).
-pub fn read(dir: &AttachmentDir, sink: &mut dyn FnMut(Flow)) -> Result<()> {
+/// (`<root>/net/<iface>/tc_classifier/flows`), unless the kernel does not
+/// run its programs as the pins say: then its counts would pass for live
+/// ones.
+pub fn read(dir: &AttachmentDir, sink: &mut dyn FnMut(Flow)) -> Result<bool> {
+    if !snapshot::tc_hooked(dir)? {
+        return Ok(false);
+    }
     tc_classifier::visit_pinned_flows(dir, &mut |key, value| {
         sink(tc_classifier::decode(key, value))
     })?;
-    Ok(())
+    Ok(true)
 }
 
 pub fn run(root: &StateRoot, out: &Output, args: &FlowsArgs) -> Result<()> {
@@ -104,28 +110,13 @@ fn tables(root: &StateRoot, interface: Option<&str>) -> Result<Vec<AttachmentDir
                 ))
                 .into());
             }
-            match snapshot::hooked_tc(root, name)? {
-                Some(dir) => Ok(vec![dir]),
-                None => Err(Failure::new(format!(
-                    "{name}'s flow table is not counting: the kernel does not run tc_classifier there, an attach or detach was interrupted"
-                ))
-                .hint(format!(
-                    "meshbpf health names what is left; meshbpf health --fix or meshbpf attach {name} settles it"
-                ))
-                .into()),
-            }
+            Ok(vec![dir])
         }
-        // Tables whose programs the kernel does not run are left out (and
-        // logged): their counts would pass for live ones.
-        None => {
-            let mut hooked = Vec::new();
-            for dir in root.attachments()? {
-                if dir.program == tc_classifier::PROGRAM {
-                    hooked.extend(snapshot::hooked_tc(root, &dir.interface)?);
-                }
-            }
-            Ok(hooked)
-        }
+        None => Ok(root
+            .attachments()?
+            .into_iter()
+            .filter(|dir| dir.program == tc_classifier::PROGRAM)
+            .collect()),
     }
 }
 
@@ -237,12 +228,26 @@ fn take(
         let _lock = root.lock_shared()?;
         for dir in tables(root, interface)? {
             let name: Rc<str> = Rc::from(dir.interface.as_str());
-            source(&dir, &mut |flow| gathered.add(&name, flow))?;
-            interfaces.push(dir.interface);
+            if source(&dir, &mut |flow| gathered.add(&name, flow))? {
+                interfaces.push(dir.interface);
+            } else if interface.is_some() {
+                return Err(not_counting(&dir.interface).into());
+            } else {
+                log::warn!("{}", not_counting(&dir.interface));
+            }
         }
     }
     let at = Anchor::now();
     Ok(select(gathered, interfaces, query, at, refresh))
+}
+
+fn not_counting(interface: &str) -> Failure {
+    Failure::new(format!(
+        "{interface}'s flow table is not counting: the kernel does not run tc_classifier there, an attach or detach was interrupted"
+    ))
+    .hint(format!(
+        "meshbpf health names what is left; meshbpf health --fix or meshbpf attach {interface} settles it"
+    ))
 }
 
 /// The matching flows of one read, as they stream in.
@@ -1056,14 +1061,14 @@ mod tests {
         dir
     }
 
-    fn source(dir: &AttachmentDir, sink: &mut dyn FnMut(Flow)) -> Result<()> {
+    fn source(dir: &AttachmentDir, sink: &mut dyn FnMut(Flow)) -> Result<bool> {
         let flows = match dir.interface.as_str() {
             "eth0" => vec![web()],
             "eth1" => vec![ping(), ping()],
             other => anyhow::bail!("read {other}"),
         };
         flows.into_iter().for_each(sink);
-        Ok(())
+        Ok(true)
     }
 
     #[test]

@@ -54,10 +54,11 @@
 //! own info, not the directory its pin sits in) and say "interrupted" where
 //! the pins and the kernel disagree; [`leftovers`] is what `health` reports.
 
+use std::fs;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{Attachment, LinkState, Runs};
@@ -626,6 +627,12 @@ pub fn detach(root: &StateRoot, interface: &str) -> Result<Detached> {
             prog_id: before.as_ref().map(|a| a.prog_id),
             link_id: before.as_ref().map(|a| a.link_id),
         });
+    }
+    // Removing the last program directory removes the interface's own; a
+    // detach killed in between leaves it empty for this one.
+    let iface_dir = root.interface_dir(interface);
+    if lock.is_some() && iface_dir.is_dir() && root.program_dirs(interface)?.is_empty() {
+        fs::remove_dir(&iface_dir).with_context(|| format!("removing {}", iface_dir.display()))?;
     }
 
     let foreign_xdp_prog = match iface {
