@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::kstate::{self, State};
 use common::{compile_fixture, run, PinRoot, Ran, VethPair, BIN};
@@ -188,11 +188,21 @@ impl Rig {
     }
 
     /// Programs running that no pin keeps (see the module doc).
+    /// Programs that outlive the killed command without a pin. The kernel
+    /// releases a dead process's tracing and perf_event links from a work
+    /// queue, a moment after the process is gone: only a link still there
+    /// after a second is a leak.
     fn unpinned(&self, since: u32, names: &BTreeSet<String>, loaded: &Range<u64>) -> Vec<String> {
-        match &self.net {
+        let leaks = || match &self.net {
             Some(net) => kstate::unpinned_on_interface(&self.root.path, net),
             None => kstate::unpinned_host_links(since, names, loaded.clone()),
-        }
+        };
+        let mut last = Vec::new();
+        common::wait_for(Duration::from_secs(1), || {
+            last = leaks();
+            last.is_empty().then_some(())
+        });
+        last
     }
 
     fn setup(&self) -> Result<(), String> {
