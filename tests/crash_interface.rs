@@ -10,10 +10,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -102,95 +99,38 @@ impl Rig {
     }
 
     fn state(&self) -> State {
-        let (xdp, tc) = self.running();
+        let running = kstate::running_on(&self.net);
+        let (xdp, tc): (Vec<_>, Vec<_>) =
+            running.into_iter().partition(|r| r.hook.starts_with("xdp"));
+        let mut tc: Vec<String> = tc.into_iter().map(|r| r.name).collect();
+        tc.sort();
         State {
-            xdp: xdp.map(prog_name),
-            tc: {
-                let mut names: Vec<String> = tc.iter().map(|&id| prog_name(id)).collect();
-                names.sort();
-                names
-            },
+            xdp: xdp.into_iter().next().map(|r| r.name),
+            tc,
             pins: pins_under(&self.iface_pins()),
         }
     }
 
-    /// Program ids on the interface: XDP, then tcx and clsact, from the kernel.
+    /// Program ids on the interface, from the kernel: XDP, then tc.
     fn running(&self) -> (Option<u32>, Vec<u32>) {
-        let out = run(Command::new("ip").args([
-            "-n",
-            &self.net.ns,
-            "-j",
-            "-d",
-            "link",
-            "show",
-            "dev",
-            &self.net.dev,
-        ]));
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let xdp = links[0]["xdp"]["prog"]["id"].as_u64().map(|id| id as u32);
-        let mut tc = self.tcx_ids();
-        for hook in ["ingress", "egress"] {
-            let out = run(Command::new("tc").args([
-                "-n",
-                &self.net.ns,
-                "-j",
-                "filter",
-                "show",
-                "dev",
-                &self.net.dev,
-                hook,
-            ]));
-            let filters: serde_json::Value =
-                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
-            for f in filters.as_array().into_iter().flatten() {
-                if let Some(id) = f["options"]["prog"]["id"].as_u64() {
-                    tc.push(id as u32);
-                }
-            }
-        }
-        (xdp, tc)
-    }
-
-    fn tcx_ids(&self) -> Vec<u32> {
-        if !common::kernel_has_tcx() {
-            return Vec::new();
-        }
-        VethPair::in_netns(&self.net.ns, || {
-            let index = nix::net::if_::if_nametoindex(self.net.dev.as_str()).unwrap();
-            let mut ids = Vec::new();
-            for attach_type in [libbpf_sys::BPF_TCX_INGRESS, libbpf_sys::BPF_TCX_EGRESS] {
-                let mut buf = [0u32; 16];
-                // SAFETY: plain data; sz tells libbpf which fields we know.
-                let mut opts: libbpf_sys::bpf_prog_query_opts = unsafe { std::mem::zeroed() };
-                opts.sz = std::mem::size_of_val(&opts) as _;
-                opts.prog_ids = buf.as_mut_ptr();
-                opts.__bindgen_anon_1.count = buf.len() as u32;
-                // SAFETY: the buffer outlives the call and holds `count` ids.
-                let ret = unsafe {
-                    libbpf_sys::bpf_prog_query_opts(index as i32, attach_type, &mut opts)
-                };
-                assert_eq!(ret, 0, "querying tcx programs");
-                // SAFETY: the kernel filled in the count member of the union.
-                let count = unsafe { opts.__bindgen_anon_1.count } as usize;
-                ids.extend_from_slice(&buf[..count.min(buf.len())]);
-            }
-            ids
-        })
+        let (xdp, tc): (Vec<_>, Vec<_>) = kstate::running_on(&self.net)
+            .into_iter()
+            .partition(|r| r.hook.starts_with("xdp"));
+        (
+            xdp.first().map(|r| r.prog_id),
+            tc.iter().map(|r| r.prog_id).collect(),
+        )
     }
 
     /// Every program running on the interface is held by a pin of the root.
     fn check_no_unpinned_program(&self, context: &str) {
-        let pinned = pinned_prog_ids(&self.root.path);
-        let (xdp, tc) = self.running();
-        for id in xdp.into_iter().chain(tc) {
-            assert!(
-                pinned.contains(&id),
-                "{context}: program {id} ({}) runs on {} but no pin holds it; pins: {:?}",
-                prog_name(id),
-                self.net.dev,
-                pins_under(&self.iface_pins())
-            );
-        }
+        let unpinned = kstate::unpinned_on_interface(&self.root.path, &self.net);
+        assert!(
+            unpinned.is_empty(),
+            "{context}: {unpinned:?} on {}; pins: {:?}",
+            self.net.dev,
+            pins_under(&self.iface_pins())
+        );
     }
 
     /// Leaves the interface as a fresh one, checking that detach can.
@@ -217,63 +157,6 @@ fn pins_under(dir: &Path) -> BTreeSet<String> {
         }
     }
     found
-}
-
-/// The ids of the programs pinned under `root`, and of those its links run.
-fn pinned_prog_ids(root: &Path) -> BTreeSet<u32> {
-    let mut ids = BTreeSet::new();
-    for rel in pins_under(root) {
-        let path = root.join(&rel);
-        if path.is_dir() {
-            continue;
-        }
-        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path; the call returns a fresh fd or -1.
-        let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
-        if fd < 0 {
-            continue;
-        }
-        // SAFETY: a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain data the kernel fills in, of the size passed.
-        let mut prog: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of_val(&prog) as u32;
-        if unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut prog, &mut len) } == 0
-        {
-            ids.insert(prog.id);
-            continue;
-        }
-        // SAFETY: as above.
-        let mut link: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of_val(&link) as u32;
-        if unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut link, &mut len) } == 0
-        {
-            ids.insert(link.prog_id);
-        }
-    }
-    ids
-}
-
-fn prog_name(id: u32) -> String {
-    // SAFETY: the call returns a fresh fd or -errno.
-    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
-    if fd < 0 {
-        return format!("gone:{id}");
-    }
-    // SAFETY: a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain data the kernel fills in, of the size passed.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: as above.
-    unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    info.name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8 as char)
-        .collect()
 }
 
 /// (syscall, n-th call of it) for every traced call of an uninterrupted run.

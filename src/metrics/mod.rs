@@ -35,13 +35,14 @@ pub fn health_checks(root: &StateRoot) -> Vec<Check> {
 pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
     let checks = health_checks(root);
     let _lock = root.lock_shared()?;
+    let attachments = root.attachments()?;
     let mut programs = Vec::new();
     for program in programs::ALL {
         let dirs: Vec<AttachmentDir> = match program.scope {
-            Scope::Interface => root
-                .attachments()?
-                .into_iter()
+            Scope::Interface => attachments
+                .iter()
                 .filter(|d| d.program == program.name)
+                .cloned()
                 .collect(),
             Scope::Host => Some(root.host_attachment(program.name))
                 .filter(AttachmentDir::is_committed)

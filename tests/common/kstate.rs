@@ -207,10 +207,24 @@ fn pin_lines(root: &Path, lines: &mut BTreeSet<String>) {
 }
 
 /// A program the kernel runs on the interface, by hook.
-struct Running {
-    hook: String,
-    prog_id: u32,
-    name: String,
+pub struct Running {
+    pub hook: String,
+    pub prog_id: u32,
+    pub name: String,
+}
+
+/// What the kernel runs on the interface: XDP, then netlink tc filters,
+/// then tcx links; `lines` gets the clsact qdisc when there is one.
+fn running_with(net: &VethPair, lines: &mut BTreeSet<String>) -> Vec<Running> {
+    let mut running = xdp_running(net);
+    running.extend(netlink_running(net, lines));
+    running.extend(tcx_running(net));
+    running
+}
+
+/// What the kernel runs on the interface, XDP first.
+pub fn running_on(net: &VethPair) -> Vec<Running> {
+    running_with(net, &mut BTreeSet::new())
 }
 
 fn json_of(cmd: &mut Command) -> serde_json::Value {
@@ -388,9 +402,7 @@ pub fn observe(root: &Path, net: Option<&VethPair>) -> State {
     let mut lines = BTreeSet::new();
     pin_lines(root, &mut lines);
     if let Some(net) = net {
-        let mut running = xdp_running(net);
-        running.extend(netlink_running(net, &mut lines));
-        running.extend(tcx_running(net));
+        let running = running_with(net, &mut lines);
         let frames = probe_frames();
         for r in &running {
             lines.insert(format!("runs {}: {}", r.hook, r.name));
@@ -413,11 +425,7 @@ pub fn observe(root: &Path, net: Option<&VethPair>) -> State {
 /// them to detach them.
 pub fn unpinned_on_interface(root: &Path, net: &VethPair) -> Vec<String> {
     let pinned = reachable(root);
-    let mut ignored = BTreeSet::new();
-    let mut running = xdp_running(net);
-    running.extend(netlink_running(net, &mut ignored));
-    running.extend(tcx_running(net));
-    running
+    running_on(net)
         .into_iter()
         .filter(|r| !pinned.progs.contains(&r.prog_id))
         .map(|r| {
