@@ -108,6 +108,56 @@ impl fmt::Display for L7 {
     }
 }
 
+/// IANA's keywords ("Assigned Internet Protocol Numbers") of the protocols
+/// rules name most, and `ipv6-icmp`, IANA's own name for ICMPv6, as an
+/// alias: the first keyword of a number is the one meshbpf prints.
+const IP_PROTOCOL_KEYWORDS: [(u8, &str); 28] = [
+    (0, "hopopt"),
+    (1, "icmp"),
+    (2, "igmp"),
+    (4, "ipip"),
+    (4, "ipv4"),
+    (6, "tcp"),
+    (8, "egp"),
+    (9, "igp"),
+    (17, "udp"),
+    (27, "rdp"),
+    (33, "dccp"),
+    (41, "ipv6"),
+    (43, "ipv6-route"),
+    (44, "ipv6-frag"),
+    (46, "rsvp"),
+    (47, "gre"),
+    (50, "esp"),
+    (51, "ah"),
+    (58, "icmpv6"),
+    (58, "ipv6-icmp"),
+    (59, "ipv6-nonxt"),
+    (60, "ipv6-opts"),
+    (88, "eigrp"),
+    (89, "ospf"),
+    (103, "pim"),
+    (112, "vrrp"),
+    (115, "l2tp"),
+    (132, "sctp"),
+];
+
+/// IANA's keyword for IP protocol `number`, if this table has one.
+pub fn ip_protocol_name(number: u8) -> Option<&'static str> {
+    IP_PROTOCOL_KEYWORDS
+        .iter()
+        .find(|(n, _)| *n == number)
+        .map(|(_, name)| *name)
+}
+
+/// The IP protocol number of an IANA keyword (lower case).
+pub fn ip_protocol_number(keyword: &str) -> Option<u8> {
+    IP_PROTOCOL_KEYWORDS
+        .iter()
+        .find(|(_, name)| *name == keyword)
+        .map(|(n, _)| *n)
+}
+
 /// `tcp`, `udp`, `icmp`, `icmpv6`, else the protocol number.
 pub fn protocol_name(protocol: u8) -> String {
     match protocol {

@@ -277,7 +277,7 @@ fn summary(rule: &Rule) -> String {
         parts.push(format!("dst {dst}"));
     }
     if rule.protocol != Protocol::Any {
-        parts.push(rule.protocol.as_str().to_string());
+        parts.push(rule.protocol.to_string());
     }
     let range = |r: PortRange| {
         if r.lo == r.hi {

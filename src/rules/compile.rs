@@ -111,6 +111,7 @@ impl ProtoClass {
             Protocol::Icmp => self == ProtoClass::Icmp,
             Protocol::Icmpv6 => self == ProtoClass::Icmpv6,
             Protocol::Arp => self == ProtoClass::Arp,
+            Protocol::Number(_) => false,
         }
     }
 }
@@ -1095,6 +1096,7 @@ mod tests {
             Protocol::Udp => matches!(l4, L4::Udp(_)),
             Protocol::Icmp => l4 == L4::Icmp && family == Family::V4,
             Protocol::Icmpv6 => l4 == L4::Icmp && family == Family::V6,
+            Protocol::Number(_) => false,
             Protocol::Arp => false,
         };
         let inside =

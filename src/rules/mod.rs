@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{edit_distance, Failure};
 use crate::kernel::files::{self, Kind};
+use crate::proto;
 
 /// A rule file that meshbpf refuses, located as precisely as it is known.
 /// Boxed, because every parser returns it and most calls succeed.
@@ -152,8 +153,8 @@ const PORT: Expected = Expected {
     hint: "ports are 0-65535; write a range as a string \"low-high\" with the low end first",
 };
 const PROTOCOL: Expected = Expected {
-    what: "a protocol name like \"tcp\"",
-    hint: "the protocols are tcp, udp, icmp, icmpv6, arp and any, in lower case",
+    what: "a protocol like \"tcp\", \"gre\" or 47",
+    hint: "write an IANA keyword in lower case (tcp, udp, icmp, icmpv6, gre, esp, ah, sctp, ...), arp, any, or an IP protocol number 0-255",
 };
 const ACTION: Expected = Expected {
     what: "an action like \"allow\"",
@@ -580,8 +581,10 @@ fn port_span(text: &str, lo: &str, hi: &str) -> Result<PortRange, RuleError> {
     Ok(PortRange { lo, hi })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// What a rule's `protocol` names. Numbers that have a variant of their own
+/// parse into it (6 is `Tcp`), so two spellings of one protocol are one
+/// value; `Number` holds every other IP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Any,
     Tcp,
@@ -592,10 +595,13 @@ pub enum Protocol {
     Icmpv6,
     /// The one non-IP protocol a rule may name.
     Arp,
+    /// Any other IP protocol, by its number (the IPv4 protocol field, or the
+    /// IPv6 header that follows the extension headers).
+    Number(u8),
 }
 
 impl Protocol {
-    const ALL: [Protocol; 6] = [
+    const NAMED: [Protocol; 6] = [
         Protocol::Any,
         Protocol::Tcp,
         Protocol::Udp,
@@ -604,14 +610,39 @@ impl Protocol {
         Protocol::Arp,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The protocol with IP protocol number `number`.
+    pub fn from_number(number: u8) -> Protocol {
+        match number {
+            proto::IPPROTO_TCP => Protocol::Tcp,
+            proto::IPPROTO_UDP => Protocol::Udp,
+            proto::IPPROTO_ICMP => Protocol::Icmp,
+            proto::IPPROTO_ICMPV6 => Protocol::Icmpv6,
+            other => Protocol::Number(other),
+        }
+    }
+
+    /// The IP protocol number packets of this protocol carry; none for
+    /// `any` and `arp`.
+    pub fn ip_number(self) -> Option<u8> {
         match self {
-            Protocol::Any => "any",
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-            Protocol::Icmpv6 => "icmpv6",
-            Protocol::Arp => "arp",
+            Protocol::Tcp => Some(proto::IPPROTO_TCP),
+            Protocol::Udp => Some(proto::IPPROTO_UDP),
+            Protocol::Icmp => Some(proto::IPPROTO_ICMP),
+            Protocol::Icmpv6 => Some(proto::IPPROTO_ICMPV6),
+            Protocol::Number(number) => Some(number),
+            Protocol::Any | Protocol::Arp => None,
+        }
+    }
+
+    fn keyword(self) -> Option<&'static str> {
+        match self {
+            Protocol::Any => Some("any"),
+            Protocol::Tcp => Some("tcp"),
+            Protocol::Udp => Some("udp"),
+            Protocol::Icmp => Some("icmp"),
+            Protocol::Icmpv6 => Some("icmpv6"),
+            Protocol::Arp => Some("arp"),
+            Protocol::Number(number) => proto::ip_protocol_name(number),
         }
     }
 
@@ -630,17 +661,41 @@ impl Protocol {
     }
 }
 
+/// Its keyword, or its number where IANA gives it none.
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match (self.keyword(), self) {
+            (Some(keyword), _) => f.write_str(keyword),
+            (None, Protocol::Number(number)) => write!(f, "{number}"),
+            (None, _) => unreachable!("every named protocol has a keyword"),
+        }
     }
 }
 
+/// As a rule file writes it: the keyword, or the number where there is none.
+impl Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match (self.keyword(), self) {
+            (None, Protocol::Number(number)) => serializer.serialize_u8(*number),
+            _ => serializer.collect_str(self),
+        }
+    }
+}
+
+/// A keyword (`"tcp"`, `"gre"`, `"ipv6-icmp"`, ...) or a number 0-255.
 pub fn protocol(value: &Value) -> Result<Protocol, RuleError> {
+    if let Some(number) = value.as_u64() {
+        return u8::try_from(number)
+            .map(Protocol::from_number)
+            .map_err(|_| {
+                PROTOCOL.invalid(format!("{number} is not an IP protocol number (0-255)"))
+            });
+    }
     let text = value.as_str().ok_or_else(|| PROTOCOL.wrong(value))?;
-    Protocol::ALL
+    Protocol::NAMED
         .into_iter()
-        .find(|protocol| protocol.as_str() == text)
+        .find(|protocol| protocol.keyword() == Some(text))
+        .or_else(|| proto::ip_protocol_number(text).map(Protocol::from_number))
         .ok_or_else(|| PROTOCOL.invalid(format!("\"{text}\" is not a protocol meshbpf knows")))
 }
 

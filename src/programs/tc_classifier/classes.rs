@@ -159,14 +159,8 @@ fn words(prefix: Option<Prefix>) -> ([u32; 4], [u32; 4]) {
 }
 
 fn ip_protocol(protocol: Protocol) -> u8 {
-    match protocol {
-        Protocol::Tcp => libc::IPPROTO_TCP as u8,
-        Protocol::Udp => libc::IPPROTO_UDP as u8,
-        Protocol::Icmp => libc::IPPROTO_ICMP as u8,
-        Protocol::Icmpv6 => libc::IPPROTO_ICMPV6 as u8,
-        // Class rules refuse arp; any IP protocol is 0.
-        Protocol::Any | Protocol::Arp => 0,
-    }
+    // Class rules refuse arp; any IP protocol is 0.
+    protocol.ip_number().unwrap_or(0)
 }
 
 fn compile(rule: &ClassRule, class_id: u8) -> class_rule {
