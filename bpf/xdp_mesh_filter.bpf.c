@@ -3,8 +3,8 @@
  * limits and SYN-flood protection, with the xdp_counter breakdown kept.
  *
  * The packet path never loops over rules: see include/mesh_filter.h for how
- * rules become a fixed number of lookups, and src/rules/compile.rs for the
- * compiler that fills them. */
+ * rules become bit vectors found by a fixed number of lookups, and
+ * src/rules/compile.rs for the compiler that fills them. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -33,12 +33,14 @@ struct {
 	__type(value, struct filter_config);
 } filter_config SEC(".maps");
 
+/* The prefixes of both generations that are not in the tables (IPv6, and
+ * IPv4 where the table would be too large), each with its vector id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct filter_prefix_key);
-	__type(value, struct filter_prefix_value);
+	__type(value, __u32);
 } src_prefixes SEC(".maps");
 
 struct {
@@ -46,40 +48,47 @@ struct {
 	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct filter_prefix_key);
-	__type(value, struct filter_prefix_value);
+	__type(value, __u32);
 } dst_prefixes SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct filter_prefix_key);
-	__type(value, struct filter_prefix_value);
-} src_exact SEC(".maps");
+/* Inner maps are sized per rule set (BPF_F_INNER_MAP lets their sizes
+ * differ), so a generation costs what its rules need. */
+struct filter_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, FILTER_TABLE_CHUNKS);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct filter_vectors {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_vector);
+};
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_PREFIXES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct filter_prefix_key);
-	__type(value, struct filter_prefix_value);
-} dst_exact SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, FILTER_GENERATIONS);
+	__type(key, __u32);
+	__array(values, struct filter_table);
+} tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, FILTER_GENERATIONS);
+	__type(key, __u32);
+	__array(values, struct filter_vectors);
+} vectors SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, FILTER_GENERATIONS * FILTER_PORTS_PER_GEN);
+	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_RULES);
 	__type(key, __u32);
-	__type(value, struct filter_port_classes);
-} port_classes SEC(".maps");
-
-/* Allocated on demand: sized for two full generations, used far less. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, FILTER_GENERATIONS * FILTER_MAX_DECISIONS);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct filter_key);
-	__type(value, struct filter_decision);
-} decisions SEC(".maps");
+	__type(value, struct filter_rule_action);
+} rule_actions SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -113,146 +122,168 @@ struct {
 
 /* Referenced so the enums reach BTF and the skeleton's Rust types. */
 const volatile enum filter_action filter_action_anchor = FILTER_ALLOW;
-const volatile enum filter_proto filter_proto_anchor = FILTER_TCP;
 const volatile enum filter_verdict filter_verdict_anchor = FILTER_PASS;
 const volatile enum filter_family filter_family_anchor = FILTER_IPV4;
 const volatile enum filter_limits filter_limits_anchor = FILTER_GENERATIONS;
-const volatile enum filter_flags filter_flags_anchor = FILTER_NEEDS_PORTS;
+const volatile enum filter_lookups filter_lookups_anchor = FILTER_LOOKUP_SRC;
+const volatile enum filter_rule_protocol filter_rule_protocol_anchor = FILTER_RULE_ANY_IP;
 
-static __always_inline enum filter_proto proto_class(const struct packet_info *pkt)
+/* Index of the lowest set bit of a non-zero word: BPF has no count of
+ * trailing zeros, and a de Bruijn multiply takes one load. */
+static const __u8 debruijn[64] = {
+	0,  1,	48, 2,	57, 49, 28, 3,	61, 58, 50, 42, 38, 29, 17, 4,	62, 55, 59, 36, 53, 51,
+	43, 22, 45, 39, 33, 30, 24, 18, 12, 5,	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21,
+	44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,	13, 8,  7,  6,
+};
+
+static __always_inline __u32 lowest_bit(__u64 word)
 {
-	if (pkt->l3 == L3_ARP)
-		return FILTER_ARP;
-	if (pkt->l3 != L3_IPV4 && pkt->l3 != L3_IPV6)
-		return FILTER_NON_IP;
-	switch (pkt->ip_proto) {
-	case IPPROTO_TCP_NR:
-		return FILTER_TCP;
-	case IPPROTO_UDP_NR:
-		return FILTER_UDP;
-	case IPPROTO_ICMP_NR:
-		return pkt->l3 == L3_IPV4 ? FILTER_ICMP : FILTER_OTHER_IP;
-	case IPPROTO_ICMPV6_NR:
-		return pkt->l3 == L3_IPV6 ? FILTER_ICMPV6 : FILTER_OTHER_IP;
-	default:
-		return FILTER_OTHER_IP;
+	return debruijn[((word & -word) * 0x03f79d71b4cb0a89ULL) >> 58];
+}
+
+/* The vector id of an IPv4 address: at most three levels of the table's
+ * multibit trie, each one array lookup. */
+static __always_inline __u32 ipv4_vector(void *table, __u32 first_level, const __u8 *addr,
+					 __u32 none)
+{
+	__u32 index = first_level + ((__u32)addr[0] << 8 | addr[1]);
+	__u32 *entry;
+	int level;
+
+	for (level = 2; level < 4; level++) {
+		entry = bpf_map_lookup_elem(table, &index);
+		if (!entry)
+			return none;
+		if (!(*entry & FILTER_CHUNK_FLAG))
+			return *entry;
+		index = (*entry & ~FILTER_CHUNK_FLAG) + addr[level];
 	}
+	entry = bpf_map_lookup_elem(table, &index);
+	return entry ? *entry : none;
 }
 
-/* The entry of the longest rule prefix holding `addr` (NULL: class 0),
- * probed in the exact-match hash once per configured length, or walked in
- * the trie. */
-static __always_inline struct filter_prefix_value *
-address_entry(void *trie, void *exact, const struct filter_prefix_probe *probes, __u8 gen,
-	      __u8 family, const __u8 *addr)
+static __always_inline __u32 trie_vector(void *trie, __u8 gen, __u8 family, const __u8 *addr,
+					 __u32 none)
 {
-	struct filter_prefix_value *entry;
-	struct filter_prefix_key key;
-	int i, b;
-
-	__builtin_memset(&key, 0, sizeof(key));
-	key.gen = gen;
-	key.family = family;
-	if (probes[0].len == FILTER_USE_TRIE) {
-		key.prefixlen = FILTER_PREFIX_HEADER_BITS + (family == FILTER_IPV4 ? 32 : 128);
-		__builtin_memcpy(key.addr, addr, 16);
-		return bpf_map_lookup_elem(trie, &key);
-	}
-	for (i = 0; i < FILTER_HASH_LENGTHS; i++) {
-		const struct filter_prefix_probe *probe = &probes[i];
-
-		if (probe->len == FILTER_NO_LENGTH)
-			break;
-		key.prefixlen = FILTER_PREFIX_HEADER_BITS + probe->len;
-#pragma unroll
-		for (b = 0; b < 16; b++)
-			key.addr[b] = addr[b] & probe->mask[b];
-		entry = bpf_map_lookup_elem(exact, &key);
-		if (entry)
-			return entry;
-	}
-	return NULL;
-}
-
-/* The decision that depends on one side's class alone, if there is one. */
-static __always_inline const struct filter_decision *alone(const struct filter_prefix_value *entry,
-							   const struct filter_decision *class0,
-							   enum filter_proto proto)
-{
-	const struct filter_decision *decision = entry ? &entry->alone[proto] : &class0[proto];
-
-	return decision->flags & FILTER_DECIDED ? decision : NULL;
-}
-
-static __always_inline __u16 port_class(__u8 gen, enum filter_proto proto, __u16 port, bool source)
-{
-	__u32 index = gen * FILTER_PORTS_PER_GEN + (proto == FILTER_UDP ? 65536 : 0) + port;
-	struct filter_port_classes *classes;
-
-	classes = bpf_map_lookup_elem(&port_classes, &index);
-	if (!classes)
-		return FILTER_UNKNOWN_PORT;
-	return source ? classes->sport : classes->dport;
-}
-
-/* The first rule matching the packet, or NULL for the default. The order
- * is the compiler's contract: a source-only answer (from the source's
- * prefix entry), a destination-only answer (likewise), then both; then
- * ports if the answer needs them, keyed by the classes that answered. */
-static __always_inline const struct filter_decision *decide(const struct packet_info *pkt,
-							    enum filter_proto proto, __u8 gen,
-							    const struct filter_config *cfg)
-{
-	struct filter_key key = {
-		.proto = proto,
+	struct filter_prefix_key key = {
+		.prefixlen = FILTER_PREFIX_HEADER_BITS + (family == FILTER_IPV4 ? 32 : 128),
 		.gen = gen,
-		.sport = FILTER_NO_PORTS,
-		.dport = FILTER_NO_PORTS,
+		.family = family,
 	};
-	struct filter_prefix_value *src_entry = NULL, *dst_entry = NULL;
-	const struct filter_decision *decision = NULL;
-	__u8 family = pkt->l3 == L3_IPV4 ? FILTER_IPV4 : FILTER_IPV6;
-	int lengths = family == FILTER_IPV4 ? FILTER_V4_LENGTHS : FILTER_V6_LENGTHS;
-	__u8 kinds = cfg->decision_kinds;
+	__u32 *id;
 
-	if (proto >= FILTER_PROTO_CLASSES)
-		return NULL;
-	/* A side's entry is needed only by the decision kinds that use it. */
-	if (proto != FILTER_ARP) {
-		if (kinds & (FILTER_SRC_DECISIONS | FILTER_PAIR_DECISIONS))
-			src_entry = address_entry(&src_prefixes, &src_exact,
-						  cfg->src_probes[lengths], gen, family, pkt->src);
-		if (kinds & (FILTER_DST_DECISIONS | FILTER_PAIR_DECISIONS))
-			dst_entry = address_entry(&dst_prefixes, &dst_exact,
-						  cfg->dst_probes[lengths], gen, family, pkt->dst);
-	}
+	__builtin_memcpy(key.addr, addr, 16);
+	id = bpf_map_lookup_elem(trie, &key);
+	return id ? *id : none;
+}
 
-	if (kinds & FILTER_SRC_DECISIONS) {
-		decision = alone(src_entry, cfg->src_alone, proto);
-		key.src = src_entry ? src_entry->class : 0;
-		key.dst = FILTER_ANY_CLASS;
-	}
-	if (!decision && (kinds & FILTER_DST_DECISIONS)) {
-		decision = alone(dst_entry, cfg->dst_alone, proto);
-		key.src = FILTER_ANY_CLASS;
-		key.dst = dst_entry ? dst_entry->class : 0;
-	}
-	if (!decision && (kinds & FILTER_PAIR_DECISIONS)) {
-		key.src = src_entry ? src_entry->class : 0;
-		key.dst = dst_entry ? dst_entry->class : 0;
-		decision = bpf_map_lookup_elem(&decisions, &key);
-	}
-	if (!decision || !(decision->flags & FILTER_NEEDS_PORTS))
-		return decision;
+static __always_inline __u32 table_entry(void *table, __u32 index, __u32 none)
+{
+	__u32 *entry = bpf_map_lookup_elem(table, &index);
 
-	if (pkt->has_ports && (proto == FILTER_TCP || proto == FILTER_UDP)) {
-		key.sport = port_class(gen, proto, pkt->sport, true);
-		key.dport = port_class(gen, proto, pkt->dport, false);
+	return entry ? *entry : none;
+}
+
+enum filter_field {
+	FIELD_SRC,
+	FIELD_DST,
+	FIELD_PROTOCOL,
+	FIELD_SPORT,
+	FIELD_DPORT,
+	FIELDS,
+};
+
+/* The lowest rule set in all five vectors, or FILTER_NO_RULE: from the
+ * word of the latest first bit, over the words all five summaries have. */
+static __noinline __u32 first_common(const struct filter_vector *v0,
+				     const struct filter_vector *v1,
+				     const struct filter_vector *v2,
+				     const struct filter_vector *v3,
+				     const struct filter_vector *v4)
+{
+	__u32 start = v0->first, s, k;
+
+	start = v1->first > start ? v1->first : start;
+	start = v2->first > start ? v2->first : start;
+	start = v3->first > start ? v3->first : start;
+	start = v4->first > start ? v4->first : start;
+	if (start == FILTER_NO_RULE)
+		return FILTER_NO_RULE;
+	start /= 64;
+	for (s = start / 64; s < FILTER_SUMMARY_WORDS; s++) {
+		__u64 candidates = v0->summary[s] & v1->summary[s] & v2->summary[s] &
+				   v3->summary[s] & v4->summary[s];
+
+		if (s == start / 64)
+			candidates &= ~0ULL << (start % 64);
+		for (k = 0; k < 64 && candidates; k++) {
+			__u32 w = (s * 64 + lowest_bit(candidates)) & (FILTER_VECTOR_WORDS - 1);
+			__u64 common = v0->words[w] & v1->words[w] & v2->words[w] & v3->words[w] &
+				       v4->words[w];
+
+			if (common)
+				return w * 64 + lowest_bit(common);
+			candidates &= candidates - 1;
+		}
+	}
+	return FILTER_NO_RULE;
+}
+
+/* The index of the first rule matching the packet, or FILTER_NO_RULE. */
+static __always_inline __u32 classify(const struct packet_info *pkt, __u8 gen,
+				      const struct filter_config *cfg)
+{
+	const struct filter_vector *v[FIELDS];
+	__u32 ids[FIELDS], key = gen;
+	void *table, *vecs;
+	int f;
+
+	table = bpf_map_lookup_elem(&tables, &key);
+	vecs = bpf_map_lookup_elem(&vectors, &key);
+	if (!table || !vecs)
+		return FILTER_NO_RULE;
+
+	ids[FIELD_SRC] = cfg->no_prefix[0];
+	ids[FIELD_DST] = cfg->no_prefix[1];
+	ids[FIELD_SPORT] = cfg->no_ports[0];
+	ids[FIELD_DPORT] = cfg->no_ports[1];
+	if (pkt->l3 == L3_ARP) {
+		ids[FIELD_PROTOCOL] = cfg->arp;
+	} else if (pkt->l3 == L3_IPV4) {
+		ids[FIELD_PROTOCOL] = cfg->protocols[FILTER_V4_INDEX + pkt->ip_proto];
+		if (cfg->lookups & FILTER_LOOKUP_SRC_V4_TRIE)
+			ids[FIELD_SRC] = trie_vector(&src_prefixes, gen, FILTER_IPV4, pkt->src,
+						     ids[FIELD_SRC]);
+		else if (cfg->lookups & FILTER_LOOKUP_SRC)
+			ids[FIELD_SRC] = ipv4_vector(table, FILTER_TABLE_SRC, pkt->src, ids[FIELD_SRC]);
+		if (cfg->lookups & FILTER_LOOKUP_DST_V4_TRIE)
+			ids[FIELD_DST] = trie_vector(&dst_prefixes, gen, FILTER_IPV4, pkt->dst,
+						     ids[FIELD_DST]);
+		else if (cfg->lookups & FILTER_LOOKUP_DST)
+			ids[FIELD_DST] = ipv4_vector(table, FILTER_TABLE_DST, pkt->dst, ids[FIELD_DST]);
 	} else {
-		key.sport = FILTER_UNKNOWN_PORT;
-		key.dport = FILTER_UNKNOWN_PORT;
+		ids[FIELD_PROTOCOL] = cfg->protocols[FILTER_V6_INDEX + pkt->ip_proto];
+		if (cfg->lookups & FILTER_LOOKUP_SRC)
+			ids[FIELD_SRC] = trie_vector(&src_prefixes, gen, FILTER_IPV6, pkt->src,
+						     ids[FIELD_SRC]);
+		if (cfg->lookups & FILTER_LOOKUP_DST)
+			ids[FIELD_DST] = trie_vector(&dst_prefixes, gen, FILTER_IPV6, pkt->dst,
+						     ids[FIELD_DST]);
 	}
-	return bpf_map_lookup_elem(&decisions, &key);
+	if ((cfg->lookups & FILTER_LOOKUP_PORTS) && pkt->has_ports) {
+		ids[FIELD_SPORT] = table_entry(table, FILTER_TABLE_SPORT + pkt->sport,
+					       ids[FIELD_SPORT]);
+		ids[FIELD_DPORT] = table_entry(table, FILTER_TABLE_DPORT + pkt->dport,
+					       ids[FIELD_DPORT]);
+	}
+
+#pragma unroll
+	for (f = 0; f < FIELDS; f++) {
+		v[f] = bpf_map_lookup_elem(vecs, &ids[f]);
+		if (!v[f])
+			return FILTER_NO_RULE;
+	}
+	return first_common(v[0], v[1], v[2], v[3], v[4]);
 }
 
 /* GCRA: admits a packet unless it arrives earlier than its theoretical
@@ -307,37 +338,38 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 						  const struct filter_config *cfg,
 						  struct filter_stats *stats, __u64 len)
 {
-	enum filter_proto proto = proto_class(pkt);
-	const struct filter_decision *decision = NULL;
+	bool ip = pkt->l3 == L3_IPV4 || pkt->l3 == L3_IPV6;
+	const struct filter_rule_action *matched = NULL;
 	__u8 action = cfg->default_action;
-	__u32 rule = 0;
+	__u32 rule = FILTER_NO_RULE;
 
-	if (proto != FILTER_NON_IP)
-		decision = decide(pkt, proto, gen, cfg);
-	if (decision && decision->rule < FILTER_MAX_RULES) {
+	if (ip || pkt->l3 == L3_ARP)
+		rule = classify(pkt, gen, cfg);
+	if (rule < FILTER_MAX_RULES) {
 		struct traffic_counter *hits;
 
-		action = decision->action;
-		rule = gen * FILTER_MAX_RULES + decision->rule;
+		rule += gen * FILTER_MAX_RULES;
+		matched = bpf_map_lookup_elem(&rule_actions, &rule);
 		hits = bpf_map_lookup_elem(&rule_hits, &rule);
 		if (hits)
 			count(hits, len);
-	} else {
-		decision = NULL;
-		count(&stats->defaulted, len);
 	}
+	if (matched)
+		action = matched->action;
+	else
+		count(&stats->defaulted, len);
 	if (action == FILTER_DENY)
 		return FILTER_DROP;
-	if (proto == FILTER_ARP || proto == FILTER_NON_IP)
+	if (!ip)
 		return FILTER_PASS;
 
-	if (cfg->syn_flood.interval_ns && proto == FILTER_TCP &&
+	if (cfg->syn_flood.interval_ns && pkt->l4 == L4_TCP &&
 	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
 	    !limit_admits(FILTER_SYN_LIMITER, pkt, &cfg->syn_flood, &stats->syn_flood_sources)) {
 		count(&stats->syn_dropped, len);
 		return FILTER_DROP;
 	}
-	if (decision && (decision->flags & FILTER_RATE_LIMITED)) {
+	if (matched && matched->rate_limited) {
 		struct filter_limit *limit = bpf_map_lookup_elem(&rule_limits, &rule);
 
 		if (limit && !limit_admits(FILTER_RULE_LIMITER + rule, pkt, limit,

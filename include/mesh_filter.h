@@ -3,13 +3,20 @@
  * Maps of xdp_mesh_filter, shared with meshbpf's Rust side (through the
  * skeleton's generated types, never through hand-written mirrors).
  *
- * Rules are compiled in user space into lookups that cost the same for one
- * rule or ten thousand: per side (source, destination), an exact-match hash
- * probed once per prefix length, or an LPM trie, gives the longest rule
- * prefix holding the address (its "class") with the decisions that depend
- * on that class alone; two arrays give each port's class, and a hash of
- * decisions gives the first rule matching any other combination.
- * Every key carries a generation: a rule set is written under the inactive
+ * Rules are compiled in user space into bit vectors, one bit per rule: for
+ * each of five fields (source, destination, protocol, source port,
+ * destination port) a lookup maps the packet's value of that field to the
+ * vector of the rules whose condition on the field it meets. The first rule
+ * matching the packet is the lowest bit set in all five, so the packet path
+ * costs a fixed number of lookups plus a scan over at most
+ * FILTER_VECTOR_WORDS words, whatever the rules combine. Each vector has a
+ * summary (bit w: word w is not zero), which makes the scan skip words the
+ * five vectors do not all have bits in, and its first bit, which makes it
+ * start at the latest of the five.
+ *
+ * A generation's tables and vectors are inner maps, created for each rule
+ * set at its size; the per-rule maps and the IPv6 tries carry the
+ * generation in their keys. A rule set is written under the inactive
  * generation and published by flipping `active`, so a packet sees one whole
  * rule set, never a mix.
  */
@@ -23,45 +30,43 @@
 enum filter_limits {
 	FILTER_GENERATIONS = 2,
 	FILTER_MAX_RULES = 16384,
-	/* Decision entries per generation; the map holds two generations. */
-	FILTER_MAX_DECISIONS = 262144,
+	FILTER_VECTOR_WORDS = FILTER_MAX_RULES / 64,
+	FILTER_SUMMARY_WORDS = FILTER_VECTOR_WORDS / 64,
+	/* IPv6 prefixes per generation, per side. */
 	FILTER_MAX_PREFIXES = 65536,
 	FILTER_MAX_LIMITERS = 65536,
-	FILTER_PORTS_PER_GEN = 2 * 65536,
-	/* A family whose rules use at most this many prefix lengths is looked
-	 * up in an exact-match hash, once per length, longest first: a hash
-	 * lookup costs a fraction of an LPM trie walk. More lengths use the
-	 * trie. */
-	FILTER_HASH_LENGTHS = 4,
-	/* In a lengths list: end of list, or "use the trie" as its first entry. */
-	FILTER_NO_LENGTH = 0xFF,
-	FILTER_USE_TRIE = 0xFE,
 	/* Bits of the generation and family bytes leading every prefix key. */
 	FILTER_PREFIX_HEADER_BITS = 16,
+	/* Layout of a generation's table (an array of __u32): an IPv4
+	 * source's vector is found through a 16-8-8 multibit trie whose
+	 * first level is indexed by the address's top 16 bits, likewise a
+	 * destination's; then a vector per source and per destination port;
+	 * then the tries' 256-entry chunks. */
+	FILTER_TABLE_SRC = 0,
+	FILTER_TABLE_DST = 65536,
+	FILTER_TABLE_SPORT = 2 * 65536,
+	FILTER_TABLE_DPORT = 3 * 65536,
+	FILTER_TABLE_CHUNKS = 4 * 65536,
+	FILTER_CHUNK_ENTRIES = 256,
 };
 
-/* Bits of filter_decision.flags and filter_config.decision_kinds. */
-enum filter_flags {
-	/* The decision needs a second lookup with the packet's port classes. */
-	FILTER_NEEDS_PORTS = 1,
-	/* The matched rule has its own rate limit in rule_limits. */
-	FILTER_RATE_LIMITED = 2,
-	/* In a prefix value's `alone` list: this entry holds a decision. */
-	FILTER_DECIDED = 4,
-	/* Which decision keys a rule set has, so the program skips lookups
-	 * that cannot hit: (src, any dst), (any src, dst), (src, dst). */
-	FILTER_SRC_DECISIONS = 1,
-	FILTER_DST_DECISIONS = 2,
-	FILTER_PAIR_DECISIONS = 4,
-};
+/* A trie entry with this bit holds the table index of its next-level
+ * chunk instead of a vector id. */
+#define FILTER_CHUNK_FLAG 0x80000000
+/* A vector's `first` when it has no bit set. */
+#define FILTER_NO_RULE 0xFFFFFFFF
 
-/* Wildcard address class: a decision that holds whatever the class is. */
-#define FILTER_ANY_CLASS 0xFFFFFFFF
-/* Decision keys that do not look at ports carry this in both port fields. */
-#define FILTER_NO_PORTS 0xFFFF
-/* Port class of a packet whose ports are unknown (later fragments,
- * truncated L4 headers, protocols without ports). */
-#define FILTER_UNKNOWN_PORT 0
+/* Bits of filter_config.lookups: the fields some rule has a condition on;
+ * the others are not looked up (every rule matches every value). */
+enum filter_lookups {
+	FILTER_LOOKUP_SRC = 1,
+	FILTER_LOOKUP_DST = 2,
+	FILTER_LOOKUP_PORTS = 4,
+	/* IPv4 addresses of this side go through the LPM trie, like IPv6,
+	 * because the table would need too many chunks. */
+	FILTER_LOOKUP_SRC_V4_TRIE = 8,
+	FILTER_LOOKUP_DST_V4_TRIE = 16,
+};
 
 /* Limiter ids in limiter_key: the interface-wide limit, the SYN-flood
  * limit, or a rule's own limit (FILTER_RULE_LIMITER + rule). */
@@ -72,17 +77,6 @@ enum filter_flags {
 enum filter_action {
 	FILTER_ALLOW,
 	FILTER_DENY,
-};
-
-/* A packet's protocol class, as rules see it. */
-enum filter_proto {
-	FILTER_TCP,
-	FILTER_UDP,
-	FILTER_ICMP,
-	FILTER_ICMPV6,
-	FILTER_OTHER_IP,
-	FILTER_ARP,
-	FILTER_NON_IP,
 };
 
 enum filter_verdict {
@@ -96,11 +90,12 @@ enum filter_family {
 	FILTER_IPV6 = 6,
 };
 
-/* Prefix key: generation and family come first, so one map holds both
- * generations and both families; IPv4 uses the first 4 address bytes.
- * The same key serves the LPM tries and, with the address masked to
- * `prefixlen`, the exact-match hashes; the padding is explicit because a
- * hash compares every byte. */
+/* Index of a family in filter_config.protocols. */
+#define FILTER_V4_INDEX 0
+#define FILTER_V6_INDEX 256
+
+/* LPM trie key: generation and family come first, so one trie holds both
+ * generations and both families; IPv4 uses the first 4 address bytes. */
 struct filter_prefix_key {
 	__u32 prefixlen;
 	__u8 gen;
@@ -109,43 +104,18 @@ struct filter_prefix_key {
 	__u8 pad[2];
 };
 
-/* Index of a family in the lengths lists. */
-#define FILTER_V4_LENGTHS 0
-#define FILTER_V6_LENGTHS 1
-
-struct filter_key {
-	__u32 src;
-	__u32 dst;
-	__u16 sport;
-	__u16 dport;
-	__u8 proto;
-	__u8 gen;
-	__u8 pad[2];
-};
-
-struct filter_decision {
-	__u32 rule;
-	__u8 action;
-	__u8 flags;
-	__u8 pad[2];
-};
-
-/* Protocol classes a decision can be keyed by (FILTER_TCP..FILTER_ARP). */
-#define FILTER_PROTO_CLASSES (FILTER_ARP + 1)
-
-/* What an address lookup returns: the class, and the decisions that
- * depend on this side's class alone (per protocol class), so the common
- * rule sets (a list of source CIDRs) need no lookup in `decisions`. */
-struct filter_prefix_value {
-	__u32 class;
+struct filter_vector {
+	__u32 first; /* lowest rule index set, or FILTER_NO_RULE */
 	__u32 pad;
-	struct filter_decision alone[FILTER_PROTO_CLASSES];
+	__u64 summary[FILTER_SUMMARY_WORDS];
+	__u64 words[FILTER_VECTOR_WORDS];
 };
 
-/* Index: gen * FILTER_PORTS_PER_GEN + (udp ? 65536 : 0) + port. */
-struct filter_port_classes {
-	__u16 sport;
-	__u16 dport;
+/* What a rule does once it matched. */
+struct filter_rule_action {
+	__u8 action;
+	__u8 rate_limited; /* its limit is in rule_limits */
+	__u8 pad[2];
 };
 
 /* A GCRA limiter, equivalent to a token bucket of `burst` at `pps`:
@@ -158,29 +128,25 @@ struct filter_limit {
 	__u64 burst;
 };
 
-/* One exact-match probe: the prefix length and its address mask, which
- * user space computes so the packet path masks without branches. */
-struct filter_prefix_probe {
-	__u8 len;
-	__u8 mask[16];
-};
-
 struct filter_config {
 	struct filter_limit rate_limit; /* interval 0: off */
 	struct filter_limit syn_flood;
 	__u32 rules;
+	/* The protocol vector of ARP frames. */
+	__u32 arp;
 	__u8 default_action;
-	__u8 decision_kinds; /* FILTER_*_DECISIONS */
-	/* Per family (FILTER_V4_LENGTHS, FILTER_V6_LENGTHS), longest first:
-	 * the lengths to probe in the exact-match hash, ended by
-	 * FILTER_NO_LENGTH; or FILTER_USE_TRIE first. No length at all: no
-	 * rule names an address on that side for that family. */
-	struct filter_prefix_probe src_probes[2][FILTER_HASH_LENGTHS];
-	struct filter_prefix_probe dst_probes[2][FILTER_HASH_LENGTHS];
-	__u8 pad[2];
-	/* The `alone` decisions of class 0 (no rule prefix holds the address). */
-	struct filter_decision src_alone[FILTER_PROTO_CLASSES];
-	struct filter_decision dst_alone[FILTER_PROTO_CLASSES];
+	__u8 lookups; /* enum filter_lookups bits */
+	__u8 pad[6];
+	/* Per side (source, destination): the vector of an address no rule
+	 * prefix holds, and of a field not looked up. */
+	__u32 no_prefix[2];
+	/* Per side: the vector of a packet without ports. */
+	__u32 no_ports[2];
+	/* At family index * 256 + IP protocol number: its protocol vector.
+	 * An IPv6 packet whose extension headers were not all walked has
+	 * number 0 (hop-by-hop options, which cannot follow the walk). One
+	 * dimension, because the skeleton's types derive Default. */
+	__u32 protocols[2 * 256];
 };
 
 struct filter_limiter_key {
@@ -208,6 +174,13 @@ struct filter_stats {
 
 #define FILTER_NAME_LEN 32
 
+/* filter_rule.protocol_kind. */
+enum filter_rule_protocol {
+	FILTER_RULE_ANY_IP,
+	FILTER_RULE_ARP,
+	FILTER_RULE_IP_NUMBER, /* the number is in ip_proto */
+};
+
 /* A rule as the operator wrote it; the program never reads these, they
  * let `filter show` print the active rule set back from the pins. */
 struct filter_rule {
@@ -218,9 +191,9 @@ struct filter_rule {
 	__u8 dst_family;
 	__u8 dst_len;
 	__u8 action;
-	__u8 protocol; /* enum filter_proto; FILTER_NON_IP: any IP */
+	__u8 protocol_kind; /* enum filter_rule_protocol */
+	__u8 ip_proto;
 	__u8 has_limit;
-	__u8 pad;
 	__u16 sport_lo; /* lo > hi: no port condition */
 	__u16 sport_hi;
 	__u16 dport_lo;

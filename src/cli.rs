@@ -484,6 +484,11 @@ pub struct FilterCheckArgs {
     /// Rules file to check
     #[arg(value_name = "RULES.json")]
     pub rules: PathBuf,
+
+    /// Also say how the set compiled: memory, how each field is looked up, and the most lookups a
+    /// packet costs (JSON always has them)
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,12 +10,9 @@
 //! at their crossings (the source edge of one rule with the destination edge
 //! of another and the ports of a third). Every verdict and every per-rule hit
 //! counter (and the defaulted counter) must be the reference's. The same runs
-//! without the set's final catch-all rule, so the default is reached, and on
-//! the longest prefix of each 1k set refused today that compiles.
-//!
-//! The sets refused today are asserted refused, so this file fails the day
-//! they compile, and they must move to CHECKED. MESHBPF_CLASSBENCH_DUMP=DIR
-//! writes the converted rule files, for `meshbpf filter check`.
+//! without the set's final catch-all rule, so the default is reached.
+//! MESHBPF_CLASSBENCH_DUMP=DIR writes the converted rule files, for
+//! `meshbpf filter check`.
 
 mod common;
 
@@ -44,12 +41,9 @@ const IPPROTO_GRE: u8 = 47;
 /// and the `defaulted` counter tells the default from a deny rule.
 const DEFAULT: &str = "deny";
 
-/// The sets meshbpf compiles today, checked packet by packet.
-const CHECKED: &[&str] = &["acl1_1000"];
-
-/// The sets refused today, past the 262,144 decisions the filter holds.
-/// When one compiles, move it to CHECKED.
-const REFUSED: &[&str] = &[
+/// The shared sets, checked packet by packet.
+const CHECKED: &[&str] = &[
+    "acl1_1000",
     "fw1_1000",
     "ipc1_1000",
     "acl1_10000",
@@ -74,10 +68,6 @@ struct Set {
     rules: Vec<CbRule>,
     trace: Vec<cb::Header>,
     converted: Converted,
-}
-
-fn set(name: &str) -> Set {
-    set_as(name, DEFAULT, false)
 }
 
 /// The set, with another default and without its catch-all rules if asked
@@ -398,47 +388,12 @@ fn differential(name: &str, default: &str, without_catch_all: bool) {
     check_set(&format!("{name}{suffix}"), &set, default);
 }
 
-fn compiles(json: &serde_json::Value) -> bool {
-    let rules = parse(&json.to_string()).expect("meshbpf parses the conversion");
-    compile::compile(&rules).is_ok()
-}
-
-/// The set cut to a file-order prefix of its rules that compiles today: the
-/// longest one a bisection finds. Its trace is kept whole.
-fn compiling_prefix(name: &str) -> (Set, usize) {
-    let mut set = set(name);
-    let all = set.converted.origin.len();
-    let cut = |json: &serde_json::Value, n: usize| {
-        let mut json = json.clone();
-        json["rules"].as_array_mut().expect("rules").truncate(n);
-        json
-    };
-    let (mut lo, mut hi) = (0, all);
-    assert!(
-        !compiles(&set.converted.json),
-        "{name} compiles whole: move it to CHECKED"
-    );
-    while hi - lo > 1 {
-        let mid = (lo + hi) / 2;
-        if compiles(&cut(&set.converted.json, mid)) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    set.converted.json = cut(&set.converted.json, lo);
-    set.converted.origin.truncate(lo);
-    let kept: Vec<CbRule> = set.converted.origin.iter().map(|&i| set.rules[i]).collect();
-    set.rules = kept;
-    (set, all)
-}
-
 fn check_set(name: &str, set: &Set, default: &str) {
     let started = Instant::now();
     let text = set.converted.json.to_string();
     let rules = parse(&text).unwrap_or_else(|e| panic!("{name}: meshbpf refuses the set: {e}"));
     let compiling = Instant::now();
-    let compiled = compile::compile(&rules).unwrap_or_else(|e| panic!("{name}: compiling: {e}"));
+    let compiled = compile::compile(&rules);
     let compile_time = compiling.elapsed();
 
     let mut object = MaybeUninit::<OpenObject>::uninit();
@@ -616,26 +571,10 @@ privileged_test!(
     }
 );
 
-privileged_test!(
-    /// The 1k sets refused today, cut to the longest prefix that compiles:
-    /// their rule shapes (any protocol with ports, port ranges) are checked
-    /// now, before a new classifier takes them whole.
-    fn prefixes_of_refused_sets_agree_with_the_reference() {
-        for name in REFUSED.iter().filter(|n| n.ends_with("_1000")) {
-            let (set, all) = compiling_prefix(name);
-            let label = format!(
-                "{name}, its first {} of {all} rules",
-                set.converted.origin.len()
-            );
-            check_set(&label, &set, DEFAULT);
-        }
-    }
-);
-
-/// Every shared set is either checked or known refused.
+/// Every shared set is checked.
 #[test]
 fn every_shared_set_is_listed() {
-    let mut listed: Vec<&str> = CHECKED.iter().chain(REFUSED).copied().collect();
+    let mut listed: Vec<&str> = CHECKED.to_vec();
     listed.sort_unstable();
     let mut shared: Vec<String> = std::fs::read_dir(cb::dir())
         .expect("reading the ClassBench directory")
@@ -651,43 +590,9 @@ fn every_shared_set_is_listed() {
     assert_eq!(
         listed,
         shared,
-        "list every set of {} in CHECKED or REFUSED",
+        "list every set of {} in CHECKED",
         cb::dir().display()
     );
-}
-
-/// The sets refused today are refused with the documented capacity error.
-/// The day one compiles, this fails: move it to CHECKED.
-#[test]
-fn sets_refused_today() {
-    for name in REFUSED {
-        let set = set(name);
-        let text = set.converted.json.to_string();
-        let rules =
-            parse(&text).unwrap_or_else(|e| panic!("{name}: meshbpf refuses the file: {e}"));
-        let started = Instant::now();
-        let result = compile::compile(&rules);
-        let took = started.elapsed();
-        match result {
-            Ok(_) => panic!(
-                "{name} compiles now ({took:?}): move it from REFUSED to CHECKED in tests/classbench.rs"
-            ),
-            Err(e) => {
-                let message = format!("{e:#}");
-                eprintln!(
-                    "{name}: {} ClassBench rules, {} kept, {} left out {:?}; refused in {took:?}: {message}",
-                    set.rules.len(),
-                    set.converted.origin.len(),
-                    set.converted.left_out_total(),
-                    set.converted.left_out,
-                );
-                assert!(
-                    message.contains("decision entries, more than the 262144 the filter holds"),
-                    "{name} is refused for another reason than capacity: {message}"
-                );
-            }
-        }
-    }
 }
 
 /// The reference itself, on the README's examples.

@@ -321,7 +321,7 @@ impl<'obj> Harness<'obj> {
 
 fn compiled(rules: &str) -> (FilterRules, CompiledFilter) {
     let rules = parse(rules).unwrap_or_else(|e| panic!("{e}\nin {rules}"));
-    let compiled = compile::compile(&rules).expect("compiling the rules");
+    let compiled = compile::compile(&rules);
     (rules, compiled)
 }
 
@@ -1426,9 +1426,9 @@ fn random_ip_sample(rng: &mut XorShift, tagged: Frame, v6: bool) -> Sample {
         Kind::Udp => ("udp", IPPROTO_UDP, L4::Udp(Some(ports)), L4::Udp(None)),
         Kind::Icmp if v6 => ("icmpv6", IPPROTO_ICMPV6, L4::Icmp, L4::Icmp),
         Kind::Icmp => ("icmp", IPPROTO_ICMP, L4::Icmp, L4::Icmp),
-        Kind::WrongIcmp if v6 => ("icmp", IPPROTO_ICMP, L4::Other, L4::Other),
-        Kind::WrongIcmp => ("icmpv6", IPPROTO_ICMPV6, L4::Other, L4::Other),
-        Kind::Gre => ("other", IPPROTO_GRE, L4::Other, L4::Other),
+        Kind::WrongIcmp if v6 => ("icmp", IPPROTO_ICMP, L4::Other(IPPROTO_ICMP), L4::Other(IPPROTO_ICMP)),
+        Kind::WrongIcmp => ("icmpv6", IPPROTO_ICMPV6, L4::Other(IPPROTO_ICMPV6), L4::Other(IPPROTO_ICMPV6)),
+        Kind::Gre => ("other", IPPROTO_GRE, L4::Other(IPPROTO_GRE), L4::Other(IPPROTO_GRE)),
     };
     // The breakdown's L4 slot, once the protocol is known.
     let l4_slot = match kind {
@@ -1483,11 +1483,11 @@ fn random_ip_sample(rng: &mut XorShift, tagged: Frame, v6: bool) -> Sample {
             let cut = ip_header.start + rng.below(headers_end - ip_header.start);
             // Past the IP header there is at most the hop-by-hop header,
             // which the parser trusts only when whole: the protocol stays
-            // unknown (see truncated_headers_at_every_layer).
+            // unknown (see truncated_headers_at_every_layer), number 0.
             let (slot, fields) = if cut < ip_header.end {
                 ("other/other".to_owned(), PacketFields::OtherNonIp)
             } else {
-                (slot("other"), fields(L4::Other))
+                (slot("other"), fields(L4::Other(0)))
             };
             Sample {
                 frame: whole.truncate(cut),

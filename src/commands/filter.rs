@@ -10,7 +10,7 @@ use crate::kernel::{caps, netdev};
 use crate::output::{self, Output, Report};
 use crate::programs::xdp_counter;
 use crate::programs::xdp_mesh_filter::{self, ActiveRules, FilterCounters, PinnedMaps};
-use crate::rules::compile;
+use crate::rules::compile::{self, CompileStats};
 use crate::rules::filter::Rule;
 use crate::rules::{PortRange, Protocol};
 use crate::state;
@@ -27,34 +27,78 @@ pub fn run(root: &StateRoot, out: &Output, command: &FilterCommand) -> Result<()
 #[derive(Debug, Serialize)]
 struct CompileReport {
     rules: usize,
-    decisions: usize,
-    src_prefixes: usize,
-    dst_prefixes: usize,
+    /// How the set compiled; in text only with `--stats`.
+    stats: CompileStats,
+    #[serde(skip)]
+    detailed: bool,
     warnings: Vec<String>,
 }
 
 impl CompileReport {
-    fn of(loaded: &compile::LoadedRules) -> Self {
-        let c = &loaded.compiled;
+    fn of(loaded: &compile::LoadedRules, detailed: bool) -> Self {
         CompileReport {
             rules: loaded.rules.rules.len(),
-            decisions: c.decisions.len(),
-            src_prefixes: c.src_prefixes.len(),
-            dst_prefixes: c.dst_prefixes.len(),
-            warnings: c.warnings.clone(),
+            stats: loaded.compiled.stats(),
+            detailed,
+            warnings: loaded.compiled.warnings.clone(),
         }
     }
 
     fn summary(&self) -> String {
+        let s = &self.stats;
         let mut text = format!(
-            "{} rules compile to {} decisions, {} source and {} destination prefixes",
-            self.rules, self.decisions, self.src_prefixes, self.dst_prefixes
+            "{} rules compile to {} vectors and {} table entries ({})",
+            self.rules,
+            s.vectors,
+            s.table_entries,
+            mebibytes(s.memory_bytes)
         );
+        if self.detailed {
+            text.push_str(&self.details());
+        }
         for w in &self.warnings {
             text.push_str(&format!("\nwarning: {w}"));
         }
         text
     }
+
+    fn details(&self) -> String {
+        let s = &self.stats;
+        let address = |looked_up: bool, trie: bool, chunks: usize, prefixes: usize| match (
+            looked_up, trie,
+        ) {
+            (false, _) => "not looked up (no rule names one)".to_string(),
+            (true, false) => format!(
+                "IPv4 in the table ({chunks} chunks of 256), IPv6 in the LPM trie ({prefixes} prefixes)"
+            ),
+            (true, true) => format!("IPv4 and IPv6 in the LPM trie ({prefixes} prefixes)"),
+        };
+        let l = &s.lookups;
+        format!(
+            "\n  memory: {} in all: vectors {} ({} of {} bytes), table {} ({} entries)\
+             \n  source: {}\n  destination: {}\n  ports: {}\
+             \n  per packet at most: {} map lookups and a scan of {} vector words",
+            mebibytes(s.memory_bytes),
+            mebibytes(s.vector_bytes),
+            s.vectors,
+            compile::VECTOR_BYTES,
+            mebibytes(s.table_bytes),
+            s.table_entries,
+            address(l.src, l.v4_trie[0], s.chunks[0], s.trie_prefixes[0]),
+            address(l.dst, l.v4_trie[1], s.chunks[1], s.trie_prefixes[1]),
+            if l.ports {
+                "looked up"
+            } else {
+                "not looked up (no rule names one)"
+            },
+            s.max_map_lookups,
+            s.max_scan_words
+        )
+    }
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 impl Report for CompileReport {
@@ -66,6 +110,7 @@ impl Report for CompileReport {
 fn check(out: &Output, args: &FilterCheckArgs) -> Result<()> {
     out.emit(&CompileReport::of(
         &compile::load_rules(&args.rules).map_err(Failure::from)?,
+        args.stats,
     ))?;
     Ok(())
 }
@@ -142,7 +187,7 @@ fn apply(root: &StateRoot, out: &Output, args: &FilterApplyArgs) -> Result<()> {
     out.emit(&ApplyReport {
         interface: args.interface.clone(),
         generation,
-        compiled: CompileReport::of(&loaded),
+        compiled: CompileReport::of(&loaded, false),
     })?;
     Ok(())
 }

@@ -159,3 +159,27 @@ impl<'fd, K: plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
         }
     }
 }
+
+/// A new array map of `entries` values of `value_size` bytes, to become an
+/// inner map of a map-in-map whose template has BPF_F_INNER_MAP: with that
+/// flag its size may differ from the template's.
+pub fn create_inner_array(
+    name: &str,
+    value_size: usize,
+    entries: usize,
+) -> Result<libbpf_rs::MapHandle> {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        map_flags: libbpf_sys::BPF_F_INNER_MAP,
+        ..Default::default()
+    };
+    libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::Array,
+        Some(name),
+        mem::size_of::<u32>() as u32,
+        value_size as u32,
+        entries.max(1) as u32,
+        &opts,
+    )
+    .with_context(|| format!("creating map {name} ({entries} entries of {value_size} bytes)"))
+}

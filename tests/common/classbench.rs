@@ -2,8 +2,8 @@
 //! and their conversion to meshbpf's rules JSON, rule for rule in file order.
 //!
 //! The conversion is written from the two formats alone. What the rules JSON
-//! cannot say today (a protocol other than TCP, UDP, ICMP or any; a partial
-//! protocol mask; ports on ICMP) leaves the rule out, counted by reason.
+//! cannot say (a partial protocol mask; ports on a protocol other than TCP
+//! and UDP) leaves the rule out, counted by reason.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -219,13 +219,10 @@ pub fn to_rules_json_without(
         }
         let protocol = match (rule.proto_mask, rule.proto) {
             (0x00, _) => None,
-            (0xFF, 6) => Some("tcp"),
-            (0xFF, 17) => Some("udp"),
-            (0xFF, 1) => Some("icmp"),
-            (0xFF, p) => {
-                *left_out.entry(format!("protocol {p}")).or_default() += 1;
-                continue;
-            }
+            (0xFF, 6) => Some(json!("tcp")),
+            (0xFF, 17) => Some(json!("udp")),
+            (0xFF, 1) => Some(json!("icmp")),
+            (0xFF, p) => Some(json!(p)),
             (m, p) => {
                 *left_out
                     .entry(format!("protocol mask 0x{p:02x}/0x{m:02x}"))
@@ -235,8 +232,11 @@ pub fn to_rules_json_without(
         };
         let full = (0, u16::MAX);
         let has_ports = rule.sport != full || rule.dport != full;
-        if protocol == Some("icmp") && has_ports {
-            *left_out.entry("ports on icmp".into()).or_default() += 1;
+        let ports_allowed = matches!(rule.proto_mask, 0x00) || [6, 17].contains(&rule.proto);
+        if has_ports && !ports_allowed {
+            *left_out
+                .entry(format!("ports on protocol {}", rule.proto))
+                .or_default() += 1;
             continue;
         }
         let mut r = Map::new();
@@ -248,7 +248,7 @@ pub fn to_rules_json_without(
             r.insert("dst".into(), json!(cidr(rule.dst)));
         }
         if let Some(p) = protocol {
-            r.insert("protocol".into(), json!(p));
+            r.insert("protocol".into(), p);
         }
         if rule.sport != full {
             r.insert("sport".into(), port_value(rule.sport));

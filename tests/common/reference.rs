@@ -39,6 +39,20 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
+/// Hop-by-hop, routing, fragment, AH, destination options (README).
+const IPV6_EXTENSIONS: [u8; 5] = [0, 43, 44, 51, 60];
+
+/// The README's keywords for other protocols, from IANA's registry.
+fn named_protocol(keyword: &str) -> Option<u8> {
+    Some(match keyword {
+        "gre" => 47,
+        "esp" => 50,
+        "ah" => 51,
+        "sctp" => 132,
+        "ipip" => 4,
+        _ => return None,
+    })
+}
 
 fn action(text: &str) -> Verdict {
     match text {
@@ -81,7 +95,10 @@ impl Reference {
                 .iter()
                 .map(|rule| Rule {
                     action: action(rule["action"].as_str().expect("a rule has an action")),
-                    protocol: rule["protocol"].as_str().unwrap_or("any").to_owned(),
+                    protocol: match &rule["protocol"] {
+                        Value::Number(n) => n.to_string(),
+                        other => other.as_str().unwrap_or("any").to_owned(),
+                    },
                     src: cidr(rule, "src"),
                     dst: cidr(rule, "dst"),
                     sport: ports(rule, "sport"),
@@ -125,12 +142,19 @@ impl Rule {
         };
         let proto_ok = match protocol {
             "any" => true,
-            "tcp" => proto == Some(TCP),
-            "udp" => proto == Some(UDP),
-            "icmp" => src.is_ipv4() && proto == Some(ICMP),
-            "icmpv6" => src.is_ipv6() && proto == Some(ICMPV6),
+            "tcp" | "6" => proto == Some(TCP),
+            "udp" | "17" => proto == Some(UDP),
+            "icmp" | "1" => src.is_ipv4() && proto == Some(ICMP),
+            "icmpv6" | "ipv6-icmp" | "58" => src.is_ipv6() && proto == Some(ICMPV6),
             "arp" => false,
-            other => panic!("reference: {other:?} is not a protocol"),
+            other => {
+                let number = named_protocol(other)
+                    .or_else(|| other.parse().ok())
+                    .unwrap_or_else(|| panic!("reference: {other:?} is not a protocol"));
+                // IPv6 walks past these headers: no IPv6 packet reaches one
+                // as its protocol.
+                proto == Some(number) && !(src.is_ipv6() && IPV6_EXTENSIONS.contains(&number))
+            }
         };
         if !proto_ok {
             return false;

@@ -1,39 +1,40 @@
 //! xdp_mesh_filter: CIDR, protocol and port rules compiled into lookups,
 //! per-source rate limits and SYN-flood protection.
 //!
-//! A rule set lives under one of two generations in every map. Applying a
+//! A rule set lives under one of two generations: in the keys of the
+//! per-rule maps and the tries, and as the inner maps (its table and
+//! vectors) in that generation's slot of `tables` and `vectors`. Applying a
 //! new one writes the inactive generation, flips `active` (one 4-byte map
 //! write, which the program reads once per packet), then clears the old
 //! generation: a packet sees the old rule set or the new one, never a mix.
+//! The inner maps are created for each apply at the set's size; one that a
+//! killed apply made but never put in a slot dies with its process.
 
-use std::collections::HashMap;
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 
 use crate::kernel::btf::OpenOpts;
 use crate::kernel::netdev::Interface;
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::pod::plain_data;
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpfobj, verifier};
+use crate::kernel::{bpfobj, maps as kmaps, verifier};
 use crate::programs::maps::{self, bytes, lookup};
 use crate::programs::xdp_counter::traffic::{self, Counter, COUNTERS_MAP};
 use crate::programs::{Facets, Scope};
-use crate::rules::compile::{
-    CompiledFilter, Decision, DecisionKey, PortClasses, ANY_CLASS, NO_PORTS,
-};
+use crate::rules::compile::{CompiledFilter, Side};
 use crate::rules::filter::{FilterRules, Rule};
 use crate::rules::{Action, Family, Limit, PortRange, Prefix, Protocol};
 
 use skel::types::{
-    filter_action, filter_config, filter_decision, filter_family, filter_flags, filter_key,
-    filter_limit, filter_limits, filter_port_classes, filter_prefix_key, filter_prefix_probe,
-    filter_prefix_value, filter_proto, filter_rule, filter_stats, filter_verdict, traffic_counter,
+    filter_action, filter_config, filter_family, filter_limit, filter_limits, filter_lookups,
+    filter_prefix_key, filter_rule, filter_rule_action, filter_rule_protocol, filter_stats,
+    filter_vector, filter_verdict, traffic_counter,
 };
 
 pub mod health;
@@ -43,15 +44,12 @@ pub use skel::XdpMeshFilterSkel;
 
 plain_data!(
     filter_config,
-    filter_decision,
-    filter_key,
     filter_limit,
-    filter_port_classes,
     filter_prefix_key,
-    filter_prefix_probe,
-    filter_prefix_value,
     filter_rule,
+    filter_rule_action,
     filter_stats,
+    filter_vector,
     traffic_counter,
 );
 
@@ -67,13 +65,7 @@ pub const FACETS: Facets = Facets {
 
 /// Rules in one generation of the rule set.
 pub const MAX_RULES: u32 = filter_limits::FILTER_MAX_RULES.0;
-const PORTS_PER_GEN: u32 = filter_limits::FILTER_PORTS_PER_GEN.0;
 const PREFIX_HEADER_BITS: u32 = filter_limits::FILTER_PREFIX_HEADER_BITS.0;
-const HASH_LENGTHS: usize = filter_limits::FILTER_HASH_LENGTHS.0 as usize;
-const NO_LENGTH: u8 = filter_limits::FILTER_NO_LENGTH.0 as u8;
-const USE_TRIE: u8 = filter_limits::FILTER_USE_TRIE.0 as u8;
-/// Decisions are keyed by protocol class FILTER_TCP..=FILTER_ARP.
-const PROTO_CLASSES: usize = filter_proto::FILTER_ARP.0 as usize + 1;
 
 maps::map_set! {
     /// The filter's maps, from the skeleton at attach time or from the pins later.
@@ -82,10 +74,9 @@ maps::map_set! {
         config = filter_config,
         src_prefixes,
         dst_prefixes,
-        src_exact,
-        dst_exact,
-        port_classes,
-        decisions,
+        tables,
+        vectors,
+        rule_actions,
         rule_hits,
         rule_limits,
         rules,
@@ -160,116 +151,119 @@ fn write_generation(
     rules: &FilterRules,
     compiled: &CompiledFilter,
 ) -> Result<()> {
-    let split = Split::of(&compiled.decisions);
-    let src_probes = write_prefixes(
-        maps.src_prefixes,
-        maps.src_exact,
-        gen,
-        &compiled.src_prefixes,
-        &split.src,
-    )?;
-    let dst_probes = write_prefixes(
-        maps.dst_prefixes,
-        maps.dst_exact,
-        gen,
-        &compiled.dst_prefixes,
-        &split.dst,
-    )?;
-    write_ports(
-        maps.port_classes,
-        gen,
-        &compiled.tcp_ports,
-        &compiled.udp_ports,
-    )?;
-    write_decisions(maps.decisions, gen, &split.rest)?;
+    let table = table_map(compiled).context("creating the rule set's table")?;
+    let vectors = vector_map(compiled).context("creating the rule set's vectors")?;
+    for side in [Side::Src, Side::Dst] {
+        let trie = [maps.src_prefixes, maps.dst_prefixes][side as usize];
+        write_trie(trie, gen, &compiled.trie[side as usize])?;
+    }
     write_rules(maps, gen, rules, compiled)?;
-    let config = filter_config {
-        rate_limit: limit(compiled.rate_limit.as_ref()),
-        syn_flood: limit(compiled.syn_flood.as_ref()),
-        rules: rules.rules.len() as u32,
-        default_action: action(compiled.default),
-        decision_kinds: decision_kinds(&compiled.decisions),
-        src_probes,
-        dst_probes,
-        pad: [0; 2],
-        src_alone: split.src.get(&0).copied().unwrap_or_default(),
-        dst_alone: split.dst.get(&0).copied().unwrap_or_default(),
-    };
+    let key = (gen as u32).to_ne_bytes();
+    for (outer, inner) in [(maps.tables, &table), (maps.vectors, &vectors)] {
+        let fd = inner.as_fd().as_raw_fd() as u32;
+        outer
+            .update(&key, &fd.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("publishing {} to the program", inner.name().to_string_lossy()))?;
+    }
     maps.config
-        .update(&(gen as u32).to_ne_bytes(), bytes(&config), MapFlags::ANY)?;
+        .update(&key, bytes(&config(compiled)), MapFlags::ANY)?;
     Ok(())
 }
 
-/// Per protocol class, the decision that depends on one side's class alone.
-type Alone = [filter_decision; PROTO_CLASSES];
-
-/// The compiled decisions, sorted by where the program finds them: with
-/// the source's prefix entry, with the destination's, or in `decisions`.
-struct Split<'a> {
-    src: HashMap<u32, Alone>,
-    dst: HashMap<u32, Alone>,
-    rest: Vec<&'a (DecisionKey, Decision)>,
+fn config(compiled: &CompiledFilter) -> filter_config {
+    let flag = |set: bool, f: filter_lookups| if set { f.0 as u8 } else { 0 };
+    let l = &compiled.lookups;
+    let mut protocols = [0u32; 512];
+    for (half, ids) in protocols.chunks_mut(256).zip(&compiled.protocols) {
+        half.copy_from_slice(ids);
+    }
+    filter_config {
+        rate_limit: limit(compiled.rate_limit.as_ref()),
+        syn_flood: limit(compiled.syn_flood.as_ref()),
+        rules: compiled.rules as u32,
+        default_action: action(compiled.default),
+        lookups: flag(l.src, filter_lookups::FILTER_LOOKUP_SRC)
+            | flag(l.dst, filter_lookups::FILTER_LOOKUP_DST)
+            | flag(l.ports, filter_lookups::FILTER_LOOKUP_PORTS)
+            | flag(l.v4_trie[0], filter_lookups::FILTER_LOOKUP_SRC_V4_TRIE)
+            | flag(l.v4_trie[1], filter_lookups::FILTER_LOOKUP_DST_V4_TRIE),
+        pad: [0; 6],
+        no_prefix: compiled.no_prefix,
+        no_ports: compiled.no_ports,
+        arp: compiled.arp,
+        protocols,
+    }
 }
 
-impl<'a> Split<'a> {
-    fn of(decisions: &'a [(DecisionKey, Decision)]) -> Self {
-        let mut split = Split {
-            src: HashMap::new(),
-            dst: HashMap::new(),
-            rest: Vec::new(),
-        };
-        for entry @ (key, decision) in decisions {
-            let side = match (
-                key.sport == NO_PORTS,
-                key.src == ANY_CLASS,
-                key.dst == ANY_CLASS,
-            ) {
-                (true, false, true) => Some((&mut split.src, key.src)),
-                (true, true, false) => Some((&mut split.dst, key.dst)),
-                _ => None,
-            };
-            match side {
-                Some((alone, class)) => {
-                    let decided = filter_flags::FILTER_DECIDED.0 as u8;
-                    alone
-                        .entry(class)
-                        .or_insert([filter_decision::default(); PROTO_CLASSES])
-                        [key.proto as usize] = decision_value(decision, decided);
-                }
-                None => split.rest.push(entry),
-            }
+/// The generation's table as an inner map of `tables`, filled.
+fn table_map(compiled: &CompiledFilter) -> Result<MapHandle> {
+    let map = kmaps::create_inner_array("filter_table", 4, compiled.table.len())?;
+    let keys: Vec<u8> = (0..compiled.table.len() as u32)
+        .flat_map(u32::to_ne_bytes)
+        .collect();
+    let values: Vec<u8> = compiled.table.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    write_batch(&map, &keys, &values, compiled.table.len())?;
+    Ok(map)
+}
+
+/// The distinct vectors as an inner map of `vectors`, filled.
+fn vector_map(compiled: &CompiledFilter) -> Result<MapHandle> {
+    let size = std::mem::size_of::<filter_vector>();
+    let map = kmaps::create_inner_array("filter_vectors", size, compiled.vectors.len())?;
+    let keys: Vec<u8> = (0..compiled.vectors.len() as u32)
+        .flat_map(u32::to_ne_bytes)
+        .collect();
+    let mut values = Vec::with_capacity(size * compiled.vectors.len());
+    for words in &compiled.vectors {
+        values.extend_from_slice(bytes(&vector(words)));
+    }
+    write_batch(&map, &keys, &values, compiled.vectors.len())?;
+    Ok(map)
+}
+
+/// Batch updates of at most this many bytes, so the kernel's copy of one
+/// batch stays small.
+const BATCH_BYTES: usize = 8 << 20;
+
+fn write_batch(map: &MapHandle, keys: &[u8], values: &[u8], count: usize) -> Result<()> {
+    let (key_size, value_size) = (keys.len() / count.max(1), values.len() / count.max(1));
+    let per_batch = (BATCH_BYTES / value_size.max(1)).max(1);
+    for (k, v) in keys
+        .chunks(per_batch * key_size)
+        .zip(values.chunks(per_batch * value_size))
+    {
+        map.update_batch(k, v, (k.len() / key_size) as u32, MapFlags::ANY, MapFlags::ANY)
+            .with_context(|| format!("writing {}", map.name().to_string_lossy()))?;
+    }
+    Ok(())
+}
+
+/// A vector in the kernel's layout: its words padded to the full width,
+/// with the summary and the first bit the scan starts from.
+fn vector(words: &[u64]) -> filter_vector {
+    let mut v = filter_vector::default();
+    v.words[..words.len()].copy_from_slice(words);
+    for (w, &word) in words.iter().enumerate() {
+        if word != 0 {
+            v.summary[w / 64] |= 1 << (w % 64);
         }
-        split
     }
-}
-
-fn decision_value(decision: &Decision, extra_flags: u8) -> filter_decision {
-    let flag = |set: bool, f: filter_flags| if set { f.0 as u8 } else { 0 };
-    filter_decision {
-        rule: decision.rule,
-        action: action(decision.action),
-        flags: extra_flags
-            | flag(decision.needs_ports, filter_flags::FILTER_NEEDS_PORTS)
-            | flag(decision.rate_limited, filter_flags::FILTER_RATE_LIMITED),
-        pad: [0; 2],
-    }
-}
-
-/// Which kinds of address keys the decisions use, so the program skips
-/// lookups that cannot hit.
-fn decision_kinds(decisions: &[(DecisionKey, Decision)]) -> u8 {
-    let flag = |f: filter_flags| f.0 as u8;
-    decisions
+    v.first = words
         .iter()
-        .filter(|(key, _)| key.sport == NO_PORTS)
-        .fold(0, |kinds, (key, _)| {
-            kinds
-                | match (key.src == ANY_CLASS, key.dst == ANY_CLASS) {
-                    (false, true) => flag(filter_flags::FILTER_SRC_DECISIONS),
-                    (true, false) => flag(filter_flags::FILTER_DST_DECISIONS),
-                    _ => flag(filter_flags::FILTER_PAIR_DECISIONS),
-                }
-        })
+        .enumerate()
+        .find(|(_, &word)| word != 0)
+        .map_or(u32::MAX, |(w, word)| (w * 64) as u32 + word.trailing_zeros());
+    v
+}
+
+fn write_trie(trie: &dyn MapCore, gen: u8, prefixes: &[(Prefix, u32)]) -> Result<()> {
+    for (prefix, id) in prefixes {
+        trie.update(bytes(&prefix_key(gen, prefix)), &id.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| {
+                format!("adding prefix {prefix} to {}", trie.name().to_string_lossy())
+            })?;
+    }
+    Ok(())
 }
 
 fn action(a: Action) -> u8 {
@@ -312,125 +306,6 @@ fn prefix_key(gen: u8, p: &Prefix) -> filter_prefix_key {
     }
 }
 
-/// Writes one side's prefixes, per family into the exact-match hash when
-/// the family uses few prefix lengths, else into the trie, each with the
-/// decisions of its class alone; returns the probes that tell the program
-/// which map to look in (see mesh_filter.h).
-fn write_prefixes(
-    trie: &dyn MapCore,
-    exact: &dyn MapCore,
-    gen: u8,
-    prefixes: &[(Prefix, u32)],
-    alone: &HashMap<u32, Alone>,
-) -> Result<[[filter_prefix_probe; HASH_LENGTHS]; 2]> {
-    let end = filter_prefix_probe {
-        len: NO_LENGTH,
-        mask: [0; 16],
-    };
-    let mut probes = [[end; HASH_LENGTHS]; 2];
-    for (list, family) in probes.iter_mut().zip([Family::V4, Family::V6]) {
-        let of_family: Vec<&(Prefix, u32)> = prefixes
-            .iter()
-            .filter(|(p, _)| p.family == family)
-            .collect();
-        let mut lengths: Vec<u8> = of_family.iter().map(|(p, _)| p.len).collect();
-        lengths.sort_unstable_by(|a, b| b.cmp(a));
-        lengths.dedup();
-        let map = if lengths.len() <= HASH_LENGTHS {
-            for (probe, len) in list.iter_mut().zip(lengths) {
-                *probe = filter_prefix_probe {
-                    len,
-                    mask: mask(len),
-                };
-            }
-            exact
-        } else {
-            list[0].len = USE_TRIE;
-            trie
-        };
-        for (prefix, class) in of_family {
-            let value = filter_prefix_value {
-                class: *class,
-                pad: 0,
-                alone: alone.get(class).copied().unwrap_or_default(),
-            };
-            map.update(
-                bytes(&prefix_key(gen, prefix)),
-                bytes(&value),
-                MapFlags::ANY,
-            )
-            .with_context(|| {
-                format!("adding prefix {prefix} to {}", map.name().to_string_lossy())
-            })?;
-        }
-    }
-    Ok(probes)
-}
-
-/// The address mask of a prefix length: `len` one bits, then zeros.
-fn mask(len: u8) -> [u8; 16] {
-    let mut mask = [0u8; 16];
-    for (i, byte) in mask.iter_mut().enumerate() {
-        let ones = (len as usize).saturating_sub(i * 8).min(8);
-        *byte = !(0xFFu16 >> ones) as u8;
-    }
-    mask
-}
-
-fn write_ports(map: &dyn MapCore, gen: u8, tcp: &PortClasses, udp: &PortClasses) -> Result<()> {
-    let base = gen as u32 * PORTS_PER_GEN;
-    let mut keys = Vec::with_capacity(PORTS_PER_GEN as usize * 4);
-    let mut values = Vec::with_capacity(PORTS_PER_GEN as usize * 4);
-    for (offset, classes) in [(0u32, tcp), (65536, udp)] {
-        for port in 0..65536usize {
-            keys.extend_from_slice(&(base + offset + port as u32).to_ne_bytes());
-            let value = filter_port_classes {
-                sport: classes.sport[port],
-                dport: classes.dport[port],
-            };
-            values.extend_from_slice(bytes(&value));
-        }
-    }
-    map.update_batch(&keys, &values, PORTS_PER_GEN, MapFlags::ANY, MapFlags::ANY)
-        .context("writing port classes")
-}
-
-fn decision_key(gen: u8, key: &DecisionKey) -> filter_key {
-    filter_key {
-        src: key.src,
-        dst: key.dst,
-        sport: key.sport,
-        dport: key.dport,
-        proto: key.proto as u8,
-        r#gen,
-        pad: [0; 2],
-    }
-}
-
-fn write_decisions(
-    map: &dyn MapCore,
-    gen: u8,
-    decisions: &[&(DecisionKey, Decision)],
-) -> Result<()> {
-    if decisions.is_empty() {
-        return Ok(());
-    }
-    let mut keys = Vec::with_capacity(decisions.len() * std::mem::size_of::<filter_key>());
-    let mut values = Vec::with_capacity(decisions.len() * std::mem::size_of::<filter_decision>());
-    for (key, decision) in decisions {
-        keys.extend_from_slice(bytes(&decision_key(gen, key)));
-        values.extend_from_slice(bytes(&decision_value(decision, 0)));
-    }
-    map.update_batch(
-        &keys,
-        &values,
-        decisions.len() as u32,
-        MapFlags::ANY,
-        MapFlags::ANY,
-    )
-    .context("writing decisions")
-}
-
 fn write_rules(
     maps: &FilterMaps<'_>,
     gen: u8,
@@ -443,6 +318,13 @@ fn write_rules(
         let key = (gen as u32 * MAX_RULES + index as u32).to_ne_bytes();
         maps.rules
             .update(&key, bytes(&describe(rule)), MapFlags::ANY)?;
+        let does = filter_rule_action {
+            action: action(rule.action),
+            rate_limited: u8::from(rule.rate_limit.is_some()),
+            pad: [0; 2],
+        };
+        maps.rule_actions
+            .update(&key, bytes(&does), MapFlags::ANY)?;
         maps.rule_hits.update_percpu(&key, &zero, MapFlags::ANY)?;
     }
     for (index, l) in &compiled.rule_limits {
@@ -453,31 +335,23 @@ fn write_rules(
     Ok(())
 }
 
-/// How `filter_rule.protocol` records a rule's protocol ("any IP" has no
-/// packet class of its own, so it borrows FILTER_NON_IP's number).
-const PROTOCOLS: [(Protocol, filter_proto); 6] = [
-    (Protocol::Tcp, filter_proto::FILTER_TCP),
-    (Protocol::Udp, filter_proto::FILTER_UDP),
-    (Protocol::Icmp, filter_proto::FILTER_ICMP),
-    (Protocol::Icmpv6, filter_proto::FILTER_ICMPV6),
-    (Protocol::Arp, filter_proto::FILTER_ARP),
-    (Protocol::Any, filter_proto::FILTER_NON_IP),
-];
-
-fn proto(p: Protocol) -> u8 {
-    PROTOCOLS
-        .iter()
-        .find(|(q, _)| *q == p)
-        .map(|(_, c)| c.0 as u8)
-        .unwrap_or_default()
+/// How `filter_rule` records a rule's protocol: its kind and number.
+fn protocol_code(p: Protocol) -> (u8, u8) {
+    match (p, p.ip_number()) {
+        (_, Some(number)) => (filter_rule_protocol::FILTER_RULE_IP_NUMBER.0 as u8, number),
+        (Protocol::Arp, None) => (filter_rule_protocol::FILTER_RULE_ARP.0 as u8, 0),
+        _ => (filter_rule_protocol::FILTER_RULE_ANY_IP.0 as u8, 0),
+    }
 }
 
-fn protocol_of(code: u8) -> Protocol {
-    PROTOCOLS
-        .iter()
-        .find(|(_, c)| c.0 as u8 == code)
-        .map(|(p, _)| *p)
-        .unwrap_or(Protocol::Any)
+fn protocol_of(kind: u8, number: u8) -> Protocol {
+    match kind {
+        k if k == filter_rule_protocol::FILTER_RULE_IP_NUMBER.0 as u8 => {
+            Protocol::from_number(number)
+        }
+        k if k == filter_rule_protocol::FILTER_RULE_ARP.0 as u8 => Protocol::Arp,
+        _ => Protocol::Any,
+    }
 }
 
 fn family_of(code: u8) -> Option<Family> {
@@ -509,7 +383,7 @@ fn undescribe(d: &filter_rule) -> Rule {
         name: (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into_owned()),
         src: prefix(d.src_family, d.src, d.src_len),
         dst: prefix(d.dst_family, d.dst, d.dst_len),
-        protocol: protocol_of(d.protocol),
+        protocol: protocol_of(d.protocol_kind, d.ip_proto),
         sport: range(d.sport_lo, d.sport_hi),
         dport: range(d.dport_lo, d.dport_hi),
         rate_limit: (d.has_limit != 0).then_some(Limit {
@@ -521,9 +395,11 @@ fn undescribe(d: &filter_rule) -> Rule {
 
 /// The rule as written, in the fixed layout `filter show` reads back.
 fn describe(rule: &Rule) -> filter_rule {
+    let (protocol_kind, ip_proto) = protocol_code(rule.protocol);
     let mut d = filter_rule {
         action: action(rule.action),
-        protocol: proto(rule.protocol),
+        protocol_kind,
+        ip_proto,
         ..Default::default()
     };
     if let Some(src) = rule.src {
@@ -548,30 +424,23 @@ fn describe(rule: &Rule) -> filter_rule {
 }
 
 fn clear_generation(maps: &FilterMaps<'_>, gen: u8) -> Result<()> {
-    let key_gen = |key: &[u8], offset: usize| key.get(offset).copied() == Some(gen);
     let prefix_gen = std::mem::offset_of!(filter_prefix_key, r#gen);
-    for trie in [
-        maps.src_prefixes,
-        maps.dst_prefixes,
-        maps.src_exact,
-        maps.dst_exact,
-    ] {
-        let stale: Vec<Vec<u8>> = trie.keys().filter(|k| key_gen(k, prefix_gen)).collect();
+    for trie in [maps.src_prefixes, maps.dst_prefixes] {
+        let stale: Vec<Vec<u8>> = trie
+            .keys()
+            .filter(|k| k.get(prefix_gen).copied() == Some(gen))
+            .collect();
         for key in stale {
             trie.delete(&key)?;
         }
     }
-    let decision_gen = std::mem::offset_of!(filter_key, r#gen);
-    let stale: Vec<u8> = maps
-        .decisions
-        .keys()
-        .filter(|k| key_gen(k, decision_gen))
-        .flatten()
-        .collect();
-    let count = (stale.len() / std::mem::size_of::<filter_key>()) as u32;
-    if count > 0 {
-        maps.decisions
-            .delete_batch(&stale, count, MapFlags::ANY, MapFlags::ANY)?;
+    // Emptying a slot lets the kernel free its inner map once no packet
+    // that read it is still running.
+    let key = (gen as u32).to_ne_bytes();
+    for outer in [maps.tables, maps.vectors] {
+        if outer.lookup(&key, MapFlags::ANY)?.is_some() {
+            outer.delete(&key)?;
+        }
     }
     Ok(())
 }
@@ -709,18 +578,4 @@ pub fn attach(
     let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks_keep_exactly_len_leading_bits() {
-        assert_eq!(mask(0), [0; 16]);
-        assert_eq!(mask(24)[..4], [0xFF, 0xFF, 0xFF, 0]);
-        assert_eq!(mask(20)[..4], [0xFF, 0xFF, 0xF0, 0]);
-        assert_eq!(mask(128), [0xFF; 16]);
-        assert_eq!(mask(127)[15], 0xFE);
-    }
 }
