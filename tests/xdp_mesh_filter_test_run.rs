@@ -1426,9 +1426,24 @@ fn random_ip_sample(rng: &mut XorShift, tagged: Frame, v6: bool) -> Sample {
         Kind::Udp => ("udp", IPPROTO_UDP, L4::Udp(Some(ports)), L4::Udp(None)),
         Kind::Icmp if v6 => ("icmpv6", IPPROTO_ICMPV6, L4::Icmp, L4::Icmp),
         Kind::Icmp => ("icmp", IPPROTO_ICMP, L4::Icmp, L4::Icmp),
-        Kind::WrongIcmp if v6 => ("icmp", IPPROTO_ICMP, L4::Other(IPPROTO_ICMP), L4::Other(IPPROTO_ICMP)),
-        Kind::WrongIcmp => ("icmpv6", IPPROTO_ICMPV6, L4::Other(IPPROTO_ICMPV6), L4::Other(IPPROTO_ICMPV6)),
-        Kind::Gre => ("other", IPPROTO_GRE, L4::Other(IPPROTO_GRE), L4::Other(IPPROTO_GRE)),
+        Kind::WrongIcmp if v6 => (
+            "icmp",
+            IPPROTO_ICMP,
+            L4::Other(IPPROTO_ICMP),
+            L4::Other(IPPROTO_ICMP),
+        ),
+        Kind::WrongIcmp => (
+            "icmpv6",
+            IPPROTO_ICMPV6,
+            L4::Other(IPPROTO_ICMPV6),
+            L4::Other(IPPROTO_ICMPV6),
+        ),
+        Kind::Gre => (
+            "other",
+            IPPROTO_GRE,
+            L4::Other(IPPROTO_GRE),
+            L4::Other(IPPROTO_GRE),
+        ),
     };
     // The breakdown's L4 slot, once the protocol is known.
     let l4_slot = match kind {

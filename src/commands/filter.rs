@@ -64,7 +64,8 @@ impl CompileReport {
 
     fn details(&self) -> String {
         let s = &self.stats;
-        let address = |looked_up: bool, trie: bool, chunks: usize, prefixes: usize| match (
+        let address = |looked_up: bool, trie: bool, chunks: usize, prefixes: usize| {
+            match (
             looked_up, trie,
         ) {
             (false, _) => "not looked up (no rule names one)".to_string(),
@@ -72,6 +73,7 @@ impl CompileReport {
                 "IPv4 in the table ({chunks} chunks of 256), IPv6 in the LPM trie ({prefixes} prefixes)"
             ),
             (true, true) => format!("IPv4 and IPv6 in the LPM trie ({prefixes} prefixes)"),
+        }
         };
         let l = &s.lookups;
         format!(

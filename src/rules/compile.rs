@@ -446,8 +446,13 @@ impl Ipv4Trie<'_> {
     /// Paints `prefix` with `id`; prefixes come shortest first, so a longer
     /// one overwrites what it is inside of.
     fn paint(&mut self, prefix: &Prefix, id: u32) {
-        let [a, b, c, _] = [prefix.addr[0], prefix.addr[1], prefix.addr[2], prefix.addr[3]]
-            .map(usize::from);
+        let [a, b, c, _] = [
+            prefix.addr[0],
+            prefix.addr[1],
+            prefix.addr[2],
+            prefix.addr[3],
+        ]
+        .map(usize::from);
         let len = usize::from(prefix.len);
         let top = self.first + (a << 8 | b);
         if len <= 16 {
@@ -485,7 +490,11 @@ impl Ipv4Trie<'_> {
 fn chunks_needed(classes: &AddressClasses) -> usize {
     let mut second = std::collections::HashSet::new();
     let mut third = std::collections::HashSet::new();
-    for (prefix, _) in classes.classes.iter().filter(|(p, _)| p.family == Family::V4) {
+    for (prefix, _) in classes
+        .classes
+        .iter()
+        .filter(|(p, _)| p.family == Family::V4)
+    {
         if prefix.len > 16 {
             second.insert([prefix.addr[0], prefix.addr[1]]);
         }
@@ -1163,7 +1172,11 @@ mod tests {
                 .into_iter()
                 .chain(std::iter::repeat_with(|| random_packet(&mut rng)).take(500))
             {
-                assert_eq!(table.classify(&packet), first_match(&filter, &packet), "{packet:?}");
+                assert_eq!(
+                    table.classify(&packet),
+                    first_match(&filter, &packet),
+                    "{packet:?}"
+                );
             }
         }
     }

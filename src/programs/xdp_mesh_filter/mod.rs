@@ -163,7 +163,12 @@ fn write_generation(
         let fd = inner.as_fd().as_raw_fd() as u32;
         outer
             .update(&key, &fd.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("publishing {} to the program", inner.name().to_string_lossy()))?;
+            .with_context(|| {
+                format!(
+                    "publishing {} to the program",
+                    inner.name().to_string_lossy()
+                )
+            })?;
     }
     maps.config
         .update(&key, bytes(&config(compiled)), MapFlags::ANY)?;
@@ -201,7 +206,11 @@ fn table_map(compiled: &CompiledFilter) -> Result<MapHandle> {
     let keys: Vec<u8> = (0..compiled.table.len() as u32)
         .flat_map(u32::to_ne_bytes)
         .collect();
-    let values: Vec<u8> = compiled.table.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let values: Vec<u8> = compiled
+        .table
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
     write_batch(&map, &keys, &values, compiled.table.len())?;
     Ok(map)
 }
@@ -232,8 +241,14 @@ fn write_batch(map: &MapHandle, keys: &[u8], values: &[u8], count: usize) -> Res
         .chunks(per_batch * key_size)
         .zip(values.chunks(per_batch * value_size))
     {
-        map.update_batch(k, v, (k.len() / key_size) as u32, MapFlags::ANY, MapFlags::ANY)
-            .with_context(|| format!("writing {}", map.name().to_string_lossy()))?;
+        map.update_batch(
+            k,
+            v,
+            (k.len() / key_size) as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .with_context(|| format!("writing {}", map.name().to_string_lossy()))?;
     }
     Ok(())
 }
@@ -252,16 +267,25 @@ fn vector(words: &[u64]) -> filter_vector {
         .iter()
         .enumerate()
         .find(|(_, &word)| word != 0)
-        .map_or(u32::MAX, |(w, word)| (w * 64) as u32 + word.trailing_zeros());
+        .map_or(u32::MAX, |(w, word)| {
+            (w * 64) as u32 + word.trailing_zeros()
+        });
     v
 }
 
 fn write_trie(trie: &dyn MapCore, gen: u8, prefixes: &[(Prefix, u32)]) -> Result<()> {
     for (prefix, id) in prefixes {
-        trie.update(bytes(&prefix_key(gen, prefix)), &id.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| {
-                format!("adding prefix {prefix} to {}", trie.name().to_string_lossy())
-            })?;
+        trie.update(
+            bytes(&prefix_key(gen, prefix)),
+            &id.to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .with_context(|| {
+            format!(
+                "adding prefix {prefix} to {}",
+                trie.name().to_string_lossy()
+            )
+        })?;
     }
     Ok(())
 }
