@@ -1333,7 +1333,7 @@ fn random_rule(rng: &mut XorShift) -> Value {
             rule.insert("dport".into(), random_range(rng));
         }
     }
-    // A limit no test burst reaches: it exercises the flagged decisions
+    // A limit no test burst reaches: it exercises the rate-limited rules
     // without refusing anything.
     if allow && rng.one_in(4) {
         rule.insert(
