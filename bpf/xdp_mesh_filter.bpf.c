@@ -133,7 +133,7 @@ const volatile enum filter_rule_protocol filter_rule_protocol_anchor = FILTER_RU
 static const __u8 debruijn[64] = {
 	0,  1,	48, 2,	57, 49, 28, 3,	61, 58, 50, 42, 38, 29, 17, 4,	62, 55, 59, 36, 53, 51,
 	43, 22, 45, 39, 33, 30, 24, 18, 12, 5,	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21,
-	44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,	13, 8,  7,  6,
+	44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,	13, 8,	7,  6,
 };
 
 static __always_inline __u32 lowest_bit(__u64 word)
@@ -195,10 +195,8 @@ enum filter_field {
 
 /* The lowest rule set in all five vectors, or FILTER_NO_RULE: from the
  * word of the latest first bit, over the words all five summaries have. */
-static __noinline __u32 first_common(const struct filter_vector *v0,
-				     const struct filter_vector *v1,
-				     const struct filter_vector *v2,
-				     const struct filter_vector *v3,
+static __noinline __u32 first_common(const struct filter_vector *v0, const struct filter_vector *v1,
+				     const struct filter_vector *v2, const struct filter_vector *v3,
 				     const struct filter_vector *v4)
 {
 	__u32 start = v0->first, s, k;
@@ -255,12 +253,14 @@ static __always_inline __u32 classify(const struct packet_info *pkt, __u8 gen,
 			ids[FIELD_SRC] = trie_vector(&src_prefixes, gen, FILTER_IPV4, pkt->src,
 						     ids[FIELD_SRC]);
 		else if (cfg->lookups & FILTER_LOOKUP_SRC)
-			ids[FIELD_SRC] = ipv4_vector(table, FILTER_TABLE_SRC, pkt->src, ids[FIELD_SRC]);
+			ids[FIELD_SRC] =
+				ipv4_vector(table, FILTER_TABLE_SRC, pkt->src, ids[FIELD_SRC]);
 		if (cfg->lookups & FILTER_LOOKUP_DST_V4_TRIE)
 			ids[FIELD_DST] = trie_vector(&dst_prefixes, gen, FILTER_IPV4, pkt->dst,
 						     ids[FIELD_DST]);
 		else if (cfg->lookups & FILTER_LOOKUP_DST)
-			ids[FIELD_DST] = ipv4_vector(table, FILTER_TABLE_DST, pkt->dst, ids[FIELD_DST]);
+			ids[FIELD_DST] =
+				ipv4_vector(table, FILTER_TABLE_DST, pkt->dst, ids[FIELD_DST]);
 	} else {
 		ids[FIELD_PROTOCOL] = cfg->protocols[FILTER_V6_INDEX + pkt->ip_proto];
 		if (cfg->lookups & FILTER_LOOKUP_SRC)
@@ -271,10 +271,10 @@ static __always_inline __u32 classify(const struct packet_info *pkt, __u8 gen,
 						     ids[FIELD_DST]);
 	}
 	if ((cfg->lookups & FILTER_LOOKUP_PORTS) && pkt->has_ports) {
-		ids[FIELD_SPORT] = table_entry(table, FILTER_TABLE_SPORT + pkt->sport,
-					       ids[FIELD_SPORT]);
-		ids[FIELD_DPORT] = table_entry(table, FILTER_TABLE_DPORT + pkt->dport,
-					       ids[FIELD_DPORT]);
+		ids[FIELD_SPORT] =
+			table_entry(table, FILTER_TABLE_SPORT + pkt->sport, ids[FIELD_SPORT]);
+		ids[FIELD_DPORT] =
+			table_entry(table, FILTER_TABLE_DPORT + pkt->dport, ids[FIELD_DPORT]);
 	}
 
 #pragma unroll
