@@ -1187,6 +1187,36 @@ privileged_test!(
 );
 
 privileged_test!(
+    /// Hosts in 8,200 /16s need two chunks each, more than the table takes
+    /// for one side: the compiler moves that side's IPv4 prefixes to the
+    /// LPM trie, and the kernel must find them there.
+    fn a_side_too_large_for_the_table_goes_to_the_trie() {
+        const HOSTS: usize = 8_200;
+        let host = |i: usize| [11 + (i / 256) as u8, (i % 256) as u8, 7, 1];
+        let mut rules: Vec<String> = (0..HOSTS)
+            .map(|i| {
+                let [a, b, c, d] = host(i);
+                format!(r#"{{"action": "deny", "dst": "{a}.{b}.{c}.{d}"}}"#)
+            })
+            .collect();
+        rules.push(r#"{"action": "allow", "src": "10.0.0.0/8", "dst": "0.0.0.0/1"}"#.to_owned());
+        let text = format!(r#"{{"default": "deny", "rules": [{}]}}"#, rules.join(","));
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(&mut object, &text);
+        assert_eq!(h.compiled.lookups.v4_trie, [false, true]);
+        assert_eq!(h.compiled.trie[1].len(), HOSTS + 1);
+
+        let to = |dst: [u8; 4]| Frame::eth().ipv4([10, 1, 2, 3], dst).udp(1, 2).build();
+        for i in [0, 4321, HOSTS - 1] {
+            h.expect(&to(host(i)), "ipv4/udp", DROP, Rule(i));
+            let [a, b, c, _] = host(i);
+            h.expect(&to([a, b, c, 2]), "ipv4/udp", PASS, Rule(HOSTS));
+        }
+        h.expect(&to([200, 0, 7, 1]), "ipv4/udp", DROP, DEFAULT);
+    }
+);
+
+privileged_test!(
     fn ten_thousand_rules_classify_like_one() {
         const DENIED: usize = 10_000;
         // Network i is 10.(i / 256).(i % 256).0/24.
