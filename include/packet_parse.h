@@ -174,6 +174,11 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 			nexthdr = opt->nexthdr;
 			break;
 		case IPPROTO_FRAGMENT_NR:
+			/* A ninth extension header is past the limit, even a
+			 * later fragment's, whose protocol would otherwise be
+			 * taken without walking it. */
+			if (i == IPV6_EXT_MAX)
+				return;
 			if ((void *)(frag + 1) > data_end)
 				return;
 			nexthdr = frag->nexthdr;

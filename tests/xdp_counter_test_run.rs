@@ -367,6 +367,10 @@ privileged_test!(
         h.assert_counted(&nine.udp(1, 2).build(), "ipv6", "other");
         let nine = (0..8).fold(ipv6().hop_by_hop(0), |f, _| f.ipv6_fragment(0, false));
         h.assert_counted(&nine.udp(1, 2).build(), "ipv6", "other");
+        // A ninth header that is a later fragment is past the limit too.
+        let eight = (0..7).fold(ipv6().hop_by_hop(0), |f, _| f.dest_opts(0));
+        let later = eight.ipv6_fragment(10, false).udp(1, 2);
+        h.assert_counted(&later.build(), "ipv6", "other");
     }
 );
 

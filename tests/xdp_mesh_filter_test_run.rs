@@ -1187,6 +1187,24 @@ privileged_test!(
 );
 
 privileged_test!(
+    /// Past 8 IPv6 extension headers the protocol is unknown, even when the
+    /// ninth is a later fragment: protocol rules do not match it, and a
+    /// rule naming 0 (hop-by-hop) does not either.
+    fn a_ninth_extension_header_leaves_the_protocol_unknown() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(
+            &mut object,
+            r#"{"rules": [{"action": "deny", "protocol": "udp"}, {"action": "deny", "protocol": 0},
+                          {"action": "allow", "dst": "2001:db8::/32"}]}"#,
+        );
+        let eight = (0..7).fold(v6().hop_by_hop(0), |f, _| f.dest_opts(0));
+        h.expect(&eight.clone().udp(1, 2).build(), "ipv6/udp", DROP, Rule(0));
+        let later = eight.ipv6_fragment(10, false).udp(1, 2).build();
+        h.expect(&later, "ipv6/other", PASS, Rule(2));
+    }
+);
+
+privileged_test!(
     /// Hosts in 8,200 /16s need two chunks each, more than the table takes
     /// for one side: the compiler moves that side's IPv4 prefixes to the
     /// LPM trie, and the kernel must find them there.
