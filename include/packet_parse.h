@@ -58,9 +58,11 @@ struct packet_info {
 #define TCP_FLAGS_OFFSET 13
 
 /* Classifies the L4 header at `l4`, whose minimum size each protocol must
- * have in a first (or unfragmented) packet, and takes its ports and flags. */
+ * have in a first (or unfragmented) packet, and takes its ports and flags.
+ * The header must end within the IP datagram (`l3_end`, which a frame's
+ * padding lies past) as well as within the frame. */
 static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto, bool ipv6,
-					bool later_fragment, void *l4, void *data_end)
+					bool later_fragment, void *l4, void *l3_end, void *data_end)
 {
 	enum l4_proto kind;
 	__u32 min_len;
@@ -96,7 +98,7 @@ static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto, boo
 		pkt->l4 = kind;
 		return;
 	}
-	if (l4 + min_len > data_end)
+	if (l4 + min_len > data_end || l4 + min_len > l3_end)
 		return;
 	pkt->l4 = kind;
 	if (kind == L4_TCP || kind == L4_UDP) {
@@ -114,8 +116,8 @@ static __always_inline void classify_l4(struct packet_info *pkt, __u8 proto, boo
 static __always_inline void parse_ipv4(void *pos, void *data_end, struct packet_info *pkt)
 {
 	struct iphdr *iph = pos;
+	__u32 hdr_len, total_len;
 	__u8 version_ihl;
-	__u32 hdr_len;
 
 	if ((void *)(iph + 1) > data_end)
 		return;
@@ -125,19 +127,21 @@ static __always_inline void parse_ipv4(void *pos, void *data_end, struct packet_
 	hdr_len = (version_ihl & 0x0F) * 4;
 	if ((version_ihl >> 4) != 4 || hdr_len < sizeof(*iph))
 		return;
-	if (pos + hdr_len > data_end)
+	total_len = bpf_ntohs(iph->tot_len);
+	if (pos + hdr_len > data_end || total_len < hdr_len)
 		return;
 	pkt->l3 = L3_IPV4;
 	__builtin_memcpy(pkt->src, &iph->saddr, 4);
 	__builtin_memcpy(pkt->dst, &iph->daddr, 4);
 	classify_l4(pkt, iph->protocol, false, iph->frag_off & bpf_htons(IP_OFFSET_MASK),
-		    pos + hdr_len, data_end);
+		    pos + hdr_len, pos + total_len, data_end);
 }
 
 static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_info *pkt)
 {
 	struct ipv6hdr *ip6h = pos;
 	bool later_fragment = false;
+	void *l3_end;
 	__u8 nexthdr;
 	int i;
 
@@ -146,6 +150,9 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 	if ((*(__u8 *)ip6h >> 4) != 6)
 		return;
 	pkt->l3 = L3_IPV6;
+	/* A payload length of 0 is a jumbogram's: its length is in an option,
+	 * so the frame bounds it. */
+	l3_end = ip6h->payload_len ? (void *)(ip6h + 1) + bpf_ntohs(ip6h->payload_len) : data_end;
 	__builtin_memcpy(pkt->src, &ip6h->saddr, 16);
 	__builtin_memcpy(pkt->dst, &ip6h->daddr, 16);
 	nexthdr = ip6h->nexthdr;
@@ -187,15 +194,38 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 			/* Headers after the fragment header travel in the first
 			 * fragment only: a later one holds data, not headers. */
 			if (later_fragment) {
-				classify_l4(pkt, nexthdr, true, true, pos, data_end);
+				classify_l4(pkt, nexthdr, true, true, pos, l3_end, data_end);
 				return;
 			}
 			break;
 		default:
-			classify_l4(pkt, nexthdr, true, later_fragment, pos, data_end);
+			classify_l4(pkt, nexthdr, true, later_fragment, pos, l3_end, data_end);
 			return;
 		}
 	}
+}
+
+#define ARPHRD_ETHER_NR 1
+#define ETH_ALEN_NR	6
+
+/* Whether an ARP header and the addresses its lengths announce are all in
+ * the frame, with the lengths its types need (Ethernet: 6, IPv4: 4). */
+static __always_inline bool arp_whole(void *pos, void *data_end)
+{
+	struct arphdr *arp = pos;
+	__u32 hlen, plen;
+
+	if ((void *)(arp + 1) > data_end)
+		return false;
+	hlen = arp->ar_hln;
+	plen = arp->ar_pln;
+	if (!hlen || !plen)
+		return false;
+	if (arp->ar_hrd == bpf_htons(ARPHRD_ETHER_NR) && hlen != ETH_ALEN_NR)
+		return false;
+	if (arp->ar_pro == bpf_htons(ETH_P_IP) && plen != 4)
+		return false;
+	return pos + sizeof(*arp) + 2 * (hlen + plen) <= data_end;
 }
 
 /* Classifies a frame at L3 and L4; fields stay *_OTHER where parsing stops. */
@@ -232,7 +262,7 @@ static __always_inline void parse_packet(void *data, void *data_end, struct pack
 		parse_ipv6(pos, data_end, pkt);
 		break;
 	case bpf_htons(ETH_P_ARP):
-		if (pos + sizeof(struct arphdr) <= data_end)
+		if (arp_whole(pos, data_end))
 			pkt->l3 = L3_ARP;
 		break;
 	}

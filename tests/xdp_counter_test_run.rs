@@ -375,6 +375,54 @@ privileged_test!(
 );
 
 privileged_test!(
+    /// A layer counts only when its whole header is there and valid: an ARP
+    /// header with its addresses, at the lengths its types need; an L4
+    /// header within the IP datagram's own length, not in the frame's
+    /// padding after it.
+    fn headers_must_be_whole_by_their_own_lengths() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(&mut object);
+        let arp = |htype: u16, ptype: u16, hlen: u8, plen: u8, body: usize| {
+            let mut bytes = [htype.to_be_bytes(), ptype.to_be_bytes()].concat();
+            bytes.extend([hlen, plen, 0, 1]);
+            bytes.extend(std::iter::repeat_n(0u8, body));
+            Frame::eth().ethertype(0x0806).bytes(&bytes).build()
+        };
+        h.assert_counted(&arp(1, 0x0800, 6, 4, 20), "arp", "other");
+        h.assert_counted(&arp(1, 0x0800, 6, 4, 19), "other", "other");
+        h.assert_counted(&arp(1, 0x0800, 8, 4, 24), "other", "other");
+        h.assert_counted(&arp(1, 0x0800, 6, 16, 44), "other", "other");
+        h.assert_counted(&arp(1, 0x0800, 0, 4, 20), "other", "other");
+        // Another hardware type with its own address length is ARP still.
+        h.assert_counted(&arp(32, 0x0800, 20, 4, 48), "arp", "other");
+
+        // A 24-byte datagram (4 bytes of UDP) padded to 60 bytes.
+        let mut short = ipv4()
+            .protocol(IPPROTO_UDP)
+            .bytes(&[0, 1, 0, 2])
+            .payload(32)
+            .build();
+        short[16..18].copy_from_slice(&24u16.to_be_bytes());
+        h.assert_counted(&short, "ipv4", "other");
+        short[16..18].copy_from_slice(&28u16.to_be_bytes());
+        h.assert_counted(&short, "ipv4", "udp");
+        // A total length shorter than the header is not IPv4.
+        short[16..18].copy_from_slice(&19u16.to_be_bytes());
+        h.assert_counted(&short, "other", "other");
+        // IPv6: 4 bytes of payload, then padding.
+        let mut short6 = ipv6()
+            .protocol(IPPROTO_UDP)
+            .bytes(&[0, 1, 0, 2])
+            .payload(32)
+            .build();
+        short6[18..20].copy_from_slice(&4u16.to_be_bytes());
+        h.assert_counted(&short6, "ipv6", "other");
+        short6[18..20].copy_from_slice(&8u16.to_be_bytes());
+        h.assert_counted(&short6, "ipv6", "udp");
+    }
+);
+
+privileged_test!(
     /// IPV6_EXT_MAX is 8: a chain of exactly 8 extension headers is within the
     /// limit, so its L4 header must still be classified.
     fn ipv6_chain_of_eight_extension_headers() {
@@ -489,7 +537,8 @@ privileged_test!(
         }
 
         let arp = Frame::eth().vlan(1).arp_request(SRC4, DST4);
-        h.sweep(&arp, &[(arp.span("arp").start + 8, "arp", "other")]);
+        // ARP needs its addresses too: 8 + 2 x (6 + 4) bytes.
+        h.sweep(&arp, &[(arp.span("arp").end, "arp", "other")]);
 
         // Later fragments are classified as soon as the fragment information is.
         let later4 = ipv4().fragment(100, false).protocol(IPPROTO_UDP).payload(8);
