@@ -547,11 +547,12 @@ privileged_test!(
                 Some((le, rest.rsplit(' ').next()?.parse().ok()?))
             })
             .collect();
-        // Bucket b of `latency -j` (le_ns = 2^(b+1) - 1) is le = 2^(b+1) ns.
+        // Bucket b of `latency -j` (le_ns = 2^(b+1) - 1) is le = le_ns: a
+        // latency of exactly 2^(b+1) ns is in bucket b + 1 in both.
         let mut cumulative = 0;
         for bucket in row["buckets"].as_array().unwrap() {
             cumulative += bucket["count"].as_u64().unwrap();
-            let le = (bucket["le_ns"].as_u64().unwrap() as f64 + 1.0) / 1e9;
+            let le = bucket["le_ns"].as_u64().unwrap() as f64 / 1e9;
             let found = buckets
                 .iter()
                 .find(|(b, _)| (b - le).abs() < le * 1e-9)

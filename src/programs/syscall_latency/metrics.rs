@@ -8,8 +8,6 @@ use anyhow::Result;
 use crate::kernel::pins::AttachmentDir;
 use crate::metrics::model::{label, Family, Kind, Value};
 
-/// Bucket b counts [2^b, 2^(b+1)) ns: its Prometheus upper bound is
-/// 2^(b+1) ns in seconds; the open last bucket is +Inf.
 pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
     let mut family = Family::new(
         "meshbpf_syscall_latency",
@@ -25,13 +23,7 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
         .flatten();
     for (nr, h) in histograms.filter(|(_, h)| h.count > 0) {
         let buckets = (0..BUCKETS)
-            .map(|b| {
-                let le = match histogram::upper_bound(b) {
-                    u64::MAX => f64::MAX,
-                    max => (max + 1) as f64 / 1e9,
-                };
-                (le, h.buckets[b])
-            })
+            .map(|b| (le_seconds(b), h.buckets[b]))
             .collect();
         family.add(
             vec![label("syscall", syscalls::display_name(nr))],
@@ -43,4 +35,30 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
         );
     }
     Ok(vec![family])
+}
+
+/// Bucket b counts [2^b, 2^(b+1)) ns, whole nanoseconds: its Prometheus
+/// upper bound ("less than or equal") is 2^(b+1) - 1 ns in seconds, so that
+/// a latency of exactly 2^(b+1) ns is above it, as the kernel counts it; the
+/// open last bucket is +Inf.
+fn le_seconds(b: usize) -> f64 {
+    match histogram::upper_bound(b) {
+        u64::MAX => f64::MAX,
+        max => max as f64 / 1e9,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_latency_of_exactly_a_power_of_two_is_in_the_bucket_the_kernel_counts_it_in() {
+        // The kernel counts 1024 ns in bucket 10 (floor of log2).
+        assert!(1024e-9 > le_seconds(9));
+        assert!(1024e-9 <= le_seconds(10));
+        assert!(1023e-9 <= le_seconds(9));
+        assert_eq!(le_seconds(0), 1e-9);
+        assert_eq!(le_seconds(BUCKETS - 1), f64::MAX);
+    }
 }
