@@ -152,10 +152,13 @@ impl Rate {
         }
     }
 
-    /// Over the flow's age, at least one second.
-    fn lifetime(flow: &Flow, now: &Anchor) -> Rate {
-        let age = now.since(flow.first_seen_ns).max(Duration::from_secs(1));
-        Rate::over(flow.bytes, flow.packets, age.as_secs_f64())
+    /// Over the time the flow was active, from its first packet to its
+    /// last, at least one second: a flow that went quiet keeps the rate it
+    /// moved at, instead of one that sinks the longer it is read after.
+    fn active(flow: &Flow) -> Rate {
+        let span = Duration::from_nanos(flow.last_seen_ns.saturating_sub(flow.first_seen_ns))
+            .max(Duration::from_secs(1));
+        Rate::over(flow.bytes, flow.packets, span.as_secs_f64())
     }
 }
 
@@ -172,7 +175,7 @@ impl Previous {
         let flow = &row.flow;
         let elapsed_ns = now.monotonic_ns.saturating_sub(self.at.monotonic_ns);
         if elapsed_ns == 0 {
-            return Rate::lifetime(flow, now);
+            return Rate::active(flow);
         }
         let seconds = elapsed_ns as f64 / 1e9;
         let before = self.counts.get(&(row.interface.clone(), flow.key()));
@@ -185,7 +188,7 @@ impl Previous {
                 Rate::over(flow.bytes, flow.packets, seconds)
             }
             // Matched no filter before (--min-bytes/--min-packets crossed).
-            _ => Rate::lifetime(flow, now),
+            _ => Rate::active(flow),
         }
     }
 }
@@ -206,9 +209,9 @@ struct Snapshot {
 /// How a read is rated, and whether it is followed by another.
 #[derive(Clone, Copy)]
 enum Refresh<'a> {
-    /// A single read: rates over each flow's age.
+    /// A single read: rates over each flow's active time.
     Once,
-    /// The first read of --follow: rates over each flow's age, counts kept.
+    /// The first read of --follow: rates over each flow's active time, counts kept.
     First,
     /// A later read of --follow: rates since the previous one, counts kept.
     After(&'a Previous),
@@ -334,7 +337,7 @@ fn select(
         .map(|row| {
             let rate = match previous {
                 Some(p) => p.rate(&row, &at),
-                None => Rate::lifetime(&row.flow, &at),
+                None => Rate::active(&row.flow),
             };
             (row, rate)
         })
@@ -498,7 +501,7 @@ impl FlowsReport<'_> {
                 " · rates over the last {:.1}s",
                 window.as_secs_f64()
             )),
-            None => title.push_str(" · rates over each flow's age"),
+            None => title.push_str(" · rates over each flow's active time"),
         }
         if self.follow {
             title.push_str(&format!(" · {}", clock::rfc3339(s.at.wall)));
@@ -758,9 +761,9 @@ mod tests {
         assert_eq!(w["last_seen"], "2027-01-15T08:01:38.000Z");
         assert_eq!(w["tcp_flags"], serde_json::json!(["syn", "ack", "fin"]));
         assert_eq!(w["l7"], "tls");
-        // Over its age of 10 s.
-        assert_eq!(w["bytes_per_second"], 153_600.0);
-        assert_eq!(w["packets_per_second"], 120.0);
+        // Over its 8 s from first to last packet (it is read 2 s later).
+        assert_eq!(w["bytes_per_second"], 192_000.0);
+        assert_eq!(w["packets_per_second"], 150.0);
         assert!(w.get("icmp_type").is_none());
         // Every key, in this order on the wire.
         let text = serde_json::to_string(&report(&s, false)).unwrap();
@@ -826,7 +829,7 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "2 flows on eth0, by bytes · rates over each flow's age"
+            "2 flows on eth0, by bytes · rates over each flow's active time"
         );
         assert!(!text.contains("interface"), "{text}");
         let row = |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap();
@@ -839,14 +842,14 @@ mod tests {
             "SYN,ACK,FIN",
             "1,200",
             "1.5 MiB",
-            "150.0 KiB/s 120 pkt/s",
+            "187.5 KiB/s 150 pkt/s",
             "10s",
             "2s",
         ] {
             assert!(w.contains(cell), "{cell} missing in {w}\n{text}");
         }
         let p = row("10.0.0.1");
-        for cell in [" out ", "icmp echo-request", "10.0.0.2 ", "1 pkt/s"] {
+        for cell in [" out ", "icmp echo-request", "10.0.0.2 ", "1.2 pkt/s"] {
             assert!(p.contains(cell), "{cell} missing in {p}\n{text}");
         }
         assert!(!p.contains("10.0.0.1:"), "{p}");
@@ -954,20 +957,35 @@ mod tests {
         let none = snapshot(vec![], &FlowQuery::default());
         assert_eq!(
             report(&none, false).render(),
-            "0 flows on eth0, by bytes · rates over each flow's age"
+            "0 flows on eth0, by bytes · rates over each flow's active time"
         );
     }
 
     #[test]
-    fn lifetime_rates_use_at_least_a_second() {
+    fn active_rates_use_at_least_a_second() {
         let young = Flow {
             first_seen_ns: 100 * SEC - 1000,
+            last_seen_ns: 100 * SEC - 500,
             bytes: 500,
             packets: 1,
             ..ping()
         };
-        let r = Rate::lifetime(&young, &anchor(100));
+        let r = Rate::active(&young);
         assert_eq!((r.bytes, r.packets), (500.0, 1.0));
+    }
+
+    #[test]
+    fn a_quiet_flow_keeps_the_rate_it_moved_at() {
+        // 5,346,351 bytes in 2 s, read long after: the example.
+        let done = Flow {
+            first_seen_ns: 10 * SEC,
+            last_seen_ns: 12 * SEC,
+            bytes: 5_346_351,
+            packets: 4000,
+            ..ping()
+        };
+        let r = Rate::active(&done);
+        assert_eq!((r.bytes, r.packets), (2_673_175.5, 2000.0));
     }
 
     #[test]
@@ -988,8 +1006,8 @@ mod tests {
             Refresh::First,
         );
         assert_eq!(s1.window, None);
-        // First refresh: over each flow's age.
-        assert_eq!(s1.rows[0].1.bytes, 153_600.0);
+        // First refresh: over each flow's active time.
+        assert_eq!(s1.rows[0].1.bytes, 192_000.0);
         let previous = s1.previous();
         assert_eq!(previous.counts.len(), 2);
 
