@@ -18,6 +18,7 @@ use crate::kernel::runstats::RunStats;
 use crate::kernel::{clock, netdev, tc};
 use crate::output;
 use crate::programs::loaded::{self, LoadedDir};
+use crate::programs::{self, Scope};
 use crate::proto::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,6 +26,8 @@ use crate::proto::Direction;
 pub enum ObjectKind {
     /// One of meshbpf's own programs on an interface (`meshbpf attach`).
     Attachment,
+    /// One of meshbpf's host-wide programs (`attach --latency`, `--lsm`).
+    Host,
     /// An object from `meshbpf load`.
     Loaded,
 }
@@ -101,12 +104,18 @@ pub struct Map {
     pub pin_path: Option<String>,
 }
 
-/// Every managed object: own attachments by interface, then loaded objects
-/// by name. Run under the shared lock.
+/// Every managed object: own attachments by interface, the host-wide ones,
+/// then loaded objects by name. Run under the shared lock.
 pub fn all(root: &StateRoot) -> Result<Vec<Object>> {
     let mut objects = Vec::new();
     for dir in root.attachments()? {
         if !loaded::is_loaded_attachment(&dir) {
+            objects.push(own_attachment(&dir)?);
+        }
+    }
+    for program in programs::ALL.iter().filter(|p| p.scope == Scope::Host) {
+        let dir = root.host_attachment(program.name);
+        if dir.is_committed() {
             objects.push(own_attachment(&dir)?);
         }
     }
@@ -128,10 +137,15 @@ fn own_attachment(dir: &AttachmentDir) -> Result<Object> {
         inventory.add_clsact(dir)?;
     }
     let (programs, maps) = inventory.finish()?;
+    let host = dir.interface.is_empty();
     Ok(Object {
-        kind: ObjectKind::Attachment,
+        kind: if host {
+            ObjectKind::Host
+        } else {
+            ObjectKind::Attachment
+        },
         name: dir.program.clone(),
-        interface: Some(dir.interface.clone()),
+        interface: (!host).then(|| dir.interface.clone()),
         file: None,
         globals: BTreeMap::new(),
         pin_path: dir.path.display().to_string(),
@@ -331,6 +345,7 @@ impl Object {
                 self.interface.as_deref().unwrap_or("?"),
                 self.pin_path
             ),
+            ObjectKind::Host => format!("{} (host-wide) · {}", self.name, self.pin_path),
             ObjectKind::Loaded => format!(
                 "loaded object {} · {} · from {}",
                 self.name,

@@ -47,7 +47,9 @@ pub struct Runtime {
 #[derive(Debug, Serialize)]
 pub struct ProgramRuntime {
     pub program: String,
-    pub hook: &'static str,
+    /// The hook an interface program runs on (`xdp`, `tc_ingress`...); for
+    /// a host-wide one, the kernel's name of the program.
+    pub hook: String,
     pub prog_id: u32,
     #[serde(flatten)]
     pub stats: RunStats,
@@ -58,7 +60,7 @@ pub struct ProgramRuntime {
 /// A program of an attachment, by the hook it runs on.
 struct Running {
     program: String,
-    hook: &'static str,
+    hook: String,
     prog_id: u32,
 }
 
@@ -66,7 +68,7 @@ struct Running {
 fn running(root: &StateRoot, xdp: &Attachment) -> Result<Vec<Running>> {
     let mut programs = vec![Running {
         program: xdp.program.clone(),
-        hook: "xdp",
+        hook: "xdp".into(),
         prog_id: xdp.prog_id,
     }];
     if let Some(tc) = hooked_tc(root, &xdp.interface)? {
@@ -77,7 +79,7 @@ fn running(root: &StateRoot, xdp: &Attachment) -> Result<Vec<Running>> {
             let prog = bpfobj::open_pinned(&tc.pin(pin))?;
             programs.push(Running {
                 program: tc_classifier::PROGRAM.to_string(),
-                hook,
+                hook: hook.into(),
                 prog_id: bpfobj::prog_info(prog.as_fd())?.id,
             });
         }
@@ -107,6 +109,9 @@ pub fn sample(root: &StateRoot, length: Duration) -> Result<Window> {
                 before.insert(program.prog_id, RunStats::of(program.prog_id)?);
             }
         }
+        for program in host(root, None)?.iter().flat_map(|h| &h.runtime.programs) {
+            before.insert(program.prog_id, RunStats::of(program.prog_id)?);
+        }
     }
     log::info!(
         "run-time statistics enabled; sampling {} programs for {length:?}",
@@ -125,7 +130,11 @@ pub fn sample(root: &StateRoot, length: Duration) -> Result<Window> {
 
 /// How the programs of an interface attachment ran.
 pub fn runtime(root: &StateRoot, xdp: &Attachment, window: Option<&Window>) -> Result<Runtime> {
-    let programs = running(root, xdp)?
+    runtime_of(running(root, xdp)?, window)
+}
+
+fn runtime_of(programs: Vec<Running>, window: Option<&Window>) -> Result<Runtime> {
+    let programs = programs
         .into_iter()
         .map(|p| {
             let now = RunStats::of(p.prog_id)?;
@@ -222,23 +231,27 @@ pub struct AllStats {
     pub root: String,
 }
 
-/// A committed host-wide attachment, as its program reports it.
-#[derive(Debug)]
+/// A committed host-wide attachment, as its program reports it, and how
+/// its programs ran.
+#[derive(Debug, Serialize)]
 pub struct HostStats {
+    #[serde(skip)]
     pub program: &'static str,
+    #[serde(flatten)]
     pub report: Box<dyn HostReport>,
+    pub runtime: Runtime,
 }
 
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Entry<'a> {
     Interface(&'a AttachmentStats),
-    Host(&'a dyn HostReport),
+    Host(&'a HostStats),
 }
 
 impl Serialize for AllStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let host = self.host.iter().map(|h| Entry::Host(h.report.as_ref()));
+        let host = self.host.iter().map(Entry::Host);
         serializer.collect_seq(self.attachments.iter().map(Entry::Interface).chain(host))
     }
 }
@@ -256,21 +269,34 @@ pub fn gather(
         .collect::<Result<Vec<_>>>()?;
     Ok(AllStats {
         attachments,
-        host: host(root)?,
+        host: host(root, window)?,
         root: root.path().display().to_string(),
     })
 }
 
 /// The host-wide attachments, where committed, in the order of
 /// [`programs::ALL`].
-pub fn host(root: &StateRoot) -> Result<Vec<HostStats>> {
+pub fn host(root: &StateRoot, window: Option<&Window>) -> Result<Vec<HostStats>> {
     let mut found = Vec::new();
     for program in programs::ALL.iter().filter(|p| p.scope == Scope::Host) {
         let dir = root.host_attachment(program.name);
         if let (true, Some(stats)) = (dir.is_committed(), program.stats) {
+            let report = stats(&dir)?;
+            let running = report
+                .prog_ids()
+                .into_iter()
+                .map(|prog_id| {
+                    Ok(Running {
+                        program: program.name.to_string(),
+                        hook: bpfobj::prog_info_by_id(prog_id)?.name,
+                        prog_id,
+                    })
+                })
+                .collect::<Result<_>>()?;
             found.push(HostStats {
                 program: program.name,
-                report: stats(&dir)?,
+                runtime: runtime_of(running, window)?,
+                report,
             });
         }
     }

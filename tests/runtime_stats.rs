@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Ran, VethPair, ADDR, BIN};
+use common::{PinRoot, Ran, VethPair, ADDR, BIN};
 use serde_json::Value;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -130,5 +130,72 @@ privileged_test!(
         let ran = Ran::from(sampling.wait_with_output().unwrap());
         assert_eq!(ran.code, 130, "{ran:?}");
         assert!(ran.stdout.is_empty(), "{ran:?}");
+    }
+);
+
+privileged_test!(
+    /// The host-wide attachments are meshbpf's too: `list` shows their
+    /// programs, links and maps, and `stats --sample` counts their runs.
+    fn host_wide_attachments_are_listed_and_sampled() {
+        let root = PinRoot::new();
+        root.meshbpf(&["attach", "--latency", "--syscalls", "getpid"])
+            .ok();
+        let host = |all: &Value| {
+            all.as_array()
+                .and_then(|a| a.iter().find(|o| o["program"] == "syscall_latency"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no syscall_latency in {all}"))
+        };
+        let stats = host(&root.meshbpf(&["stats", "-j"]).ok().json());
+        let ids = |v: &Value| -> Vec<u64> {
+            let mut ids: Vec<u64> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_u64().unwrap())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+
+        let listed = root.meshbpf(&["list", "-j"]).ok().json();
+        let object = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["name"] == "syscall_latency"))
+            .unwrap_or_else(|| panic!("list leaves syscall_latency out: {listed}"));
+        assert_eq!(object["kind"], "host", "{object}");
+        assert!(object.get("interface").is_none(), "{object}");
+        let programs = object["programs"].as_array().unwrap();
+        let prog_ids: Vec<Value> = programs.iter().map(|p| p["prog_id"].clone()).collect();
+        assert_eq!(ids(&Value::from(prog_ids)), ids(&stats["prog_ids"]));
+        let link_ids: Vec<Value> = programs
+            .iter()
+            .flat_map(|p| p["attachments"].as_array().unwrap().clone())
+            .map(|a| a["link_id"].clone())
+            .collect();
+        assert_eq!(ids(&Value::from(link_ids)), ids(&stats["link_ids"]));
+        assert!(
+            object["maps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "hists"),
+            "{object}"
+        );
+
+        let calls = 20_000;
+        let child = common::held_python(&format!("for _ in range({calls}): os.getpid()"));
+        let sampling =
+            start_sample(Command::new(BIN).args(root.args(&["stats", "--sample", "2", "-j"])));
+        common::release(child);
+        let sampled = host(&Ran::from(sampling.wait_with_output().unwrap()).ok().json());
+        let runtime = &sampled["runtime"];
+        assert!(runtime["sampled_ns"].as_u64().unwrap() >= 2_000_000_000);
+        let runs = runtime["programs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{runtime}");
+        for program in runs {
+            // Both run on every syscall of the host: at least the child's.
+            assert!(program["run_cnt"].as_u64().unwrap() >= calls, "{runtime}");
+        }
     }
 );

@@ -152,7 +152,11 @@ impl Report for AllStats {
         self.attachments
             .iter()
             .map(Report::render)
-            .chain(self.host.iter().map(|h| h.report.render()))
+            .chain(
+                self.host
+                    .iter()
+                    .map(|h| h.report.render() + &h.runtime.render()),
+            )
             .collect::<Vec<_>>()
             .join("\n\n")
     }
@@ -238,7 +242,7 @@ mod tests {
                 sampled_ns: Some(2_000_000_000),
                 programs: vec![ProgramRuntime {
                     program: "xdp_counter".into(),
-                    hook: "xdp",
+                    hook: "xdp".into(),
                     prog_id: 7,
                     stats: RunStats {
                         run_cnt: 1500,
@@ -329,6 +333,19 @@ mod tests {
             host: vec![HostStats {
                 program: "syscall_latency",
                 report: Box::new(latency),
+                runtime: Runtime {
+                    sampled_ns: None,
+                    programs: vec![ProgramRuntime {
+                        program: "syscall_latency".into(),
+                        hook: "lat_enter".into(),
+                        prog_id: 10,
+                        stats: RunStats {
+                            run_cnt: 4,
+                            run_time_ns: 400,
+                        },
+                        avg_run_time_ns: Some(100),
+                    }],
+                },
             }],
             root: "/sys/fs/bpf/meshbpf".into(),
         };
@@ -337,9 +354,15 @@ mod tests {
         assert_eq!(v[1]["program"], "syscall_latency");
         assert_eq!(v[1]["method"], "raw_tp");
         assert_eq!(v[1]["filters"]["pid"], 42);
+        assert_eq!(v[1]["runtime"]["programs"][0]["hook"], "lat_enter");
+        assert_eq!(v[1]["runtime"]["programs"][0]["run_cnt"], 4);
         let text = all.render();
         assert!(
             text.contains("host · syscall_latency · raw_tp · since 2026-11-22T22:55:25Z · progs 10/11 · links 4/5, only pid 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("syscall_latency (lat_enter, prog 10): 4 runs, 400 ns, 100 ns/run"),
             "{text}"
         );
     }

@@ -64,7 +64,7 @@ fn runtime(
             let labels = vec![
                 label("interface", interface),
                 label("program", &p.program),
-                label("hook", p.hook),
+                label("hook", p.hook.clone()),
             ];
             runs.add(labels.clone(), Value::Int(p.stats.run_cnt));
             run_time.add(labels, Value::Float(p.stats.run_time_ns as f64 / 1e9));

@@ -60,7 +60,7 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
             Ok((attachment.interface, runtime))
         })
         .collect::<Result<_>>()?;
-    let host = snapshot::host(root)?;
+    let host = snapshot::host(root, None)?;
     let host_programs = host
         .iter()
         .flat_map(|h| h.report.prog_ids().into_iter().map(|id| (h.program, id)))
