@@ -305,9 +305,13 @@ __noinline int tc_locate_l4(struct __sk_buff *skb, const struct packet_info *pkt
 	return locate_l4(skb, pkt, span);
 }
 
+/* tc_guess_l7's answer for a packet without payload, which the guess does
+ * not count against its window. */
+#define L7_NO_PAYLOAD (-1)
+
 /* The L7 guess of a TCP or UDP packet from its first payload bytes, which
  * may lie outside the linear area: read with bpf_skb_load_bytes. L7_UNKNOWN
- * when it has no payload or nothing matches. */
+ * when nothing matches, L7_NO_PAYLOAD when there is no payload. */
 __noinline int tc_guess_l7(struct __sk_buff *skb, const struct packet_info *pkt)
 {
 	__u8 buf[FLOW_L7_WINDOW] = {};
@@ -337,7 +341,7 @@ __noinline int tc_guess_l7(struct __sk_buff *skb, const struct packet_info *pkt)
 	if (span.end && span.end < end)
 		end = span.end;
 	if (payload >= end)
-		return L7_UNKNOWN;
+		return L7_NO_PAYLOAD;
 	len = end - payload;
 	if (len > FLOW_L7_WINDOW)
 		len = FLOW_L7_WINDOW;
@@ -355,6 +359,25 @@ __noinline int tc_guess_l7(struct __sk_buff *skb, const struct packet_info *pkt)
 	if (!tcp)
 		return L7_UNKNOWN;
 	return guess_tcp_stream(buf, len);
+}
+
+/* The L7 guess of the other direction of a flow: a reply inherits what its
+ * request showed (an HTTP/2 server's first frames have no preface). */
+static __always_inline int reverse_l7(const struct flow_key *key)
+{
+	struct flow_key reverse = {
+		.sport = key->dport,
+		.dport = key->sport,
+		.family = key->family,
+		.protocol = key->protocol,
+		.direction = key->direction == FLOW_INGRESS ? FLOW_EGRESS : FLOW_INGRESS,
+	};
+	struct flow_value *other;
+
+	__builtin_memcpy(reverse.src, key->dst, sizeof(reverse.src));
+	__builtin_memcpy(reverse.dst, key->src, sizeof(reverse.dst));
+	other = bpf_map_lookup_elem(&flows, &reverse);
+	return other ? other->l7 : L7_UNKNOWN;
 }
 
 /* ICMP and ICMPv6 messages are flows by type (sport) and code (dport). */
@@ -568,10 +591,18 @@ static __always_inline int classify(struct __sk_buff *skb, enum flow_direction d
 	}
 
 	/* Read before counting this packet: the first packets get the guess. */
-	if (value->l7 == L7_UNKNOWN && value->packets < FLOW_L7_GUESS_PACKETS && pkt.has_ports &&
+	if (value->l7 == L7_UNKNOWN && value->l7_tries < FLOW_L7_GUESS_PACKETS &&
+	    value->packets < FLOW_L7_GUESS_WINDOW && pkt.has_ports &&
 	    (pkt.ip_proto == IPPROTO_TCP_NR || pkt.ip_proto == IPPROTO_UDP_NR)) {
-		int l7 = tc_guess_l7(skb, &pkt);
+		int l7 = reverse_l7(&key);
 
+		if (l7 == L7_UNKNOWN) {
+			l7 = tc_guess_l7(skb, &pkt);
+			if (l7 == L7_NO_PAYLOAD)
+				l7 = L7_UNKNOWN;
+			else
+				value->l7_tries++;
+		}
 		if (l7 != L7_UNKNOWN) {
 			value->l7 = l7;
 			/* Rules may name the L7 guess: classify again. */

@@ -37,9 +37,12 @@ enum l7_proto {
 
 /* The L7 guess reads at most this many payload bytes of a packet... */
 #define FLOW_L7_WINDOW 16
-/* ...and only while the flow has seen fewer packets than this: a flow still
- * unknown by then (bulk data, a protocol we do not know) costs nothing more. */
+/* ...of at most this many packets that carry payload (pure ACKs do not
+ * count)... */
 #define FLOW_L7_GUESS_PACKETS 16
+/* ...within the flow's first this many packets: a flow still unknown by
+ * then (bulk data, a protocol we do not know) costs nothing more. */
+#define FLOW_L7_GUESS_WINDOW 1024
 
 struct flow_key {
 	/* IPv4 addresses fill the first 4 bytes, the rest stays zero. */
@@ -74,7 +77,9 @@ struct flow_value {
 	/* The flow's QoS class (qos_classes.h), valid while class_generation
 	 * equals the applied generation; 0 when it has none. */
 	__u8 class_id;
-	__u16 pad;
+	/* Packets with payload the L7 guess has looked at. */
+	__u8 l7_tries;
+	__u8 pad;
 	__u32 class_generation;
 };
 

@@ -254,6 +254,61 @@ privileged_test!(
     }
 );
 
+/// Runs one TCP exchange on `net`: the peer connects to ADDR:port and sends
+/// `request`, the server answers `reply` once it has read all of it.
+fn exchange(net: &VethPair, port: u16, request: Vec<u8>, reply: &'static [u8]) {
+    let listener = VethPair::in_netns(&net.ns, || TcpListener::bind((ADDR, port)).unwrap());
+    let expected = request.len();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; expected];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(reply).unwrap();
+    });
+    VethPair::in_netns(&net.peer_ns, || {
+        let mut conn = TcpStream::connect((ADDR, port)).unwrap();
+        conn.write_all(&request).unwrap();
+        let mut answer = vec![0u8; reply.len()];
+        conn.read_exact(&mut answer).unwrap();
+    });
+    server.join().unwrap();
+}
+
+/// The l7 of each direction of the flow to `port`, once both are there.
+fn l7_by_direction(net: &VethPair, port: u16) -> (String, String) {
+    let of = |flows: &[Value], direction: &str, key: &str| {
+        flows
+            .iter()
+            .find(|f| f["direction"] == direction && f[key] == port)
+            .map(|f| f["l7"].as_str().unwrap().to_owned())
+    };
+    let all = flows(net, &["--proto", "tcp"]);
+    (
+        of(&all, "ingress", "dport").unwrap_or_else(|| panic!("no request flow: {all:?}")),
+        of(&all, "egress", "sport").unwrap_or_else(|| panic!("no reply flow: {all:?}")),
+    )
+}
+
+privileged_test!(
+    /// The guess looks at packets with payload only: after a 1 MB upload the
+    /// server's reply comes hundreds of pure ACKs into its direction, and is
+    /// still seen. A reply direction without a signature of its own (an
+    /// HTTP/2 server's SETTINGS frame) inherits its request's guess.
+    fn the_l7_guess_skips_pure_acks_and_replies_inherit_it() {
+        let net = VethPair::new();
+        net.meshbpf(&["attach", &net.dev]).ok();
+
+        exchange(&net, 8081, vec![0u8; 1 << 20], b"HTTP/1.1 200 OK\r\n\r\n");
+        let (upload, reply) = l7_by_direction(&net, 8081);
+        assert_eq!((upload.as_str(), reply.as_str()), ("unknown", "http"));
+
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        exchange(&net, 8082, preface, &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let (request, reply) = l7_by_direction(&net, 8082);
+        assert_eq!((request.as_str(), reply.as_str()), ("http2", "http2"));
+    }
+);
+
 privileged_test!(
     fn follow_streams_json_lines_until_ctrl_c_which_exits_130() {
         let net = VethPair::new();
