@@ -56,9 +56,9 @@ struct {
 struct filter_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
-	__uint(max_entries, FILTER_TABLE_CHUNKS);
+	__uint(max_entries, FILTER_TABLE_CHUNKS / 2);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 };
 
 struct filter_vectors {
@@ -141,25 +141,27 @@ static __always_inline __u32 lowest_bit(__u64 word)
 	return debruijn[((word & -word) * 0x03f79d71b4cb0a89ULL) >> 58];
 }
 
+/* Entry `index` of a generation's table: two to a value, as an array map
+ * would align a lone __u32 value to 8 bytes. */
+static __always_inline __u32 table_entry(void *table, __u32 index, __u32 none)
+{
+	__u32 pair = index / 2;
+	__u64 *entries = bpf_map_lookup_elem(table, &pair);
+
+	return entries ? (__u32)(*entries >> (index % 2 * 32)) : none;
+}
+
 /* The vector id of an IPv4 address: at most three levels of the table's
  * multibit trie, each one array lookup. */
 static __always_inline __u32 ipv4_vector(void *table, __u32 first_level, const __u8 *addr,
 					 __u32 none)
 {
-	__u32 index = first_level + ((__u32)addr[0] << 8 | addr[1]);
-	__u32 *entry;
+	__u32 entry = table_entry(table, first_level + ((__u32)addr[0] << 8 | addr[1]), none);
 	int level;
 
-	for (level = 2; level < 4; level++) {
-		entry = bpf_map_lookup_elem(table, &index);
-		if (!entry)
-			return none;
-		if (!(*entry & FILTER_CHUNK_FLAG))
-			return *entry;
-		index = (*entry & ~FILTER_CHUNK_FLAG) + addr[level];
-	}
-	entry = bpf_map_lookup_elem(table, &index);
-	return entry ? *entry : none;
+	for (level = 2; level < 4 && (entry & FILTER_CHUNK_FLAG); level++)
+		entry = table_entry(table, (entry & ~FILTER_CHUNK_FLAG) + addr[level], none);
+	return entry;
 }
 
 static __always_inline __u32 trie_vector(void *trie, __u8 gen, __u8 family, const __u8 *addr,
@@ -175,13 +177,6 @@ static __always_inline __u32 trie_vector(void *trie, __u8 gen, __u8 family, cons
 	__builtin_memcpy(key.addr, addr, 16);
 	id = bpf_map_lookup_elem(trie, &key);
 	return id ? *id : none;
-}
-
-static __always_inline __u32 table_entry(void *table, __u32 index, __u32 none)
-{
-	__u32 *entry = bpf_map_lookup_elem(table, &index);
-
-	return entry ? *entry : none;
 }
 
 enum filter_field {

@@ -37,7 +37,8 @@ enum filter_limits {
 	FILTER_MAX_LIMITERS = 65536,
 	/* Bits of the generation and family bytes leading every prefix key. */
 	FILTER_PREFIX_HEADER_BITS = 16,
-	/* Layout of a generation's table (an array of __u32): an IPv4
+	/* Layout of a generation's table (__u32 entries, two to each __u64
+	 * value of its array, the even one in the low half): an IPv4
 	 * source's vector is found through a 16-8-8 multibit trie whose
 	 * first level is indexed by the address's top 16 bits, likewise a
 	 * destination's; then a vector per source and per destination port;

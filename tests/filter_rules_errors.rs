@@ -181,6 +181,7 @@ fn check_stats_say_how_a_set_compiled() {
     let json = meshbpf(&["filter", "check", &path, "-j"]).json();
     let stats = &json["stats"];
     assert_eq!(stats["vectors"], 4);
+    // Two table entries share an 8-byte array value.
     assert_eq!(stats["memory_bytes"], 4 * 2088 + 262_144 * 4);
     assert_eq!(stats["lookups"]["dst"], false);
     assert_eq!(json["warnings"], serde_json::json!([]));

@@ -75,6 +75,9 @@ pub const VECTOR_BYTES: u64 = 8 + 8 * (VECTOR_WORDS as u64 / 64 + VECTOR_WORDS a
 /// A side whose IPv4 prefixes would need more chunks is looked up in the
 /// LPM trie instead: a chunk costs 1 KiB, a trie lookup some nanoseconds.
 const MAX_SIDE_CHUNKS: usize = 16_384;
+/// What one table entry costs in the kernel: entries go two to an array
+/// value, which the kernel aligns to 8 bytes.
+const TABLE_ENTRY_BYTES: u64 = 4;
 /// Rough kernel cost of one LPM trie entry (node, key and value).
 const TRIE_ENTRY_BYTES: u64 = 96;
 
@@ -298,7 +301,7 @@ impl CompiledFilter {
 
     pub fn stats(&self) -> CompileStats {
         let vector_bytes = self.vectors.len() as u64 * VECTOR_BYTES;
-        let table_bytes = self.table.len() as u64 * 4;
+        let table_bytes = self.table.len() as u64 * TABLE_ENTRY_BYTES;
         let trie_prefixes = [self.trie[0].len(), self.trie[1].len()];
         let words = self.rules.div_ceil(64).max(1);
         CompileStats {

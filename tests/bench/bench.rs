@@ -2,11 +2,13 @@
 //! empty XDP program and with the established tools, and rewrites
 //! BENCHMARKS.md whole with the method and the numbers.
 
+mod classbench;
 #[path = "../common/mod.rs"]
 mod common;
 mod control;
 mod filter;
 mod flow_table;
+mod footprint;
 mod frames;
 mod latency;
 mod lsm;
@@ -91,6 +93,10 @@ fn main() {
     // Collected before pinning, which would hide the other CPUs.
     let header = environment_header();
     pin_to_cpu();
+    if let Some(only) = std::env::var_os(ONLY_ENV) {
+        print!("{}", only_section(&config, &only.to_string_lossy()));
+        return;
+    }
 
     eprintln!("bench: per-packet cost ({} rounds)", config.rounds);
     let packet = packet::measure(&config);
@@ -116,6 +122,11 @@ fn main() {
         config.latency_rounds
     );
     let lsm = lsm::measure(&config);
+    eprintln!(
+        "bench: ClassBench rule sets ({} rounds)",
+        config.filter_rounds
+    );
+    let classbench = classbench::measure(&config);
     let report = [
         header,
         method(&config),
@@ -127,6 +138,7 @@ fn main() {
         binary_section(),
         latency.markdown(),
         lsm.markdown(),
+        classbench.markdown(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
     ]
@@ -136,6 +148,20 @@ fn main() {
     std::fs::write(&path, &report).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     print!("{report}");
     eprintln!("bench: wrote {}", path.display());
+}
+
+/// MESHBPF_BENCH_ONLY=filter or =classbench runs that section alone and
+/// prints it, leaving BENCHMARKS.md as it is: for work on one section.
+const ONLY_ENV: &str = "MESHBPF_BENCH_ONLY";
+
+fn only_section(config: &Config, section: &str) -> String {
+    match section {
+        "filter" => filter::measure(config).markdown(),
+        "classbench" => classbench::measure(config).markdown(),
+        other => {
+            panic!("{ONLY_ENV}={other}: the sections that run alone are filter and classbench")
+        }
+    }
 }
 
 /// `meshbpf -j ARGS` on the pin root `root` (each section keeps its own, so

@@ -1,18 +1,18 @@
 //! Section 2: the per-packet cost of xdp_mesh_filter with 1 to 10,000 CIDR or
-//! port rules, on a packet that misses them all and on one that hits the
-//! middle rule, and with its limiters on; next to the empty XDP program and
-//! to xdp-filter holding as many exact rules, all in one interleaved run.
+//! port rules, and 10,000 CIDRs with one UDP port rule, on a packet that
+//! misses them all and on one that hits the middle rule, and with its
+//! limiters on; next to the empty XDP program and to xdp-filter holding as
+//! many exact rules, all in one interleaved run.
 
 use std::fmt;
-use std::mem::{self, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::slice;
 
-use libbpf_rs::{Map, MapCore, MapFlags, Object};
+use libbpf_rs::{Map, MapCore, MapFlags, MapHandle, Object};
 use libbpf_sys::{XDP_DROP, XDP_PASS};
-use meshbpf::programs::xdp_mesh_filter::skel::types::{filter_family, filter_prefix_key};
+use meshbpf::programs::xdp_mesh_filter::skel::types::filter_limits;
 use meshbpf::programs::xdp_mesh_filter::{self, XdpMeshFilterSkel};
 use meshbpf::rules::{compile, filter};
 
@@ -32,6 +32,8 @@ enum RuleSet {
     Cidr(usize),
     /// One TCP destination port per rule.
     Ports(usize),
+    /// As many CIDR rules, then one rule denying a UDP destination port.
+    Mixed(usize),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,9 +48,10 @@ enum Program {
 /// The maps whose single lookups explain the filters' costs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Table {
-    /// xdp_mesh_filter's exact-match hash of source prefixes, which
-    /// the rule sets here (one prefix length, /24) are looked up in.
-    SrcPrefixes,
+    /// xdp_mesh_filter's table of the active rule set (an inner array map),
+    /// at the first level of the source address's multibit trie: every
+    /// table and vector lookup the program makes is one like it.
+    MeshTable,
     /// xdp-filter's per-CPU hash of addresses, probed for dst, then src.
     FilterIpv4,
 }
@@ -100,6 +103,7 @@ pub struct Results {
 const MAP_FLAG_SRC: u64 = 1 << 0;
 const MAP_FLAG_DST: u64 = 1 << 1;
 const MAP_FLAG_TCP: u64 = 1 << 2;
+const MAP_FLAG_UDP: u64 = 1 << 3;
 const COUNTER_SHIFT: u32 = 6;
 
 pub fn measure(config: &Config) -> Results {
@@ -157,7 +161,8 @@ fn scenarios(config: &Config) -> Vec<Scenario> {
         all.push(mesh(rules));
         // xdp-filter's port rules are an array indexed by port, whose cost
         // cannot depend on how many are set: one count is enough.
-        let compared = matches!(rules, RuleSet::Cidr(_)) || rules.count() == MOST;
+        let compared =
+            matches!(rules, RuleSet::Cidr(_) | RuleSet::Mixed(_)) || rules.count() == MOST;
         match &config.xdp_filter_object {
             Some(object) if compared => all.push(xdp_filter(object, rules)),
             _ => {}
@@ -170,11 +175,12 @@ fn scenarios(config: &Config) -> Vec<Scenario> {
 /// The largest rule count, where the comparison with xdp-filter matters.
 const MOST: usize = COUNTS[COUNTS.len() - 1];
 
-/// Every CIDR rule set, then every port rule set, by count.
+/// Every CIDR rule set, then every port rule set, by count; then the
+/// largest CIDR set with a port rule.
 fn counted() -> impl Iterator<Item = RuleSet> {
     let cidr = COUNTS.map(RuleSet::Cidr);
     let ports = COUNTS.map(RuleSet::Ports);
-    cidr.into_iter().chain(ports)
+    cidr.into_iter().chain(ports).chain([RuleSet::Mixed(MOST)])
 }
 
 impl Run {
@@ -215,7 +221,7 @@ impl Run {
             RuleSet::None => vec![Run::plain_udp(), Run::plain_syn()],
             RuleSet::RateLimit => vec![Run::plain_udp()],
             RuleSet::SynFlood => vec![Run::plain_syn()],
-            RuleSet::Cidr(n) => vec![
+            RuleSet::Cidr(n) | RuleSet::Mixed(n) => vec![
                 Run::from(Packet::Miss, rulesets::miss_source(n)),
                 Run::from(Packet::Hit, rulesets::hit_source(n)),
             ],
@@ -235,12 +241,13 @@ impl RuleSet {
             RuleSet::SynFlood => rulesets::limiter_only("syn_flood"),
             RuleSet::Cidr(n) => rulesets::cidr_rules(n),
             RuleSet::Ports(n) => rulesets::port_rules(n),
+            RuleSet::Mixed(n) => rulesets::mixed_rules(n),
         }
     }
 
     fn count(self) -> usize {
         match self {
-            RuleSet::Cidr(n) | RuleSet::Ports(n) => n,
+            RuleSet::Cidr(n) | RuleSet::Ports(n) | RuleSet::Mixed(n) => n,
             _ => 0,
         }
     }
@@ -264,6 +271,12 @@ impl RuleSet {
             }
             (RuleSet::Cidr(_), _) => format!("{n} CIDR rule{s} (deny src /24)"),
             (RuleSet::Ports(_), _) => format!("{n} port rule{s} (deny tcp dport)"),
+            (RuleSet::Mixed(_), Program::XdpFilter) => {
+                format!("{n} exact IPv4 sources + 1 UDP port")
+            }
+            (RuleSet::Mixed(_), _) => {
+                format!("{n} CIDR rules (deny src /24) + 1 UDP port rule")
+            }
         }
     }
 }
@@ -274,8 +287,8 @@ impl fmt::Display for Program {
             Program::Floor => "empty XDP program (floor)",
             Program::Mesh => "xdp_mesh_filter",
             Program::XdpFilter => "xdp-filter",
-            Program::Lookup(Table::SrcPrefixes) => {
-                "one probe of xdp_mesh_filter's src_exact (prefix hash, /24)"
+            Program::Lookup(Table::MeshTable) => {
+                "one lookup in xdp_mesh_filter's table (inner array, first trie level)"
             }
             Program::Lookup(Table::FilterIpv4) => {
                 "one lookup in xdp-filter's filter_ipv4 (per-CPU hash)"
@@ -300,7 +313,7 @@ fn with_mesh<T>(rules: RuleSet, f: impl FnOnce(&XdpMeshFilterSkel<'_>) -> T) -> 
     let mut object = MaybeUninit::uninit();
     let skel = xdp_mesh_filter::load(&mut object, None).expect("loading xdp_mesh_filter");
     let parsed = filter::parse(&rules.json()).expect("parsing a bench rule set");
-    let compiled = compile::compile(&parsed).expect("compiling a bench rule set");
+    let compiled = compile::compile(&parsed);
     xdp_mesh_filter::apply(
         &xdp_mesh_filter::FilterMaps::of_skeleton(&skel),
         &parsed,
@@ -380,24 +393,37 @@ fn check_run(subject: &Subject<'_>, run: &Run) {
 /// sources for CIDR rules, as xdp-filter has no prefixes.
 fn load_xdp_filter(object_path: &Path, rules: RuleSet) -> Object {
     let object = packet::load_without_pins(object_path);
-    let (map, keys, flags) = xdp_filter_rules(rules);
-    deny(&object_map(&object, map), &keys, flags);
+    for (map, keys, flags) in xdp_filter_rules(rules) {
+        deny(&object_map(&object, map), &keys, flags);
+    }
     object
 }
 
-/// The map, keys and flags of `rules` in xdp-filter's terms.
-fn xdp_filter_rules(rules: RuleSet) -> (&'static str, Vec<Vec<u8>>, u64) {
-    match rules {
-        RuleSet::Cidr(n) => (
+/// The maps, keys and flags of `rules` in xdp-filter's terms; the middle
+/// rule is in the first.
+fn xdp_filter_rules(rules: RuleSet) -> Vec<(&'static str, Vec<Vec<u8>>, u64)> {
+    let sources = |n| {
+        (
             "filter_ipv4",
             (0..n).map(|i| rulesets::exact_source(i).to_vec()).collect(),
             MAP_FLAG_SRC,
-        ),
-        RuleSet::Ports(n) => (
+        )
+    };
+    match rules {
+        RuleSet::Cidr(n) => vec![sources(n)],
+        RuleSet::Ports(n) => vec![(
             "filter_ports",
             (0..n).map(|i| port_key(rulesets::port(i))).collect(),
             MAP_FLAG_DST | MAP_FLAG_TCP,
-        ),
+        )],
+        RuleSet::Mixed(n) => vec![
+            sources(n),
+            (
+                "filter_ports",
+                vec![port_key(rulesets::MIXED_UDP_PORT)],
+                MAP_FLAG_DST | MAP_FLAG_UDP,
+            ),
+        ],
         _ => unreachable!("xdp-filter is only measured with counted rules"),
     }
 }
@@ -406,7 +432,7 @@ fn xdp_filter_rules(rules: RuleSet) -> (&'static str, Vec<Vec<u8>>, u64) {
 /// the hit counter of the middle rule.
 fn xdp_filter(object_path: &Path, rules: RuleSet) -> Scenario {
     let object = load_xdp_filter(object_path, rules);
-    let (map, keys, _) = xdp_filter_rules(rules);
+    let (map, keys, _) = xdp_filter_rules(rules).swap_remove(0);
     let map = object_map(&object, map);
     let middle = &keys[rulesets::middle(rules.count())];
     let scenario = Scenario {
@@ -475,46 +501,76 @@ fn lookups(config: &Config) -> Vec<Scenario> {
     let mut all = with_mesh(rules, |skel| {
         let maps = xdp_mesh_filter::FilterMaps::of_skeleton(skel);
         let gen = xdp_mesh_filter::active_generation(&maps).expect("reading the generation");
-        let tries = &skel.maps.src_exact;
-        vec![
-            lookup(
-                Table::SrcPrefixes,
-                tries,
-                Packet::Miss,
-                miss,
-                prefix_key(gen, miss),
-            ),
-            lookup(
-                Table::SrcPrefixes,
-                tries,
-                Packet::Hit,
-                hit,
-                prefix_key(gen, hit),
-            ),
-        ]
+        let table = active_table(skel, gen);
+        [(Packet::Miss, miss), (Packet::Hit, hit)]
+            .into_iter()
+            .map(|(packet, src)| {
+                lookup(
+                    Table::MeshTable,
+                    &table,
+                    packet,
+                    src,
+                    first_level_key(src),
+                    true,
+                )
+            })
+            .collect::<Vec<_>>()
     });
     if let Some(path) = &config.xdp_filter_object {
         let object = load_xdp_filter(path, rules);
         let map = object_map(&object, "filter_ipv4");
         for (packet, src) in [(Packet::Miss, miss), (Packet::Hit, hit)] {
-            all.push(lookup(Table::FilterIpv4, &map, packet, src, src.to_vec()));
+            let found = packet == Packet::Hit;
+            all.push(lookup(
+                Table::FilterIpv4,
+                &map,
+                packet,
+                src,
+                src.to_vec(),
+                found,
+            ));
         }
     }
     all
 }
 
+/// The inner map of the generation's table, as the program finds it.
+fn active_table(skel: &XdpMeshFilterSkel<'_>, gen: u8) -> MapHandle {
+    let id = skel
+        .maps
+        .tables
+        .lookup(&u32::from(gen).to_ne_bytes(), MapFlags::ANY)
+        .expect("reading the tables slot")
+        .expect("the active generation has a table");
+    let id = u32::from_ne_bytes(id[..4].try_into().expect("a map id"));
+    MapHandle::from_map_id(id).expect("opening the table by id")
+}
+
+/// The table index of `addr`'s first level in the source trie.
+fn first_level_key(addr: [u8; 4]) -> Vec<u8> {
+    let first = filter_limits::FILTER_TABLE_SRC.0 + (u32::from(addr[0]) << 8 | u32::from(addr[1]));
+    first.to_ne_bytes().to_vec()
+}
+
 /// A program that looks `key` up in `map`, after checking that the key is
-/// there (hit) or not (miss) as the row says.
-fn lookup(table: Table, map: &dyn MapCore, packet: Packet, src: [u8; 4], key: Vec<u8>) -> Scenario {
-    let found = if map.map_type().is_percpu() {
+/// there or not, as `found` says.
+fn lookup(
+    table: Table,
+    map: &dyn MapCore,
+    packet: Packet,
+    src: [u8; 4],
+    key: Vec<u8>,
+    found: bool,
+) -> Scenario {
+    let there = if map.map_type().is_percpu() {
         map.lookup_percpu(&key, MapFlags::ANY).map(|v| v.is_some())
     } else {
         map.lookup(&key, MapFlags::ANY).map(|v| v.is_some())
     };
     let program = Program::Lookup(table);
     assert_eq!(
-        found.expect("looking a key up"),
-        packet == Packet::Hit,
+        there.expect("looking a key up"),
+        found,
         "{program}: the key for {} is not where the row says",
         Ipv4Addr::from(src)
     );
@@ -535,31 +591,6 @@ fn lookup(table: Table, map: &dyn MapCore, packet: Packet, src: [u8; 4], key: Ve
             verdict: XDP_PASS,
         }],
     }
-}
-
-/// filter_prefix_key for an IPv4 address: the generation and family bytes
-/// count towards the prefix, then the whole address.
-/// The exact-match key the program probes for `addr` with the rule sets'
-/// one prefix length, /24: the address masked, the length in the key.
-fn prefix_key(gen: u8, addr: [u8; 4]) -> Vec<u8> {
-    key_bytes(|key: &mut filter_prefix_key| {
-        key.prefixlen = 16 + 24;
-        key.r#gen = gen;
-        key.family = filter_family::FILTER_IPV4.0 as u8;
-        key.addr[..3].copy_from_slice(&addr[..3]);
-    })
-}
-
-/// A map key's bytes, zeroed first: the kernel compares whole keys, padding
-/// included.
-fn key_bytes<T: Copy>(fill: impl FnOnce(&mut T)) -> Vec<u8> {
-    // SAFETY: T is a generated #[repr(C)] struct of integers and byte
-    // arrays, for which all zeros is a value.
-    let mut key: T = unsafe { mem::zeroed() };
-    fill(&mut key);
-    // SAFETY: zeroed() initialized every byte, padding included, and field
-    // writes leave padding alone.
-    unsafe { slice::from_raw_parts((&key as *const T).cast::<u8>(), mem::size_of::<T>()) }.to_vec()
 }
 
 impl Packet {
@@ -608,6 +639,8 @@ apply` runs), xdp-filter (`xdpfilt_alw_all.o`: allow mode, every feature compile
 writing its per-CPU `filter_ipv4` or `filter_ports` entries on every CPU, as `xdp-filter ip`/`port` do. \
 CIDR rule i denies 10.(i / 128).(2 × (i % 128)).0/24; xdp-filter, which has no prefixes, denies the exact \
 address .1 of each of those /24s instead. Port rule i denies TCP destination port {first_port} + 2i in both. \
+The mixed set adds, after its CIDR rules, one rule denying UDP destination port {mixed_port} (xdp-filter: that port \
+in filter_ports, UDP); its packets are the CIDR set's, UDP to port 53. \
 A hit comes from (or goes to) the middle rule; a miss from the odd /24 (port) next to it, which no rule holds, so \
 the default allows it. Every frame is 64 B. Before timing, one run per packet must return the row's verdict and \
 land in the middle rule's hit counter (hit) or in xdp_mesh_filter's `defaulted` counter (miss); with a limiter \
@@ -615,6 +648,7 @@ on, it must also create the source's limiter entry.{note}\n\n{table}{comparison}
             repeat = self.repeat,
             rounds = self.rounds,
             first_port = rulesets::port(0),
+            mixed_port = rulesets::MIXED_UDP_PORT,
             note = if self.xdp_filter_missing {
                 " xdp-tools is not installed, so xdp-filter's rows are missing from this run."
             } else {
@@ -636,15 +670,16 @@ on, it must also create the source's limiter entry.{note}\n\n{table}{comparison}
         };
         format!(
             "\nWhere the time goes at {n} rules, from the single-lookup rows (medians over the floor): one lookup in \
-xdp_mesh_filter's exact-match hash of source prefixes (all rules are /24, so one probe) costs {lpm_miss} for the \
-miss's source and {lpm_hit} for the hit's; one lookup in xdp-filter's filter_ipv4 {ipv4_miss} (miss) and {ipv4_hit} \
-(hit). These rule sets only have source-only decisions, which the prefix entry carries (class 0's are in the \
-config), so xdp_mesh_filter does that one probe and no decisions lookup, hit or miss. xdp-filter with every feature \
-looks both MAC addresses up in its filter_ethernet hash first, then does two filter_ipv4 lookups (destination, then \
-source), and on a miss two lookups in its port array.\n",
+xdp_mesh_filter's table (an inner array map, so a call to the array's lookup, not inlined) costs {lpm_miss} with the \
+miss's key and {lpm_hit} with the hit's; one lookup in xdp-filter's filter_ipv4 {ipv4_miss} (miss) and {ipv4_hit} \
+(hit). For these rule sets xdp_mesh_filter looks the source up in two levels of its table (the /16, then the /24), \
+then two vectors (the source's and the protocol's; no rule names a destination or a port, so those are not looked \
+up) and reads their first words. xdp-filter with every feature looks both MAC addresses up in its filter_ethernet \
+hash first, then does two filter_ipv4 lookups (destination, then source), and on a miss two lookups in its port \
+array.\n",
             n = stats::thousands(MOST),
-            lpm_miss = over_floor(Table::SrcPrefixes, Packet::Miss),
-            lpm_hit = over_floor(Table::SrcPrefixes, Packet::Hit),
+            lpm_miss = over_floor(Table::MeshTable, Packet::Miss),
+            lpm_hit = over_floor(Table::MeshTable, Packet::Hit),
             ipv4_miss = over_floor(Table::FilterIpv4, Packet::Miss),
             ipv4_hit = over_floor(Table::FilterIpv4, Packet::Hit),
         )

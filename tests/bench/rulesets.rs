@@ -57,17 +57,34 @@ pub fn miss_port(count: usize) -> u16 {
 
 /// `count` rules denying one /24 source each.
 pub fn cidr_rules(count: usize) -> String {
-    let rules = (0..count).map(|i| {
-        let [a, b, c, d] = cidr_net(i);
-        json!({"action": "deny", "src": format!("{a}.{b}.{c}.{d}/24")})
-    });
-    file(rules.collect(), json!({}))
+    file(cidr_list(count), json!({}))
+}
+
+fn cidr_list(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            let [a, b, c, d] = cidr_net(i);
+            json!({"action": "deny", "src": format!("{a}.{b}.{c}.{d}/24")})
+        })
+        .collect()
 }
 
 /// `count` rules denying one TCP destination port each.
 pub fn port_rules(count: usize) -> String {
     let rules = (0..count).map(|i| json!({"action": "deny", "protocol": "tcp", "dport": port(i)}));
     file(rules.collect(), json!({}))
+}
+
+/// The UDP destination port the mixed set's port rule denies; the bench's
+/// UDP frames go to port 53, so they miss it.
+pub const MIXED_UDP_PORT: u16 = 5353;
+
+/// `count` CIDR rules, then one denying a UDP destination port: a rule set
+/// that needs both an address and a port lookup.
+pub fn mixed_rules(count: usize) -> String {
+    let mut rules = cidr_list(count);
+    rules.push(json!({"action": "deny", "protocol": "udp", "dport": MIXED_UDP_PORT}));
+    file(rules, json!({}))
 }
 
 /// No rules, with an interface-wide limiter (`"rate_limit"` or

@@ -200,18 +200,18 @@ fn config(compiled: &CompiledFilter) -> filter_config {
     }
 }
 
-/// The generation's table as an inner map of `tables`, filled.
+/// The generation's table as an inner map of `tables`, filled: two entries
+/// to a value, the even one in the low half.
 fn table_map(compiled: &CompiledFilter) -> Result<MapHandle> {
-    let map = kmaps::create_inner_array("filter_table", 4, compiled.table.len())?;
-    let keys: Vec<u8> = (0..compiled.table.len() as u32)
-        .flat_map(u32::to_ne_bytes)
-        .collect();
-    let values: Vec<u8> = compiled
+    let pairs: Vec<u64> = compiled
         .table
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
+        .chunks(2)
+        .map(|pair| u64::from(pair[0]) | u64::from(pair.get(1).copied().unwrap_or(0)) << 32)
         .collect();
-    write_batch(&map, &keys, &values, compiled.table.len())?;
+    let map = kmaps::create_inner_array("filter_table", 8, pairs.len())?;
+    let keys: Vec<u8> = (0..pairs.len() as u32).flat_map(u32::to_ne_bytes).collect();
+    let values: Vec<u8> = pairs.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    write_batch(&map, &keys, &values, pairs.len())?;
     Ok(map)
 }
 
