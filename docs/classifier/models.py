@@ -13,7 +13,7 @@ since the counts of a model that classifies wrongly mean nothing.
 
 Python 3 standard library only; deterministic (no randomness; only the
 build-time column depends on the machine). Run: `python3 models.py`
-(all six sets, about 3 minutes on 2 cores), or name sets:
+(all six sets, 3-4 minutes on 2 shared cores), or name sets:
 `python3 models.py fw1_1000 acl1_10000`. Prints Markdown tables.
 
 Semantics are xdp_mesh_filter's (src/rules/compile.rs): first match in file
@@ -1476,7 +1476,7 @@ def run(name):
     return r
 
 
-def cell(pair, fmt="{}"):
+def cell(pair, fmt="{:,}"):
     return "/".join(fmt.format(x) for x in pair)
 
 
@@ -1605,11 +1605,11 @@ def report(results):
                 (
                     r["name"],
                     r["coarse_tuples"],
-                    r["tss_tuples"],
+                    f"{r['tss_tuples']:,}",
                     f"{r['tss_entries']:,}",
-                    r["tss_all"][0] if r["tss_all"][0] == r["tss_all"][1] else cell(r["tss_all"]),
+                    f"{r['tss_all'][0]:,}" if r["tss_all"][0] == r["tss_all"][1] else cell(r["tss_all"]),
                     cell(r["tss_early"]),
-                    cell([x * HASH_NS for x in r["tss_early"]], "{:,}"),
+                    cell([x * HASH_NS for x in r["tss_early"]]),
                     f"{mib(r['tss_entries'] * HASH_ENTRY_BYTES):.2f}",
                     seconds(r["tss_build"]),
                 )
@@ -1695,7 +1695,9 @@ def main(args):
     names = args or SETS
     unknown = [n for n in names if n not in SETS]
     if unknown:
-        raise SystemExit(f"unknown set {unknown[0]!r}: the sets are {', '.join(SETS)}")
+        raise SystemExit(
+            f"unknown set {unknown[0]!r}: name some of {', '.join(SETS)}, or none for all six"
+        )
     start = time.perf_counter()
     results = [run(name) for name in names]
     print(report(results))
