@@ -189,13 +189,18 @@ enum filter_field {
 };
 
 /* The lowest rule set in all five vectors, or FILTER_NO_RULE: from the
- * word of the latest first bit, over the words all five summaries have. */
-static __noinline __u32 first_common(const struct filter_vector *v0, const struct filter_vector *v1,
-				     const struct filter_vector *v2, const struct filter_vector *v3,
-				     const struct filter_vector *v4)
+ * word of the latest first bit, over the words all five summaries have.
+ * Global, so that the verifier checks its loops once, not once per path
+ * of classify() that calls it. */
+__noinline __u32 first_common(const struct filter_vector *v0, const struct filter_vector *v1,
+			      const struct filter_vector *v2, const struct filter_vector *v3,
+			      const struct filter_vector *v4)
 {
-	__u32 start = v0->first, s, k;
+	__u32 start, s, k;
 
+	if (!v0 || !v1 || !v2 || !v3 || !v4)
+		return FILTER_NO_RULE;
+	start = v0->first;
 	start = v1->first > start ? v1->first : start;
 	start = v2->first > start ? v2->first : start;
 	start = v3->first > start ? v3->first : start;
