@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::sched::{setns, CloneFlags};
 
 pub mod classbench;
+pub mod filter;
 pub mod frames;
 pub mod http;
 pub mod kstate;
