@@ -1,57 +1,17 @@
 //! Filter rules on IP protocols by number or IANA keyword, end to end: real
-//! GRE and SCTP packets (raw IP sockets; this kernel has neither GRE nor
-//! SCTP, and needs neither to send them) denied on a veth by a number rule
-//! and a keyword rule, while UDP passes; and what `filter check` says about
-//! protocols it takes and refuses.
+//! GRE and SCTP packets (from raw IP sockets) denied on a veth by a number
+//! rule and a keyword rule, while UDP passes; and what `filter check` says
+//! about the protocols it takes and refuses.
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::filter::{attach_filter, hits, rules_file, show};
+use common::raw_ip::{self, GRE, GRE_PACKET, SCTP, SCTP_PACKET};
 use common::{meshbpf, VethPair, ADDR};
 use serde_json::{json, Value};
-use socket2::{Domain, Protocol, Socket, Type};
-
-const GRE: i32 = 47;
-const SCTP: i32 = 132;
-
-/// A GRE header carrying IPv4 (RFC 2784: no flags, version 0, protocol
-/// type 0x0800), then a few bytes.
-const GRE_PACKET: [u8; 24] = [
-    0x00, 0x00, 0x08, 0x00, 0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-];
-/// An SCTP common header (ports 5000 -> 6000, a verification tag, no
-/// checksum) and an empty DATA chunk header.
-const SCTP_PACKET: [u8; 16] = [
-    0x13, 0x88, 0x17, 0x70, 0, 0, 0, 1, 0, 0, 0, 0, 0x00, 0x03, 0x00, 0x04,
-];
-
-fn raw_socket(protocol: i32) -> Socket {
-    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(protocol)))
-        .unwrap_or_else(|e| panic!("raw socket for IP protocol {protocol}: {e}"));
-    socket.set_nonblocking(true).unwrap();
-    socket
-}
-
-/// Sends `count` packets of IP protocol `protocol` with `payload` from the
-/// peer; the kernel writes the IP header.
-fn send_raw(net: &VethPair, protocol: i32, payload: &[u8], count: usize) {
-    VethPair::in_netns(&net.peer_ns, || {
-        let socket = raw_socket(protocol);
-        let to: SocketAddr = format!("{ADDR}:0").parse().unwrap();
-        for _ in 0..count {
-            socket.send_to(payload, &to.into()).expect("sending raw IP");
-        }
-    });
-}
-
-/// Packets waiting on a nonblocking socket, read until none is left.
-fn drain(socket: &Socket) -> usize {
-    let mut buf = [std::mem::MaybeUninit::new(0u8); 2048];
-    std::iter::from_fn(|| socket.recv(&mut buf).ok()).count()
-}
 
 privileged_test!(
     /// Issue 16's "done when": a real GRE packet on a veth is denied by a
@@ -61,12 +21,11 @@ privileged_test!(
     fn gre_by_number_and_sctp_by_keyword_are_denied_and_udp_passes() {
         const N: usize = 25;
         let net = VethPair::new();
-        // Listening raw sockets also keep the host from answering a GRE or
-        // SCTP packet that got through with ICMP protocol unreachable.
+        // The raw sockets count what gets through, unanswered.
         let (gre_rx, sctp_rx, udp_rx) = VethPair::in_netns(&net.ns, || {
             (
-                raw_socket(GRE),
-                raw_socket(SCTP),
+                raw_ip::socket(GRE),
+                raw_ip::socket(SCTP),
                 UdpSocket::bind((ADDR, 9000)).unwrap(),
             )
         });
@@ -78,8 +37,8 @@ privileged_test!(
             ]}),
         );
 
-        send_raw(&net, GRE, &GRE_PACKET, N);
-        send_raw(&net, SCTP, &SCTP_PACKET, N);
+        raw_ip::send(&net.peer_ns, ADDR, GRE, &GRE_PACKET, N);
+        raw_ip::send(&net.peer_ns, ADDR, SCTP, &SCTP_PACKET, N);
         net.send_udp(format!("{ADDR}:9000").parse().unwrap(), N, 32);
         let stats = common::wait_for(Duration::from_secs(5), || {
             let s = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
@@ -125,8 +84,8 @@ privileged_test!(
             "{stats}"
         );
 
-        assert_eq!(drain(&gre_rx), 0, "no GRE packet got through");
-        assert_eq!(drain(&sctp_rx), 0, "no SCTP packet got through");
+        assert_eq!(raw_ip::drain(&gre_rx), 0, "no GRE packet got through");
+        assert_eq!(raw_ip::drain(&sctp_rx), 0, "no SCTP packet got through");
     }
 );
 
