@@ -418,7 +418,7 @@ static __always_inline bool rule_matches(const struct class_rule *rule, const st
 		return false;
 	if (rule->family && rule->family != key->family)
 		return false;
-	if (rule->protocol && rule->protocol != key->protocol)
+	if (rule->has_protocol && rule->protocol != key->protocol)
 		return false;
 	if (rule->needs_ports && key->protocol != IPPROTO_TCP_NR && key->protocol != IPPROTO_UDP_NR)
 		return false;

@@ -62,7 +62,7 @@ struct class_rule {
 	__u16 dport_lo;
 	__u16 dport_hi;
 	__u8 family;	 /* 0 any, 4 or 6 */
-	__u8 protocol;	 /* IP protocol number, 0 any */
+	__u8 protocol;	 /* IP protocol number, if has_protocol */
 	__u8 l7;	 /* enum l7_proto, or CLASS_L7_ANY */
 	__u8 directions; /* bit (1 << enum flow_direction) per direction */
 	/* Set when the rule names ports: then it matches TCP and UDP only,
@@ -70,7 +70,10 @@ struct class_rule {
 	__u8 needs_ports;
 	/* The class this rule picks; 0 ends the slot's rules. */
 	__u8 class_id;
-	__u8 pad[2];
+	/* Set when the rule names a protocol: flows of `protocol` only. A
+	 * flag, because every number is a protocol (0 is hopopt). */
+	__u8 has_protocol;
+	__u8 pad;
 };
 
 struct class_config {

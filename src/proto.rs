@@ -110,20 +110,20 @@ impl fmt::Display for L7 {
 
 /// IANA's keywords ("Assigned Internet Protocol Numbers") of the protocols
 /// rules name most, and `ipv6-icmp`, IANA's own name for ICMPv6, as an
-/// alias: the first keyword of a number is the one meshbpf prints.
-const IP_PROTOCOL_KEYWORDS: [(u8, &str); 28] = [
+/// alias: the first keyword of a number is the one meshbpf prints. `ipip`
+/// is 4, what Linux's ipip tunnels carry (IANA's IPIP, 94, goes by its
+/// number); IANA's `ipv4` and `ipv6` are in [`FAMILY_LOOKALIKES`] instead.
+const IP_PROTOCOL_KEYWORDS: [(u8, &str); 26] = [
     (0, "hopopt"),
     (1, "icmp"),
     (2, "igmp"),
     (4, "ipip"),
-    (4, "ipv4"),
     (6, "tcp"),
     (8, "egp"),
     (9, "igp"),
     (17, "udp"),
     (27, "rdp"),
     (33, "dccp"),
-    (41, "ipv6"),
     (43, "ipv6-route"),
     (44, "ipv6-frag"),
     (46, "rsvp"),
@@ -142,6 +142,15 @@ const IP_PROTOCOL_KEYWORDS: [(u8, &str); 28] = [
     (132, "sctp"),
 ];
 
+/// IANA's keywords for IPv4 in IP (4) and IPv6 in IP (41, 6in4) read as
+/// "IPv4 traffic" and "IPv6 traffic", which a rule on them would silently
+/// not match: meshbpf neither takes nor prints them, and says what to write.
+/// (number, keyword, family, the family's every-address prefix)
+const FAMILY_LOOKALIKES: [(u8, &str, &str, &str); 2] = [
+    (4, "ipv4", "IPv4", "0.0.0.0/0"),
+    (41, "ipv6", "IPv6", "::/0"),
+];
+
 /// IANA's keyword for IP protocol `number`, if this table has one.
 pub fn ip_protocol_name(number: u8) -> Option<&'static str> {
     IP_PROTOCOL_KEYWORDS
@@ -158,29 +167,41 @@ pub fn ip_protocol_number(keyword: &str) -> Option<u8> {
         .map(|(n, _)| *n)
 }
 
-/// `tcp`, `udp`, `icmp`, `icmpv6`, else the protocol number.
-pub fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        IPPROTO_TCP => "tcp".into(),
-        IPPROTO_UDP => "udp".into(),
-        IPPROTO_ICMP => "icmp".into(),
-        IPPROTO_ICMPV6 => "icmpv6".into(),
-        other => other.to_string(),
-    }
+/// Every keyword [`ip_protocol_number`] takes, aliases included.
+pub fn ip_protocol_keywords() -> impl Iterator<Item = &'static str> {
+    IP_PROTOCOL_KEYWORDS.iter().map(|(_, name)| *name)
 }
 
-/// A name of [`protocol_name`] (any case) or a number 0-255.
+/// Why `text` (any case) is refused when it is `ipv4` or `ipv6`, and what
+/// to write instead: (message, hint).
+pub fn family_lookalike(text: &str) -> Option<(String, String)> {
+    let lower = text.to_ascii_lowercase();
+    let (number, _, family, every) = FAMILY_LOOKALIKES
+        .iter()
+        .find(|(_, keyword, _, _)| *keyword == lower)?;
+    Some((
+        format!(
+            "\"{text}\" names IP protocol {number} ({family} packets tunnelled in IP), not {family} traffic"
+        ),
+        format!(
+            "write {number} to match the tunnel's packets; to match {family} traffic, give an {family} src or dst such as \"{every}\""
+        ),
+    ))
+}
+
+/// The IANA keyword, else the number (`47` is `gre`, `253` stays `253`):
+/// JSON output carries the number itself as well, for scripts.
+pub fn protocol_name(protocol: u8) -> String {
+    ip_protocol_name(protocol).map_or_else(|| protocol.to_string(), str::to_owned)
+}
+
+/// A keyword of [`ip_protocol_name`]'s table (any case) or a number 0-255.
 pub fn parse_protocol(text: &str) -> Option<u8> {
-    match text.to_ascii_lowercase().as_str() {
-        "tcp" => Some(IPPROTO_TCP),
-        "udp" => Some(IPPROTO_UDP),
-        "icmp" => Some(IPPROTO_ICMP),
-        "icmpv6" => Some(IPPROTO_ICMPV6),
-        digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            digits.parse().ok()
-        }
-        _ => None,
+    let lower = text.to_ascii_lowercase();
+    if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_digit()) {
+        return lower.parse().ok();
     }
+    ip_protocol_number(&lower)
 }
 
 /// Whether the kernel's sport/dport of this protocol are ports (TCP, UDP);
@@ -260,12 +281,54 @@ mod tests {
         ] {
             assert_eq!(parse_protocol(&protocol_name(p)), Some(p));
         }
-        assert_eq!(protocol_name(47), "47");
         assert_eq!(parse_protocol("TCP"), Some(IPPROTO_TCP));
         assert_eq!(parse_protocol("256"), None);
         assert_eq!(parse_protocol("+6"), None);
         assert_eq!(parse_protocol(""), None);
-        assert_eq!(parse_protocol("gre"), None);
+        assert_eq!(parse_protocol("quic"), None);
+    }
+
+    #[test]
+    fn protocols_print_and_parse_by_their_iana_keyword() {
+        assert_eq!(protocol_name(47), "gre");
+        assert_eq!(protocol_name(132), "sctp");
+        assert_eq!(
+            protocol_name(58),
+            "icmpv6",
+            "the first keyword, not the alias"
+        );
+        assert_eq!(protocol_name(253), "253", "no keyword: the number");
+        assert_eq!(parse_protocol("GRE"), Some(47));
+        assert_eq!(parse_protocol("ipv6-icmp"), Some(IPPROTO_ICMPV6));
+        assert_eq!(parse_protocol("ipip"), Some(4));
+        for number in 0..=u8::MAX {
+            assert_eq!(parse_protocol(&protocol_name(number)), Some(number));
+        }
+        for keyword in ip_protocol_keywords() {
+            let number = ip_protocol_number(keyword).unwrap();
+            assert!(ip_protocol_name(number).is_some(), "{keyword}");
+        }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_are_refused_with_the_number_they_name() {
+        assert_eq!(parse_protocol("ipv6"), None);
+        assert_eq!(parse_protocol("ipv4"), None);
+        assert_eq!(protocol_name(41), "41");
+        let (message, hint) = family_lookalike("IPv6").unwrap();
+        assert_eq!(
+            message,
+            "\"IPv6\" names IP protocol 41 (IPv6 packets tunnelled in IP), not IPv6 traffic"
+        );
+        assert_eq!(
+            hint,
+            "write 41 to match the tunnel's packets; to match IPv6 traffic, give an IPv6 src or dst such as \"::/0\""
+        );
+        assert!(family_lookalike("ipv4")
+            .unwrap()
+            .0
+            .contains("IP protocol 4 "));
+        assert_eq!(family_lookalike("ipip"), None);
     }
 
     #[test]

@@ -6,48 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::filter::{attach_filter, hits, rules_file, show};
 use common::{VethPair, ADDR, ADDR6, PEER_ADDR, PEER_ADDR6};
 use serde_json::{json, Value};
 use socket2::{Domain, Socket, Type};
-
-/// A rules file in a temporary directory that lives as long as the value.
-struct RulesFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-fn rules_file(rules: &Value) -> RulesFile {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rules.json");
-    std::fs::write(&path, rules.to_string()).unwrap();
-    RulesFile { _dir: dir, path }
-}
-
-fn attach_filter(net: &VethPair, rules: &Value) -> Value {
-    let file = rules_file(rules);
-    net.meshbpf(&[
-        "attach",
-        &net.dev,
-        "--filter",
-        file.path.to_str().unwrap(),
-        "-j",
-    ])
-    .ok()
-    .json()
-}
-
-fn show(net: &VethPair) -> Value {
-    net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json()
-}
-
-fn hits(shown: &Value, rule: usize) -> u64 {
-    shown["rules"][rule]["packets"].as_u64().unwrap()
-}
 
 /// Whether a TCP connection from `from` (any local address when None)
 /// completes within `timeout`, made from namespace `ns`.

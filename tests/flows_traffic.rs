@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 
+use common::raw_ip::{self, GRE, GRE_PACKET};
 use common::{VethPair, ADDR, PEER_ADDR};
 use serde_json::Value;
 
@@ -485,6 +486,113 @@ privileged_test!(
         let qdiscs =
             common::run(Command::new("tc").args(["-n", &net.ns, "qdisc", "show", "dev", &net.dev]));
         assert!(String::from_utf8_lossy(&qdiscs.stdout).contains("qdisc htb 1: root"));
+    }
+);
+
+/// (class, ingress packets, ingress bytes, egress packets, egress bytes) of
+/// every class in `stats -j`, in map order.
+fn class_counts(stats: &Value) -> Vec<(String, u64, u64, u64, u64)> {
+    let n = |v: &Value| v.as_u64().unwrap();
+    stats["flows"]["classes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no classes in {stats}"))
+        .iter()
+        .map(|c| {
+            (
+                c["class"].as_str().unwrap().to_owned(),
+                n(&c["ingress"]["packets"]),
+                n(&c["ingress"]["bytes"]),
+                n(&c["egress"]["packets"]),
+                n(&c["egress"]["bytes"]),
+            )
+        })
+        .collect()
+}
+
+privileged_test!(
+    /// A class rule naming a protocol by keyword, then by number, classifies
+    /// a real GRE flow (sent through a raw IP socket), and `flows --proto
+    /// gre` finds it by name.
+    fn class_rules_by_protocol_keyword_and_number_classify_real_gre() {
+        let net = VethPair::new();
+        // Listening on the peer: no ICMP answers come back to count.
+        let (_gre_rx, _udp_rx) = VethPair::in_netns(&net.peer_ns, || {
+            (
+                raw_ip::socket(GRE),
+                UdpSocket::bind((PEER_ADDR, 6000)).unwrap(),
+            )
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let attach_with_classes = |json: &str| {
+            let classes = dir.path().join("classes.json");
+            std::fs::write(&classes, json).unwrap();
+            let args = [
+                "attach",
+                &net.dev,
+                "--classes",
+                classes.to_str().unwrap(),
+                "-j",
+            ];
+            net.meshbpf(&args).ok().json()
+        };
+        let send = |gre: usize, udp: usize| {
+            raw_ip::send(&net.ns, PEER_ADDR, GRE, &GRE_PACKET, gre);
+            VethPair::in_netns(&net.ns, || {
+                let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+                for _ in 0..udp {
+                    sock.send_to(&[0x5a; 32], (PEER_ADDR, 6000)).unwrap();
+                }
+            });
+        };
+        // On the wire: Ethernet, IPv4 and the GRE packet; UDP's 32 bytes.
+        let gre_bytes = (14 + 20 + GRE_PACKET.len()) as u64;
+        let udp_bytes = (14 + 20 + 8 + 32) as u64;
+
+        attach_with_classes(
+            r#"{ "classes": { "tunnel": { "mark": "0x47" } },
+                 "rules": [ { "class": "tunnel", "protocol": "gre" } ] }"#,
+        );
+        send(9, 4);
+        let stats = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        assert_eq!(
+            class_counts(&stats),
+            vec![
+                ("unclassified".into(), 0, 0, 4, 4 * udp_bytes),
+                ("tunnel".into(), 0, 0, 9, 9 * gre_bytes),
+            ]
+        );
+        let gre = flows(&net, &["--proto", "gre"]);
+        assert_eq!(gre.len(), 1, "{gre:?}");
+        assert_eq!(
+            (
+                &gre[0]["protocol"],
+                &gre[0]["protocol_number"],
+                &gre[0]["direction"],
+                &gre[0]["packets"]
+            ),
+            (
+                &Value::from("gre"),
+                &Value::from(47),
+                &Value::from("egress"),
+                &Value::from(9)
+            )
+        );
+        assert_eq!(flows(&net, &["--proto", "47"]), gre);
+
+        // By number, egress only; the counters start again.
+        attach_with_classes(
+            r#"{ "classes": { "tunnel": { "mark": 71 } },
+                 "rules": [ { "class": "tunnel", "protocol": 47, "direction": "egress" } ] }"#,
+        );
+        send(5, 2);
+        let stats = net.meshbpf(&["stats", &net.dev, "-j"]).ok().json();
+        assert_eq!(
+            class_counts(&stats),
+            vec![
+                ("unclassified".into(), 0, 0, 2, 2 * udp_bytes),
+                ("tunnel".into(), 0, 0, 5, 5 * gre_bytes),
+            ]
+        );
     }
 );
 

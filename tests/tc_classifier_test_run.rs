@@ -1440,6 +1440,59 @@ privileged_test!(
 );
 
 privileged_test!(
+    /// Class rules on protocols without a name of their own in the program:
+    /// GRE by keyword, SCTP by number, and 0 (hopopt), which is a protocol
+    /// of its own and not "any".
+    fn classes_by_protocol_number_and_keyword() {
+        let mut object = MaybeUninit::uninit();
+        let h = Harness::load(&mut object);
+        h.apply_classes(
+            r#"{ "classes": { "tunnel": { "mark": 47 }, "sctp": { "mark": 132 },
+                              "zero": { "mark": 1000 }, "rest": { "mark": 9 } },
+                 "rules": [ { "class": "tunnel", "protocol": "gre" },
+                            { "class": "sctp", "protocol": 132, "dst": "198.51.100.0/24" },
+                            { "class": "zero", "protocol": 0 } ],
+                 "default": "rest" }"#,
+        );
+        let gre = ipv4().protocol(47).payload(24).build();
+        assert_eq!(h.run_skb(Hook::Egress, &gre, 0), (47, 0));
+        let gre6 = ipv6().protocol(47).payload(24).build();
+        assert_eq!(h.run_skb(Hook::Ingress, &gre6, 0), (47, 0), "either family");
+        let sctp = ipv4().protocol(132).payload(12).build();
+        assert_eq!(h.run_skb(Hook::Egress, &sctp, 0), (132, 0));
+        let sctp6 = ipv6().protocol(132).payload(12).build();
+        assert_eq!(
+            h.run_skb(Hook::Egress, &sctp6, 0),
+            (9, 0),
+            "an IPv4 dst: IPv4 only"
+        );
+        let zero = ipv4().protocol(0).payload(8).build();
+        assert_eq!(h.run_skb(Hook::Ingress, &zero, 0), (1000, 0));
+        // Neither TCP, UDP nor ICMP is protocol 0, nor is IPv6 behind a
+        // hop-by-hop header (which the parser walks past).
+        let udp = ipv4().udp(5000, 5001).payload(20).build();
+        assert_eq!(h.run_skb(Hook::Egress, &udp, 0), (9, 0));
+        let echo = ipv4().icmp(8, 0).payload(8).build();
+        assert_eq!(h.run_skb(Hook::Egress, &echo, 0), (9, 0));
+        let hop_udp = ipv6().hop_by_hop(0).udp(7, 8).payload(8).build();
+        assert_eq!(h.run_skb(Hook::Ingress, &hop_udp, 0), (9, 0));
+
+        let mut counted = h.class_packets();
+        counted.sort();
+        assert_eq!(
+            counted,
+            vec![
+                ("rest".into(), 1, 3),
+                ("sctp".into(), 0, 1),
+                ("tunnel".into(), 1, 1),
+                ("unclassified".into(), 0, 0),
+                ("zero".into(), 1, 0),
+            ]
+        );
+    }
+);
+
+privileged_test!(
     fn a_flow_is_classified_again_when_its_l7_guess_arrives() {
         let mut object = MaybeUninit::uninit();
         let h = Harness::load(&mut object);

@@ -497,6 +497,10 @@ mod tests {
             ))
         };
         assert!(rule(r#""protocol": "icmp", "dport": 1"#).contains("protocol icmp has no ports"));
+        assert!(rule(r#""protocol": "sctp", "dport": 1"#)
+            .contains("ports are matched on tcp and udp only, not on protocol sctp"));
+        assert!(rule(r#""protocol": 47, "l7": "tls""#)
+            .contains("the L7 guess is made for TCP and UDP flows only, never for gre"));
         assert!(
             rule(r#""src": "10.0.0.0/8", "dst": "2001:db8::/32""#).contains("no packet has both")
         );

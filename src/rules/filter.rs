@@ -14,7 +14,8 @@
 //!
 //! A rule has `action` (`allow`, `deny`, or `drop`, a synonym of deny) and
 //! optionally `name`, `src`, `dst` (an address or CIDR), `protocol` (`tcp`,
-//! `udp`, `icmp`, `icmpv6`, `arp` or `any`, the default), `sport`, `dport`
+//! `udp`, `icmp`, `icmpv6`, `arp`, `any`, the default, another IANA keyword
+//! such as `gre`, or an IP protocol number 0-255), `sport`, `dport`
 //! (a port or `"low-high"` range) and, on allow rules only, `rate_limit`.
 //! Which packets a rule matches is described in [`super::compile`].
 //!
@@ -296,6 +297,38 @@ mod tests {
             rule_error(r#"{"action": "allow", "protocol": "arp", "dport": 1}"#),
             "rule 1, field \"dport\": protocol arp has no ports"
         );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "protocol": "sctp", "dport": 80}"#),
+            "rule 1, field \"dport\": ports are matched on tcp and udp only, not on protocol sctp"
+        );
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "protocol": 253, "sport": "1-2"}"#),
+            "rule 1, field \"sport\": ports are matched on tcp and udp only, not on protocol 253"
+        );
+        let err =
+            parse(r#"{"rules": [{"action": "deny", "protocol": "gre", "dport": 1}]}"#).unwrap_err();
+        assert_eq!(
+            err.hint(),
+            "remove \"dport\", or use protocol tcp, udp or any"
+        );
+    }
+
+    #[test]
+    fn numbered_protocols_take_addresses_of_either_family() {
+        let filter = parse(
+            r#"{"rules": [
+                {"action": "deny", "protocol": 47, "src": "10.0.0.0/8", "dst": "192.0.2.1"},
+                {"action": "deny", "protocol": "esp", "dst": "2001:db8::/32"},
+                {"action": "allow", "protocol": "6", "dport": 22}]}"#,
+        )
+        .unwrap();
+        assert_eq!(filter.rules[0].protocol, Protocol::Number(47));
+        assert_eq!(filter.rules[1].protocol, Protocol::Number(50));
+        assert_eq!(filter.rules[2].protocol, Protocol::Tcp);
+        let text = serde_json::to_string(&filter).unwrap();
+        assert!(text.contains(r#""protocol":"gre""#), "{text}");
+        assert!(text.contains(r#""protocol":"esp""#), "{text}");
+        assert_eq!(parse(&text).unwrap(), filter);
     }
 
     #[test]

@@ -302,11 +302,14 @@ fn unknown_key(key: &str, known: &[&str]) -> RuleError {
     RuleError::new(message, format!("the fields here are {}", known.join(", "))).in_field(key)
 }
 
+/// The known word `key` most likely misspells: at most two edits away, and
+/// fewer than the word's length (any two-letter word is two edits from
+/// `ah`).
 fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|&candidate| (edit_distance(key, candidate), candidate))
-        .filter(|&(distance, _)| distance <= 2)
+        .filter(|&(distance, candidate)| distance <= 2 && distance < candidate.chars().count())
         .min()
         .map(|(_, candidate)| candidate)
 }
@@ -682,21 +685,60 @@ impl Serialize for Protocol {
     }
 }
 
-/// A keyword (`"tcp"`, `"gre"`, `"ipv6-icmp"`, ...) or a number 0-255.
+/// A keyword (`"tcp"`, `"gre"`, `"ipv6-icmp"`, ...) or a number 0-255,
+/// as a JSON number or, like a port, a string of digits (`"47"`).
 pub fn protocol(value: &Value) -> Result<Protocol, RuleError> {
-    if let Some(number) = value.as_u64() {
+    let not_a_number = || {
+        PROTOCOL.invalid(format!(
+            "{} is not an IP protocol number (0-255)",
+            shown(value)
+        ))
+    };
+    let text = match value {
+        Value::Number(number) => {
+            return number
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .map(Protocol::from_number)
+                .ok_or_else(not_a_number)
+        }
+        Value::String(text) => text,
+        _ => return Err(PROTOCOL.wrong(value)),
+    };
+    if let Some(number) = decimal(text) {
         return u8::try_from(number)
             .map(Protocol::from_number)
-            .map_err(|_| {
-                PROTOCOL.invalid(format!("{number} is not an IP protocol number (0-255)"))
-            });
+            .map_err(|_| not_a_number());
     }
-    let text = value.as_str().ok_or_else(|| PROTOCOL.wrong(value))?;
+    if let Some((message, hint)) = proto::family_lookalike(text) {
+        return Err(RuleError::new(message, hint));
+    }
     Protocol::NAMED
         .into_iter()
         .find(|protocol| protocol.keyword() == Some(text))
         .or_else(|| proto::ip_protocol_number(text).map(Protocol::from_number))
-        .ok_or_else(|| PROTOCOL.invalid(format!("\"{text}\" is not a protocol meshbpf knows")))
+        .ok_or_else(|| PROTOCOL.invalid(unknown_protocol(text)))
+}
+
+fn unknown_protocol(text: &str) -> String {
+    let keywords: Vec<&str> = Protocol::NAMED
+        .iter()
+        .filter_map(|protocol| protocol.keyword())
+        .chain(proto::ip_protocol_keywords())
+        .collect();
+    let lower = text.to_ascii_lowercase();
+    // iptables's "all" and nft's "ip" are meshbpf's any; keywords are
+    // lower case, so "TCP" is compared as "tcp".
+    let near = match lower.as_str() {
+        "all" | "ip" => Some("any"),
+        _ => closest(&lower, &keywords),
+    };
+    match near {
+        Some(near) => {
+            format!("\"{text}\" is not a protocol meshbpf knows; did you mean \"{near}\"?")
+        }
+        None => format!("\"{text}\" is not a protocol meshbpf knows"),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -865,7 +907,7 @@ mod tests {
         assert_eq!(protocol(&json!("any")).unwrap(), Protocol::Any);
         assert_eq!(
             message(protocol(&json!("TCP"))),
-            "\"TCP\" is not a protocol meshbpf knows"
+            "\"TCP\" is not a protocol meshbpf knows; did you mean \"tcp\"?"
         );
         assert_eq!(action(&json!("allow")).unwrap(), Action::Allow);
         assert_eq!(action(&json!("deny")).unwrap(), Action::Deny);
@@ -877,6 +919,132 @@ mod tests {
         assert_eq!(
             message(action(&json!(true))),
             "expected an action like \"allow\", found true"
+        );
+    }
+
+    #[test]
+    fn protocols_by_number() {
+        let parsed = |value: Value| protocol(&value).unwrap();
+        assert_eq!(parsed(json!(0)), Protocol::Number(0));
+        assert_eq!(parsed(json!(47)), Protocol::Number(47));
+        assert_eq!(parsed(json!(255)), Protocol::Number(255));
+        // One protocol, one value, however it is spelled.
+        assert_eq!(parsed(json!(6)), Protocol::Tcp);
+        assert_eq!(parsed(json!(17)), Protocol::Udp);
+        assert_eq!(parsed(json!(1)), Protocol::Icmp);
+        assert_eq!(parsed(json!(58)), Protocol::Icmpv6);
+        // A string of digits, as ports take one: what a converted ACL or a
+        // shell variable writes.
+        assert_eq!(parsed(json!("47")), Protocol::Number(47));
+        assert_eq!(parsed(json!("6")), Protocol::Tcp);
+        assert_eq!(parsed(json!("0")), Protocol::Number(0));
+    }
+
+    #[test]
+    fn protocols_by_iana_keyword() {
+        let parsed = |text: &str| protocol(&json!(text)).unwrap();
+        assert_eq!(parsed("gre"), Protocol::Number(47));
+        assert_eq!(parsed("esp"), Protocol::Number(50));
+        assert_eq!(parsed("ah"), Protocol::Number(51));
+        assert_eq!(parsed("sctp"), Protocol::Number(132));
+        assert_eq!(parsed("ipip"), Protocol::Number(4));
+        assert_eq!(parsed("hopopt"), Protocol::Number(0));
+        assert_eq!(parsed("ipv6-icmp"), Protocol::Icmpv6);
+        assert_eq!(parsed("udp"), Protocol::Udp);
+        assert_eq!(parsed("arp"), Protocol::Arp);
+    }
+
+    #[test]
+    fn bad_protocols_say_what_is_wrong() {
+        let error = |value: Value| message(protocol(&value));
+        for (value, shown) in [
+            (json!(256), "256"),
+            (json!(-1), "-1"),
+            (json!(1.5), "1.5"),
+            (json!("256"), "\"256\""),
+        ] {
+            assert_eq!(
+                error(value),
+                format!("{shown} is not an IP protocol number (0-255)")
+            );
+        }
+        for value in [json!(true), json!(null), json!([47]), json!({"number": 47})] {
+            assert_eq!(
+                error(value.clone()),
+                format!("expected a protocol like \"tcp\", \"gre\" or 47, found {value}")
+            );
+        }
+        assert_eq!(
+            error(json!("+47")),
+            "\"+47\" is not a protocol meshbpf knows"
+        );
+        assert_eq!(
+            error(json!("quic")),
+            "\"quic\" is not a protocol meshbpf knows"
+        );
+        assert_eq!(error(json!("")), "\"\" is not a protocol meshbpf knows");
+        let hint = protocol(&json!("quic")).unwrap_err().hint().to_owned();
+        assert!(hint.contains("gre, esp, ah, sctp"), "{hint}");
+    }
+
+    #[test]
+    fn misspelt_protocols_get_the_keyword_they_miss() {
+        let guess = |text: &str| message(protocol(&json!(text)));
+        for (typo, keyword) in [
+            ("gree", "gre"),
+            ("sctpp", "sctp"),
+            ("upd", "udp"),
+            ("icmv6", "icmpv6"),
+            ("ipv6icmp", "ipv6-icmp"),
+            ("ESP", "esp"),
+            ("Any", "any"),
+            ("all", "any"),
+            ("ip", "any"),
+        ] {
+            assert_eq!(
+                guess(typo),
+                format!("\"{typo}\" is not a protocol meshbpf knows; did you mean \"{keyword}\"?")
+            );
+        }
+        // Two letters are at most two edits from "ah": no guess.
+        assert_eq!(guess("zz"), "\"zz\" is not a protocol meshbpf knows");
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_are_not_the_families_they_look_like() {
+        let err = protocol(&json!("ipv6")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"ipv6\" names IP protocol 41 (IPv6 packets tunnelled in IP), not IPv6 traffic"
+        );
+        assert!(err.hint().starts_with("write 41 "), "{}", err.hint());
+        assert!(message(protocol(&json!("ipv4"))).contains("IP protocol 4 "));
+        assert_eq!(protocol(&json!(41)).unwrap().to_string(), "41");
+    }
+
+    #[test]
+    fn every_protocol_round_trips_through_its_file_form() {
+        let every = Protocol::NAMED
+            .into_iter()
+            .chain((0..=u8::MAX).map(Protocol::from_number));
+        for p in every {
+            let written = serde_json::to_value(p).unwrap();
+            assert_eq!(protocol(&written).unwrap(), p, "{written}");
+            // A JSON number exactly where no keyword prints.
+            assert_eq!(written.is_number(), p.to_string().parse::<u8>().is_ok());
+        }
+        assert_eq!(
+            serde_json::to_value(Protocol::Number(47)).unwrap(),
+            json!("gre")
+        );
+        assert_eq!(
+            serde_json::to_value(Protocol::Number(253)).unwrap(),
+            json!(253)
+        );
+        assert_eq!(Protocol::Number(253).to_string(), "253");
+        assert_eq!(
+            serde_json::to_value(Protocol::Icmpv6).unwrap(),
+            json!("icmpv6")
         );
     }
 

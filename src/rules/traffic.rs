@@ -2,8 +2,9 @@
 //! rule file: `src`, `dst`, `protocol`, `sport` and `dport`, parsed and
 //! checked the same way for the filter and for QoS classes.
 //!
-//! Contradictions are refused with the reason: ports on a protocol without
-//! ports, addresses on arp, a src and a dst of different address families,
+//! Contradictions are refused with the reason: ports on a protocol other
+//! than tcp and udp (a protocol given by number or keyword too), addresses
+//! on arp, a src and a dst of different address families,
 //! icmp (IPv4) with an IPv6 address and icmpv6 with an IPv4 one, which could
 //! never match anything.
 
@@ -66,14 +67,23 @@ impl Traffic {
     }
 
     fn check_ports(&self) -> Result<(), RuleError> {
-        match self.ports().next() {
-            Some(field) if !self.protocol.has_ports() => Err(RuleError::new(
-                format!("protocol {} has no ports", self.protocol),
-                format!("remove \"{field}\", or use protocol tcp, udp or any"),
-            )
-            .in_field(field)),
-            _ => Ok(()),
-        }
+        let Some(field) = self.ports().next() else {
+            return Ok(());
+        };
+        let problem = match self.protocol {
+            _ if self.protocol.has_ports() => return Ok(()),
+            // SCTP and DCCP have ports, but no program reads them.
+            Protocol::Number(_) => format!(
+                "ports are matched on tcp and udp only, not on protocol {}",
+                self.protocol
+            ),
+            _ => format!("protocol {} has no ports", self.protocol),
+        };
+        Err(RuleError::new(
+            problem,
+            format!("remove \"{field}\", or use protocol tcp, udp or any"),
+        )
+        .in_field(field))
     }
 
     fn check_arp(&self) -> Result<(), RuleError> {

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::sched::{setns, CloneFlags};
 
 pub mod classbench;
+pub mod filter;
 pub mod frames;
 pub mod http;
 pub mod kstate;
+pub mod raw_ip;
 pub mod reference;
 pub mod rng;
 

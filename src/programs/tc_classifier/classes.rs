@@ -20,7 +20,7 @@ use crate::programs::xdp_counter::traffic::Counter;
 use crate::proto::Direction;
 use crate::rules::classes::{Class, ClassRule, ClassRules};
 use crate::rules::traffic::Traffic;
-use crate::rules::{Family, PortRange, Prefix, Protocol};
+use crate::rules::{Family, PortRange, Prefix};
 
 // Padding is explicit in the header.
 plain_data!(class_config, class_counters, class_def, class_rule);
@@ -158,11 +158,6 @@ fn words(prefix: Option<Prefix>) -> ([u32; 4], [u32; 4]) {
     )
 }
 
-fn ip_protocol(protocol: Protocol) -> u8 {
-    // Class rules refuse arp; any IP protocol is 0.
-    protocol.ip_number().unwrap_or(0)
-}
-
 fn compile(rule: &ClassRule, class_id: u8) -> class_rule {
     let t = &rule.traffic;
     let (src, src_mask) = words(t.src);
@@ -182,6 +177,8 @@ fn compile(rule: &ClassRule, class_id: u8) -> class_rule {
         hi: u16::MAX,
     };
     let (sport, dport) = (t.sport.unwrap_or(every_port), t.dport.unwrap_or(every_port));
+    // None for any (class rules refuse arp, the other protocol without one).
+    let protocol = t.protocol.ip_number();
     class_rule {
         src,
         src_mask,
@@ -192,7 +189,8 @@ fn compile(rule: &ClassRule, class_id: u8) -> class_rule {
         dport_lo: dport.lo,
         dport_hi: dport.hi,
         family,
-        protocol: ip_protocol(t.protocol),
+        protocol: protocol.unwrap_or_default(),
+        has_protocol: u8::from(protocol.is_some()),
         l7: rule.l7.map_or(L7_ANY, |l7| l7.raw()),
         directions: match rule.direction {
             None => 0b11,
@@ -307,7 +305,10 @@ mod tests {
         assert_eq!(udp.src_mask[0], u32::from_ne_bytes([255, 255, 0, 0]));
         assert_eq!(&udp.src_mask[1..], &[0; 3]);
         assert_eq!(udp.dst_mask, [0; 4]);
-        assert_eq!((udp.family, udp.protocol, udp.needs_ports), (4, 17, 1));
+        assert_eq!(
+            (udp.family, udp.has_protocol, udp.protocol, udp.needs_ports),
+            (4, 1, 17, 1)
+        );
         assert_eq!(
             (udp.sport_lo, udp.sport_hi, udp.dport_lo, udp.dport_hi),
             (0, 65535, 53, 54)
@@ -317,7 +318,15 @@ mod tests {
             (L7::Dns.raw(), 1, 2)
         );
         let icmp = compile(&rules.rules[1], 1);
-        assert_eq!((icmp.family, icmp.protocol, icmp.needs_ports), (6, 58, 0));
+        assert_eq!(
+            (
+                icmp.family,
+                icmp.has_protocol,
+                icmp.protocol,
+                icmp.needs_ports
+            ),
+            (6, 1, 58, 0)
+        );
         assert_eq!((icmp.l7, icmp.directions), (L7_ANY, 0b11));
         let def = definition(&rules.classes[1]);
         assert_eq!(
@@ -331,5 +340,23 @@ mod tests {
             "the other slot after wrapping"
         );
         assert_eq!(next_generation(0), 1);
+    }
+
+    #[test]
+    fn any_protocol_is_not_protocol_zero() {
+        let rules = classes::parse(
+            r#"{"classes": {"a": {"mark": 1}},
+                "rules": [{"class": "a", "protocol": "gre"}, {"class": "a", "protocol": 0},
+                          {"class": "a", "protocol": "any", "dst": "10.0.0.0/8"}],
+                "default": "a"}"#,
+        )
+        .unwrap();
+        let compiled: Vec<(u8, u8, u8)> = rules
+            .rules
+            .iter()
+            .map(|rule| compile(rule, 1))
+            .map(|c| (c.has_protocol, c.protocol, c.family))
+            .collect();
+        assert_eq!(compiled, vec![(1, 47, 0), (1, 0, 0), (0, 0, 4)]);
     }
 }

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::error::Failure;
 use crate::proto::{
-    has_ports, icmp_type_name, parse_protocol, protocol_name, Direction, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, L7,
+    family_lookalike, has_ports, icmp_type_name, parse_protocol, protocol_name, Direction,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, L7,
 };
 use crate::rules::{self, PortRange, Prefix, RuleError};
 
@@ -94,7 +94,7 @@ impl Flow {
         endpoint(self.dst, self.has_ports().then_some(self.dport))
     }
 
-    /// `tcp`, `icmp echo-request`, `icmpv6 type 200 code 1`, `47`.
+    /// `tcp`, `icmp echo-request`, `icmpv6 type 200 code 1`, `gre`, `253`.
     pub fn protocol_text(&self) -> String {
         let name = protocol_name(self.protocol);
         if !self.is_icmp() {
@@ -156,7 +156,7 @@ pub struct QueryArgs {
     #[arg(long, value_name = "PORT")]
     pub dport: Option<String>,
 
-    /// Only flows of this protocol: tcp, udp, icmp, icmpv6, or an IP protocol number
+    /// Only flows of this protocol: an IANA keyword (tcp, udp, icmp, icmpv6, gre, esp, sctp, ...) or an IP protocol number
     #[arg(long, value_name = "PROTO")]
     pub proto: Option<String>,
 
@@ -251,11 +251,12 @@ impl FlowQuery {
             .proto
             .as_deref()
             .map(|text| {
-                parse_protocol(text).ok_or_else(|| {
-                    Failure::new(format!(
-                        "--proto: \"{text}\" is not a protocol: the names are tcp, udp, icmp and icmpv6, the numbers 0-255"
+                parse_protocol(text).ok_or_else(|| match family_lookalike(text) {
+                    Some((message, hint)) => Failure::new(format!("--proto: {message}")).hint(hint),
+                    None => Failure::new(format!(
+                        "--proto: \"{text}\" is not a protocol: write an IANA keyword (tcp, udp, icmp, icmpv6, gre, esp, ah, sctp, ...) or a number 0-255"
                     ))
-                    .hint("write a name, or an IP protocol number such as 47 for GRE")
+                    .hint("the keywords are listed in the README; an IP protocol number always works, such as 47 for GRE"),
                 })
             })
             .transpose()?;
@@ -449,7 +450,9 @@ mod tests {
         f.sport = 42;
         assert_eq!(f.protocol_text(), "icmp type 42 code 1");
         f.protocol = 47;
-        assert_eq!(f.protocol_text(), "47");
+        assert_eq!(f.protocol_text(), "gre");
+        f.protocol = 253;
+        assert_eq!(f.protocol_text(), "253");
         assert_eq!(f.src_endpoint(), "2001:db8::1");
     }
 
@@ -512,6 +515,10 @@ mod tests {
         );
         assert!(error(&["--sport", "x"]).starts_with("--sport: "));
         assert!(error(&["--proto", "tpc"]).starts_with("--proto: \"tpc\" is not a protocol"));
+        assert_eq!(
+            error(&["--proto", "ipv6"]),
+            "--proto: \"ipv6\" names IP protocol 41 (IPv6 packets tunnelled in IP), not IPv6 traffic"
+        );
         assert!(error(&["--l7", "quic"]).starts_with("--l7: \"quic\""));
         let failure = FlowQuery::from_args(&args(&["--src", "10.0.0.1/24"])).unwrap_err();
         let explained = crate::error::explain(&failure.into());
@@ -533,7 +540,8 @@ mod tests {
             dst: "2001:db8:1::9".parse().unwrap(),
             ..flow("0.0.0.0", 22, "0.0.0.0", 50000, IPPROTO_TCP)
         };
-        let all = [&web, &dns, &ping, &six];
+        let gre = flow("10.1.2.3", 0, "192.0.2.10", 0, 47);
+        let all = [&web, &dns, &ping, &six, &gre];
         let hits = |q: FlowQuery| -> Vec<usize> {
             all.iter()
                 .enumerate()
@@ -541,11 +549,11 @@ mod tests {
                 .map(|(i, _)| i)
                 .collect()
         };
-        assert_eq!(hits(query(&[])), vec![0, 1, 2, 3]);
-        assert_eq!(hits(query(&["--src", "10.0.0.0/8"])), vec![0, 2]);
+        assert_eq!(hits(query(&[])), vec![0, 1, 2, 3, 4]);
+        assert_eq!(hits(query(&["--src", "10.0.0.0/8"])), vec![0, 2, 4]);
         assert_eq!(hits(query(&["--dst", "10.1.2.3"])), vec![1]);
         assert_eq!(hits(query(&["--src", "2001:db8::/32"])), vec![3]);
-        assert_eq!(hits(query(&["--src", "0.0.0.0/0"])), vec![0, 1, 2]);
+        assert_eq!(hits(query(&["--src", "0.0.0.0/0"])), vec![0, 1, 2, 4]);
         assert_eq!(hits(query(&["--port", "443"])), vec![0]);
         assert_eq!(hits(query(&["--port", "53"])), vec![1]);
         assert_eq!(hits(query(&["--port", "22"])), vec![3]);
@@ -557,8 +565,10 @@ mod tests {
         assert_eq!(hits(query(&["--dport", "0"])), Vec::<usize>::new());
         assert_eq!(hits(query(&["--proto", "icmp"])), vec![2]);
         assert_eq!(hits(query(&["--proto", "6"])), vec![0, 3]);
+        assert_eq!(hits(query(&["--proto", "gre"])), vec![4]);
+        assert_eq!(hits(query(&["--proto", "47"])), vec![4]);
         assert_eq!(hits(query(&["--l7", "dns"])), vec![1]);
-        assert_eq!(hits(query(&["--l7", "unknown"])), vec![0, 2, 3]);
+        assert_eq!(hits(query(&["--l7", "unknown"])), vec![0, 2, 3, 4]);
         assert_eq!(hits(query(&["--min-packets", "2"])), vec![1]);
         assert_eq!(hits(query(&["--min-bytes", "101"])), vec![1]);
         assert_eq!(
