@@ -179,15 +179,6 @@ static __always_inline __u32 trie_vector(void *trie, __u8 gen, __u8 family, cons
 	return id ? *id : none;
 }
 
-enum filter_field {
-	FIELD_SRC,
-	FIELD_DST,
-	FIELD_PROTOCOL,
-	FIELD_SPORT,
-	FIELD_DPORT,
-	FIELDS,
-};
-
 /* The lowest rule set in all five vectors, or FILTER_NO_RULE: from the
  * word of the latest first bit, over the words all five summaries have.
  * Global, so that the verifier checks its loops once, not once per path
@@ -228,62 +219,72 @@ __noinline __u32 first_common(const struct filter_vector *v0, const struct filte
 }
 
 /* The index of the first rule matching the packet, or FILTER_NO_RULE. */
+/* The vector of a field no rule has a condition on. Not const: a global
+ * function's pointer arguments must be writable memory, which .rodata is
+ * not; nothing writes it. */
+static struct filter_vector all_rules = {
+	.summary = { [0 ... FILTER_SUMMARY_WORDS - 1] = ~0ULL },
+	.words = { [0 ... FILTER_VECTOR_WORDS - 1] = ~0ULL },
+};
+
+/* Vector `id` if the field is looked up (`lookups` has `field`), else all
+ * rules. */
+static __always_inline const struct filter_vector *vector(void *vecs, __u8 lookups, __u8 field,
+							  __u32 id)
+{
+	return lookups & field ? bpf_map_lookup_elem(vecs, &id) : &all_rules;
+}
+
+/* The index of the first rule matching the packet, or FILTER_NO_RULE. */
 static __always_inline __u32 classify(const struct packet_info *pkt, __u8 gen,
 				      const struct filter_config *cfg)
 {
-	const struct filter_vector *v[FIELDS];
-	__u32 ids[FIELDS], key = gen;
+	__u32 src = cfg->no_prefix[0], dst = cfg->no_prefix[1], protocol;
+	__u32 sport = cfg->no_ports[0], dport = cfg->no_ports[1], key = gen;
+	__u8 lookups = cfg->lookups;
 	void *table, *vecs;
-	int f;
 
+	/* With no rule, the all-ones vectors would match a rule 0. */
+	if (!cfg->rules)
+		return FILTER_NO_RULE;
 	table = bpf_map_lookup_elem(&tables, &key);
 	vecs = bpf_map_lookup_elem(&vectors, &key);
 	if (!table || !vecs)
 		return FILTER_NO_RULE;
 
-	ids[FIELD_SRC] = cfg->no_prefix[0];
-	ids[FIELD_DST] = cfg->no_prefix[1];
-	ids[FIELD_SPORT] = cfg->no_ports[0];
-	ids[FIELD_DPORT] = cfg->no_ports[1];
 	if (pkt->l3 == L3_ARP) {
-		ids[FIELD_PROTOCOL] = cfg->arp;
+		/* Only arp rules match ARP, whatever the others say. */
+		protocol = cfg->arp;
+		lookups |= FILTER_LOOKUP_PROTOCOL;
 	} else if (pkt->l3 == L3_IPV4) {
-		ids[FIELD_PROTOCOL] = cfg->protocols[FILTER_V4_INDEX + pkt->ip_proto];
-		if (cfg->lookups & FILTER_LOOKUP_SRC_V4_TRIE)
-			ids[FIELD_SRC] = trie_vector(&src_prefixes, gen, FILTER_IPV4, pkt->src,
-						     ids[FIELD_SRC]);
-		else if (cfg->lookups & FILTER_LOOKUP_SRC)
-			ids[FIELD_SRC] =
-				ipv4_vector(table, FILTER_TABLE_SRC, pkt->src, ids[FIELD_SRC]);
-		if (cfg->lookups & FILTER_LOOKUP_DST_V4_TRIE)
-			ids[FIELD_DST] = trie_vector(&dst_prefixes, gen, FILTER_IPV4, pkt->dst,
-						     ids[FIELD_DST]);
-		else if (cfg->lookups & FILTER_LOOKUP_DST)
-			ids[FIELD_DST] =
-				ipv4_vector(table, FILTER_TABLE_DST, pkt->dst, ids[FIELD_DST]);
+		protocol = cfg->protocols[FILTER_V4_INDEX + pkt->ip_proto];
+		if (lookups & FILTER_LOOKUP_SRC_V4_TRIE)
+			src = trie_vector(&src_prefixes, gen, FILTER_IPV4, pkt->src, src);
+		else if (lookups & FILTER_LOOKUP_SRC)
+			src = ipv4_vector(table, FILTER_TABLE_SRC, pkt->src, src);
+		if (lookups & FILTER_LOOKUP_DST_V4_TRIE)
+			dst = trie_vector(&dst_prefixes, gen, FILTER_IPV4, pkt->dst, dst);
+		else if (lookups & FILTER_LOOKUP_DST)
+			dst = ipv4_vector(table, FILTER_TABLE_DST, pkt->dst, dst);
 	} else {
-		ids[FIELD_PROTOCOL] = cfg->protocols[FILTER_V6_INDEX + pkt->ip_proto];
-		if (cfg->lookups & FILTER_LOOKUP_SRC)
-			ids[FIELD_SRC] = trie_vector(&src_prefixes, gen, FILTER_IPV6, pkt->src,
-						     ids[FIELD_SRC]);
-		if (cfg->lookups & FILTER_LOOKUP_DST)
-			ids[FIELD_DST] = trie_vector(&dst_prefixes, gen, FILTER_IPV6, pkt->dst,
-						     ids[FIELD_DST]);
+		protocol = cfg->protocols[FILTER_V6_INDEX + pkt->ip_proto];
+		if (lookups & FILTER_LOOKUP_SRC)
+			src = trie_vector(&src_prefixes, gen, FILTER_IPV6, pkt->src, src);
+		if (lookups & FILTER_LOOKUP_DST)
+			dst = trie_vector(&dst_prefixes, gen, FILTER_IPV6, pkt->dst, dst);
 	}
-	if ((cfg->lookups & FILTER_LOOKUP_PORTS) && pkt->has_ports) {
-		ids[FIELD_SPORT] =
-			table_entry(table, FILTER_TABLE_SPORT + pkt->sport, ids[FIELD_SPORT]);
-		ids[FIELD_DPORT] =
-			table_entry(table, FILTER_TABLE_DPORT + pkt->dport, ids[FIELD_DPORT]);
+	if (pkt->has_ports) {
+		if (lookups & FILTER_LOOKUP_SPORT)
+			sport = table_entry(table, FILTER_TABLE_SPORT + pkt->sport, sport);
+		if (lookups & FILTER_LOOKUP_DPORT)
+			dport = table_entry(table, FILTER_TABLE_DPORT + pkt->dport, dport);
 	}
 
-#pragma unroll
-	for (f = 0; f < FIELDS; f++) {
-		v[f] = bpf_map_lookup_elem(vecs, &ids[f]);
-		if (!v[f])
-			return FILTER_NO_RULE;
-	}
-	return first_common(v[0], v[1], v[2], v[3], v[4]);
+	return first_common(vector(vecs, lookups, FILTER_LOOKUP_SRC, src),
+			    vector(vecs, lookups, FILTER_LOOKUP_DST, dst),
+			    vector(vecs, lookups, FILTER_LOOKUP_PROTOCOL, protocol),
+			    vector(vecs, lookups, FILTER_LOOKUP_SPORT, sport),
+			    vector(vecs, lookups, FILTER_LOOKUP_DPORT, dport));
 }
 
 /* GCRA: admits a packet unless it arrives earlier than its theoretical

@@ -57,16 +57,19 @@ enum filter_limits {
 /* A vector's `first` when it has no bit set. */
 #define FILTER_NO_RULE 0xFFFFFFFF
 
-/* Bits of filter_config.lookups: the fields some rule has a condition on;
- * the others are not looked up (every rule matches every value). */
+/* Bits of filter_config.lookups: the fields some rule has a condition on.
+ * The others are not looked up: every rule matches every value of them, so
+ * the program takes an all-ones vector of its own for them. */
 enum filter_lookups {
 	FILTER_LOOKUP_SRC = 1,
 	FILTER_LOOKUP_DST = 2,
-	FILTER_LOOKUP_PORTS = 4,
+	FILTER_LOOKUP_PROTOCOL = 4,
+	FILTER_LOOKUP_SPORT = 8,
+	FILTER_LOOKUP_DPORT = 16,
 	/* IPv4 addresses of this side go through the LPM trie, like IPv6,
 	 * because the table would need too many chunks. */
-	FILTER_LOOKUP_SRC_V4_TRIE = 8,
-	FILTER_LOOKUP_DST_V4_TRIE = 16,
+	FILTER_LOOKUP_SRC_V4_TRIE = 32,
+	FILTER_LOOKUP_DST_V4_TRIE = 64,
 };
 
 /* Limiter ids in limiter_key: the interface-wide limit, the SYN-flood

@@ -175,7 +175,9 @@ fn check_stats_say_how_a_set_compiled() {
          \x20 memory: 1.0 MiB in all: vectors 0.0 MiB (4 of 2088 bytes), table 1.0 MiB (262144 entries)\n\
          \x20 source: IPv4 in the table (0 chunks of 256), IPv6 in the LPM trie (0 prefixes)\n\
          \x20 destination: not looked up (no rule names one)\n\
-         \x20 ports: looked up\n\
+         \x20 protocol: looked up\n\
+         \x20 source port: not looked up (no rule names one)\n\
+         \x20 destination port: looked up\n\
          \x20 per packet at most: 17 map lookups and a scan of 2 vector words"
     );
     let json = meshbpf(&["filter", "check", &path, "-j"]).json();

@@ -64,11 +64,11 @@ impl CompileReport {
 
     fn details(&self) -> String {
         let s = &self.stats;
-        let address = |looked_up: bool, trie: bool, chunks: usize, prefixes: usize| {
+        let address = |used: bool, trie: bool, chunks: usize, prefixes: usize| {
             match (
-            looked_up, trie,
+            used, trie,
         ) {
-            (false, _) => "not looked up (no rule names one)".to_string(),
+            (false, _) => looked_up(false).to_string(),
             (true, false) => format!(
                 "IPv4 in the table ({chunks} chunks of 256), IPv6 in the LPM trie ({prefixes} prefixes)"
             ),
@@ -78,7 +78,7 @@ impl CompileReport {
         let l = &s.lookups;
         format!(
             "\n  memory: {} in all: vectors {} ({} of {} bytes), table {} ({} entries)\
-             \n  source: {}\n  destination: {}\n  ports: {}\
+             \n  source: {}\n  destination: {}\n  protocol: {}\n  source port: {}\n  destination port: {}\
              \n  per packet at most: {} map lookups and a scan of {} vector words",
             mebibytes(s.memory_bytes),
             mebibytes(s.vector_bytes),
@@ -88,14 +88,20 @@ impl CompileReport {
             s.table_entries,
             address(l.src, l.v4_trie[0], s.chunks[0], s.trie_prefixes[0]),
             address(l.dst, l.v4_trie[1], s.chunks[1], s.trie_prefixes[1]),
-            if l.ports {
-                "looked up"
-            } else {
-                "not looked up (no rule names one)"
-            },
+            looked_up(l.protocol),
+            looked_up(l.sport),
+            looked_up(l.dport),
             s.max_map_lookups,
             s.max_scan_words
         )
+    }
+}
+
+fn looked_up(field: bool) -> &'static str {
+    if field {
+        "looked up"
+    } else {
+        "not looked up (no rule names one)"
     }
 }
 

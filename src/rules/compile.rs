@@ -116,7 +116,9 @@ impl Side {
 pub struct Lookups {
     pub src: bool,
     pub dst: bool,
-    pub ports: bool,
+    pub protocol: bool,
+    pub sport: bool,
+    pub dport: bool,
     /// Per side: IPv4 addresses go through the LPM trie, not the table.
     pub v4_trie: [bool; 2],
 }
@@ -241,22 +243,50 @@ impl CompiledFilter {
             PacketFields::V6 { src, dst, l4 } => {
                 self.ip_ids([src.into(), dst.into()], l4, Family::V6)
             }
-            PacketFields::Arp => [
-                self.no_prefix[0],
-                self.no_prefix[1],
-                self.arp,
-                self.no_ports[0],
-                self.no_ports[1],
-            ],
+            PacketFields::Arp => {
+                // Only arp rules match ARP: its protocol vector always counts.
+                let mut looked_up = self.looked_up();
+                looked_up[2] = true;
+                let ids = [
+                    self.no_prefix[0],
+                    self.no_prefix[1],
+                    self.arp,
+                    self.no_ports[0],
+                    self.no_ports[1],
+                ];
+                return self.first_rule(ids, looked_up);
+            }
             PacketFields::OtherNonIp => return None,
         };
-        let rule = first_common(ids.map(|id| &self.vectors[id as usize][..]))?;
+        self.first_rule(ids, self.looked_up())
+    }
+
+    /// Which of the five fields the kernel looks a vector up for; the
+    /// others take the all-ones vector.
+    fn looked_up(&self) -> [bool; 5] {
+        let l = &self.lookups;
+        [l.src, l.dst, l.protocol, l.sport, l.dport]
+    }
+
+    fn first_rule(&self, ids: [u32; 5], looked_up: [bool; 5]) -> Option<(u32, Action)> {
+        if self.rules == 0 {
+            return None;
+        }
+        let all = vec![!0u64; VECTOR_WORDS];
+        let vectors: [&[u64]; 5] = std::array::from_fn(|f| {
+            if looked_up[f] {
+                &self.vectors[ids[f] as usize][..]
+            } else {
+                &all[..]
+            }
+        });
+        let rule = first_common(vectors)?;
         Some((rule, self.rule_actions[rule as usize]))
     }
 
     fn ip_ids(&self, addrs: [IpAddr; 2], l4: L4, family: Family) -> [u32; 5] {
         let [src, dst] = Side::BOTH.map(|side| self.address_id(side, addrs[side.index()]));
-        let [sport, dport] = match l4.ports().filter(|_| self.lookups.ports) {
+        let [sport, dport] = match l4.ports() {
             Some(ports) => [
                 self.table[TABLE_SPORT + usize::from(ports.src)],
                 self.table[TABLE_DPORT + usize::from(ports.dst)],
@@ -640,7 +670,11 @@ pub fn compile(filter: &FilterRules) -> CompiledFilter {
         lookups: Lookups {
             src: rules.iter().any(|r| r.src.is_some()),
             dst: rules.iter().any(|r| r.dst.is_some()),
-            ports: rules.iter().any(Rule::has_ports),
+            protocol: rules
+                .iter()
+                .any(|r| r.protocol != Protocol::Any || r.has_ports()),
+            sport: rules.iter().any(|r| r.sport.is_some()),
+            dport: rules.iter().any(|r| r.dport.is_some()),
             v4_trie,
         },
         chunks,

@@ -189,7 +189,9 @@ fn config(compiled: &CompiledFilter) -> filter_config {
         default_action: action(compiled.default),
         lookups: flag(l.src, filter_lookups::FILTER_LOOKUP_SRC)
             | flag(l.dst, filter_lookups::FILTER_LOOKUP_DST)
-            | flag(l.ports, filter_lookups::FILTER_LOOKUP_PORTS)
+            | flag(l.protocol, filter_lookups::FILTER_LOOKUP_PROTOCOL)
+            | flag(l.sport, filter_lookups::FILTER_LOOKUP_SPORT)
+            | flag(l.dport, filter_lookups::FILTER_LOOKUP_DPORT)
             | flag(l.v4_trie[0], filter_lookups::FILTER_LOOKUP_SRC_V4_TRIE)
             | flag(l.v4_trie[1], filter_lookups::FILTER_LOOKUP_DST_V4_TRIE),
         pad: [0; 6],
