@@ -227,12 +227,14 @@ static struct filter_vector all_rules = {
 	.words = { [0 ... FILTER_VECTOR_WORDS - 1] = ~0ULL },
 };
 
-/* Vector `id` if the field is looked up (`lookups` has `field`), else all
- * rules. */
-static __always_inline const struct filter_vector *vector(void *vecs, __u8 lookups, __u8 field,
-							  __u32 id)
+/* Vector `id` if the field is looked up (`lookups` has `field`) and the
+ * vector is not every rule's, else all_rules, which costs no lookup. */
+static __always_inline const struct filter_vector *
+vector(void *vecs, const struct filter_config *cfg, __u8 lookups, __u8 field, __u32 id)
 {
-	return lookups & field ? bpf_map_lookup_elem(vecs, &id) : &all_rules;
+	if (!(lookups & field) || id == cfg->all)
+		return &all_rules;
+	return bpf_map_lookup_elem(vecs, &id);
 }
 
 /* The index of the first rule matching the packet, or FILTER_NO_RULE. */
@@ -280,11 +282,11 @@ static __always_inline __u32 classify(const struct packet_info *pkt, __u8 gen,
 			dport = table_entry(table, FILTER_TABLE_DPORT + pkt->dport, dport);
 	}
 
-	return first_common(vector(vecs, lookups, FILTER_LOOKUP_SRC, src),
-			    vector(vecs, lookups, FILTER_LOOKUP_DST, dst),
-			    vector(vecs, lookups, FILTER_LOOKUP_PROTOCOL, protocol),
-			    vector(vecs, lookups, FILTER_LOOKUP_SPORT, sport),
-			    vector(vecs, lookups, FILTER_LOOKUP_DPORT, dport));
+	return first_common(vector(vecs, cfg, lookups, FILTER_LOOKUP_SRC, src),
+			    vector(vecs, cfg, lookups, FILTER_LOOKUP_DST, dst),
+			    vector(vecs, cfg, lookups, FILTER_LOOKUP_PROTOCOL, protocol),
+			    vector(vecs, cfg, lookups, FILTER_LOOKUP_SPORT, sport),
+			    vector(vecs, cfg, lookups, FILTER_LOOKUP_DPORT, dport));
 }
 
 /* GCRA: admits a packet unless it arrives earlier than its theoretical

@@ -138,9 +138,12 @@ struct filter_config {
 	__u32 rules;
 	/* The protocol vector of ARP frames. */
 	__u32 arp;
+	/* The vector holding every rule, FILTER_NO_RULE if none does: a
+	 * field whose value maps to it is as good as not looked up. */
+	__u32 all;
 	__u8 default_action;
 	__u8 lookups; /* enum filter_lookups bits */
-	__u8 pad[6];
+	__u8 pad[2];
 	/* Per side (source, destination): the vector of an address no rule
 	 * prefix holds, and of a field not looked up. */
 	__u32 no_prefix[2];

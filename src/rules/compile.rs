@@ -139,6 +139,8 @@ pub struct CompiledFilter {
     /// Per side, the vector of a packet whose ports are unknown.
     pub no_ports: [u32; 2],
     pub arp: u32,
+    /// The vector holding every rule, if some field value maps to it.
+    pub all: Option<u32>,
     /// Per family (IPv4, IPv6), per protocol number.
     pub protocols: [Vec<u32>; 2],
     pub lookups: Lookups,
@@ -657,6 +659,7 @@ pub fn compile(filter: &FilterRules) -> CompiledFilter {
         (0..n).filter(|&r| rules[r].protocol == Protocol::Arp),
     ));
 
+    let all = vectors.ids.get(&Bits::of(n, 0..n)).copied();
     let mut compiled = CompiledFilter {
         default: filter.default,
         rules: n,
@@ -666,6 +669,7 @@ pub fn compile(filter: &FilterRules) -> CompiledFilter {
         no_prefix,
         no_ports,
         arp,
+        all,
         protocols,
         lookups: Lookups {
             src: rules.iter().any(|r| r.src.is_some()),

@@ -194,10 +194,11 @@ fn config(compiled: &CompiledFilter) -> filter_config {
             | flag(l.dport, filter_lookups::FILTER_LOOKUP_DPORT)
             | flag(l.v4_trie[0], filter_lookups::FILTER_LOOKUP_SRC_V4_TRIE)
             | flag(l.v4_trie[1], filter_lookups::FILTER_LOOKUP_DST_V4_TRIE),
-        pad: [0; 6],
+        pad: [0; 2],
         no_prefix: compiled.no_prefix,
         no_ports: compiled.no_ports,
         arp: compiled.arp,
+        all: compiled.all.unwrap_or(u32::MAX),
         protocols,
     }
 }
