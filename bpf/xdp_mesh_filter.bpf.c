@@ -187,42 +187,33 @@ __noinline __u32 first_common(const struct filter_vector *v0, const struct filte
 			      const struct filter_vector *v2, const struct filter_vector *v3,
 			      const struct filter_vector *v4)
 {
-	__u32 w, i;
+	__u32 start, s, k;
 
 	if (!v0 || !v1 || !v2 || !v3 || !v4)
 		return FILTER_NO_RULE;
-	w = v0->first;
-	w = v1->first > w ? v1->first : w;
-	w = v2->first > w ? v2->first : w;
-	w = v3->first > w ? v3->first : w;
-	w = v4->first > w ? v4->first : w;
-	if (w == FILTER_NO_RULE)
+	start = v0->first;
+	start = v1->first > start ? v1->first : start;
+	start = v2->first > start ? v2->first : start;
+	start = v3->first > start ? v3->first : start;
+	start = v4->first > start ? v4->first : start;
+	if (start == FILTER_NO_RULE)
 		return FILTER_NO_RULE;
-	w /= 64;
-	/* One flat loop, each pass moving to the next candidate word or past
-	 * a summary word with none: the verifier walks 260 passes, where
-	 * nested loops made it walk every way out of the inner one. */
-	for (i = 0; i < FILTER_VECTOR_WORDS + FILTER_SUMMARY_WORDS && w < FILTER_VECTOR_WORDS;
-	     i++) {
-		__u64 candidates, common;
-		__u32 s = w / 64;
+	start /= 64;
+	for (s = start / 64; s < FILTER_SUMMARY_WORDS; s++) {
+		__u64 candidates = v0->summary[s] & v1->summary[s] & v2->summary[s] &
+				   v3->summary[s] & v4->summary[s];
 
-		/* The mask, which the compiler must not fold away, bounds
-		 * the index for the verifier. */
-		barrier_var(s);
-		s &= FILTER_SUMMARY_WORDS - 1;
-		candidates = v0->summary[s] & v1->summary[s] & v2->summary[s] & v3->summary[s] &
-			     v4->summary[s] & ~0ULL << (w % 64);
+		if (s == start / 64)
+			candidates &= ~0ULL << (start % 64);
+		for (k = 0; k < 64 && candidates; k++) {
+			__u32 w = (s * 64 + lowest_bit(candidates)) & (FILTER_VECTOR_WORDS - 1);
+			__u64 common = v0->words[w] & v1->words[w] & v2->words[w] & v3->words[w] &
+				       v4->words[w];
 
-		if (!candidates) {
-			w = (s + 1) * 64;
-			continue;
+			if (common)
+				return w * 64 + lowest_bit(common);
+			candidates &= candidates - 1;
 		}
-		w = (s * 64 + lowest_bit(candidates)) & (FILTER_VECTOR_WORDS - 1);
-		common = v0->words[w] & v1->words[w] & v2->words[w] & v3->words[w] & v4->words[w];
-		if (common)
-			return w * 64 + lowest_bit(common);
-		w++;
 	}
 	return FILTER_NO_RULE;
 }

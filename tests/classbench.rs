@@ -578,6 +578,32 @@ privileged_test!(
     }
 );
 
+privileged_test!(
+    /// What an operator runs: each set attached to an interface through the
+    /// CLI, shown back whole, and applied again over itself.
+    fn every_set_attaches_and_applies_through_the_cli() {
+        for name in CHECKED {
+            let set = set_as(name, DEFAULT, false);
+            let rules = set.converted.origin.len();
+            let net = common::VethPair::new();
+            common::filter::attach_filter(&net, &set.converted.json);
+            let shown = net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json();
+            assert_eq!(shown["rules"].as_array().map(Vec::len), Some(rules), "{name}");
+            let file = common::filter::rules_file(&set.converted.json);
+            let path = file.path.to_str().unwrap();
+            let applied = net
+                .meshbpf(&["filter", "apply", &net.dev, path, "-j"])
+                .ok()
+                .json();
+            assert_eq!(applied["rules"], rules, "{name}: {applied}");
+            assert_ne!(
+                applied["generation"], shown["generation"],
+                "{name}: the apply flips the generation"
+            );
+        }
+    }
+);
+
 /// Every shared set is checked.
 #[test]
 fn every_shared_set_is_listed() {
