@@ -588,7 +588,11 @@ privileged_test!(
             let net = common::VethPair::new();
             common::filter::attach_filter(&net, &set.converted.json);
             let shown = net.meshbpf(&["filter", "show", &net.dev, "-j"]).ok().json();
-            assert_eq!(shown["rules"].as_array().map(Vec::len), Some(rules), "{name}");
+            assert_eq!(
+                shown["rules"].as_array().map(Vec::len),
+                Some(rules),
+                "{name}"
+            );
             let file = common::filter::rules_file(&set.converted.json);
             let path = file.path.to_str().unwrap();
             let applied = net
