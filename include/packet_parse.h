@@ -128,6 +128,10 @@ static __always_inline void parse_ipv4(void *pos, void *data_end, struct packet_
 	if ((version_ihl >> 4) != 4 || hdr_len < sizeof(*iph))
 		return;
 	total_len = bpf_ntohs(iph->tot_len);
+	/* Older verifiers lose the 16-bit bound of the swapped value; the
+	 * mask, kept by barrier_var, restores it for the pointer math. */
+	barrier_var(total_len);
+	total_len &= 0xFFFF;
 	if (pos + hdr_len > data_end || total_len < hdr_len)
 		return;
 	pkt->l3 = L3_IPV4;
@@ -141,6 +145,7 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 {
 	struct ipv6hdr *ip6h = pos;
 	bool later_fragment = false;
+	__u32 payload_len;
 	void *l3_end;
 	__u8 nexthdr;
 	int i;
@@ -152,7 +157,10 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 	pkt->l3 = L3_IPV6;
 	/* A payload length of 0 is a jumbogram's: its length is in an option,
 	 * so the frame bounds it. */
-	l3_end = ip6h->payload_len ? (void *)(ip6h + 1) + bpf_ntohs(ip6h->payload_len) : data_end;
+	payload_len = bpf_ntohs(ip6h->payload_len);
+	barrier_var(payload_len);
+	payload_len &= 0xFFFF;
+	l3_end = payload_len ? (void *)(ip6h + 1) + payload_len : data_end;
 	__builtin_memcpy(pkt->src, &ip6h->saddr, 16);
 	__builtin_memcpy(pkt->dst, &ip6h->daddr, 16);
 	nexthdr = ip6h->nexthdr;
