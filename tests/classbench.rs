@@ -42,14 +42,7 @@ const IPPROTO_GRE: u8 = 47;
 const DEFAULT: &str = "deny";
 
 /// The shared sets, checked packet by packet.
-const CHECKED: &[&str] = &[
-    "acl1_1000",
-    "fw1_1000",
-    "ipc1_1000",
-    "acl1_10000",
-    "fw1_10000",
-    "ipc1_10000",
-];
+const CHECKED: &[&str] = &cb::SETS;
 
 const SEED: u64 = 0x1600_c1a5_5bec_0001;
 /// Rules whose edges are probed, at most.

@@ -27,14 +27,6 @@ use crate::raw;
 use crate::stats::{self, Summary};
 use crate::Config;
 
-pub const SETS: [&str; 6] = [
-    "acl1_1000",
-    "fw1_1000",
-    "ipc1_1000",
-    "acl1_10000",
-    "fw1_10000",
-    "ipc1_10000",
-];
 /// Trace headers timed per set, spread evenly over the trace.
 const SAMPLED: usize = 1_000;
 /// Runs per BPF_PROG_TEST_RUN call, per packet and round.
@@ -63,7 +55,7 @@ pub fn measure(config: &Config) -> Results {
     let net = VethPair::new();
     let floor = raw::empty_program();
     let _floor_link = attach(&net.peer_ns, &net.peer_dev, floor.as_fd());
-    let rows = SETS
+    let rows = cb::SETS
         .iter()
         .map(|name| {
             eprintln!("bench: ClassBench {name}");

@@ -11,6 +11,17 @@ use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
+/// The shared sets, by file name; `every_shared_set_is_listed` keeps the
+/// list whole.
+pub const SETS: [&str; 6] = [
+    "acl1_1000",
+    "fw1_1000",
+    "ipc1_1000",
+    "acl1_10000",
+    "fw1_10000",
+    "ipc1_10000",
+];
+
 /// Where the shared sets are: `$MESHBPF_CLASSBENCH`, else `../shared/classbench`
 /// beside the checkout (the layout at CI and in the worktrees).
 pub fn dir() -> PathBuf {
