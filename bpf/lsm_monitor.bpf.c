@@ -4,9 +4,10 @@
  * denied by a policy replaced atomically from userspace.
  *
  * Two program sets share the maps; userspace loads one. The BPF LSM set can
- * deny. The fallback set (sched_process_exec tracepoint, raw sys_enter)
- * runs where BPF LSM programs are refused and can only audit: it sees a
- * syscall's arguments, not what the kernel resolved them to. */
+ * deny. The fallback set (sched_process_exec tracepoint, raw sys_enter and
+ * sys_exit) runs where BPF LSM programs are refused and can only audit: it
+ * has no d_path, so it walks dentries to name files, and resolves the names
+ * of failed opens itself. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -29,6 +30,18 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Room for the longest path d_path and the user copy produce. */
 #define SCRATCH_PATH_BYTES 4096
+/* The fallback joins a directory and a name of up to LSM_RESOLVED_PATH_LEN
+ * bytes each into `path`, so it has room for two; the masks keep every
+ * index the verifier sees inside it. */
+#define SCRATCH_REGION_BYTES (2 * LSM_RESOLVED_PATH_LEN)
+#define REGION_MASK	     (SCRATCH_REGION_BYTES - 1)
+#define RESOLVED_MASK	     (LSM_RESOLVED_PATH_LEN - 1)
+#define STARTS_MASK	     (SCRATCH_REGION_BYTES / 2 - 1)
+/* include/uapi/linux/limits.h, include/uapi/linux/fcntl.h */
+#define NAME_MAX   255
+#define AT_FDCWD   -100
+#define DEV_FD	   "/dev/fd/"
+#define DEV_FD_LEN 8
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -95,11 +108,41 @@ struct {
 	__type(value, __u64);
 } capable_seen SEC(".maps");
 
+/* The state of the fallback's walk from a dentry up to the root. */
+struct walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	/* Where the name built so far starts in `walk`; it ends at
+	 * LSM_RESOLVED_PATH_LEN. */
+	__u32 start;
+	__u32 reached_root;
+};
+
+/* The state of a path's normalisation. */
+struct normalise {
+	__u32 written;
+	/* Where the component being copied starts (its '/'). */
+	__u32 start;
+	/* How many components are kept, in `starts`. */
+	__u32 depth;
+	__u32 done;
+};
+
 /* A policy key whose path runs on into the overflow, so d_path and the
  * user copy write a whole path where the lookup reads its first bytes. */
 struct path_scratch {
 	struct lsm_path_key key;
-	__u8 overflow[SCRATCH_PATH_BYTES - LSM_KEY_PATH_LEN];
+	__u8 overflow[SCRATCH_REGION_BYTES - LSM_KEY_PATH_LEN];
+	/* The fallback's dentry walk writes names from the end backwards. */
+	char walk[LSM_RESOLVED_PATH_LEN + NAME_MAX + 1];
+	/* Where each component kept by normalisation starts in the path. */
+	__u16 starts[SCRATCH_REGION_BYTES / 2];
+	/* exec: the executed file, while the name it was run by is looked up. */
+	char exe[LSM_PATH_LEN];
+	struct walk walk_state;
+	struct normalise norm;
 };
 
 struct {
@@ -264,19 +307,21 @@ static __always_inline struct lsm_monitor_event *begin_event(__u32 type, __u32 v
 	e->detail = 0;
 	e->target_pid = 0;
 	e->target_uid = 0;
+	e->result = 0;
+	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->target_comm[0] = 0;
 	e->path[0] = 0;
 	return e;
 }
 
-/* Copies the path of `s` (length `len` with the NUL, or an error) into
- * the event, flagging a cut. */
-static __always_inline void set_path(struct lsm_monitor_event *e, struct path_scratch *s, long len)
+/* Copies `path` (length `len` with the NUL, or an error) into the event,
+ * flagging a cut. */
+static __always_inline void set_path(struct lsm_monitor_event *e, const char *path, long len)
 {
 	if (len <= 0)
 		return;
-	bpf_probe_read_kernel_str(e->path, sizeof(e->path), s->key.path);
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	if (len > LSM_PATH_LEN)
 		e->flags |= LSM_EVENT_TRUNCATED;
 }
@@ -291,43 +336,43 @@ static __always_inline int verdict_ret(__u32 verdict)
 	return verdict == LSM_VERDICT_DENIED ? -EPERM : 0;
 }
 
-/* An open under a watched prefix, or a write under a write-protected one. */
-static __always_inline __u32 on_open(struct path_scratch *s, long len, bool write, __u32 open_flags,
-				     __u32 hook, bool can_deny)
+/* An open of the path in `s` under policy `d`, reported when the path is
+ * watched or it writes under a write-protected prefix; `result` is the
+ * syscall's where it is known. */
+static __always_inline __u32 on_open(const struct decision *d, struct path_scratch *s, long len,
+				     bool write, __u32 open_flags, __s32 result, __u32 hook,
+				     bool can_deny)
 {
-	struct decision d;
 	struct lsm_monitor_event *e;
 	__u32 flags, verdict, uid;
 
-	if (!current_policy(&d))
-		return LSM_VERDICT_ALLOWED;
-	flags = path_flags(s, len, &d);
+	flags = path_flags(s, len, d);
 	if (!(flags & LSM_PATH_WATCH) && !(write && (flags & LSM_PATH_DENY_WRITE)))
 		return LSM_VERDICT_ALLOWED;
 	uid = current_uid();
-	verdict = verdict_of(write && (flags & LSM_PATH_DENY_WRITE), &d, uid, can_deny);
+	verdict = verdict_of(write && (flags & LSM_PATH_DENY_WRITE), d, uid, can_deny);
 	e = begin_event(LSM_EVENT_OPEN, verdict, hook, uid);
 	if (e) {
 		e->detail = open_flags;
-		set_path(e, s, len);
+		e->result = result;
+		set_path(e, (const char *)s->key.path, len);
 		bpf_ringbuf_submit(e, 0);
 	}
 	return verdict;
 }
 
-static __always_inline __u32 on_exec(struct path_scratch *s, long len, __u32 hook, bool can_deny)
+/* An exec of `path` under policy `d`, which denies it when `denied`. */
+static __always_inline __u32 on_exec(const struct decision *d, const char *path, long len,
+				     bool denied, __u32 hook, bool can_deny)
 {
-	struct decision d;
 	struct lsm_monitor_event *e;
 	__u32 verdict, uid;
 
-	if (!current_policy(&d))
-		return LSM_VERDICT_ALLOWED;
 	uid = current_uid();
-	verdict = verdict_of(path_flags(s, len, &d) & LSM_PATH_DENY_EXEC, &d, uid, can_deny);
+	verdict = verdict_of(denied, d, uid, can_deny);
 	e = begin_event(LSM_EVENT_EXEC, verdict, hook, uid);
 	if (e) {
-		set_path(e, s, len);
+		set_path(e, path, len);
 		bpf_ringbuf_submit(e, 0);
 	}
 	return verdict;
@@ -349,7 +394,7 @@ static __always_inline __u32 on_module(struct path_scratch *s, long len, __u32 k
 	if (e) {
 		e->detail = kind;
 		if (s)
-			set_path(e, s, len);
+			set_path(e, (const char *)s->key.path, len);
 		bpf_ringbuf_submit(e, 0);
 	}
 	return verdict;
@@ -392,15 +437,16 @@ SEC("lsm/file_open")
 int BPF_PROG(lsm_open, struct file *file, int ret)
 {
 	struct path_scratch *s;
+	struct decision d;
 	long len;
 
 	if (ret)
 		return ret;
 	s = get_scratch();
-	if (!s)
+	if (!s || !current_policy(&d))
 		return 0;
 	len = bpf_d_path(&file->f_path, (char *)s->key.path, SCRATCH_PATH_BYTES);
-	return verdict_ret(on_open(s, len, file->f_mode & FMODE_WRITE, file->f_flags,
+	return verdict_ret(on_open(&d, s, len, file->f_mode & FMODE_WRITE, file->f_flags, 0,
 				   LSM_HOOK_FILE_OPEN, true));
 }
 
@@ -408,15 +454,18 @@ SEC("lsm/bprm_check_security")
 int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 {
 	struct path_scratch *s;
+	struct decision d;
 	long len;
 
 	if (ret)
 		return ret;
 	s = get_scratch();
-	if (!s)
+	if (!s || !current_policy(&d))
 		return 0;
 	len = bpf_d_path(&bprm->file->f_path, (char *)s->key.path, SCRATCH_PATH_BYTES);
-	return verdict_ret(on_exec(s, len, LSM_HOOK_BPRM_CHECK_SECURITY, true));
+	return verdict_ret(on_exec(&d, (const char *)s->key.path, len,
+				   path_flags(s, len, &d) & LSM_PATH_DENY_EXEC,
+				   LSM_HOOK_BPRM_CHECK_SECURITY, true));
 }
 
 SEC("lsm/ptrace_access_check")
@@ -496,17 +545,265 @@ int BPF_PROG(lsm_mod_request, char *kmod_name, int ret)
 		on_module(s, len, LSM_MODULE_REQUEST, LSM_HOOK_KERNEL_MODULE_REQUEST, true));
 }
 
+/* The fallback's programs cannot call d_path: they resolve paths
+ * themselves, the way d_path and path lookup would, into `s->key.path`.
+ * Their loops are bpf_loop callbacks whose state lives in the scratch map,
+ * where the verifier knows no value: state on the stack starts as known
+ * constants, and the verifier would follow every iteration apart. */
+struct loop_ctx {
+	struct path_scratch *s;
+};
+
+static __always_inline struct mount *mount_of(struct vfsmount *vfsmnt)
+{
+	return (struct mount *)((char *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
+}
+
+/* A dentry is named by walking up to the task's root: each step prepends
+ * a name, or crosses from a mount's root to where it is mounted. */
+static long walk_step(__u64 index, struct loop_ctx *ctx)
+{
+	struct path_scratch *s = ctx->s;
+	struct walk *w = &s->walk_state;
+	struct dentry *dentry = w->dentry, *parent;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt, *up;
+	const unsigned char *name;
+	__u32 len;
+
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
+		goto root;
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		mnt = mount_of(vfsmnt);
+		up = BPF_CORE_READ(mnt, mnt_parent);
+		if (up == mnt)
+			goto root;
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->vfsmnt =
+			(struct vfsmount *)((char *)up + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (parent == dentry)
+		goto root;
+	len = BPF_CORE_READ(dentry, d_name.len);
+	name = BPF_CORE_READ(dentry, d_name.name);
+	/* Two bytes stay free: the leading '/' and the NUL of the result. */
+	if (len > NAME_MAX || len + 2 > w->start)
+		return 1;
+	w->start -= len;
+	bpf_probe_read_kernel(&s->walk[w->start & RESOLVED_MASK], len & NAME_MAX, name);
+	w->start--;
+	s->walk[w->start & RESOLVED_MASK] = '/';
+	w->dentry = parent;
+	return 0;
+root:
+	w->reached_root = true;
+	return 1;
+}
+
+/* Writes the absolute path of `path` into s->key.path; its length with the
+ * NUL, or -1 when it is longer than LSM_RESOLVED_PATH_LEN allows. */
+static __always_inline long resolve_path(struct path_scratch *s, const struct path *path)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct walk *w = &s->walk_state;
+	struct loop_ctx ctx = { .s = s };
+	char *out = (char *)s->key.path;
+	__u32 len;
+
+	w->dentry = BPF_CORE_READ(path, dentry);
+	w->vfsmnt = BPF_CORE_READ(path, mnt);
+	w->root_dentry = BPF_CORE_READ(task, fs, root.dentry);
+	w->root_mnt = BPF_CORE_READ(task, fs, root.mnt);
+	w->start = LSM_RESOLVED_PATH_LEN;
+	w->reached_root = false;
+	bpf_loop(LSM_WALK_STEPS, walk_step, &ctx, 0);
+	if (!w->reached_root || w->start > LSM_RESOLVED_PATH_LEN)
+		return -1;
+	len = LSM_RESOLVED_PATH_LEN - w->start;
+	if (!len) {
+		out[0] = '/';
+		out[1] = 0;
+		return 2;
+	}
+	bpf_probe_read_kernel(out, len & RESOLVED_MASK, &s->walk[w->start & RESOLVED_MASK]);
+	out[len & RESOLVED_MASK] = 0;
+	return len + 1;
+}
+
+/* Lexical normalisation of an absolute path in place, as path lookup
+ * reads it without following symbolic links: empty and "." components go,
+ * ".." removes the component before it (none above the root). The output
+ * is never longer than what was read, so `written` never passes the byte
+ * being read. */
+static long normalise_step(__u64 index, struct loop_ctx *ctx)
+{
+	struct path_scratch *s = ctx->s;
+	struct normalise *n = &s->norm;
+	char *path = (char *)s->key.path;
+	/* Byte 0 is the root's '/', kept. */
+	char c = path[(index + 1) & REGION_MASK];
+	__u32 len, start = n->start;
+
+	if (c != '/' && c) {
+		path[n->written & REGION_MASK] = c;
+		n->written++;
+		return 0;
+	}
+	len = n->written - start - 1;
+	if (!len || (len == 1 && path[(start + 1) & REGION_MASK] == '.')) {
+		n->written = start;
+	} else if (len == 2 && path[(start + 1) & REGION_MASK] == '.' &&
+		   path[(start + 2) & REGION_MASK] == '.') {
+		/* At the root, ".." stays there: the component just goes. */
+		n->written = start;
+		if (n->depth) {
+			n->depth--;
+			n->written = s->starts[n->depth & STARTS_MASK];
+		}
+	} else {
+		s->starts[n->depth & STARTS_MASK] = start;
+		n->depth++;
+	}
+	if (!c) {
+		n->done = true;
+		return 1;
+	}
+	n->start = n->written;
+	path[n->written & REGION_MASK] = '/';
+	n->written++;
+	return 0;
+}
+
+/* Normalises the absolute path in s->key.path of length `len` (with the
+ * NUL); its new length. */
+static __always_inline long normalise(struct path_scratch *s, long len)
+{
+	struct normalise *n = &s->norm;
+	struct loop_ctx ctx = { .s = s };
+	char *path = (char *)s->key.path;
+
+	if (len < 2 || len > SCRATCH_REGION_BYTES)
+		return len;
+	n->written = 1;
+	n->start = 0;
+	n->depth = 0;
+	n->done = false;
+	bpf_loop(len - 1, normalise_step, &ctx, 0);
+	if (!n->done)
+		return -1;
+	if (!n->written)
+		n->written = 1;
+	path[n->written & REGION_MASK] = 0;
+	return n->written + 1;
+}
+
+static __always_inline struct file *file_of_fd(long fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds, *file = NULL;
+	struct fdtable *fdt;
+
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* Writes into s->key.path the file name `name` (user memory when `user`)
+ * made absolute against directory `dirfd` (AT_FDCWD: the working
+ * directory) and normalised; its length with the NUL, or -1. Symbolic
+ * links are not followed: the name may not exist. */
+static __always_inline long resolve_name(struct path_scratch *s, long dirfd, const char *name,
+					 bool user)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	char *path = (char *)s->key.path;
+	const struct path *dir;
+	struct file *file;
+	long base = 0, len;
+	char first = 0;
+
+	if (user)
+		bpf_probe_read_user(&first, 1, name);
+	else
+		bpf_probe_read_kernel(&first, 1, name);
+	if (first != '/') {
+		if ((int)dirfd == AT_FDCWD) {
+			dir = &BPF_CORE_READ(task, fs)->pwd;
+		} else {
+			file = file_of_fd((int)dirfd);
+			if (!file)
+				return -1;
+			dir = &file->f_path;
+		}
+		base = resolve_path(s, dir);
+		if (base <= 0)
+			return -1;
+		/* The NUL becomes the separator. */
+		base--;
+		path[base & RESOLVED_MASK] = '/';
+		base++;
+	}
+	if (user)
+		len = bpf_probe_read_user_str(&path[base & RESOLVED_MASK], LSM_RESOLVED_PATH_LEN,
+					      name);
+	else
+		len = bpf_probe_read_kernel_str(&path[base & RESOLVED_MASK], LSM_RESOLVED_PATH_LEN,
+						name);
+	if (len <= 0)
+		return -1;
+	return normalise(s, base + len);
+}
+
+static __always_inline bool starts_with_dev_fd(const char *name)
+{
+	char prefix[DEV_FD_LEN] = {};
+	const char dev_fd[] = DEV_FD;
+	int i;
+
+	bpf_probe_read_kernel(prefix, sizeof(prefix), name);
+	for (i = 0; i < DEV_FD_LEN; i++)
+		if (prefix[i] != dev_fd[i])
+			return false;
+	return true;
+}
+
+/* An exec is checked against both the name it was run by and the file the
+ * kernel runs: they differ for a script (its interpreter runs), a symbolic
+ * link, and execveat or fexecve, whose name is /dev/fd/N and says nothing.
+ * The event names the name, unless only the file is denied or the name is
+ * a descriptor's. */
 SEC("tp/sched/sched_process_exec")
 int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
+	const char *filename = (void *)ctx + (ctx->__data_loc_filename & 0xFFFF);
 	struct path_scratch *s = get_scratch();
-	unsigned int offset = ctx->__data_loc_filename & 0xFFFF;
-	long len;
+	bool name_denied = false, exe_denied;
+	struct decision d;
+	long name_len = -1, exe_len = -1;
+	struct file *exe;
 
-	if (!s)
+	if (!s || !current_policy(&d))
 		return 0;
-	len = bpf_probe_read_kernel_str(s->key.path, SCRATCH_PATH_BYTES, (void *)ctx + offset);
-	on_exec(s, len, LSM_HOOK_SCHED_PROCESS_EXEC, false);
+	exe = BPF_CORE_READ(bpf_get_current_task_btf(), mm, exe_file);
+	if (exe)
+		exe_len = resolve_path(s, &exe->f_path);
+	exe_denied = path_flags(s, exe_len, &d) & LSM_PATH_DENY_EXEC;
+	if (exe_len > 0)
+		bpf_probe_read_kernel_str(s->exe, sizeof(s->exe), s->key.path);
+	if (!starts_with_dev_fd(filename)) {
+		name_len = resolve_name(s, AT_FDCWD, filename, false);
+		name_denied = path_flags(s, name_len, &d) & LSM_PATH_DENY_EXEC;
+	}
+	if (name_len > 0 && (name_denied || !exe_denied))
+		on_exec(&d, (const char *)s->key.path, name_len, name_denied,
+			LSM_HOOK_SCHED_PROCESS_EXEC, false);
+	else
+		on_exec(&d, s->exe, exe_len, exe_denied, LSM_HOOK_SCHED_PROCESS_EXEC, false);
 	return 0;
 }
 
@@ -519,45 +816,28 @@ static __always_inline bool compat_syscall(void)
 {
 	return bpf_get_current_task_btf()->thread_info.status & LSM_TS_COMPAT;
 }
-#else
-static __always_inline bool compat_syscall(void)
+
+/* At sys_exit the number is no longer an argument of the tracepoint. */
+static __always_inline long syscall_nr(struct pt_regs *regs)
 {
-	return false;
+	return BPF_CORE_READ(regs, orig_ax);
 }
+#else
+#error "lsm_monitor: add this architecture's compat check and syscall number register"
 #endif
 
-static __always_inline int sys_open(const char *user_path, __u32 open_flags)
-{
-	struct path_scratch *s = get_scratch();
-	long len;
-
-	if (!s)
-		return 0;
-	len = bpf_probe_read_user_str(s->key.path, SCRATCH_PATH_BYTES, user_path);
-	on_open(s, len, (open_flags & O_ACCMODE) != 0, open_flags, LSM_HOOK_SYS_ENTER, false);
-	return 0;
-}
-
-/* The basename of the module file behind descriptor `fd`: without d_path,
- * a raw tracepoint can still walk the file table to the dentry. */
+/* A module load's file, from the descriptor passed to finit_module. */
 static __always_inline int sys_finit_module(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct path_scratch *s = get_scratch();
-	struct file **fds, *file = NULL;
-	struct fdtable *fdt;
+	struct file *file;
 	long len = 0;
 
 	if (!s)
 		return 0;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (fd >= 0 && (unsigned int)fd < BPF_CORE_READ(fdt, max_fds)) {
-		fds = BPF_CORE_READ(fdt, fd);
-		bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	}
+	file = file_of_fd(fd);
 	if (file)
-		len = bpf_probe_read_kernel_str(s->key.path, SCRATCH_PATH_BYTES,
-						BPF_CORE_READ(file, f_path.dentry, d_name.name));
+		len = resolve_path(s, &file->f_path);
 	on_module(s, len, LSM_MODULE_LOAD_FILE, LSM_HOOK_SYS_ENTER, false);
 	return 0;
 }
@@ -570,22 +850,6 @@ int tp_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
 	if (id < 0 || compat_syscall())
 		return 0;
-	if (id == lsm_syscalls.openat)
-		return sys_open((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
-				PT_REGS_PARM3_CORE_SYSCALL(regs));
-	if (id == lsm_syscalls.openat2) {
-		struct open_how *how = (struct open_how *)PT_REGS_PARM3_CORE_SYSCALL(regs);
-		__u64 flags = 0;
-
-		bpf_probe_read_user(&flags, sizeof(flags), &how->flags);
-		return sys_open((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs), flags);
-	}
-	if (id == lsm_syscalls.open)
-		return sys_open((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
-				PT_REGS_PARM2_CORE_SYSCALL(regs));
-	if (id == lsm_syscalls.creat)
-		return sys_open((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
-				O_CREAT | O_WRONLY | O_TRUNC);
 	if (id == lsm_syscalls.ptrace) {
 		long request = PT_REGS_PARM1_CORE_SYSCALL(regs);
 
@@ -598,5 +862,63 @@ int tp_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return sys_finit_module(PT_REGS_PARM1_CORE_SYSCALL(regs));
 	if (id == lsm_syscalls.init_module)
 		on_module(NULL, 0, LSM_MODULE_LOAD_DATA, LSM_HOOK_SYS_ENTER, false);
+	return 0;
+}
+
+/* An open seen when it returns: a descriptor names the file the kernel
+ * opened, exactly; a failure leaves only the name, resolved here. */
+static __always_inline int sys_open(long ret, long dirfd, const char *name, __u32 open_flags)
+{
+	struct path_scratch *s = get_scratch();
+	struct decision d;
+	struct file *file;
+	bool write;
+	long len;
+
+	if (!s || !current_policy(&d) || !(d.flags & LSM_POLICY_PATHS))
+		return 0;
+	if (ret >= 0) {
+		file = file_of_fd(ret);
+		if (!file)
+			return 0;
+		len = resolve_path(s, &file->f_path);
+		write = BPF_CORE_READ(file, f_mode) & FMODE_WRITE;
+	} else {
+		len = resolve_name(s, dirfd, name, true);
+		write = (open_flags & O_ACCMODE) != 0;
+	}
+	on_open(&d, s, len, write, open_flags, ret, LSM_HOOK_SYS_EXIT, false);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int tp_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long ret = ctx->args[1], id;
+
+	if (compat_syscall())
+		return 0;
+	id = syscall_nr(regs);
+	if (id < 0)
+		return 0;
+	if (id == lsm_syscalls.openat)
+		return sys_open(ret, PT_REGS_PARM1_CORE_SYSCALL(regs),
+				(const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
+				PT_REGS_PARM3_CORE_SYSCALL(regs));
+	if (id == lsm_syscalls.openat2) {
+		struct open_how *how = (struct open_how *)PT_REGS_PARM3_CORE_SYSCALL(regs);
+		__u64 flags = 0;
+
+		bpf_probe_read_user(&flags, sizeof(flags), &how->flags);
+		return sys_open(ret, PT_REGS_PARM1_CORE_SYSCALL(regs),
+				(const char *)PT_REGS_PARM2_CORE_SYSCALL(regs), flags);
+	}
+	if (id == lsm_syscalls.open)
+		return sys_open(ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+				PT_REGS_PARM2_CORE_SYSCALL(regs));
+	if (id == lsm_syscalls.creat)
+		return sys_open(ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+				O_CREAT | O_WRONLY | O_TRUNC);
 	return 0;
 }

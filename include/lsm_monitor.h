@@ -24,6 +24,11 @@ enum lsm_limits {
 	 * many ns; every check is still counted. */
 	LSM_CAPABLE_INTERVAL_NS = 1000000000,
 	LSM_CAPABLE_TRACKED = 8192,
+	/* The fallback resolves paths itself (it has no d_path): the most
+	 * bytes of a path it builds, NUL included, and the most steps its
+	 * walk from a dentry up to the root takes (a name or a mount each). */
+	LSM_RESOLVED_PATH_LEN = 4096,
+	LSM_WALK_STEPS = 4096,
 };
 
 enum lsm_event_type {
@@ -54,6 +59,8 @@ enum lsm_hook {
 	/* The tracepoint fallback. */
 	LSM_HOOK_SCHED_PROCESS_EXEC = 7,
 	LSM_HOOK_SYS_ENTER = 8,
+	/* An open seen when it returns, with its result. */
+	LSM_HOOK_SYS_EXIT = 9,
 };
 
 enum lsm_event_flags {
@@ -89,6 +96,10 @@ struct lsm_monitor_event {
 	/* ptrace: the tracee (uid and comm are unknown to the fallback). */
 	__u32 target_pid;
 	__u32 target_uid;
+	/* LSM_HOOK_SYS_EXIT: what the syscall returned (a descriptor, or
+	 * -errno); 0 from the other hooks. */
+	__s32 result;
+	__u32 pad;
 	char comm[LSM_COMM_LEN];
 	char target_comm[LSM_COMM_LEN];
 	/* open, exec, module load: the file; module request: the name. */
@@ -117,6 +128,9 @@ enum lsm_policy_flags {
 	LSM_POLICY_ALLOW_UIDS = 1 << 3,
 	LSM_POLICY_ALLOW_COMMS = 1 << 4,
 	LSM_POLICY_ALLOW_CGROUPS = 1 << 5,
+	/* The policy names paths (watch, deny.write, deny.exec): without
+	 * any, the fallback resolves no open's path. */
+	LSM_POLICY_PATHS = 1 << 6,
 };
 
 /* Slot g of the `policy` array is generation g; `active` names the one in

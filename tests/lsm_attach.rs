@@ -67,7 +67,7 @@ privileged_test!(
         assert_eq!(attached["policy"]["watched_prefixes"], 0);
         let progs = ids(&attached, "prog_ids");
         let links = ids(&attached, "link_ids");
-        assert_eq!((progs.len(), links.len()), (2, 2));
+        assert_eq!((progs.len(), links.len()), (3, 3));
         assert!(progs.iter().all(|&p| prog_exists(p)));
         assert!(links.iter().all(|&l| link_exists(l)));
         let mut pins: Vec<String> = std::fs::read_dir(lsm_dir(&root))
@@ -88,10 +88,12 @@ privileged_test!(
                 "link",
                 "link_tp_exec",
                 "link_tp_sys_enter",
+                "link_tp_sys_exit",
                 "paths",
                 "policy",
                 "prog_tp_exec",
-                "prog_tp_sys_enter"
+                "prog_tp_sys_enter",
+                "prog_tp_sys_exit"
             ]
         );
 

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,59 +16,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::{must, PinRoot, BIN};
-
-/// lsm_monitor attached in its own pin root, watching a fresh directory.
-struct Monitor {
-    root: PinRoot,
-    watched: tempfile::TempDir,
-}
-
-impl Monitor {
-    fn attach() -> Monitor {
-        let root = PinRoot::new();
-        let watched = tempfile::tempdir().expect("tempdir");
-        let policy = watched.path().with_extension("policy.json");
-        std::fs::write(
-            &policy,
-            serde_json::json!({ "watch": [watched.path()] }).to_string(),
-        )
-        .expect("writing the policy");
-        let attached = root
-            .meshbpf(&[
-                "attach",
-                "--lsm",
-                "--policy",
-                policy.to_str().unwrap(),
-                "-j",
-            ])
-            .ok()
-            .json();
-        std::fs::remove_file(&policy).expect("removing the policy");
-        assert_eq!(attached["method"], "tracepoint", "{attached}");
-        assert_eq!(attached["mode"], "audit", "{attached}");
-        Monitor { root, watched }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.watched.path().join(name)
-    }
-
-    /// `events -j ARGS`: the event lines and the summary line.
-    fn events(&self, args: &[&str]) -> (Vec<Value>, Value) {
-        self.root.events(args)
-    }
-
-    /// `meshbpf events ARGS` running in the background on this root.
-    fn spawn_events(&self, args: &[&str]) -> Child {
-        Command::new(BIN)
-            .args(self.root.args(args))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning meshbpf events")
-    }
-}
+use common::monitor::Monitor;
+use common::{must, PinRoot};
 
 /// Runs `program ARGS` to its end; its pid.
 fn run_child(program: &Path, args: &[&Path]) -> u32 {
@@ -171,8 +120,9 @@ privileged_test!(
         for event in [write, read] {
             assert_eq!(event["path"], file.to_str().unwrap());
             assert_eq!(event["method"], "tracepoint");
-            assert_eq!(event["hook"], "sys_enter");
+            assert_eq!(event["hook"], "sys_exit");
             assert_eq!(event["verdict"], "allowed");
+            assert_eq!(event["result"], "ok");
         }
         assert_eq!(
             write["flags"],

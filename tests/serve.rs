@@ -607,7 +607,7 @@ privileged_test!(
         );
         assert_eq!(get("meshbpf_attachments"), Some(1.0));
         // Its programs' run counters, under their kernel names: the tracepoint
-        // fallback's two here.
+        // fallback's three here.
         let runs: Vec<&str> = series_of(&once, "meshbpf_program_runs_total", "")
             .into_iter()
             .map(|l| l.split_once('}').unwrap().0)
@@ -616,7 +616,8 @@ privileged_test!(
             runs,
             [
                 "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_exec\"",
-                "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_sys_enter\""
+                "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_sys_enter\"",
+                "meshbpf_program_runs_total{interface=\"\",program=\"lsm_monitor\",hook=\"tp_sys_exit\""
             ],
             "{once}"
         );

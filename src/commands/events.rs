@@ -121,7 +121,15 @@ fn what(event: &Event) -> String {
             path,
             flags,
             access,
-        } => format!("{path} ({access}: {})", flags.join("|")),
+            result,
+        } => {
+            let failed = result
+                .as_ref()
+                .filter(|r| *r != "ok")
+                .map(|errno| format!(" = {errno}"))
+                .unwrap_or_default();
+            format!("{path} ({access}: {}){failed}", flags.join("|"))
+        }
         Detail::Ptrace {
             target_pid,
             target_comm,
@@ -360,6 +368,7 @@ mod tests {
                 path: "/etc/shadow".into(),
                 flags: vec!["O_WRONLY".into(), "O_TRUNC".into()],
                 access: "write",
+                result: None,
             },
             truncated: false,
         }

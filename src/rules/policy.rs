@@ -193,8 +193,10 @@ pub fn parse(text: &str) -> Result<Policy, RuleError> {
 impl Policy {
     pub fn compile(&self) -> anyhow::Result<CompiledPolicy> {
         let allow = &self.allow;
+        let paths = paths::entries(&self.prefixes());
         let mut flags = 0;
         for (on, flag) in [
+            (!paths.is_empty(), lsm_policy_flags::LSM_POLICY_PATHS),
             (
                 self.deny.ptrace_other_users,
                 lsm_policy_flags::LSM_POLICY_DENY_PTRACE_OTHER_USERS,
@@ -219,7 +221,7 @@ impl Policy {
         }
         Ok(CompiledPolicy {
             flags,
-            paths: paths::entries(&self.prefixes()),
+            paths,
             uids: allow.uid.clone(),
             comms: allow.comm.iter().map(|comm| comm_key(comm)).collect(),
             cgroups: allow.cgroup.iter().map(|cgroup| cgroup.id).collect(),
@@ -889,6 +891,11 @@ mod tests {
         assert_eq!(
             modules.compile().unwrap().flags,
             lsm_policy_flags::LSM_POLICY_DENY_MODULES.0
+        );
+        let watch = parse(r#"{"watch": ["/etc"]}"#).unwrap();
+        assert_eq!(
+            watch.compile().unwrap().flags,
+            lsm_policy_flags::LSM_POLICY_PATHS.0
         );
     }
 

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod frames;
 pub mod http;
 pub mod kstate;
+pub mod monitor;
 pub mod raw_ip;
 pub mod reference;
 pub mod rng;

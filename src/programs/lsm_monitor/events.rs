@@ -59,6 +59,10 @@ pub enum Detail {
         path: String,
         flags: Vec<String>,
         access: &'static str,
+        /// What the syscall returned, where the hook saw it return
+        /// (sys_exit): `ok`, or the errno's name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
     Ptrace {
         target_pid: u32,
@@ -79,7 +83,7 @@ pub enum Detail {
     },
     Module {
         module_kind: &'static str,
-        /// The file (a basename from the fallback) or the requested name.
+        /// The file or the requested name.
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
@@ -122,7 +126,7 @@ pub fn parse_types(text: &str) -> Result<EventTypes, String> {
 }
 
 /// Hook names, bound to the C enum, with the method each belongs to.
-const HOOKS: [(lsm_hook, &str, Method); 9] = [
+const HOOKS: [(lsm_hook, &str, Method); 10] = [
     (lsm_hook::LSM_HOOK_FILE_OPEN, "file_open", Method::Lsm),
     (
         lsm_hook::LSM_HOOK_BPRM_CHECK_SECURITY,
@@ -160,6 +164,7 @@ const HOOKS: [(lsm_hook, &str, Method); 9] = [
         "sys_enter",
         Method::Tracepoint,
     ),
+    (lsm_hook::LSM_HOOK_SYS_EXIT, "sys_exit", Method::Tracepoint),
 ];
 
 const VERDICTS: [(lsm_verdict, &str); 3] = [
@@ -318,6 +323,15 @@ fn bad(what: &str, value: u32) -> anyhow::Error {
     .into()
 }
 
+/// `ok` for a descriptor, else the errno's name (`ENOENT`).
+fn syscall_result(result: i32) -> String {
+    if result >= 0 {
+        "ok".into()
+    } else {
+        format!("{:?}", nix::errno::Errno::from_raw(-result))
+    }
+}
+
 /// Decodes one record; `anchor` turns its boot-time stamp into wall time.
 pub fn decode(raw: &lsm_monitor_event, anchor: &BootAnchor) -> Result<Event> {
     let (_, hook, method) = *HOOKS
@@ -342,6 +356,7 @@ pub fn decode(raw: &lsm_monitor_event, anchor: &BootAnchor) -> Result<Event> {
             path,
             flags: open_flag_names(raw.detail),
             access: access(raw.detail),
+            result: (raw.hook == lsm_hook::LSM_HOOK_SYS_EXIT.0).then(|| syscall_result(raw.result)),
         },
         "ptrace" => Detail::Ptrace {
             target_pid: raw.target_pid,
@@ -558,7 +573,8 @@ mod tests {
     #[test]
     fn an_open_from_the_fallback_has_every_field() {
         let flags = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32;
-        let raw = record(1, lsm_hook::LSM_HOOK_SYS_ENTER, flags, "/tmp/w/f");
+        let mut raw = record(1, lsm_hook::LSM_HOOK_SYS_EXIT, flags, "/tmp/w/f");
+        raw.result = -libc::ENOENT;
         assert_eq!(
             json(&raw),
             serde_json::json!({
@@ -567,7 +583,7 @@ mod tests {
                 "type": "open",
                 "verdict": "allowed",
                 "method": "tracepoint",
-                "hook": "sys_enter",
+                "hook": "sys_exit",
                 "pid": 100,
                 "ppid": 1,
                 "uid": 1000,
@@ -576,8 +592,13 @@ mod tests {
                 "path": "/tmp/w/f",
                 "flags": ["O_WRONLY", "O_CREAT", "O_TRUNC"],
                 "access": "write",
+                "result": "ENOENT",
             })
         );
+        raw.result = 3;
+        assert_eq!(json(&raw)["result"], "ok");
+        raw.hook = lsm_hook::LSM_HOOK_FILE_OPEN.0;
+        assert_eq!(json(&raw).get("result"), None);
     }
 
     #[test]

@@ -63,7 +63,7 @@ const LSM_PROGRAMS: [&str; 7] = [
     "lsm_mod_request",
 ];
 /// The programs of the fallback set, in the order they are hooked.
-const TRACEPOINT_PROGRAMS: [&str; 2] = ["tp_exec", "tp_sys_enter"];
+const TRACEPOINT_PROGRAMS: [&str; 3] = ["tp_exec", "tp_sys_enter", "tp_sys_exit"];
 
 /// How the monitor hooks in; every event is labelled with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ const TRACEPOINT_PROGRAMS: [&str; 2] = ["tp_exec", "tp_sys_enter"];
 pub enum Method {
     /// BPF LSM hooks: audit or enforce.
     Lsm,
-    /// sched_process_exec and raw sys_enter: audit only.
+    /// sched_process_exec and raw sys_enter/sys_exit: audit only.
     Tracepoint,
 }
 

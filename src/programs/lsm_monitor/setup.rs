@@ -74,6 +74,7 @@ fn load<'obj>(
             (&mut progs.lsm_mod_request, Method::Lsm),
             (&mut progs.tp_exec, Method::Tracepoint),
             (&mut progs.tp_sys_enter, Method::Tracepoint),
+            (&mut progs.tp_sys_exit, Method::Tracepoint),
         ] {
             prog.set_autoload(of == method);
         }
@@ -101,6 +102,7 @@ fn programs<'a, 'obj>(
         ("lsm_mod_request", &p.lsm_mod_request),
         ("tp_exec", &p.tp_exec),
         ("tp_sys_enter", &p.tp_sys_enter),
+        ("tp_sys_exit", &p.tp_sys_exit),
     ];
     method
         .programs()
@@ -116,6 +118,7 @@ fn hook(name: &str, prog: &ProgramMut<'_>, tracefs: Option<&Path>) -> Result<Own
             hooks::attach_tracepoint(prog.as_fd(), tracefs, "sched", "sched_process_exec")
         }
         ("tp_sys_enter", _) => hooks::attach_raw(prog.as_fd(), Some("sys_enter")),
+        ("tp_sys_exit", _) => hooks::attach_raw(prog.as_fd(), Some("sys_exit")),
         // An LSM program attaches to the hook it was loaded for.
         _ => hooks::attach_raw(prog.as_fd(), None),
     }
@@ -321,7 +324,10 @@ mod tests {
     #[test]
     fn every_program_of_a_set_is_named_in_it() {
         assert_eq!(Method::Lsm.programs().len(), 7);
-        assert_eq!(Method::Tracepoint.programs(), ["tp_exec", "tp_sys_enter"]);
+        assert_eq!(
+            Method::Tracepoint.programs(),
+            ["tp_exec", "tp_sys_enter", "tp_sys_exit"]
+        );
     }
 
     #[test]
