@@ -11,6 +11,10 @@
 #include "traffic_map.h"
 #include "mesh_filter.h"
 
+/* From the UAPI headers, which vmlinux.h does not carry. */
+#define CLOCK_BOOTTIME 7
+#define EBUSY	       16
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -120,6 +124,14 @@ struct {
 	__type(value, struct filter_limiter_state);
 } limiters SEC(".maps");
 
+/* One entry: the commit-confirm state and its timer (see mesh_filter.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_confirm);
+} confirm SEC(".maps");
+
 /* Referenced so the enums reach BTF and the skeleton's Rust types. */
 const volatile enum filter_action filter_action_anchor = FILTER_ALLOW;
 const volatile enum filter_verdict filter_verdict_anchor = FILTER_PASS;
@@ -127,6 +139,11 @@ const volatile enum filter_family filter_family_anchor = FILTER_IPV4;
 const volatile enum filter_limits filter_limits_anchor = FILTER_GENERATIONS;
 const volatile enum filter_lookups filter_lookups_anchor = FILTER_LOOKUP_SRC;
 const volatile enum filter_rule_protocol filter_rule_protocol_anchor = FILTER_RULE_ANY_IP;
+const volatile enum filter_confirm_state filter_confirm_state_anchor = FILTER_CONFIRM_NONE;
+const volatile enum filter_control_command filter_control_command_anchor = FILTER_CONTROL_ARM;
+const volatile enum filter_control_result filter_control_result_anchor = FILTER_CONTROL_DONE;
+/* So the request's layout reaches BTF and the skeleton's Rust types. */
+const volatile struct filter_control_request filter_control_request_anchor = {};
 
 /* Index of the lowest set bit of a non-zero word: BPF has no count of
  * trailing zeros, and a de Bruijn multiply takes one load. */
@@ -416,6 +433,96 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 	verdict = filter(&pkt, *gen & 1, cfg, stats, len);
 	count(&stats->verdicts[verdict], len);
 	return verdict == FILTER_PASS ? XDP_PASS : XDP_DROP;
+}
+
+static __always_inline void publish(__u32 generation)
+{
+	__u32 zero = 0, *gen = bpf_map_lookup_elem(&active, &zero);
+
+	if (gen)
+		*gen = generation;
+}
+
+/* The timer's callback: the window ran out unconfirmed. */
+static int roll_back(void *map, __u32 *key, struct filter_confirm *c)
+{
+	if (__sync_val_compare_and_swap(&c->state, FILTER_CONFIRM_PENDING,
+					FILTER_CONFIRM_ROLLED_BACK) == FILTER_CONFIRM_PENDING) {
+		publish(c->rollback_generation);
+		c->settled_ns = bpf_ktime_get_boot_ns();
+	}
+	return 0;
+}
+
+static __always_inline int arm(struct filter_confirm *c, const struct filter_control_request *req)
+{
+	__u32 zero = 0, *gen = bpf_map_lookup_elem(&active, &zero);
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 state = c->state;
+	int err;
+
+	if (!gen || req->generation >= FILTER_GENERATIONS || !req->window_ns)
+		return FILTER_CONTROL_BAD_REQUEST;
+	if (state == FILTER_CONFIRM_PENDING ||
+	    __sync_val_compare_and_swap(&c->state, state, FILTER_CONFIRM_PENDING) != state)
+		return FILTER_CONTROL_REFUSED;
+	c->rollback_generation = *gen;
+	c->applied_generation = req->generation;
+	c->armed_ns = now;
+	c->deadline_ns = now + req->window_ns;
+	c->settled_ns = 0;
+	/* -EBUSY: initialised by an earlier apply, which is as good. */
+	err = bpf_timer_init(&c->timer, &confirm, CLOCK_BOOTTIME);
+	if (err && err != -EBUSY)
+		goto failed;
+	err = bpf_timer_set_callback(&c->timer, roll_back);
+	if (!err)
+		err = bpf_timer_start(&c->timer, req->window_ns, 0);
+	if (err)
+		goto failed;
+	publish(req->generation);
+	return FILTER_CONTROL_DONE;
+failed:
+	c->state = state;
+	return FILTER_CONTROL_TIMER_FAILED;
+}
+
+/* Settles a pending confirmation: confirmed, or rolled back now. */
+static __always_inline int settle(struct filter_confirm *c, __u64 to)
+{
+	if (__sync_val_compare_and_swap(&c->state, FILTER_CONFIRM_PENDING, to) !=
+	    FILTER_CONFIRM_PENDING)
+		return FILTER_CONTROL_REFUSED;
+	bpf_timer_cancel(&c->timer);
+	if (to == FILTER_CONFIRM_ROLLED_BACK)
+		publish(c->rollback_generation);
+	c->settled_ns = bpf_ktime_get_boot_ns();
+	return FILTER_CONTROL_DONE;
+}
+
+/* Never attached: user space runs it with BPF_PROG_TEST_RUN on a
+ * filter_control_request, because only a program can arm a bpf_timer. */
+SEC("xdp")
+int filter_control(struct xdp_md *ctx)
+{
+	const struct filter_control_request *req = (void *)(long)ctx->data;
+	struct filter_confirm *c;
+	__u32 zero = 0;
+
+	if ((void *)(req + 1) > (void *)(long)ctx->data_end)
+		return FILTER_CONTROL_BAD_REQUEST;
+	c = bpf_map_lookup_elem(&confirm, &zero);
+	if (!c)
+		return FILTER_CONTROL_BAD_REQUEST;
+	switch (req->command) {
+	case FILTER_CONTROL_ARM:
+		return arm(c, req);
+	case FILTER_CONTROL_CONFIRM:
+		return settle(c, FILTER_CONFIRM_CONFIRMED);
+	case FILTER_CONTROL_ROLLBACK:
+		return settle(c, FILTER_CONFIRM_ROLLED_BACK);
+	}
+	return FILTER_CONTROL_BAD_REQUEST;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -180,6 +180,8 @@ struct filter_stats {
 };
 
 #define FILTER_NAME_LEN 32
+/* A rule id with its terminating NUL. */
+#define FILTER_ID_LEN 64
 
 /* filter_rule.protocol_kind. */
 enum filter_rule_protocol {
@@ -189,7 +191,8 @@ enum filter_rule_protocol {
 };
 
 /* A rule as the operator wrote it; the program never reads these, they
- * let `filter show` print the active rule set back from the pins. */
+ * let `filter show` print the active rule set back from the pins, and an
+ * apply find the rules whose ids survive. */
 struct filter_rule {
 	__u8 src[16];
 	__u8 dst[16];
@@ -208,6 +211,63 @@ struct filter_rule {
 	__u64 limit_pps;
 	__u64 limit_burst;
 	char name[FILTER_NAME_LEN];
+	char id[FILTER_ID_LEN];
+	/* Added, wrapping, to the rule's hits in rule_hits: what the rule had
+	 * counted under the rule sets before this one, less what a reset
+	 * cleared. User space owns it, so carrying counts across an apply or
+	 * resetting them never races the program's increments. */
+	struct traffic_counter carried;
+};
+
+/* Commit-confirm. An apply with a window arms a timer in `confirm` that
+ * puts the previous generation back unless it is confirmed in time. The
+ * timer lives in a pinned map, so it fires whatever becomes of the process
+ * that armed it, its terminal or user space. Every change of the state is a
+ * compare-and-swap in the kernel, so a confirm racing the timer either wins
+ * (the new set stays) or finds the set rolled back, never both. */
+enum filter_confirm_state {
+	FILTER_CONFIRM_NONE,
+	FILTER_CONFIRM_PENDING,
+	FILTER_CONFIRM_CONFIRMED,
+	FILTER_CONFIRM_ROLLED_BACK,
+};
+
+/* What filter_control does with the test-run packet it is given. */
+enum filter_control_command {
+	/* Arm the timer and publish `generation` in one run, so no kill can
+	 * leave the new set in force without its way back. */
+	FILTER_CONTROL_ARM = 1,
+	FILTER_CONTROL_CONFIRM,
+	FILTER_CONTROL_ROLLBACK,
+};
+
+/* filter_control's return value. */
+enum filter_control_result {
+	FILTER_CONTROL_DONE,
+	/* ARM: a confirmation is already pending. CONFIRM, ROLLBACK: none is. */
+	FILTER_CONTROL_REFUSED,
+	FILTER_CONTROL_BAD_REQUEST,
+	FILTER_CONTROL_TIMER_FAILED,
+};
+
+/* The bytes of the packet filter_control runs on. */
+struct filter_control_request {
+	__u32 command;
+	__u32 generation; /* ARM: the generation to publish */
+	__u64 window_ns;  /* ARM: how long until the rollback */
+};
+
+struct filter_confirm {
+	struct bpf_timer timer;
+	/* CLOCK_BOOTTIME ns, the timer's clock. */
+	__u64 armed_ns;
+	__u64 deadline_ns;
+	__u64 settled_ns; /* when confirmed or rolled back */
+	/* enum filter_confirm_state, in 64 bits: BPF's 32-bit
+	 * compare-and-swap needs a newer instruction set than meshbpf's. */
+	__u64 state;
+	__u32 rollback_generation;
+	__u32 applied_generation;
 };
 
 #endif /* MESHBPF_MESH_FILTER_H */

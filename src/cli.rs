@@ -14,6 +14,7 @@ use crate::programs::loaded::globals::{self, Assignment};
 use crate::programs::lsm_monitor::events::{self, EventTypes};
 use crate::programs::syscall_latency::MethodChoice;
 use crate::programs::tc_classifier::flows::QueryArgs;
+use crate::state::saved_rules::DEFAULT_STATE_DIR;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +51,11 @@ pub struct GlobalArgs {
     /// Directory on a bpffs where meshbpf pins its state
     #[arg(long, global = true, value_name = "DIR", env = "MESHBPF_BPFFS", default_value = DEFAULT_ROOT)]
     pub bpffs: PathBuf,
+
+    /// Directory where meshbpf keeps each filter's last settled rule set, which the boot unit
+    /// applies (DIR/filter/IFACE.json)
+    #[arg(long, global = true, value_name = "DIR", env = "MESHBPF_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -451,14 +457,41 @@ pub struct EventsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum FilterCommand {
-    /// Replace the whole rule set atomically while traffic flows
+    /// Replace the whole rule set atomically while traffic flows; rules whose ids survive keep
+    /// their counters
     Apply(FilterApplyArgs),
-    /// Show the active rules with their hits, the default policy and the limiters
+    /// What applying a rules file would change, rule by rule, without touching the kernel
+    Diff(FilterDiffArgs),
+    /// Keep the rule set of `apply --confirm` before its window ends
+    Confirm(FilterShowArgs),
+    /// Put back the rule set from before `apply --confirm` now, without waiting for the window
+    Rollback(FilterShowArgs),
+    /// Show the active rules with their ids and hits, the default policy and the limiters
     Show(FilterShowArgs),
     /// Check and compile a rules file without touching the kernel
     Check(FilterCheckArgs),
+    /// The per-rule counters
+    #[command(subcommand)]
+    Counters(FilterCountersCommand),
     /// Swap the filter back to xdp_counter atomically; the interface keeps counting
     Remove(FilterShowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilterCountersCommand {
+    /// Zero the packet and byte counts of every rule, or of one
+    Reset(FilterCountersResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FilterCountersResetArgs {
+    /// Interface with xdp_mesh_filter attached
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// Only the rule with this id (`filter show` lists them)
+    #[arg(long = "rule", value_name = "ID")]
+    pub rule: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +503,41 @@ pub struct FilterApplyArgs {
     /// Rules file (JSON; see the README for the format and the matching semantics)
     #[arg(value_name = "RULES.json")]
     pub rules: PathBuf,
+
+    /// Only say what would change (as `filter diff`); the kernel is not touched
+    #[arg(long, conflicts_with = "confirm")]
+    pub dry_run: bool,
+
+    /// Put the previous rule set back by itself after this long (e.g. 60s, 5m) unless
+    /// `meshbpf filter confirm IFACE` comes first. The kernel keeps the timer: the rollback
+    /// happens even if meshbpf, the terminal or the SSH session dies
+    #[arg(long, value_name = "WINDOW", value_parser = parse_window)]
+    pub confirm: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterDiffArgs {
+    /// Interface with xdp_mesh_filter attached
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// Rules file to compare with the active rule set
+    #[arg(value_name = "RULES.json")]
+    pub rules: PathBuf,
+}
+
+/// A commit-confirm window: a duration such as 60s or 5m, from 1 s to 24 h.
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 60s, 5m or 1h"))?;
+    let max = crate::programs::xdp_mesh_filter::confirm::MAX_WINDOW;
+    if window < Duration::from_secs(1) || window > max {
+        return Err(format!(
+            "{text} is outside 1s to {}; a shorter window leaves no time to confirm",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(window)
 }
 
 #[derive(Debug, Args)]

@@ -394,7 +394,8 @@ fn check_set(name: &str, set: &Set, default: &str) {
     let mut object = MaybeUninit::<OpenObject>::uninit();
     let skel = filter::load(&mut object, None).expect("loading xdp_mesh_filter");
     let maps = FilterMaps::of_skeleton(&skel);
-    let generation = filter::apply(&maps, &rules, &compiled).expect("applying the rules");
+    let generation =
+        filter::apply(&maps, &rules, &compiled, filter::Publish::Now).expect("applying the rules");
 
     let mut rng = XorShift(SEED ^ name.len() as u64);
     let mut probes = trace_probes(&set.trace);

@@ -16,7 +16,7 @@ mod common;
 
 use common::rng::XorShift;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -140,11 +140,18 @@ impl<'obj> Harness<'obj> {
     }
 
     /// Applies the harness's rule set and checks that it reads back as
-    /// written, under generation `expected`, with its hit counters at zero.
+    /// written, under generation `expected`, each rule with the hits the
+    /// rule of the same id had before (a new id starts at zero).
     fn publish(&self, expected: u8) {
         let maps = filter::FilterMaps::of_skeleton(&self.skel);
-        let generation =
-            filter::apply(&maps, &self.rules, &self.compiled).expect("applying the rules");
+        let before: HashMap<String, (u64, u64)> = filter::read_rules(&maps)
+            .expect("reading the rules")
+            .rules
+            .into_iter()
+            .map(|r| (r.rule.id, (r.packets, r.bytes)))
+            .collect();
+        let generation = filter::apply(&maps, &self.rules, &self.compiled, filter::Publish::Now)
+            .expect("applying the rules");
         assert_eq!(generation, expected, "the generation flips on every apply");
         let active = filter::read_rules(&maps).expect("reading the rules");
         assert_eq!(active.generation, expected);
@@ -156,9 +163,10 @@ impl<'obj> Harness<'obj> {
         for rule in &active.rules {
             assert_eq!(
                 (rule.packets, rule.bytes),
-                (0, 0),
-                "rule {} of a new rule set has hits",
-                rule.index
+                before.get(&rule.rule.id).copied().unwrap_or((0, 0)),
+                "rule {} ({}) does not carry the hits of its id",
+                rule.index,
+                rule.rule.id
             );
         }
     }

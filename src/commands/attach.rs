@@ -15,6 +15,7 @@ use crate::output::{self, Output, Report};
 use crate::programs::tc_classifier::{self, classes};
 use crate::rules::{self, compile};
 use crate::state::interface::{self, ClassesOutcome, Flows, Outcome, Request};
+use crate::state::saved_rules::SavedRules;
 use crate::state::Attachment;
 
 #[derive(Debug, Serialize)]
@@ -25,6 +26,9 @@ struct AttachReport {
     /// What the rules compiler noticed, such as rules that are never reached.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    /// With --filter: the file the boot unit applies (see `filter apply`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_to: Option<std::path::PathBuf>,
     /// tc_classifier's flow table, unless --no-flows.
     #[serde(skip_serializing_if = "Option::is_none")]
     flows: Option<tc_classifier::FlowTable>,
@@ -91,7 +95,7 @@ impl Report for AttachReport {
     }
 }
 
-pub fn run(root: &StateRoot, out: &Output, args: &InterfaceArgs) -> Result<()> {
+pub fn run(root: &StateRoot, saved: &SavedRules, out: &Output, args: &InterfaceArgs) -> Result<()> {
     let options = &args.options;
     // A bad rules file must fail before anything touches the kernel.
     let rules = options
@@ -105,7 +109,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &InterfaceArgs) -> Result<()> {
         .as_deref()
         .map(|path| rules::classes::load(path).map_err(Failure::from))
         .transpose()?;
-    let warnings = rules
+    let mut warnings = rules
         .as_ref()
         .map(|r| r.compiled.warnings.clone())
         .unwrap_or_default();
@@ -133,9 +137,13 @@ pub fn run(root: &StateRoot, out: &Output, args: &InterfaceArgs) -> Result<()> {
             btf: args.btf.as_deref(),
         },
     )?;
+    let saved_to = rules
+        .as_ref()
+        .and_then(|r| saved.record(&iface.name, &r.rules, &mut warnings));
     out.emit(&AttachReport {
         status: done.status,
         attachment: done.attachment,
+        saved_to,
         warnings,
         flows: done.flows,
         classes: done.classes,

@@ -1,26 +1,47 @@
-//! `meshbpf filter apply|show|check|remove`: the rule set of xdp_mesh_filter.
+//! `meshbpf filter apply|diff|confirm|rollback|show|check|counters|remove`:
+//! the rule set of xdp_mesh_filter and its lifecycle.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{FilterApplyArgs, FilterCheckArgs, FilterCommand, FilterShowArgs};
-use crate::error::Failure;
+use crate::cli::{
+    FilterApplyArgs, FilterCheckArgs, FilterCommand, FilterCountersCommand,
+    FilterCountersResetArgs, FilterDiffArgs, FilterShowArgs,
+};
+use crate::error::{Failure, Reported};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev};
 use crate::output::{self, Output, Report};
 use crate::programs::xdp_counter;
-use crate::programs::xdp_mesh_filter::{self, ActiveRules, FilterCounters, PinnedMaps};
-use crate::rules::compile::{self, CompileStats};
+use crate::programs::xdp_mesh_filter::confirm::{self, Confirmation};
+use crate::programs::xdp_mesh_filter::{
+    self, rule_counters, ActiveRules, FilterCounters, PinnedMaps, Publish,
+};
+use crate::rules::compile::{self, CompileStats, LoadedRules};
+use crate::rules::diff::{self, RuleDiff, Settings};
 use crate::rules::filter::Rule;
 use crate::rules::{PortRange, Protocol};
 use crate::state;
+use crate::state::saved_rules::{self, SavedRules};
 
-pub fn run(root: &StateRoot, out: &Output, command: &FilterCommand) -> Result<()> {
+pub fn run(
+    root: &StateRoot,
+    saved: &SavedRules,
+    out: &Output,
+    command: &FilterCommand,
+) -> Result<()> {
     match command {
-        FilterCommand::Apply(args) => apply(root, out, args),
+        FilterCommand::Apply(args) => apply(root, saved, out, args),
+        FilterCommand::Diff(args) => diff(root, out, args),
+        FilterCommand::Confirm(args) => confirm(root, saved, out, args),
+        FilterCommand::Rollback(args) => rollback(root, saved, out, args),
         FilterCommand::Show(args) => show(root, out, args),
         FilterCommand::Check(args) => check(out, args),
-        FilterCommand::Remove(args) => remove(root, out, args),
+        FilterCommand::Counters(FilterCountersCommand::Reset(args)) => reset(root, out, args),
+        FilterCommand::Remove(args) => remove(root, saved, out, args),
     }
 }
 
@@ -168,34 +189,406 @@ fn running_filter(root: &StateRoot, interface: &str) -> Result<AttachmentDir> {
 struct ApplyReport {
     interface: String,
     generation: u8,
+    /// Rules whose id was in the previous set, which kept their counts.
+    carried: usize,
+    /// With --confirm: when the previous set comes back unless confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirmation: Option<Confirmation>,
+    /// The file the boot unit applies; with --confirm, where the set waits
+    /// for its confirmation to become that file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_to: Option<PathBuf>,
     #[serde(flatten)]
     compiled: CompileReport,
 }
 
 impl Report for ApplyReport {
     fn render(&self) -> String {
-        format!(
-            "applied to {} atomically (generation {}): {}",
+        let mut text = format!(
+            "applied to {} atomically (generation {}, {} rules kept their counts): {}",
             self.interface,
             self.generation,
+            self.carried,
             self.compiled.summary()
-        )
+        );
+        if let Some(c) = &self.confirmation {
+            text.push_str(&format!(
+                "\nthe previous rule set comes back at {} ({}) unless you run: meshbpf filter confirm {}",
+                c.deadline,
+                output::duration(std::time::Duration::from_millis(c.remaining_ms)),
+                self.interface
+            ));
+        }
+        text
     }
 }
 
-fn apply(root: &StateRoot, out: &Output, args: &FilterApplyArgs) -> Result<()> {
+fn apply(root: &StateRoot, saved: &SavedRules, out: &Output, args: &FilterApplyArgs) -> Result<()> {
     netdev::validate_name(&args.interface)?;
-    let loaded = compile::load_rules(&args.rules).map_err(Failure::from)?;
+    let mut loaded = compile::load_rules(&args.rules).map_err(Failure::from)?;
+    if args.dry_run {
+        let report = diff_report(root, &args.interface, &loaded, true)?;
+        out.emit(&report)?;
+        return match report.refused {
+            None => Ok(()),
+            Some(_) => Err(Reported.into()),
+        };
+    }
     caps::require("filter apply", &[caps::BPF])?;
     let _lock = root.lock()?;
     state::interface::reconcile(root, &args.interface)?;
     let dir = filter_dir(root, &args.interface)?;
     let pinned = PinnedMaps::open(&dir)?;
-    let generation = xdp_mesh_filter::apply(&pinned.maps(), &loaded.rules, &loaded.compiled)?;
+    let maps = pinned.maps();
+    confirm::refuse_if_pending(&maps, &args.interface, "apply a rule set to")?;
+    let before = rule_counters::stored(&maps, xdp_mesh_filter::active_generation(&maps)?)?;
+    let carried = loaded
+        .rules
+        .rules
+        .iter()
+        .filter(|r| before.iter().any(|b| b.id() == r.id))
+        .count();
+    let (generation, confirmation, saved_to) = match args.confirm {
+        None => {
+            let generation =
+                xdp_mesh_filter::apply(&maps, &loaded.rules, &loaded.compiled, Publish::Now)?;
+            let saved_to = saved.record(
+                &args.interface,
+                &loaded.rules,
+                &mut loaded.compiled.warnings,
+            );
+            (generation, None, saved_to)
+        }
+        Some(window) => {
+            let control = confirm::control(&dir)?;
+            // Staged first: a confirm that comes finds the set to settle.
+            let staged = saved
+                .stage(&args.interface, &loaded.rules)
+                .map_err(|err| loaded.compiled.warnings.push(saved_rules::not_saved(&err)))
+                .ok();
+            let publish = Publish::UnlessConfirmed {
+                control: control.as_fd(),
+                window,
+            };
+            let generation =
+                xdp_mesh_filter::apply(&maps, &loaded.rules, &loaded.compiled, publish)?;
+            (generation, confirm::read(&maps)?, staged)
+        }
+    };
     out.emit(&ApplyReport {
         interface: args.interface.clone(),
         generation,
+        carried,
+        confirmation,
+        saved_to,
         compiled: CompileReport::of(&loaded, false),
+    })?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct Unreachable {
+    index: usize,
+    id: String,
+    /// The earlier rule that matches every packet this one matches.
+    by: usize,
+    by_id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct DiffReport {
+    interface: String,
+    /// Whether `filter apply` would go ahead now.
+    would_apply: bool,
+    /// Why it would not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
+    #[serde(flatten)]
+    diff: RuleDiff,
+    /// Rules of the new set that no packet can reach.
+    unreachable: Vec<Unreachable>,
+    compiled: CompileReport,
+}
+
+impl Report for DiffReport {
+    fn render(&self) -> String {
+        let d = &self.diff;
+        let mut text = format!(
+            "{}: {} added, {} removed, {} changed, {} moved, {} unchanged",
+            self.interface,
+            d.added.len(),
+            d.removed.len(),
+            d.changed.len(),
+            d.moved.len(),
+            d.unchanged
+        );
+        for a in &d.added {
+            text.push_str(&format!(
+                "\n+ [{}] {} {}",
+                a.index,
+                a.rule.id,
+                line(&a.rule)
+            ));
+        }
+        for r in &d.removed {
+            text.push_str(&format!(
+                "\n- [{}] {} {}",
+                r.index,
+                r.rule.id,
+                line(&r.rule)
+            ));
+        }
+        for c in &d.changed {
+            text.push_str(&format!(
+                "\n~ [{}→{}] {} ({}): {} → {}",
+                c.old_index,
+                c.index,
+                c.id,
+                c.fields.join(", "),
+                line(&c.before),
+                line(&c.after)
+            ));
+        }
+        for m in &d.moved {
+            text.push_str(&format!("\n↕ [{}→{}] {}", m.old_index, m.index, m.id));
+        }
+        for s in &d.settings {
+            let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "off".into());
+            text.push_str(&format!(
+                "\n{}: {} → {}",
+                s.field,
+                shown(&s.before),
+                shown(&s.after)
+            ));
+        }
+        text.push('\n');
+        text.push_str(&self.compiled.summary());
+        if let Some(why) = &self.refused {
+            text.push_str(&format!("\nwould not apply: {why}"));
+        }
+        text
+    }
+}
+
+fn line(rule: &Rule) -> String {
+    format!("{} {}", rule.action.as_str(), summary(rule))
+}
+
+fn diff(root: &StateRoot, out: &Output, args: &FilterDiffArgs) -> Result<()> {
+    netdev::validate_name(&args.interface)?;
+    let loaded = compile::load_rules(&args.rules).map_err(Failure::from)?;
+    out.emit(&diff_report(root, &args.interface, &loaded, false)?)?;
+    Ok(())
+}
+
+/// Compares `loaded` with the active set; reads the kernel, writes nothing.
+fn diff_report(
+    root: &StateRoot,
+    interface: &str,
+    loaded: &LoadedRules,
+    detailed: bool,
+) -> Result<DiffReport> {
+    caps::require("filter diff", &[caps::BPF])?;
+    let _lock = root.lock_shared()?;
+    let dir = running_filter(root, interface)?;
+    let pinned = PinnedMaps::open(&dir)?;
+    let maps = pinned.maps();
+    let active = xdp_mesh_filter::read_rules(&maps)?;
+    let old: Vec<Rule> = active.rules.iter().map(|r| r.rule.clone()).collect();
+    let old_settings = Settings {
+        default: active.default,
+        rate_limit: active.rate_limit,
+        syn_flood: active.syn_flood,
+    };
+    // Compared as the kernel will hold them (names cut to fit).
+    let mut new = loaded.rules.clone();
+    new.rules = new.rules.iter().map(xdp_mesh_filter::as_stored).collect();
+    let refused = confirm::refuse_if_pending(&maps, interface, "apply a rule set to")
+        .err()
+        .map(|err| format!("{err:#}"));
+    let rules = &loaded.rules.rules;
+    Ok(DiffReport {
+        interface: interface.to_owned(),
+        would_apply: refused.is_none(),
+        refused,
+        diff: diff::diff(&old, old_settings, &new),
+        unreachable: loaded
+            .compiled
+            .unreachable
+            .iter()
+            .map(|&(index, by)| Unreachable {
+                index,
+                id: rules[index].id.clone(),
+                by,
+                by_id: rules[by].id.clone(),
+            })
+            .collect(),
+        compiled: CompileReport::of(loaded, detailed),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct SettleReport {
+    interface: String,
+    /// confirmed or rolled_back.
+    state: &'static str,
+    /// The generation in force now.
+    generation: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_to: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+impl Report for SettleReport {
+    fn render(&self) -> String {
+        let mut text = match self.state {
+            "confirmed" => format!(
+                "{}: the applied rule set stays (generation {}); the previous one is freed",
+                self.interface, self.generation
+            ),
+            _ => format!(
+                "{}: the previous rule set is back (generation {})",
+                self.interface, self.generation
+            ),
+        };
+        if let Some(path) = &self.saved_to {
+            text.push_str(&format!("; saved for boot in {}", path.display()));
+        }
+        for w in &self.warnings {
+            text.push_str(&format!("\nwarning: {w}"));
+        }
+        text
+    }
+}
+
+fn confirm(
+    root: &StateRoot,
+    saved: &SavedRules,
+    out: &Output,
+    args: &FilterShowArgs,
+) -> Result<()> {
+    settle(root, out, &args.interface, "confirm", |maps, control| {
+        if !confirm::confirm(control)? {
+            return Ok(None);
+        }
+        let mut warnings = Vec::new();
+        xdp_mesh_filter::free_previous(maps)?;
+        let saved_to = saved
+            .promote(&args.interface)
+            .map_err(|err| warnings.push(saved_rules::not_saved(&err)))
+            .ok()
+            .flatten();
+        Ok(Some(("confirmed", saved_to, warnings)))
+    })
+}
+
+fn rollback(
+    root: &StateRoot,
+    saved: &SavedRules,
+    out: &Output,
+    args: &FilterShowArgs,
+) -> Result<()> {
+    settle(root, out, &args.interface, "roll back", |maps, control| {
+        if !confirm::roll_back(control)? {
+            return Ok(None);
+        }
+        let mut warnings = Vec::new();
+        xdp_mesh_filter::free_previous(maps)?;
+        if let Err(err) = saved.discard(&args.interface) {
+            warnings.push(format!("{err:#}"));
+        }
+        Ok(Some(("rolled_back", None, warnings)))
+    })
+}
+
+type Settled = Option<(&'static str, Option<PathBuf>, Vec<String>)>;
+
+/// Runs `settle` on a pending confirmation; None from it means there was
+/// none, which is an error that says what became of the last one.
+fn settle(
+    root: &StateRoot,
+    out: &Output,
+    interface: &str,
+    verb: &str,
+    settle: impl FnOnce(
+        &xdp_mesh_filter::FilterMaps<'_>,
+        std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Settled>,
+) -> Result<()> {
+    netdev::validate_name(interface)?;
+    caps::require("filter confirm", &[caps::BPF])?;
+    let _lock = root.lock()?;
+    state::interface::reconcile(root, interface)?;
+    let dir = filter_dir(root, interface)?;
+    let pinned = PinnedMaps::open(&dir)?;
+    let maps = pinned.maps();
+    let control = confirm::control(&dir)?;
+    let Some((state, saved_to, warnings)) = settle(&maps, control.as_fd())? else {
+        let last = match confirm::read(&maps)? {
+            Some(c) => match c.settled_at {
+                Some(at) => format!("the last one was {} at {at}", c.state.replace('_', " ")),
+                None => format!("the last one is {}", c.state),
+            },
+            None => "no apply --confirm was made on it".into(),
+        };
+        return Err(Failure::new(format!(
+            "nothing to {verb} on {interface}: no confirmation is pending ({last})"
+        ))
+        .hint(format!(
+            "see the rule set in force with: meshbpf filter show {interface}"
+        ))
+        .into());
+    };
+    out.emit(&SettleReport {
+        interface: interface.to_owned(),
+        state,
+        generation: xdp_mesh_filter::active_generation(&maps)?,
+        saved_to,
+        warnings,
+    })?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct ResetReport {
+    interface: String,
+    /// The ids of the rules whose counts are zero now.
+    reset: Vec<String>,
+}
+
+impl Report for ResetReport {
+    fn render(&self) -> String {
+        format!(
+            "{}: zeroed the counts of {} rules",
+            self.interface,
+            self.reset.len()
+        )
+    }
+}
+
+fn reset(root: &StateRoot, out: &Output, args: &FilterCountersResetArgs) -> Result<()> {
+    netdev::validate_name(&args.interface)?;
+    caps::require("filter counters reset", &[caps::BPF])?;
+    let _lock = root.lock()?;
+    state::interface::reconcile(root, &args.interface)?;
+    let dir = filter_dir(root, &args.interface)?;
+    let pinned = PinnedMaps::open(&dir)?;
+    let reset = rule_counters::reset(&pinned.maps(), args.rule.as_deref())?;
+    if let (Some(id), true) = (&args.rule, reset.is_empty()) {
+        return Err(Failure::new(format!(
+            "no rule of the filter on {} has id {id:?}",
+            args.interface
+        ))
+        .hint(format!(
+            "meshbpf filter show {} lists the ids",
+            args.interface
+        ))
+        .into());
+    }
+    out.emit(&ResetReport {
+        interface: args.interface.clone(),
+        reset,
     })?;
     Ok(())
 }
@@ -206,6 +599,8 @@ struct ShowReport {
     #[serde(flatten)]
     active: ActiveRules,
     counters: FilterCounters,
+    /// The last `apply --confirm`, null when there was none.
+    confirmation: Option<Confirmation>,
 }
 
 impl Report for ShowReport {
@@ -224,10 +619,19 @@ impl Report for ShowReport {
             limit(&a.rate_limit),
             limit(&a.syn_flood)
         );
-        let mut table = output::table(&["#", "action", "rule", "packets", "bytes"]);
+        if let Some(c) = self.confirmation.as_ref().filter(|c| c.pending()) {
+            text.push_str(&format!(
+                "confirmation pending: generation {} comes back at {} ({} left) unless confirmed\n",
+                c.rollback_generation,
+                c.deadline,
+                output::duration(std::time::Duration::from_millis(c.remaining_ms))
+            ));
+        }
+        let mut table = output::table(&["#", "id", "action", "rule", "packets", "bytes"]);
         for r in &a.rules {
             table.add_row(vec![
                 output::right(r.index),
+                r.rule.id.as_str().into(),
                 r.rule.action.as_str().into(),
                 summary(&r.rule).into(),
                 output::right(output::count(r.packets)),
@@ -235,6 +639,7 @@ impl Report for ShowReport {
             ]);
         }
         table.add_row(vec![
+            "".into(),
             "".into(),
             a.default.as_str().into(),
             "(default)".into(),
@@ -269,6 +674,7 @@ fn show(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
             interface: args.interface.clone(),
             active: xdp_mesh_filter::read_rules(&maps)?,
             counters: xdp_mesh_filter::read_stats(&maps)?,
+            confirmation: confirm::read(&maps)?,
         }
     };
     out.emit(&report)?;
@@ -299,7 +705,7 @@ impl Report for RemoveReport {
     }
 }
 
-fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
+fn remove(root: &StateRoot, saved: &SavedRules, out: &Output, args: &FilterShowArgs) -> Result<()> {
     netdev::validate_name(&args.interface)?;
     caps::require("filter remove", &[caps::BPF, caps::NET_ADMIN])?;
     let _lock = root.lock()?;
@@ -312,6 +718,8 @@ fn remove(root: &StateRoot, out: &Output, args: &FilterShowArgs) -> Result<()> {
         let from = filter_dir(root, &args.interface)?;
         state::swap(&from, &to, || xdp_counter::install(&to, None, &from))?;
     }
+    // After the swap: a kill before it leaves the filter and its file.
+    saved.forget(&args.interface)?;
     out.emit(&RemoveReport {
         interface: args.interface.clone(),
         program: xdp_counter::PROGRAM,

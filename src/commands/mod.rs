@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::cli::{AttachTarget, Cli, Command, DetachTarget, LsmCommand};
 use crate::kernel::pins::StateRoot;
 use crate::output::Output;
+use crate::state::saved_rules::SavedRules;
 
 pub mod attach;
 pub mod attach_object;
@@ -29,8 +30,9 @@ pub mod unload;
 
 pub fn run(cli: Cli, out: &Output) -> Result<()> {
     let root = StateRoot::new(cli.global.bpffs);
+    let saved = SavedRules::new(&cli.global.state_dir);
     match cli.command {
-        Command::Attach(AttachTarget::Interface(args)) => attach::run(&root, out, &args),
+        Command::Attach(AttachTarget::Interface(args)) => attach::run(&root, &saved, out, &args),
         Command::Attach(AttachTarget::Latency(args)) => latency::attach(&root, out, &args),
         Command::Attach(AttachTarget::Lsm(args)) => lsm_monitor::attach(&root, out, &args),
         Command::Attach(AttachTarget::Object(args)) => attach_object::run(&root, out, &args),
@@ -38,7 +40,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Detach(DetachTarget::Latency) => latency::detach(&root, out),
         Command::Detach(DetachTarget::Lsm) => lsm_monitor::detach(&root, out),
         Command::Stats(args) => stats::run(&root, out, &args),
-        Command::Filter(command) => filter::run(&root, out, &command),
+        Command::Filter(command) => filter::run(&root, &saved, out, &command),
         Command::Flows(args) => flows::run(&root, out, &args),
         Command::Health(args) => health::run(&root, out, &args),
         Command::Load(args) => load::run(&root, out, &args),

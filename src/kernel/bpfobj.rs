@@ -224,6 +224,21 @@ pub fn update_link(
     Ok(())
 }
 
+/// Runs a program once on `data` (BPF_PROG_TEST_RUN) and returns what it
+/// returned: how user space asks a program to do what only programs can.
+pub fn test_run(prog: BorrowedFd<'_>, data: &[u8]) -> Result<u32> {
+    let mut opts: libbpf_sys::bpf_test_run_opts = ffi::opts();
+    opts.data_in = data.as_ptr().cast();
+    opts.data_size_in = data.len() as u32;
+    opts.repeat = 1;
+    // SAFETY: an fd we hold; the kernel only reads `data_size_in` bytes of
+    // `data_in`, which outlives the call, and writes nothing back through
+    // the options (no data_out, ctx_out).
+    check(unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) })
+        .context("running the program (BPF_PROG_TEST_RUN)")?;
+    Ok(opts.retval)
+}
+
 pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let c = c_path(path)?;
     // SAFETY: an fd we hold and a NUL-terminated path.

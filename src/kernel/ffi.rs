@@ -70,6 +70,7 @@ sized_opts!(
     bpf_map_create_opts,
     bpf_object_open_opts,
     bpf_prog_load_opts,
+    bpf_test_run_opts,
     bpf_xdp_query_opts,
 );
 

@@ -151,6 +151,9 @@ pub struct CompiledFilter {
     pub rule_limits: Vec<(u32, Limit)>,
     pub rate_limit: Option<Limit>,
     pub syn_flood: Option<Limit>,
+    /// (rule, earlier rule): the rules never reached, each with the first
+    /// rule that matches every packet it matches.
+    pub unreachable: Vec<(usize, usize)>,
     /// For the operator, such as rules that can never match.
     pub warnings: Vec<String>,
 }
@@ -686,18 +689,39 @@ pub fn compile(filter: &FilterRules) -> CompiledFilter {
         rule_limits: rule_limits(rules),
         rate_limit: filter.rate_limit,
         syn_flood: filter.syn_flood,
+        unreachable: Vec::new(),
         warnings: Vec::new(),
     };
-    compiled.warnings = Coverage {
+    compiled.unreachable = Coverage {
         compiled: &compiled,
         holding: &holding,
         by_port: &by_port,
     }
-    .warnings(rules)
-    .into_iter()
-    .chain(mapped_v4(rules))
-    .collect();
+    .unreachable(rules);
+    compiled.warnings = unreachable_warnings(rules, &compiled.unreachable)
+        .chain(mapped_v4(rules))
+        .collect();
     compiled
+}
+
+fn unreachable_warnings<'r>(
+    rules: &'r [Rule],
+    unreachable: &'r [(usize, usize)],
+) -> impl Iterator<Item = String> + 'r {
+    let name = |r: usize| {
+        rules[r]
+            .name
+            .as_ref()
+            .map(|name| format!(" ({name:?})"))
+            .unwrap_or_default()
+    };
+    unreachable.iter().map(move |&(index, by)| {
+        format!(
+            "rule {index}{} is never reached: rule {by}{} matches every packet it matches",
+            name(index),
+            name(by)
+        )
+    })
 }
 
 /// Finds the rules an earlier rule covers, from the vectors: the rules
@@ -715,7 +739,7 @@ impl Coverage<'_> {
         &self.compiled.vectors[id as usize]
     }
 
-    fn warnings(&self, rules: &[Rule]) -> Vec<String> {
+    fn unreachable(&self, rules: &[Rule]) -> Vec<(usize, usize)> {
         let mut protocols: HashMap<(Protocol, bool), Bits> = HashMap::new();
         let mut found = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
@@ -738,23 +762,7 @@ impl Coverage<'_> {
                 found.push((index, by));
             }
         }
-        let name = |r: usize| {
-            rules[r]
-                .name
-                .as_ref()
-                .map(|name| format!(" ({name:?})"))
-                .unwrap_or_default()
-        };
         found
-            .into_iter()
-            .map(|(index, by)| {
-                format!(
-                    "rule {index}{} is never reached: rule {by}{} matches every packet it matches",
-                    name(index),
-                    name(by)
-                )
-            })
-            .collect()
     }
 
     fn protocol_superset(&self, rule: &Rule) -> Bits {
@@ -1315,6 +1323,7 @@ mod tests {
         let addressed = protocol != Arp;
         let action = rng.pick(&[Action::Allow, Action::Deny]);
         Rule {
+            id: String::new(),
             action,
             name: None,
             src: (addressed && rng.chance(50)).then(|| random_prefix(rng, family)),
@@ -1429,6 +1438,7 @@ mod tests {
         .filter(|prefix| seen.insert(*prefix))
         .take(count)
         .map(|src| Rule {
+            id: String::new(),
             action: Action::Deny,
             name: None,
             src: Some(src),
@@ -1443,6 +1453,7 @@ mod tests {
 
     fn allow_tcp(port: u16) -> Rule {
         Rule {
+            id: String::new(),
             action: Action::Allow,
             name: None,
             src: None,

@@ -13,11 +13,15 @@
 //! ```
 //!
 //! A rule has `action` (`allow`, `deny`, or `drop`, a synonym of deny) and
-//! optionally `name`, `src`, `dst` (an address or CIDR), `protocol` (`tcp`,
+//! optionally `id`, `name`, `src`, `dst` (an address or CIDR), `protocol` (`tcp`,
 //! `udp`, `icmp`, `icmpv6`, `arp`, `any`, the default, another IANA keyword
 //! such as `gre`, or an IP protocol number 0-255), `sport`, `dport`
 //! (a port or `"low-high"` range) and, on allow rules only, `rate_limit`.
 //! Which packets a rule matches is described in [`super::compile`].
+//!
+//! Every rule has an id, which carries its counters across rule sets (see
+//! [`super::rule_ids`]): the one it gives, or one derived from what it
+//! matches and does.
 //!
 //! Contradictory rules are refused with the reason: those that
 //! [`super::traffic`] refuses in every rule file, and a rate limit on a deny
@@ -30,8 +34,8 @@ use serde_json::Value;
 
 use super::traffic::Traffic;
 use super::{
-    action, limit, load_file, object, optional, parse_document, required, text, Action, Expected,
-    Limit, PortRange, Prefix, Protocol, RuleError,
+    action, limit, load_file, object, optional, parse_document, required, rule_ids, text, Action,
+    Expected, Limit, PortRange, Prefix, Protocol, RuleError,
 };
 use crate::kernel::files;
 
@@ -58,6 +62,10 @@ pub struct FilterRules {
 /// Serializes back to the file format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
+    /// Unique in its set: given in the file, or [`super::rule_ids`]'s,
+    /// which serializing leaves out so that parsing derives it again.
+    #[serde(skip_serializing_if = "rule_ids::is_derived")]
+    pub id: String,
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -105,7 +113,8 @@ const RULE: Expected = Expected {
 };
 
 const FILE_FIELDS: [&str; 4] = ["default", "rules", "rate_limit", "syn_flood"];
-const RULE_FIELDS: [&str; 8] = [
+const RULE_FIELDS: [&str; 9] = [
+    "id",
     "action",
     "name",
     "src",
@@ -139,14 +148,19 @@ fn rule_list(value: &Value) -> Result<Vec<Rule>, RuleError> {
             "merge rules, for example adjacent CIDRs with the same action into one shorter prefix",
         ));
     }
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| rule(item).map_err(|err| err.in_rule(index)))
-        .collect()
+    let mut rules = Vec::with_capacity(items.len());
+    let mut given = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let (rule, id) = rule(item).map_err(|err| err.in_rule(index))?;
+        rules.push(rule);
+        given.push(id);
+    }
+    rule_ids::assign(&mut rules, given)?;
+    Ok(rules)
 }
 
-fn rule(value: &Value) -> Result<Rule, RuleError> {
+/// A rule, with its id still empty, and the id the file gives it.
+fn rule(value: &Value) -> Result<(Rule, Option<String>), RuleError> {
     let map = object(value, &RULE, &RULE_FIELDS)?;
     let Traffic {
         src,
@@ -155,7 +169,9 @@ fn rule(value: &Value) -> Result<Rule, RuleError> {
         sport,
         dport,
     } = Traffic::parse(map)?;
+    let id = optional(map, "id", rule_ids::given)?;
     let rule = Rule {
+        id: String::new(),
         action: required(
             map,
             "action",
@@ -171,7 +187,7 @@ fn rule(value: &Value) -> Result<Rule, RuleError> {
         rate_limit: optional(map, "rate_limit", limit)?,
     };
     check_rate_limit(&rule)?;
-    Ok(rule)
+    Ok((rule, id))
 }
 
 fn check_rate_limit(rule: &Rule) -> Result<(), RuleError> {
@@ -234,6 +250,7 @@ mod tests {
         assert_eq!(
             filter.rules[2],
             Rule {
+                id: filter.rules[2].id.clone(),
                 action: Action::Deny,
                 name: None,
                 src: Some(net("2001:db8::/32")),

@@ -9,8 +9,10 @@
 
 pub mod classes;
 pub mod compile;
+pub mod diff;
 pub mod filter;
 pub mod policy;
+pub mod rule_ids;
 pub mod traffic;
 
 use std::fmt;

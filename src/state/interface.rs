@@ -69,6 +69,7 @@ use crate::kernel::tc::{self, TcMethod};
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpffs, bpfobj, caps, probe};
 use crate::programs::tc_classifier::classes;
+use crate::programs::xdp_mesh_filter::{confirm, Publish};
 use crate::programs::{self, tc_classifier, xdp_counter, xdp_mesh_filter};
 use crate::rules::{classes::ClassRules, compile::LoadedRules};
 
@@ -200,7 +201,9 @@ fn attach_xdp(
             None => Outcome::AlreadyAttached,
             Some(rules) if dir.program == xdp_mesh_filter::PROGRAM => {
                 let pinned = xdp_mesh_filter::PinnedMaps::open(&dir)?;
-                xdp_mesh_filter::apply(&pinned.maps(), &rules.rules, &rules.compiled)?;
+                let maps = pinned.maps();
+                confirm::refuse_if_pending(&maps, &iface.name, "replace the rules of")?;
+                xdp_mesh_filter::apply(&maps, &rules.rules, &rules.compiled, Publish::Now)?;
                 Outcome::RulesReplaced
             }
             Some(rules) => {

@@ -36,6 +36,7 @@ use crate::programs;
 
 pub mod host;
 pub mod interface;
+pub mod saved_rules;
 
 pub use crate::kernel::links::LinkState;
 

@@ -150,7 +150,7 @@ fn main() {
     eprintln!("bench: wrote {}", path.display());
 }
 
-/// MESHBPF_BENCH_ONLY=filter or =classbench runs that section alone and
+/// MESHBPF_BENCH_ONLY=filter, =classbench or =lsm runs that section alone and
 /// prints it, leaving BENCHMARKS.md as it is: for work on one section.
 const ONLY_ENV: &str = "MESHBPF_BENCH_ONLY";
 
@@ -158,8 +158,9 @@ fn only_section(config: &Config, section: &str) -> String {
     match section {
         "filter" => filter::measure(config).markdown(),
         "classbench" => classbench::measure(config).markdown(),
+        "lsm" => lsm::measure(config).markdown(),
         other => {
-            panic!("{ONLY_ENV}={other}: the sections that run alone are filter and classbench")
+            panic!("{ONLY_ENV}={other}: the sections that run alone are filter, classbench and lsm")
         }
     }
 }

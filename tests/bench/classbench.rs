@@ -110,7 +110,8 @@ fn measure_set(name: &'static str, net: &VethPair, floor: &OwnedFd, rounds: usiz
     let mut object = MaybeUninit::uninit();
     let skel = xdp_mesh_filter::load(&mut object, None).expect("loading xdp_mesh_filter");
     let maps = FilterMaps::of_skeleton(&skel);
-    let gen = xdp_mesh_filter::apply(&maps, &parsed, &compiled).expect("applying the set");
+    let gen = xdp_mesh_filter::apply(&maps, &parsed, &compiled, xdp_mesh_filter::Publish::Now)
+        .expect("applying the set");
     let prog = skel.progs.xdp_mesh_filter.as_fd();
     let _link = attach(&net.ns, &net.dev, prog);
 

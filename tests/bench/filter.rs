@@ -318,6 +318,7 @@ fn with_mesh<T>(rules: RuleSet, f: impl FnOnce(&XdpMeshFilterSkel<'_>) -> T) -> 
         &xdp_mesh_filter::FilterMaps::of_skeleton(&skel),
         &parsed,
         &compiled,
+        xdp_mesh_filter::Publish::Now,
     )
     .expect("applying a bench rule set");
     f(&skel)

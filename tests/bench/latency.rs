@@ -66,13 +66,19 @@ pub fn start_bpftrace(script: &str) -> Child {
     child
 }
 
+/// Stops bpftrace with SIGINT, sent again each second until it exits:
+/// bpftrace 0.17 sometimes misses the first one and waits on forever.
 pub fn stop_bpftrace(mut child: Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("stopping bpftrace");
-    child.wait().expect("waiting for bpftrace");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("stopping bpftrace");
+        for _ in 0..10 {
+            if child.try_wait().expect("waiting for bpftrace").is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 /// bpftrace's version; None when it is not installed.

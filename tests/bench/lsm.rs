@@ -382,13 +382,14 @@ and only roughly; the absolute times are not comparable with the host's.\n\n{tab
         };
         format!(
             "## 6. lsm_monitor (ns per open()+close(), {opens} pairs per sample)\n\n\
-This kernel refuses BPF LSM programs, so `attach --lsm` runs the fallback: a raw tracepoint on every syscall's \
-entry that compares the syscall number with the ones it watches and, for an open, reads the path from user memory \
-and looks it up in the policy's LPM trie. The bench process opens and closes one file {opens} times per sample on \
+This kernel refuses BPF LSM programs, so `attach --lsm` runs the fallback: raw tracepoints on every syscall's \
+entry and exit that compare the syscall number with the ones they watch; at an open's exit it names the file the \
+returned fd holds (a walk of its dentries up to the task's root, across mounts) and looks that up in the policy's \
+LPM trie. The bench process opens and closes one file {opens} times per sample on \
 CPU {cpu}, with the monitor detached and attached (policy: one watched directory), {rounds} rounds after a warm-up \
 round, the order rotating every round. Each attached sample attaches, times, checks in `stats` that every open of \
 the watched file was counted (delivered or lost) and none of the other, and detaches. Both syscalls of a pair pass \
-the raw tracepoint. \"added\" is the median minus the detached median. bpftrace ({version}) does the watched \
+both raw tracepoints. \"added\" is the median minus the detached median. bpftrace ({version}) does the watched \
 row's job with the script below (without a policy: one path compared); it is started, given 1.5 s after it says it \
 is attaching, timed and stopped.\n\n\
 bpftrace script: `{script}`\n\n{table}\n{guest}\n\

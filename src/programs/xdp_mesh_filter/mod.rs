@@ -11,8 +11,9 @@
 //! killed apply made but never put in a slot dies with its process.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -37,8 +38,10 @@ use skel::types::{
     filter_vector, filter_verdict, traffic_counter,
 };
 
+pub mod confirm;
 pub mod health;
 pub mod metrics;
+pub mod rule_counters;
 pub mod skel;
 pub use skel::XdpMeshFilterSkel;
 
@@ -82,6 +85,7 @@ maps::map_set! {
         rules,
         stats = filter_stats,
         counters,
+        confirm,
         // The per-source rate-limiter LRU table.
         limiters,
     }
@@ -117,6 +121,10 @@ fn load_counting_into<'obj>(
 pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
     FilterMaps::pin(skel, dir)?;
+    bpfobj::pin(
+        skel.progs.filter_control.as_fd(),
+        &dir.pin(confirm::CONTROL_PIN),
+    )?;
     bpfobj::pin(skel.progs.xdp_mesh_filter.as_fd(), &dir.prog())
 }
 
@@ -125,24 +133,79 @@ pub fn active_generation(maps: &FilterMaps<'_>) -> Result<u8> {
     Ok(active.unwrap_or(0) as u8 & 1)
 }
 
+/// How an apply publishes its rule set.
+#[derive(Debug, Clone, Copy)]
+pub enum Publish<'fd> {
+    /// Flip `active` and free the previous set.
+    Now,
+    /// Keep the previous set and arm the kernel's timer to put it back
+    /// unless `filter confirm` comes within the window (see [`confirm`]).
+    UnlessConfirmed {
+        control: BorrowedFd<'fd>,
+        window: Duration,
+    },
+}
+
 /// Replaces the whole rule set atomically. Until the flip of `active`
 /// nothing packets see has changed, so a failure (or a kill) before it
-/// leaves the old rule set in force; after it, only cleanup remains.
-pub fn apply(maps: &FilterMaps<'_>, rules: &FilterRules, compiled: &CompiledFilter) -> Result<u8> {
+/// leaves the old rule set in force; after it, only cleanup remains. The
+/// rules whose ids survive keep their counts (see [`rule_counters`]).
+pub fn apply(
+    maps: &FilterMaps<'_>,
+    rules: &FilterRules,
+    compiled: &CompiledFilter,
+    publish: Publish<'_>,
+) -> Result<u8> {
     let old = active_generation(maps)?;
     let new = 1 - old;
+    let before = rule_counters::stored(maps, old).context("reading the rules' counts")?;
+    let carried = rule_counters::carried(&before, rules);
     // An interrupted apply may have left a partial inactive generation.
     clear_generation(maps, new).context("clearing the inactive generation")?;
-    write_generation(maps, new, rules, compiled).context("writing the new rule set")?;
-    maps.active
+    let table = write_generation(maps, new, rules, compiled, &carried)
+        .context("writing the new rule set")?;
+    match publish {
+        Publish::Now => {
+            maps.active
+                .update(
+                    &0u32.to_ne_bytes(),
+                    &(new as u32).to_ne_bytes(),
+                    MapFlags::ANY,
+                )
+                .context("publishing the new rule set")?;
+            // Deleting its inner maps also waits until no packet still
+            // runs on the old set, so its counts are final below.
+            clear_generation(maps, old).context("clearing the previous rule set")?;
+        }
+        Publish::UnlessConfirmed { control, window } => {
+            confirm::arm(control, new, window)?;
+            wait_for_packets(maps, new, &table)?;
+        }
+    }
+    rule_counters::settle(maps, &before, new, rules).context("carrying the rules' counts")?;
+    Ok(new)
+}
+
+/// Returns once no packet runs on what `active` said before: an update of
+/// a map-in-map slot waits for running programs (synchronize_rcu), so
+/// rewriting the new generation's slot with its own table is a barrier.
+fn wait_for_packets(maps: &FilterMaps<'_>, gen: u8, table: &MapHandle) -> Result<()> {
+    let fd = table.as_fd().as_raw_fd() as u32;
+    maps.tables
         .update(
-            &0u32.to_ne_bytes(),
-            &(new as u32).to_ne_bytes(),
+            &(gen as u32).to_ne_bytes(),
+            &fd.to_ne_bytes(),
             MapFlags::ANY,
         )
-        .context("publishing the new rule set")?;
-    clear_generation(maps, old).context("clearing the previous rule set")?;
-    Ok(new)
+        .context("waiting for packets on the previous rule set")?;
+    Ok(())
+}
+
+/// Frees what the previous generation still holds once a confirmation
+/// settled for the active one.
+pub fn free_previous(maps: &FilterMaps<'_>) -> Result<()> {
+    let active = active_generation(maps)?;
+    clear_generation(maps, 1 - active).context("clearing the previous rule set")
 }
 
 fn write_generation(
@@ -150,14 +213,15 @@ fn write_generation(
     gen: u8,
     rules: &FilterRules,
     compiled: &CompiledFilter,
-) -> Result<()> {
+    carried: &[traffic_counter],
+) -> Result<MapHandle> {
     let table = table_map(compiled).context("creating the rule set's table")?;
     let vectors = vector_map(compiled).context("creating the rule set's vectors")?;
     for side in [Side::Src, Side::Dst] {
         let trie = [maps.src_prefixes, maps.dst_prefixes][side as usize];
         write_trie(trie, gen, &compiled.trie[side as usize])?;
     }
-    write_rules(maps, gen, rules, compiled)?;
+    write_rules(maps, gen, rules, compiled, carried)?;
     let key = (gen as u32).to_ne_bytes();
     for (outer, inner) in [(maps.tables, &table), (maps.vectors, &vectors)] {
         let fd = inner.as_fd().as_raw_fd() as u32;
@@ -172,7 +236,7 @@ fn write_generation(
     }
     maps.config
         .update(&key, bytes(&config(compiled)), MapFlags::ANY)?;
-    Ok(())
+    Ok(table)
 }
 
 fn config(compiled: &CompiledFilter) -> filter_config {
@@ -333,18 +397,23 @@ fn prefix_key(gen: u8, p: &Prefix) -> filter_prefix_key {
     }
 }
 
+/// `carried[i]`: what rule `i` counted under earlier rule sets.
 fn write_rules(
     maps: &FilterMaps<'_>,
     gen: u8,
     rules: &FilterRules,
     compiled: &CompiledFilter,
+    carried: &[traffic_counter],
 ) -> Result<()> {
     let cpus = libbpf_rs::num_possible_cpus()?;
     let zero = vec![vec![0u8; std::mem::size_of::<Counter>()]; cpus];
-    for (index, rule) in rules.rules.iter().enumerate() {
-        let key = (gen as u32 * MAX_RULES + index as u32).to_ne_bytes();
-        maps.rules
-            .update(&key, bytes(&describe(rule)), MapFlags::ANY)?;
+    for ((index, rule), carried) in rules.rules.iter().enumerate().zip(carried) {
+        let key = rule_key(gen, index as u32);
+        let described = filter_rule {
+            carried: *carried,
+            ..describe(rule)
+        };
+        maps.rules.update(&key, bytes(&described), MapFlags::ANY)?;
         let does = filter_rule_action {
             action: action(rule.action),
             rate_limited: u8::from(rule.rate_limit.is_some()),
@@ -355,7 +424,7 @@ fn write_rules(
         maps.rule_hits.update_percpu(&key, &zero, MapFlags::ANY)?;
     }
     for (index, l) in &compiled.rule_limits {
-        let key = (gen as u32 * MAX_RULES + index).to_ne_bytes();
+        let key = rule_key(gen, *index);
         maps.rule_limits
             .update(&key, bytes(&limit(Some(l))), MapFlags::ANY)?;
     }
@@ -395,19 +464,15 @@ fn undescribe(d: &filter_rule) -> Rule {
         family_of(fam).map(|family| Prefix { family, addr, len })
     };
     let range = |lo: u16, hi: u16| (lo <= hi).then_some(PortRange { lo, hi });
-    let name: Vec<u8> = d
-        .name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let name = read_text(&d.name);
     Rule {
+        id: read_text(&d.id),
         action: if d.action == action(Action::Deny) {
             Action::Deny
         } else {
             Action::Allow
         },
-        name: (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into_owned()),
+        name: (!name.is_empty()).then_some(name),
         src: prefix(d.src_family, d.src, d.src_len),
         dst: prefix(d.dst_family, d.dst, d.dst_len),
         protocol: protocol_of(d.protocol_kind, d.ip_proto),
@@ -418,6 +483,12 @@ fn undescribe(d: &filter_rule) -> Rule {
             burst: d.limit_burst,
         }),
     }
+}
+
+/// A rule as `filter show` will read it back once applied (a long name
+/// is cut to fit), for comparing a file with what the kernel holds.
+pub fn as_stored(rule: &Rule) -> Rule {
+    undescribe(&describe(rule))
 }
 
 /// The rule as written, in the fixed layout `filter show` reads back.
@@ -440,14 +511,27 @@ fn describe(rule: &Rule) -> filter_rule {
     if let Some(l) = rule.rate_limit {
         (d.has_limit, d.limit_pps, d.limit_burst) = (1, l.pps, l.burst);
     }
-    for (slot, byte) in d
-        .name
-        .iter_mut()
-        .zip(rule.name.as_deref().unwrap_or("").bytes().take(31))
-    {
+    copy_text(&mut d.name, rule.name.as_deref().unwrap_or(""));
+    copy_text(&mut d.id, &rule.id);
+    d
+}
+
+/// Copies as much of `text` as fits before a terminating NUL.
+fn copy_text(field: &mut [i8], text: &str) {
+    let room = field.len() - 1;
+    for (slot, byte) in field.iter_mut().zip(text.bytes().take(room)) {
         *slot = byte as i8;
     }
-    d
+}
+
+/// Reads back what [`copy_text`] wrote.
+fn read_text(field: &[i8]) -> String {
+    let bytes: Vec<u8> = field
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn clear_generation(maps: &FilterMaps<'_>, gen: u8) -> Result<()> {
@@ -517,6 +601,11 @@ pub fn read_traffic(maps: &FilterMaps<'_>) -> Result<traffic::Traffic> {
     traffic::read_counters(maps.counters)
 }
 
+/// The key of rule `index` of generation `gen` in the per-rule maps.
+fn rule_key(gen: u8, index: u32) -> [u8; 4] {
+    (gen as u32 * MAX_RULES + index).to_ne_bytes()
+}
+
 /// The active rule set as `filter show` prints it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ActiveRules {
@@ -540,21 +629,19 @@ pub fn read_rules(maps: &FilterMaps<'_>) -> Result<ActiveRules> {
     let gen = active_generation(maps)?;
     let config: filter_config =
         lookup(maps.config, &(gen as u32).to_ne_bytes())?.unwrap_or_default();
-    let mut rules = Vec::with_capacity(config.rules as usize);
-    for index in 0..config.rules {
-        let key = (gen as u32 * MAX_RULES + index).to_ne_bytes();
-        let described: filter_rule = lookup(maps.rules, &key)?.unwrap_or_default();
-        let mut hits = Counter::default();
-        for cpu in maps::read_per_cpu::<traffic_counter>(maps.rule_hits, u32::from_ne_bytes(key))? {
-            hits.add(cpu.packets, cpu.bytes);
-        }
-        rules.push(ShownRule {
-            index,
-            rule: undescribe(&described),
-            packets: hits.packets,
-            bytes: hits.bytes,
-        });
-    }
+    let rules = rule_counters::stored(maps, gen)?
+        .iter()
+        .enumerate()
+        .map(|(index, stored)| {
+            let total = stored.total();
+            ShownRule {
+                index: index as u32,
+                rule: undescribe(&stored.described),
+                packets: total.packets,
+                bytes: total.bytes,
+            }
+        })
+        .collect();
     let limit_back = |l: &filter_limit| {
         (l.interval_ns != 0).then_some(Limit {
             pps: l.pps,
@@ -586,7 +673,12 @@ pub fn install(
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load_counting_into(&mut object, btf, Some(&from.map(COUNTERS_MAP)))?;
-    apply(&FilterMaps::of_skeleton(&skel), rules, compiled)?;
+    apply(
+        &FilterMaps::of_skeleton(&skel),
+        rules,
+        compiled,
+        Publish::Now,
+    )?;
     pin(&skel, dir)
 }
 
@@ -601,7 +693,12 @@ pub fn attach(
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load(&mut object, btf)?;
-    apply(&FilterMaps::of_skeleton(&skel), rules, compiled)?;
+    apply(
+        &FilterMaps::of_skeleton(&skel),
+        rules,
+        compiled,
+        Publish::Now,
+    )?;
     let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())
