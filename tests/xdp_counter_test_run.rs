@@ -14,117 +14,14 @@ use std::mem::MaybeUninit;
 use std::net::Ipv6Addr;
 
 use common::frames::{hex, Frame, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
-use libbpf_rs::{ErrorKind, OpenObject, ProgramInput};
-use meshbpf::programs::xdp_counter::traffic::{self, Breakdown, Traffic};
-use meshbpf::programs::xdp_counter::{self, XdpCounterSkel};
-
-const XDP_PASS: u32 = 2;
-const ETH_HLEN: usize = 14;
-
-const L3: [&str; 4] = ["ipv4", "ipv6", "arp", "other"];
-const L4: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "other"];
+use common::xdp_counter::{zero, Harness, ETH_HLEN, XDP_PASS};
+use libbpf_rs::ErrorKind;
+use meshbpf::programs::xdp_counter::traffic::Breakdown;
 
 const SRC4: [u8; 4] = [192, 0, 2, 1];
 const DST4: [u8; 4] = [192, 0, 2, 2];
 const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-
-/// One loaded, unattached xdp_counter with its own counters map.
-struct Harness<'obj> {
-    skel: XdpCounterSkel<'obj>,
-}
-
-impl<'obj> Harness<'obj> {
-    fn load(object: &'obj mut MaybeUninit<OpenObject>) -> Self {
-        let skel = xdp_counter::load(object, None).expect("loading xdp_counter");
-        let harness = Harness { skel };
-        assert_eq!(harness.traffic(), zero(), "a fresh map starts at zero");
-        harness
-    }
-
-    fn run(&self, frame: &[u8], repeat: u32) -> libbpf_rs::Result<u32> {
-        let input = ProgramInput {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        self.skel
-            .progs
-            .xdp_counter
-            .test_run(input)
-            .map(|out| out.return_value)
-    }
-
-    fn traffic(&self) -> Traffic {
-        traffic::read_counters(&self.skel.maps.counters).expect("reading counters")
-    }
-
-    fn assert_counted(&self, frame: &[u8], l3: &str, l4: &str) {
-        self.assert_counted_times(frame, 1, l3, l4);
-    }
-
-    /// Runs `frame` `repeat` times and checks that exactly the `l3` and `l4`
-    /// slots grew, by `repeat` packets of the frame's length each.
-    fn assert_counted_times(&self, frame: &[u8], repeat: u32, l3: &str, l4: &str) {
-        let before = self.traffic();
-        let verdict = self
-            .run(frame, repeat)
-            .unwrap_or_else(|e| panic!("test run failed: {e}\nframe: {}", hex(frame)));
-        assert_eq!(verdict, XDP_PASS, "verdict\nframe: {}", hex(frame));
-        let packets = u64::from(repeat);
-        let bytes = packets * frame.len() as u64;
-        let mut expected = before;
-        expected.packets += packets;
-        expected.bytes += bytes;
-        bump(&mut expected.l3, l3, packets, bytes);
-        bump(&mut expected.l4, l4, packets, bytes);
-        assert_eq!(
-            self.traffic(),
-            expected,
-            "expected {l3}/{l4} for {} bytes: {}",
-            frame.len(),
-            hex(frame)
-        );
-    }
-
-    /// Runs every prefix of `frame` that the kernel accepts and checks that
-    /// each layer is classified exactly from the length at which its header
-    /// is complete. `stages` lists (length, l3, l4), in increasing length;
-    /// shorter prefixes must count as other/other.
-    fn sweep(&self, frame: &Frame, stages: &[(usize, &str, &str)]) {
-        let bytes = frame.build();
-        for cut in ETH_HLEN..=bytes.len() {
-            let (l3, l4) = stages
-                .iter()
-                .rev()
-                .find(|(from, _, _)| cut >= *from)
-                .map_or(("other", "other"), |(_, l3, l4)| (*l3, *l4));
-            self.assert_counted(&bytes[..cut], l3, l4);
-        }
-    }
-}
-
-fn zero() -> Traffic {
-    let slots = |names: &[&'static str]| {
-        Breakdown(names.iter().map(|n| (*n, Default::default())).collect())
-    };
-    Traffic {
-        packets: 0,
-        bytes: 0,
-        l3: slots(&L3),
-        l4: slots(&L4),
-    }
-}
-
-fn bump(breakdown: &mut Breakdown, name: &str, packets: u64, bytes: u64) {
-    let (_, slot) = breakdown
-        .0
-        .iter_mut()
-        .find(|(n, _)| *n == name)
-        .unwrap_or_else(|| panic!("no counter slot named {name}"));
-    slot.packets += packets;
-    slot.bytes += bytes;
-}
 
 fn ipv4() -> Frame {
     Frame::eth().ipv4(SRC4, DST4)
