@@ -225,10 +225,26 @@ def cut(rng, packet):
     return frame[: max(ETH_HLEN, at)]
 
 
+def crafted():
+    """Frames at the datagram-length edges that random ones reach only now and
+    then: a payload length of 0 with and without hop-by-hop options, and
+    fragment headers that end just inside or just past the payload length."""
+    udp = UDP(sport=53, dport=80)
+    later = IPv6ExtHdrFragment(nh=17, offset=1)
+    yield Ether(**MAC) / IPv6(src=SRC6, dst=DST6, nh=17, plen=0) / udp
+    yield Ether(**MAC) / IPv6(src=SRC6, dst=DST6, nh=0, plen=0) / IPv6ExtHdrHopByHop(nh=17) / udp
+    yield Ether(**MAC) / IPv6(src=SRC6, dst=DST6, nh=44, plen=8) / later / Raw(b"\0" * 8)
+    yield Ether(**MAC) / IPv6(src=SRC6, dst=DST6, nh=44, plen=7) / later / Raw(b"\0" * 8)
+    yield Ether(**MAC) / IPv6(src=SRC6, dst=DST6, nh=60, plen=7) / IPv6ExtHdrDestOpt(nh=17) / udp
+    yield Ether(**MAC) / IP(src=SRC4, dst=DST4, proto=17, len=20) / udp
+
+
 def frames(seed, count):
     rng = random.Random(seed)
     kinds = (ipv4_frame, ipv6_frame, arp_frame, non_ip_frame)
-    for _ in range(count):
+    edges = [bytes(packet) for packet in crafted()]
+    yield from edges
+    for _ in range(count - len(edges)):
         packet = rng.choices(kinds, weights=(40, 45, 8, 7))[0](rng)
         yield cut(rng, packet)
 

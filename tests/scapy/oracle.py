@@ -112,8 +112,10 @@ def ipv6(frame, pos, out):
         # length is in a hop-by-hop option; taken as "up to the frame's end".
         end = len(frame)
     else:
-        # SILENT: without hop-by-hop options it is no jumbogram, and the
-        # payload is empty (RFC 2675; Linux trims such a packet to 40 bytes).
+        # Without hop-by-hop options it is no jumbogram (RFC 2675; Linux trims
+        # such a packet to 40 bytes), so the payload length says the payload
+        # is empty, and "the L4 header must end within the datagram's own
+        # length (..., IPv6 payload length)".
         end = pos
     later = False
     for _ in range(IPV6_EXT_MAX):
