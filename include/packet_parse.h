@@ -155,12 +155,15 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 	if ((*(__u8 *)ip6h >> 4) != 6)
 		return;
 	pkt->l3 = L3_IPV6;
-	/* A payload length of 0 is a jumbogram's: its length is in an option,
-	 * so the frame bounds it. */
+	/* A payload length of 0 is a jumbogram's when a hop-by-hop header
+	 * follows (its length is in an option, so the frame bounds it), and
+	 * otherwise an empty payload (RFC 2675). */
 	payload_len = bpf_ntohs(ip6h->payload_len);
 	barrier_var(payload_len);
 	payload_len &= 0xFFFF;
-	l3_end = payload_len ? (void *)(ip6h + 1) + payload_len : data_end;
+	l3_end = (void *)(ip6h + 1) + payload_len;
+	if (!payload_len && ip6h->nexthdr == IPPROTO_HOPOPTS_NR)
+		l3_end = data_end;
 	__builtin_memcpy(pkt->src, &ip6h->saddr, 16);
 	__builtin_memcpy(pkt->dst, &ip6h->daddr, 16);
 	nexthdr = ip6h->nexthdr;
@@ -183,8 +186,9 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 			 * others count 8-byte units beyond the first. */
 			pos += nexthdr == IPPROTO_AH_NR ? (opt->hdrlen + 2) * 4 :
 							  (opt->hdrlen + 1) * 8;
-			/* Like every layer, trusted only when whole. */
-			if (pos > data_end)
+			/* Like every layer, trusted only when whole, and
+			 * inside the datagram: padding after it is no header. */
+			if (pos > data_end || pos > l3_end)
 				return;
 			nexthdr = opt->nexthdr;
 			break;
@@ -194,7 +198,7 @@ static __always_inline void parse_ipv6(void *pos, void *data_end, struct packet_
 			 * taken without walking it. */
 			if (i == IPV6_EXT_MAX)
 				return;
-			if ((void *)(frag + 1) > data_end)
+			if ((void *)(frag + 1) > data_end || (void *)(frag + 1) > l3_end)
 				return;
 			nexthdr = frag->nexthdr;
 			later_fragment = frag->frag_off & bpf_htons(IP6_OFFSET_MASK);

@@ -17,6 +17,7 @@ use crate::kernel::runstats::{RunStats, StatsEnabled};
 use crate::kernel::{bpfobj, netdev};
 use crate::programs::tc_classifier::{self, FlowTable};
 use crate::programs::xdp_counter::traffic::{self, Traffic};
+use crate::programs::xdp_mesh_filter::confirm::{self, Confirmation};
 use crate::programs::xdp_mesh_filter::{self, FilterCounters, PinnedMaps};
 use crate::programs::{self, HostReport, Scope, XDP_PROGRAMS};
 use crate::state::{self, Attachment};
@@ -30,6 +31,9 @@ pub struct AttachmentStats {
     /// Verdicts, rate-limited and SYN-dropped counters when the filter runs.
     #[serde(flatten)]
     pub filter: Option<FilterCounters>,
+    /// The filter's last `apply --confirm`, if there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Confirmation>,
     /// tc_classifier's flow table on the same interface, if attached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flows: Option<FlowTable>,
@@ -168,17 +172,22 @@ pub fn collect(
     let attachment = state::inspect(dir)?;
     let running = dir.sibling(&attachment.program);
     let counted = if running.exists() { &running } else { dir };
-    let filter = if attachment.program == xdp_mesh_filter::PROGRAM {
+    let (filter, confirmation) = if attachment.program == xdp_mesh_filter::PROGRAM {
         let pinned = PinnedMaps::open(counted)?;
-        Some(xdp_mesh_filter::read_stats(&pinned.maps())?)
+        let maps = pinned.maps();
+        (
+            Some(xdp_mesh_filter::read_stats(&maps)?),
+            confirm::read(&maps)?,
+        )
     } else {
-        None
+        (None, None)
     };
     Ok(AttachmentStats {
         runtime: runtime(root, &attachment, window)?,
         attachment,
         traffic: traffic::read_pinned_counters(counted)?,
         filter,
+        confirmation,
         flows: flow_table(root, &dir.interface)?,
     })
 }

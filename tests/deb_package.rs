@@ -14,6 +14,8 @@ use std::process::Command;
 use common::{must, run, Ran, VethPair, ADDR};
 
 const UNIT_DIR: &str = "lib/systemd/system";
+/// The units' StateDirectory, where filters keep their settled rule sets.
+const STATE_DIR: &str = "/var/lib/meshbpf";
 
 /// The package unpacked into a temporary root.
 struct Unpacked {
@@ -99,24 +101,42 @@ impl Unit {
     }
 
     /// Runs `key`'s command line (instance `instance`) with the packaged
-    /// binary, as systemd would.
-    fn exec(&self, key: &str, pkg: &Unpacked, net: &VethPair, instance: &str) -> Ran {
-        let line = self.get(key).replace("%i", instance);
+    /// binary, as systemd would; with `state_dir`, the unit's state
+    /// directory is there instead of under /var/lib.
+    fn exec(
+        &self,
+        key: &str,
+        pkg: &Unpacked,
+        net: &VethPair,
+        instance: &str,
+        state_dir: Option<&Path>,
+    ) -> Ran {
+        let mut line = self.get(key).replace("%i", instance);
+        let mut command = self.command(pkg, net);
+        if let Some(dir) = state_dir {
+            line = line.replace(STATE_DIR, &dir.display().to_string());
+            command.env("MESHBPF_STATE_DIR", dir);
+        }
         let mut words = line.split_whitespace();
         assert_eq!(words.next(), Some("/usr/bin/meshbpf"), "{key}");
-        self.run(pkg, net, &words.collect::<Vec<_>>())
+        Ran::from(run(command.args(words)))
     }
 
     /// Runs the packaged binary inside `net`'s namespace as root's uid
     /// holding only this unit's capabilities.
     fn run(&self, pkg: &Unpacked, net: &VethPair, args: &[&str]) -> Ran {
+        Ran::from(run(self.command(pkg, net).args(args)))
+    }
+
+    fn command(&self, pkg: &Unpacked, net: &VethPair) -> Command {
         let caps = self.setpriv_caps();
-        Ran::from(run(Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net=/run/netns/{}", net.ns))
             .args(["--", "setpriv", "--no-new-privs"])
             .args(["--bounding-set", &caps, "--inh-caps", &caps, "--"])
-            .arg(pkg.bin())
-            .args(args)))
+            .arg(pkg.bin());
+        command
     }
 }
 
@@ -209,14 +229,33 @@ fn the_units_say_what_they_run_and_with_which_capabilities() {
         "/usr/bin/meshbpf serve --listen 127.0.0.1:9435"
     );
     assert_eq!(serve.get("Service.Restart"), "on-failure");
-    for unit in [&attach, &serve] {
+    let filter = pkg.unit("meshbpf-filter@.service");
+    assert_eq!(
+        filter.get("Service.ExecStart"),
+        "/usr/bin/meshbpf attach %i --filter /var/lib/meshbpf/filter/%i.json"
+    );
+    // Before the network is configured, as a firewall is.
+    assert_eq!(filter.get("Unit.DefaultDependencies"), "no");
+    assert_eq!(filter.get("Unit.Wants"), "network-pre.target");
+    assert_eq!(
+        filter.get("Unit.Before"),
+        "network-pre.target shutdown.target"
+    );
+    assert_eq!(
+        filter.get("Unit.ConditionPathExists"),
+        "/var/lib/meshbpf/filter/%i.json"
+    );
+    assert_eq!(filter.get("Service.StateDirectory"), "meshbpf");
+    for unit in [&attach, &serve, &filter] {
         assert_eq!(
             unit.get("Service.AmbientCapabilities"),
             "CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN"
         );
         assert_eq!(unit.get("Service.NoNewPrivileges"), "yes");
         assert_eq!(unit.get("Service.ProtectSystem"), "strict");
-        assert_eq!(unit.get("Unit.RequiresMountsFor"), "/sys/fs/bpf");
+        assert!(unit
+            .get("Unit.RequiresMountsFor")
+            .starts_with("/sys/fs/bpf"));
     }
 }
 
@@ -233,17 +272,20 @@ fn systemd_analyze_verifies_the_units() {
     ));
     let unit_dir = pkg.path(UNIT_DIR);
     // A template is verified through an instance.
-    fs::copy(
-        unit_dir.join("meshbpf-attach@.service"),
-        unit_dir.join("meshbpf-attach@eth0.service"),
-    )
-    .unwrap();
+    for template in ["meshbpf-attach@", "meshbpf-filter@"] {
+        fs::copy(
+            unit_dir.join(format!("{template}.service")),
+            unit_dir.join(format!("{template}eth0.service")),
+        )
+        .unwrap();
+    }
     let verify = Ran::from(run(Command::new("systemd-analyze")
         .arg(format!("--root={}", pkg.root.display()))
         .env("MANPATH", pkg.path("usr/share/man"))
         .args([
             "verify",
             "meshbpf-attach@eth0.service",
+            "meshbpf-filter@eth0.service",
             "meshbpf-serve.service",
         ])));
     assert_eq!(verify.code, 0, "{verify:?}");
@@ -257,7 +299,9 @@ privileged_test!(
         let pkg = Unpacked::new();
         let attach = pkg.unit("meshbpf-attach@.service");
         let net = VethPair::new();
-        attach.exec("Service.ExecStart", &pkg, &net, &net.dev).ok();
+        attach
+            .exec("Service.ExecStart", &pkg, &net, &net.dev, None)
+            .ok();
         assert!(net.xdp_prog_id().is_some());
         net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 7, 100);
         // serve reads what stats reads; it holds the same capabilities.
@@ -268,9 +312,63 @@ privileged_test!(
             .json();
         assert_eq!(stats["l4"]["udp"]["packets"], 7);
         assert_eq!(stats["l4"]["udp"]["bytes"], 7 * (14 + 20 + 8 + 100));
-        attach.exec("Service.ExecStop", &pkg, &net, &net.dev).ok();
+        attach
+            .exec("Service.ExecStop", &pkg, &net, &net.dev, None)
+            .ok();
         assert_eq!(net.xdp_prog_id(), None);
         assert!(!net.pin_dir().exists());
+    }
+);
+
+privileged_test!(
+    /// A boot, as the filter unit sees it: the rule set `filter apply`
+    /// settled on (not one still waiting for its confirmation) comes back
+    /// with the unit's ExecStart after ExecStop took everything down.
+    fn the_filter_unit_brings_back_the_last_settled_rule_set() {
+        let pkg = Unpacked::new();
+        let filter = pkg.unit("meshbpf-filter@.service");
+        let net = VethPair::new();
+        let state = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let rules = |name: &str, dport: u16| {
+            let path = dir.path().join(name);
+            fs::write(
+                &path,
+                format!(r#"{{"rules": [{{"id": "drop-{dport}", "action": "deny", "protocol": "udp", "dport": {dport}}}]}}"#),
+            )
+            .unwrap();
+            path.display().to_string()
+        };
+        let (settled, pending) = (rules("settled.json", 9), rules("pending.json", 7));
+        let as_unit = |args: &[&str]| {
+            let mut all = vec!["--state-dir", state.path().to_str().unwrap()];
+            all.extend_from_slice(args);
+            filter.run(&pkg, &net, &all).ok()
+        };
+        as_unit(&["attach", &net.dev, "--filter", &settled]);
+        as_unit(&["filter", "apply", &net.dev, &pending, "--confirm", "1h"]);
+        filter
+            .exec("Service.ExecStop", &pkg, &net, &net.dev, Some(state.path()))
+            .ok();
+        assert_eq!(net.xdp_prog_id(), None);
+        filter
+            .exec(
+                "Service.ExecStart",
+                &pkg,
+                &net,
+                &net.dev,
+                Some(state.path()),
+            )
+            .ok();
+        let shown = as_unit(&["filter", "show", &net.dev, "-j"]).json();
+        assert_eq!(shown["rules"][0]["id"], "drop-9", "{shown}");
+        assert_eq!(shown["rules"].as_array().unwrap().len(), 1, "{shown}");
+        net.send_udp(SocketAddr::new(ADDR.parse().unwrap(), 9), 5, 10);
+        let shown = as_unit(&["filter", "show", &net.dev, "-j"]).json();
+        assert_eq!(shown["rules"][0]["packets"], 5, "{shown}");
+        filter
+            .exec("Service.ExecStop", &pkg, &net, &net.dev, Some(state.path()))
+            .ok();
     }
 );
 

@@ -482,14 +482,20 @@ privileged_test!(
         let series = |family: &str, labels: &str| {
             value(&live, &format!("{family}{{interface=\"{dev}\",{labels}}}"))
         };
+        let rule = format!(
+            "rule=\"0\",id=\"{}\"",
+            shown["rules"][0]["id"].as_str().unwrap()
+        );
         assert_eq!(
-            series("meshbpf_filter_rule_packets_total", "rule=\"0\""),
+            series("meshbpf_filter_rule_packets_total", &rule),
             Some(shown["rules"][0]["packets"].as_f64().unwrap())
         );
         assert_eq!(
-            series("meshbpf_filter_rule_bytes_total", "rule=\"0\""),
+            series("meshbpf_filter_rule_bytes_total", &rule),
             Some(shown["rules"][0]["bytes"].as_f64().unwrap())
         );
+        let pending = format!("meshbpf_filter_confirm_pending{{interface=\"{dev}\"}}");
+        assert_eq!(value(&live, &pending), Some(0.0), "no apply --confirm here");
         assert_eq!(
             series("meshbpf_filter_verdict_packets_total", "verdict=\"drop\""),
             Some(denied as f64)

@@ -240,6 +240,26 @@ fn apply(root: &StateRoot, saved: &SavedRules, out: &Output, args: &FilterApplyA
     let dir = filter_dir(root, &args.interface)?;
     let pinned = PinnedMaps::open(&dir)?;
     let maps = pinned.maps();
+    let pending = confirm::read(&maps)?.filter(Confirmation::pending);
+    if let (Some(pending), Some(_)) = (pending, args.confirm) {
+        // A re-run of the apply that armed it (after a kill, say) has
+        // nothing left to do; any other set must wait.
+        if active_diff(&maps, &loaded)?.is_empty() {
+            let saved_to = saved
+                .stage(&args.interface, &loaded.rules)
+                .map_err(|err| loaded.compiled.warnings.push(saved_rules::not_saved(&err)))
+                .ok();
+            out.emit(&ApplyReport {
+                interface: args.interface.clone(),
+                generation: xdp_mesh_filter::active_generation(&maps)?,
+                carried: loaded.rules.rules.len(),
+                confirmation: Some(pending),
+                saved_to,
+                compiled: CompileReport::of(&loaded, false),
+            })?;
+            return Ok(());
+        }
+    }
     confirm::refuse_if_pending(&maps, &args.interface, "apply a rule set to")?;
     let before = rule_counters::stored(&maps, xdp_mesh_filter::active_generation(&maps)?)?;
     let carried = loaded
@@ -393,16 +413,6 @@ fn diff_report(
     let dir = running_filter(root, interface)?;
     let pinned = PinnedMaps::open(&dir)?;
     let maps = pinned.maps();
-    let active = xdp_mesh_filter::read_rules(&maps)?;
-    let old: Vec<Rule> = active.rules.iter().map(|r| r.rule.clone()).collect();
-    let old_settings = Settings {
-        default: active.default,
-        rate_limit: active.rate_limit,
-        syn_flood: active.syn_flood,
-    };
-    // Compared as the kernel will hold them (names cut to fit).
-    let mut new = loaded.rules.clone();
-    new.rules = new.rules.iter().map(xdp_mesh_filter::as_stored).collect();
     let refused = confirm::refuse_if_pending(&maps, interface, "apply a rule set to")
         .err()
         .map(|err| format!("{err:#}"));
@@ -411,7 +421,7 @@ fn diff_report(
         interface: interface.to_owned(),
         would_apply: refused.is_none(),
         refused,
-        diff: diff::diff(&old, old_settings, &new),
+        diff: active_diff(&maps, loaded)?,
         unreachable: loaded
             .compiled
             .unreachable
@@ -427,11 +437,29 @@ fn diff_report(
     })
 }
 
+/// What applying `loaded` would change in the active set.
+fn active_diff(maps: &xdp_mesh_filter::FilterMaps<'_>, loaded: &LoadedRules) -> Result<RuleDiff> {
+    let active = xdp_mesh_filter::read_rules(maps)?;
+    let old: Vec<Rule> = active.rules.iter().map(|r| r.rule.clone()).collect();
+    let old_settings = Settings {
+        default: active.default,
+        rate_limit: active.rate_limit,
+        syn_flood: active.syn_flood,
+    };
+    // Compared as the kernel will hold them (names cut to fit).
+    let mut new = loaded.rules.clone();
+    new.rules = new.rules.iter().map(xdp_mesh_filter::as_stored).collect();
+    Ok(diff::diff(&old, old_settings, &new))
+}
+
 #[derive(Debug, Serialize)]
 struct SettleReport {
     interface: String,
     /// confirmed or rolled_back.
     state: &'static str,
+    /// True when an earlier command (or the timer) had settled it so, and
+    /// this one only finished what it left.
+    already: bool,
     /// The generation in force now.
     generation: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -442,13 +470,18 @@ struct SettleReport {
 
 impl Report for SettleReport {
     fn render(&self) -> String {
+        let already = if self.already {
+            " (it already was)"
+        } else {
+            ""
+        };
         let mut text = match self.state {
             "confirmed" => format!(
-                "{}: the applied rule set stays (generation {}); the previous one is freed",
+                "{}: the applied rule set stays (generation {}){already}; the previous one is freed",
                 self.interface, self.generation
             ),
             _ => format!(
-                "{}: the previous rule set is back (generation {})",
+                "{}: the previous rule set is back (generation {}){already}",
                 self.interface, self.generation
             ),
         };
@@ -462,25 +495,29 @@ impl Report for SettleReport {
     }
 }
 
+/// How `filter confirm` and `filter rollback` settle a confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Confirm,
+    Rollback,
+}
+
+impl Settle {
+    fn state(self) -> &'static str {
+        match self {
+            Settle::Confirm => "confirmed",
+            Settle::Rollback => "rolled_back",
+        }
+    }
+}
+
 fn confirm(
     root: &StateRoot,
     saved: &SavedRules,
     out: &Output,
     args: &FilterShowArgs,
 ) -> Result<()> {
-    settle(root, out, &args.interface, "confirm", |maps, control| {
-        if !confirm::confirm(control)? {
-            return Ok(None);
-        }
-        let mut warnings = Vec::new();
-        xdp_mesh_filter::free_previous(maps)?;
-        let saved_to = saved
-            .promote(&args.interface)
-            .map_err(|err| warnings.push(saved_rules::not_saved(&err)))
-            .ok()
-            .flatten();
-        Ok(Some(("confirmed", saved_to, warnings)))
-    })
+    settle(root, saved, out, &args.interface, Settle::Confirm)
 }
 
 fn rollback(
@@ -489,32 +526,18 @@ fn rollback(
     out: &Output,
     args: &FilterShowArgs,
 ) -> Result<()> {
-    settle(root, out, &args.interface, "roll back", |maps, control| {
-        if !confirm::roll_back(control)? {
-            return Ok(None);
-        }
-        let mut warnings = Vec::new();
-        xdp_mesh_filter::free_previous(maps)?;
-        if let Err(err) = saved.discard(&args.interface) {
-            warnings.push(format!("{err:#}"));
-        }
-        Ok(Some(("rolled_back", None, warnings)))
-    })
+    settle(root, saved, out, &args.interface, Settle::Rollback)
 }
 
-type Settled = Option<(&'static str, Option<PathBuf>, Vec<String>)>;
-
-/// Runs `settle` on a pending confirmation; None from it means there was
-/// none, which is an error that says what became of the last one.
+/// Settles a pending confirmation, or finishes one that is settled the
+/// same way already (a re-run after a kill, or a rollback the timer made):
+/// freeing the generation that lost, and moving the file for boot.
 fn settle(
     root: &StateRoot,
+    saved: &SavedRules,
     out: &Output,
     interface: &str,
-    verb: &str,
-    settle: impl FnOnce(
-        &xdp_mesh_filter::FilterMaps<'_>,
-        std::os::fd::BorrowedFd<'_>,
-    ) -> Result<Settled>,
+    how: Settle,
 ) -> Result<()> {
     netdev::validate_name(interface)?;
     caps::require("filter confirm", &[caps::BPF])?;
@@ -524,8 +547,17 @@ fn settle(
     let pinned = PinnedMaps::open(&dir)?;
     let maps = pinned.maps();
     let control = confirm::control(&dir)?;
-    let Some((state, saved_to, warnings)) = settle(&maps, control.as_fd())? else {
-        let last = match confirm::read(&maps)? {
+    let won = match how {
+        Settle::Confirm => confirm::confirm(control.as_fd())?,
+        Settle::Rollback => confirm::roll_back(control.as_fd())?,
+    };
+    let last = confirm::read(&maps)?;
+    if !won && last.as_ref().map(|c| c.state) != Some(how.state()) {
+        let verb = match how {
+            Settle::Confirm => "confirm",
+            Settle::Rollback => "roll back",
+        };
+        let last = match last {
             Some(c) => match c.settled_at {
                 Some(at) => format!("the last one was {} at {at}", c.state.replace('_', " ")),
                 None => format!("the last one is {}", c.state),
@@ -539,10 +571,26 @@ fn settle(
             "see the rule set in force with: meshbpf filter show {interface}"
         ))
         .into());
+    }
+    xdp_mesh_filter::free_previous(&maps)?;
+    let mut warnings = Vec::new();
+    let saved_to = match how {
+        Settle::Confirm => saved
+            .promote(interface)
+            .map_err(|err| warnings.push(saved_rules::not_saved(&err)))
+            .ok()
+            .flatten(),
+        Settle::Rollback => {
+            if let Err(err) = saved.discard(interface) {
+                warnings.push(format!("{err:#}"));
+            }
+            None
+        }
     };
     out.emit(&SettleReport {
         interface: interface.to_owned(),
-        state,
+        state: how.state(),
+        already: !won,
         generation: xdp_mesh_filter::active_generation(&maps)?,
         saved_to,
         warnings,

@@ -81,7 +81,16 @@ impl Report for AttachmentStats {
                 a.interface
             ),
         };
-        text + &flows + &classes + &self.runtime.render()
+        let confirmation = match self.confirmation.as_ref().filter(|c| c.pending()) {
+            Some(c) => format!(
+                "\nconfirmation pending: the previous rule set comes back at {} ({} s left) unless meshbpf filter confirm {}",
+                c.deadline,
+                c.remaining_ms / 1000,
+                a.interface
+            ),
+            None => String::new(),
+        };
+        text + &confirmation + &flows + &classes + &self.runtime.render()
     }
 }
 
@@ -237,6 +246,7 @@ mod tests {
                 l4: Breakdown(vec![("udp", c(1500, 2048))]),
             },
             filter: None,
+            confirmation: None,
             flows: None,
             runtime: Runtime {
                 sampled_ns: Some(2_000_000_000),

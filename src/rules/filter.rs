@@ -42,7 +42,8 @@ use crate::kernel::files;
 /// The most rules one file may have.
 pub const MAX_RULES: usize = 16384;
 
-/// Serializes back to the file format.
+/// Serializes back to the file format, but with every id: see
+/// [`FilterRules::to_file`] for the file itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FilterRules {
     /// What happens to a packet that no rule matches. A file without
@@ -62,9 +63,7 @@ pub struct FilterRules {
 /// Serializes back to the file format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
-    /// Unique in its set: given in the file, or [`super::rule_ids`]'s,
-    /// which serializing leaves out so that parsing derives it again.
-    #[serde(skip_serializing_if = "rule_ids::is_derived")]
+    /// Unique in its set: given in the file, or [`super::rule_ids`]'s.
     pub id: String,
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +80,22 @@ pub struct Rule {
     /// Only on allow rules.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<Limit>,
+}
+
+impl FilterRules {
+    /// The set as a rule file that parses back to it: derived ids, which a
+    /// file may not give, are left to be derived again.
+    pub fn to_file(&self) -> Value {
+        let mut file = serde_json::to_value(self).expect("rules serialize");
+        for rule in file["rules"].as_array_mut().into_iter().flatten() {
+            if let Some(fields) = rule.as_object_mut() {
+                if fields["id"].as_str().is_some_and(rule_ids::is_derived) {
+                    fields.remove("id");
+                }
+            }
+        }
+        file
+    }
 }
 
 impl Rule {
@@ -294,7 +309,7 @@ mod tests {
     #[test]
     fn serializing_gives_back_the_same_rules() {
         let filter = parse(EXAMPLE).unwrap();
-        let text = serde_json::to_string(&filter).unwrap();
+        let text = filter.to_file().to_string();
         assert_eq!(parse(&text).unwrap(), filter);
         assert!(text.contains(r#""dport":"5000-5999""#), "{text}");
         assert!(text.contains(r#""dport":443"#), "{text}");
@@ -342,7 +357,7 @@ mod tests {
         assert_eq!(filter.rules[0].protocol, Protocol::Number(47));
         assert_eq!(filter.rules[1].protocol, Protocol::Number(50));
         assert_eq!(filter.rules[2].protocol, Protocol::Tcp);
-        let text = serde_json::to_string(&filter).unwrap();
+        let text = filter.to_file().to_string();
         assert!(text.contains(r#""protocol":"gre""#), "{text}");
         assert!(text.contains(r#""protocol":"esp""#), "{text}");
         assert_eq!(parse(&text).unwrap(), filter);

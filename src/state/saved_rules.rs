@@ -103,7 +103,7 @@ impl SavedRules {
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let mut file = tempfile::NamedTempFile::new_in(&self.dir)
             .with_context(|| format!("creating a file in {}", self.dir.display()))?;
-        let text = serde_json::to_string_pretty(rules)?;
+        let text = serde_json::to_string_pretty(&rules.to_file())?;
         file.write_all(text.as_bytes())?;
         file.write_all(b"\n")?;
         file.as_file().sync_all()?;

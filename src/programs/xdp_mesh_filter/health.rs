@@ -1,8 +1,10 @@
 //! xdp_mesh_filter's health checks: how full its rule and limiter tables
-//! are, and whether it drops most of what it judges.
+//! are, whether it drops most of what it judges, and whether a rule set
+//! waits for its confirmation.
 
 use anyhow::Result;
 
+use super::confirm::Confirmation;
 use super::{FilterCounters, PinnedMaps};
 use crate::health::{fullness, Check};
 use crate::kernel::pins::AttachmentDir;
@@ -31,7 +33,34 @@ pub fn checks(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
             "a source set this large is better limited by CIDR rules",
         ),
         drop_rate(&super::read_stats(&maps)?, max_drop_percent, &dir.interface),
+        confirmation(super::confirm::read(&maps)?, &dir.interface),
     ])
+}
+
+/// A pending confirmation is a warning: unless someone confirms, the rules
+/// in force change by themselves at the deadline.
+fn confirmation(last: Option<Confirmation>, interface: &str) -> Check {
+    match last {
+        Some(c) if c.pending() => Check::warn(
+            "filter_confirmation",
+            format!(
+                "the rule set waits for its confirmation: generation {} comes back at {} ({} s left)",
+                c.rollback_generation,
+                c.deadline,
+                c.remaining_ms / 1000
+            ),
+            format!("meshbpf filter confirm {interface} keeps it; meshbpf filter rollback {interface} restores the previous set now"),
+        ),
+        Some(c) => Check::ok(
+            "filter_confirmation",
+            format!(
+                "none pending; the last one was {} at {}",
+                c.state.replace('_', " "),
+                c.settled_at.as_deref().unwrap_or("an unknown time")
+            ),
+        ),
+        None => Check::ok("filter_confirmation", "none pending"),
+    }
 }
 
 fn drop_rate(counters: &FilterCounters, max_percent: u8, interface: &str) -> Check {

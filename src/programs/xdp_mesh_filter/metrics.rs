@@ -1,11 +1,12 @@
 //! xdp_mesh_filter's metric families: verdicts, per-rule hits, rate-limited
-//! and SYN-dropped packets, and how full its rule table is.
+//! and SYN-dropped packets, how full its rule table is, and a pending
+//! commit-confirm.
 
 use anyhow::Result;
 
 use super::{PinnedMaps, MAX_RULES};
 use crate::kernel::pins::AttachmentDir;
-use crate::metrics::model::{label, table_size, Family, Pair};
+use crate::metrics::model::{label, table_size, Family, Kind, Pair, Value};
 use crate::programs::xdp_counter;
 
 /// Its own families, and the traffic counters it keeps like xdp_counter.
@@ -38,10 +39,21 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
         "meshbpf_filter_rule_packets",
         "meshbpf_filter_rule",
         [
-            "Packets that matched a filter rule, by its index in the rule set",
-            "Bytes of the packets that matched a filter rule, by its index in the rule set",
+            "Packets that matched a filter rule, by its id and its index in the rule set, carried across applies that keep the id",
+            "Bytes of the packets that matched a filter rule, by its id and its index in the rule set",
         ],
     );
+    let mut pending = Family::new(
+        "meshbpf_filter_confirm_pending",
+        Kind::Gauge,
+        "1 while an apply --confirm waits for filter confirm, else 0",
+    );
+    let mut remaining = Family::new(
+        "meshbpf_filter_confirm_remaining",
+        Kind::Gauge,
+        "Time until a pending apply --confirm rolls back by itself (0 when none is pending)",
+    )
+    .unit("seconds");
     let mut tables = Vec::new();
     for dir in dirs {
         let pinned = PinnedMaps::open(dir)?;
@@ -63,9 +75,16 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
             let labels = vec![
                 label("interface", interface),
                 label("rule", r.index.to_string()),
+                label("id", r.rule.id.as_str()),
             ];
             hits.add(labels, r.packets, r.bytes);
         }
+        let waiting = super::confirm::read(&maps)?.filter(|c| c.pending());
+        pending.add(on(), Value::Int(u64::from(waiting.is_some())));
+        remaining.add(
+            on(),
+            Value::Float(waiting.map_or(0.0, |c| c.remaining_ms as f64 / 1000.0)),
+        );
         tables.extend(table_size(
             interface,
             "rules",
@@ -77,6 +96,7 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
         .into_iter()
         .flat_map(Pair::into_families)
         .collect();
+    families.extend([pending, remaining]);
     families.extend(tables);
     families.extend(xdp_counter::metrics::families(dirs)?);
     Ok(families)
