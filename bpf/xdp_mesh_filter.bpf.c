@@ -14,6 +14,7 @@
 /* From the UAPI headers, which vmlinux.h does not carry. */
 #define CLOCK_BOOTTIME 7
 #define EBUSY	       16
+#define EEXIST	       17
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -132,6 +133,53 @@ struct {
 	__type(value, struct filter_confirm);
 } confirm SEC(".maps");
 
+/* The ban set (see mesh_filter.h): hosts by family, shorter CIDRs in the
+ * trie, reason texts for user space, and the set-wide config and counts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FILTER_BAN_MAX_HOSTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct filter_ban);
+} ban_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FILTER_BAN_MAX_HOSTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_ban_v6_key);
+	__type(value, struct filter_ban);
+} ban_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FILTER_BAN_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct filter_ban_prefix_key);
+	__type(value, struct filter_ban);
+} ban_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_BAN_REASONS);
+	__type(key, __u32);
+	__type(value, struct filter_ban_reason);
+} ban_reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_ban_config);
+} ban_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_ban_stats);
+} ban_stats SEC(".maps");
+
 /* Referenced so the enums reach BTF and the skeleton's Rust types. */
 const volatile enum filter_action filter_action_anchor = FILTER_ALLOW;
 const volatile enum filter_verdict filter_verdict_anchor = FILTER_PASS;
@@ -142,8 +190,13 @@ const volatile enum filter_rule_protocol filter_rule_protocol_anchor = FILTER_RU
 const volatile enum filter_confirm_state filter_confirm_state_anchor = FILTER_CONFIRM_NONE;
 const volatile enum filter_control_command filter_control_command_anchor = FILTER_CONTROL_ARM;
 const volatile enum filter_control_result filter_control_result_anchor = FILTER_CONTROL_DONE;
+const volatile enum filter_ban_limits filter_ban_limits_anchor = FILTER_BAN_MAX_HOSTS;
+const volatile enum filter_ban_origin filter_ban_origin_anchor = FILTER_BAN_OPERATOR;
 /* So the request's layout reaches BTF and the skeleton's Rust types. */
 const volatile struct filter_control_request filter_control_request_anchor = {};
+const volatile struct filter_ban_v6_key filter_ban_v6_key_anchor = {};
+const volatile struct filter_ban_prefix_key filter_ban_prefix_key_anchor = {};
+const volatile struct filter_ban_reason filter_ban_reason_anchor = {};
 
 /* Index of the lowest set bit of a non-zero word: BPF has no count of
  * trailing zeros, and a de Bruijn multiply takes one load. */
@@ -354,6 +407,119 @@ static __always_inline void count(struct traffic_counter *c, __u64 len)
 	c->bytes += len;
 }
 
+static __always_inline bool ban_live(const struct filter_ban *ban, __u64 now)
+{
+	return ban && (!ban->expires_ns || ban->expires_ns > now);
+}
+
+/* The live ban entry of the packet's source: its host entry, else the
+ * longest CIDR of the trie holding it (looked up only when the trie has
+ * any); NULL when the source is not banned. */
+static __always_inline struct filter_ban *ban_of(const struct packet_info *pkt)
+{
+	struct filter_ban_prefix_key key = {};
+	struct filter_ban_config *cfg;
+	struct filter_ban *ban;
+	__u32 zero = 0;
+	__u64 now = 0;
+
+	if (pkt->l3 == L3_IPV4) {
+		__u32 host;
+
+		__builtin_memcpy(&host, pkt->src, 4);
+		ban = bpf_map_lookup_elem(&ban_v4, &host);
+		key.prefixlen = FILTER_BAN_PREFIX_HEADER_BITS + 32;
+		key.family = FILTER_IPV4;
+	} else {
+		ban = bpf_map_lookup_elem(&ban_v6, pkt->src);
+		key.prefixlen = FILTER_BAN_PREFIX_HEADER_BITS + 128;
+		key.family = FILTER_IPV6;
+	}
+	/* The clock only once something matched: a miss costs one lookup. */
+	if (ban) {
+		now = bpf_ktime_get_boot_ns();
+		if (ban_live(ban, now))
+			return ban;
+	}
+	cfg = bpf_map_lookup_elem(&ban_config, &zero);
+	if (!cfg || !cfg->prefixes)
+		return NULL;
+	__builtin_memcpy(key.addr, pkt->src, 16);
+	ban = bpf_map_lookup_elem(&ban_prefixes, &key);
+	if (!ban)
+		return NULL;
+	if (!now)
+		now = bpf_ktime_get_boot_ns();
+	return ban_live(ban, now) ? ban : NULL;
+}
+
+/* Whether the packet's source is banned; counts the drop where it is. A
+ * subprogram, like limit_admits, to keep the program small. */
+static __noinline bool banned(const struct packet_info *pkt, __u64 len)
+{
+	struct filter_ban *ban = ban_of(pkt);
+	struct filter_ban_stats *stats;
+	__u32 zero = 0;
+
+	if (!ban)
+		return false;
+	__sync_fetch_and_add(&ban->packets, 1);
+	__sync_fetch_and_add(&ban->bytes, len);
+	stats = bpf_map_lookup_elem(&ban_stats, &zero);
+	if (stats)
+		count(&stats->banned, len);
+	return true;
+}
+
+/* Renews the expired entry `old` of a source, or adds `fresh` under `key`;
+ * returns 0, or the error of the add. */
+static __always_inline int ban_host(void *map, const void *key, const struct filter_ban *fresh)
+{
+	struct filter_ban *old = bpf_map_lookup_elem(map, key);
+
+	if (!old)
+		return bpf_map_update_elem(map, key, fresh, BPF_NOEXIST);
+	/* A live entry dropped the packet before any limiter saw it, so
+	 * this one expired: it starts over, keeping what it counted. */
+	old->origin = fresh->origin;
+	old->reason = fresh->reason;
+	old->added_ns = fresh->added_ns;
+	old->expires_ns = fresh->expires_ns;
+	return -EEXIST;
+}
+
+/* Puts the source a limiter refused into the ban set for `ttl_ns`. New
+ * entries are counted, so readers know the set's size without walking it. */
+static __noinline void ban_source(const struct packet_info *pkt, __u64 ttl_ns, __u8 origin,
+				  __u32 reason)
+{
+	struct filter_ban fresh = {
+		.origin = origin,
+		.reason = reason,
+	};
+	struct filter_ban_stats *stats;
+	__u32 zero = 0;
+	int err;
+
+	fresh.added_ns = bpf_ktime_get_boot_ns();
+	fresh.expires_ns = fresh.added_ns + ttl_ns;
+	if (pkt->l3 == L3_IPV4) {
+		__u32 host;
+
+		__builtin_memcpy(&host, pkt->src, 4);
+		err = ban_host(&ban_v4, &host, &fresh);
+	} else {
+		err = ban_host(&ban_v6, pkt->src, &fresh);
+	}
+	stats = bpf_map_lookup_elem(&ban_stats, &zero);
+	if (!stats)
+		return;
+	if (!err)
+		stats->promoted++;
+	else if (err != -EEXIST)
+		stats->promote_failed++;
+}
+
 static __always_inline enum filter_verdict filter(const struct packet_info *pkt, __u8 gen,
 						  const struct filter_config *cfg,
 						  struct filter_stats *stats, __u64 len)
@@ -363,6 +529,9 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 	__u8 action = cfg->default_action;
 	__u32 rule = FILTER_NO_RULE;
 
+	/* Banned sources are dropped before the rules see them. */
+	if (ip && banned(pkt, len))
+		return FILTER_DROP;
 	if (ip || pkt->l3 == L3_ARP)
 		rule = classify(pkt, gen, cfg);
 	if (rule < FILTER_MAX_RULES) {
@@ -386,6 +555,8 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 	if (cfg->syn_flood.interval_ns && pkt->l4 == L4_TCP &&
 	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
 	    !limit_admits(FILTER_SYN_LIMITER, pkt, &cfg->syn_flood, &stats->syn_flood_sources)) {
+		if (cfg->syn_flood.ban_ns)
+			ban_source(pkt, cfg->syn_flood.ban_ns, FILTER_BAN_SYN_FLOOD, 0);
 		count(&stats->syn_dropped, len);
 		return FILTER_DROP;
 	}
@@ -394,6 +565,9 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 
 		if (limit && !limit_admits(FILTER_RULE_LIMITER + rule, pkt, limit,
 					   &stats->rate_limited_sources)) {
+			if (limit->ban_ns)
+				ban_source(pkt, limit->ban_ns, FILTER_BAN_RATE_LIMIT,
+					   rule - gen * FILTER_MAX_RULES);
 			count(&stats->rate_limited, len);
 			return FILTER_DROP;
 		}
@@ -401,6 +575,8 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 	if (cfg->rate_limit.interval_ns &&
 	    !limit_admits(FILTER_INTERFACE_LIMITER, pkt, &cfg->rate_limit,
 			  &stats->rate_limited_sources)) {
+		if (cfg->rate_limit.ban_ns)
+			ban_source(pkt, cfg->rate_limit.ban_ns, FILTER_BAN_INTERFACE_LIMIT, 0);
 		count(&stats->rate_limited, len);
 		return FILTER_DROP;
 	}

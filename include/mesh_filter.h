@@ -130,6 +130,8 @@ struct filter_limit {
 	/* As the operator wrote them, for display. */
 	__u64 pps;
 	__u64 burst;
+	/* A refused source goes into the ban set for this long; 0: not. */
+	__u64 ban_ns;
 };
 
 struct filter_config {
@@ -268,6 +270,80 @@ struct filter_confirm {
 	__u64 state;
 	__u32 rollback_generation;
 	__u32 applied_generation;
+};
+
+/* Ban sets. Banned sources are dropped before the rules, at the cost of
+ * one hash lookup on a miss whatever the set's size: a host address is a
+ * key of ban_v4 or ban_v6 (hash maps, allocated as entries come), and only
+ * a shorter CIDR goes into the ban_prefixes LPM trie, which the program
+ * skips while ban_config.prefixes is 0. An entry whose expiry passed never
+ * matches again; the next `filter ban` command deletes it. Rate limits and
+ * SYN-flood protection with a ban TTL (filter_limit.ban_ns) add the
+ * sources they refuse, which user space counts through
+ * filter_ban_stats.promoted. */
+enum filter_ban_limits {
+	FILTER_BAN_MAX_HOSTS = 1048576, /* per family */
+	FILTER_BAN_MAX_PREFIXES = 65536,
+	FILTER_BAN_REASONS = 4096, /* texts of operator bans; 0 is none */
+	FILTER_BAN_REASON_LEN = 64,
+	/* Bits of the family byte and padding leading a prefix key. */
+	FILTER_BAN_PREFIX_HEADER_BITS = 32,
+};
+
+/* Who put an entry in the ban set. */
+enum filter_ban_origin {
+	FILTER_BAN_OPERATOR,
+	FILTER_BAN_RATE_LIMIT,	    /* a rule's rate limit: reason is its index */
+	FILTER_BAN_INTERFACE_LIMIT, /* the interface-wide rate limit */
+	FILTER_BAN_SYN_FLOOD,
+};
+
+struct filter_ban_v6_key {
+	__u8 addr[16];
+};
+
+struct filter_ban_prefix_key {
+	__u32 prefixlen; /* FILTER_BAN_PREFIX_HEADER_BITS + the CIDR's length */
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct filter_ban {
+	/* CLOCK_BOOTTIME ns, bpf_ktime_get_boot_ns(); 0: never expires. */
+	__u64 expires_ns;
+	__u64 added_ns;
+	/* What the entry dropped, added atomically by the program. */
+	__u64 packets;
+	__u64 bytes;
+	/* OPERATOR: an index in ban_reasons (0: none); RATE_LIMIT: the rule's
+	 * index in its rule set. */
+	__u32 reason;
+	__u8 origin; /* enum filter_ban_origin */
+	__u8 pad[3];
+};
+
+struct filter_ban_reason {
+	char text[FILTER_BAN_REASON_LEN];
+};
+
+/* Written by user space after each change of the set. */
+struct filter_ban_config {
+	/* Entries in ban_prefixes; 0: the program does not look there. */
+	__u64 prefixes;
+	/* What user space counted at its last change, and the sum of
+	 * filter_ban_stats.promoted then, so readers add the promotions
+	 * since without walking the maps. */
+	__u64 hosts_v4;
+	__u64 hosts_v6;
+	__u64 promoted_seen;
+};
+
+struct filter_ban_stats {
+	struct traffic_counter banned;
+	/* Sources a limiter added (new entries) or could not (set full). */
+	__u64 promoted;
+	__u64 promote_failed;
 };
 
 #endif /* MESHBPF_MESH_FILTER_H */

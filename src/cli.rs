@@ -475,6 +475,94 @@ pub enum FilterCommand {
     Counters(FilterCountersCommand),
     /// Swap the filter back to xdp_counter atomically; the interface keeps counting
     Remove(FilterShowArgs),
+    /// The ban set: sources dropped before any rule, for a TTL or until deleted
+    #[command(
+        long_about = "The ban set of the filter on IFACE: packets whose source is in it are dropped before any \
+rule sees them. Hosts cost one hash lookup per packet whatever the set holds (up to 1,048,576 per family); \
+shorter CIDRs (up to 65,536) go into an LPM trie that is looked up only while it has entries. An entry whose TTL \
+ran out never matches again and is deleted by the next add, del or load. Rate limits and SYN-flood protection \
+with \"ban\": \"10m\" in the rules file add the sources they refuse.",
+        after_help = "Examples:\n  meshbpf filter ban eth0 add 203.0.113.7 198.51.100.0/24 --ttl 10m --reason scanner\n  \
+meshbpf filter ban eth0 load feed.txt --ttl 1h\n  meshbpf filter ban eth0 list -j\n  meshbpf filter ban eth0 del 203.0.113.7"
+    )]
+    Ban(FilterBanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FilterBanArgs {
+    /// Interface with xdp_mesh_filter attached
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    #[command(subcommand)]
+    pub command: FilterBanCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilterBanCommand {
+    /// Ban CIDRs or addresses; a CIDR banned already gets the new TTL and reason and keeps its counts
+    Add(FilterBanAddArgs),
+    /// Lift bans (exactly these CIDRs; a host inside a banned CIDR stays banned)
+    Del(FilterBanDelArgs),
+    /// The live bans, with what each dropped and when it expires
+    List,
+    /// Ban every CIDR of a file: one a line, optionally followed by its TTL; # starts a comment.
+    /// A file with a bad line is refused whole
+    Load(FilterBanLoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FilterBanAddArgs {
+    /// Addresses or CIDRs, IPv4 or IPv6 (203.0.113.7, 198.51.100.0/24, 2001:db8::/32)
+    #[arg(value_name = "CIDR", required = true, value_parser = parse_cidr)]
+    pub cidrs: Vec<crate::rules::Prefix>,
+
+    #[command(flatten)]
+    pub ban: BanOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterBanDelArgs {
+    /// Addresses or CIDRs, as they were added
+    #[arg(value_name = "CIDR", required = true, value_parser = parse_cidr)]
+    pub cidrs: Vec<crate::rules::Prefix>,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterBanLoadArgs {
+    /// Ban list: "CIDR [TTL]" lines, # comments
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub ban: BanOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct BanOptions {
+    /// How long the bans last (90s, 10m, 12h, 7d; at most 365 days); without it, until deleted.
+    /// In `load`, for the lines that give no TTL of their own
+    #[arg(long, value_name = "TTL", value_parser = crate::rules::bans::ttl)]
+    pub ttl: Option<crate::rules::bans::Ttl>,
+
+    /// Why, shown by `filter ban IFACE list` (at most 63 bytes)
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
+}
+
+fn parse_cidr(text: &str) -> Result<crate::rules::Prefix, String> {
+    crate::rules::bans::cidr(text).map_err(|e| format!("{e}; {}", e.hint()))
+}
+
+fn parse_reason(text: &str) -> Result<String, String> {
+    let max = crate::programs::xdp_mesh_filter::bans::MAX_REASON;
+    if text.len() > max {
+        return Err(format!(
+            "the reason is {} bytes; at most {max} are kept, so shorten it",
+            text.len()
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

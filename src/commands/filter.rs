@@ -1,5 +1,5 @@
-//! `meshbpf filter apply|diff|confirm|rollback|show|check|counters|remove`:
-//! the rule set of xdp_mesh_filter and its lifecycle.
+//! `meshbpf filter apply|diff|confirm|rollback|show|check|counters|remove|ban`:
+//! the rule set of xdp_mesh_filter, its lifecycle and its ban set.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -8,18 +8,20 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{
-    FilterApplyArgs, FilterCheckArgs, FilterCommand, FilterCountersCommand,
-    FilterCountersResetArgs, FilterDiffArgs, FilterShowArgs,
+    BanOptions, FilterApplyArgs, FilterBanArgs, FilterBanCommand, FilterCheckArgs, FilterCommand,
+    FilterCountersCommand, FilterCountersResetArgs, FilterDiffArgs, FilterShowArgs,
 };
 use crate::error::{Failure, Reported};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev};
 use crate::output::{self, Output, Report};
 use crate::programs::xdp_counter;
+use crate::programs::xdp_mesh_filter::bans::{self, Ban, BanEntry, BanSummary, Changed};
 use crate::programs::xdp_mesh_filter::confirm::{self, Confirmation};
 use crate::programs::xdp_mesh_filter::{
     self, rule_counters, ActiveRules, FilterCounters, PinnedMaps, Publish,
 };
+use crate::rules::bans::{self as ban_input, Ttl};
 use crate::rules::compile::{self, CompileStats, LoadedRules};
 use crate::rules::diff::{self, RuleDiff, Settings};
 use crate::rules::filter::Rule;
@@ -42,6 +44,7 @@ pub fn run(
         FilterCommand::Check(args) => check(out, args),
         FilterCommand::Counters(FilterCountersCommand::Reset(args)) => reset(root, out, args),
         FilterCommand::Remove(args) => remove(root, saved, out, args),
+        FilterCommand::Ban(args) => ban(root, out, args),
     }
 }
 
@@ -655,7 +658,7 @@ impl Report for ShowReport {
     fn render(&self) -> String {
         let a = &self.active;
         let limit = |l: &Option<crate::rules::Limit>| match l {
-            Some(l) => format!("{} pps, burst {}", l.pps, l.burst),
+            Some(l) => format!("{} pps, burst {}{}", l.pps, l.burst, ban_suffix(l)),
             None => "off".into(),
         };
         let c = &self.counters;
@@ -696,13 +699,17 @@ impl Report for ShowReport {
         ]);
         text.push_str(&table.to_string());
         text.push_str(&format!(
-            "\npassed {} · dropped {} · rate-limited {} from {} sources · SYN-dropped {} from {} sources",
+            "\npassed {} · dropped {} · rate-limited {} from {} sources · SYN-dropped {} from {} sources\
+             \nban set: {} entries · dropped {} (meshbpf filter ban {} list)",
             output::count(c.verdicts.pass.packets),
             output::count(c.verdicts.drop.packets),
             output::count(c.rate_limited.packets),
             c.rate_limited_sources,
             output::count(c.syn_dropped.packets),
-            c.syn_flood_sources
+            c.syn_flood_sources,
+            output::count(c.bans.entries),
+            output::count(c.bans.banned.packets),
+            self.interface
         ));
         text
     }
@@ -802,7 +809,12 @@ fn summary(rule: &Rule) -> String {
         parts.push(format!("dport {}", range(r)));
     }
     if let Some(l) = rule.rate_limit {
-        parts.push(format!("limit {} pps burst {}", l.pps, l.burst));
+        parts.push(format!(
+            "limit {} pps burst {}{}",
+            l.pps,
+            l.burst,
+            ban_suffix(&l)
+        ));
     }
     if parts.is_empty() {
         parts.push("any IP packet".into());
@@ -811,4 +823,183 @@ fn summary(rule: &Rule) -> String {
         parts.push(format!("({name})"));
     }
     parts.join(" ")
+}
+
+#[derive(Debug, Serialize)]
+struct BanChangeReport {
+    interface: String,
+    /// add, del or load.
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    /// The TTL of `--ttl`; null: until deleted (a loaded line may give its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<Ttl>,
+    #[serde(flatten)]
+    changed: Changed,
+    /// From reading the input to the set's last write.
+    elapsed_ms: u64,
+    set: BanSummary,
+}
+
+impl Report for BanChangeReport {
+    fn render(&self) -> String {
+        let c = &self.changed;
+        let mut parts = Vec::new();
+        if self.action != "del" {
+            let how_long = match self.ttl {
+                Some(ttl) => format!("for {ttl}"),
+                None if self.action == "load" => "for each line's TTL, else until deleted".into(),
+                None => "until deleted".into(),
+            };
+            parts.push(format!(
+                "banned {} new, renewed {} ({how_long})",
+                c.added, c.renewed
+            ));
+        }
+        if self.action == "del" {
+            parts.push(format!("lifted {}", c.deleted.len()));
+        }
+        if !c.not_banned.is_empty() {
+            let list: Vec<String> = c.not_banned.iter().map(ToString::to_string).collect();
+            parts.push(format!("not banned: {}", list.join(", ")));
+        }
+        if c.swept > 0 {
+            parts.push(format!("swept {} expired", c.swept));
+        }
+        format!(
+            "{}: {} in {} ms; the ban set holds {} entries",
+            self.interface,
+            parts.join("; "),
+            self.elapsed_ms,
+            output::count(self.set.entries)
+        )
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct BanListReport {
+    interface: String,
+    #[serde(flatten)]
+    set: BanSummary,
+    /// Entries whose TTL ran out, which never match and go at the next change.
+    expired_unswept: usize,
+    bans: Vec<BanEntry>,
+}
+
+impl Report for BanListReport {
+    fn render(&self) -> String {
+        let s = &self.set;
+        let mut text = format!(
+            "{} · ban set · {} live entries ({} expired, swept at the next change) · dropped {} packets, {} · {} promoted by limiters{}\n",
+            self.interface,
+            output::count(self.bans.len() as u64),
+            self.expired_unswept,
+            output::count(s.banned.packets),
+            output::bytes(s.banned.bytes),
+            output::count(s.promoted),
+            if s.promote_failed > 0 {
+                format!(", {} refused: set full", output::count(s.promote_failed))
+            } else {
+                String::new()
+            }
+        );
+        let mut table = output::table(&["cidr", "by", "reason", "expires", "packets", "bytes"]);
+        for b in &self.bans {
+            let expires = match (&b.expires_at, b.expires_in_ms) {
+                (Some(at), Some(ms)) => format!(
+                    "{at} (in {})",
+                    output::duration(std::time::Duration::from_millis(ms))
+                ),
+                _ => "never".into(),
+            };
+            table.add_row(vec![
+                b.cidr.to_string().into(),
+                b.origin.into(),
+                b.reason.clone().unwrap_or_default().into(),
+                expires.into(),
+                output::right(output::count(b.packets)),
+                output::right(output::bytes(b.bytes)),
+            ]);
+        }
+        text.push_str(&table.to_string());
+        text
+    }
+}
+
+fn ban(root: &StateRoot, out: &Output, args: &FilterBanArgs) -> Result<()> {
+    netdev::validate_name(&args.interface)?;
+    caps::require("filter ban", &[caps::BPF])?;
+    let started = std::time::Instant::now();
+    let no_options = BanOptions {
+        ttl: None,
+        reason: None,
+    };
+    let (action, adds, del, options, file): (_, Vec<Ban>, &[_], _, _) = match &args.command {
+        FilterBanCommand::List => return ban_list(root, out, &args.interface),
+        FilterBanCommand::Add(a) => {
+            let adds = a
+                .cidrs
+                .iter()
+                .map(|&prefix| Ban {
+                    prefix,
+                    ttl: a.ban.ttl,
+                })
+                .collect();
+            ("add", adds, &[], &a.ban, None)
+        }
+        FilterBanCommand::Del(d) => ("del", Vec::new(), &d.cidrs, &no_options, None),
+        FilterBanCommand::Load(l) => {
+            let adds = ban_input::load_list(&l.file)?
+                .into_iter()
+                .map(|listed| Ban {
+                    prefix: listed.prefix,
+                    ttl: listed.ttl.or(l.ban.ttl),
+                })
+                .collect();
+            ("load", adds, &[], &l.ban, Some(l.file.clone()))
+        }
+    };
+    let _lock = root.lock()?;
+    state::interface::reconcile(root, &args.interface)?;
+    let dir = filter_dir(root, &args.interface)?;
+    let pinned = PinnedMaps::open(&dir)?;
+    let maps = pinned.maps();
+    let changed = bans::change(&maps, &adds, options.reason.as_deref(), del)?;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    out.emit(&BanChangeReport {
+        interface: args.interface.clone(),
+        action,
+        file,
+        ttl: options.ttl,
+        changed,
+        elapsed_ms,
+        set: bans::summary(&maps)?,
+    })?;
+    Ok(())
+}
+
+fn ban_list(root: &StateRoot, out: &Output, interface: &str) -> Result<()> {
+    let report = {
+        let _lock = root.lock_shared()?;
+        let dir = running_filter(root, interface)?;
+        let pinned = PinnedMaps::open(&dir)?;
+        let maps = pinned.maps();
+        let (entries, expired) = bans::list(&maps)?;
+        BanListReport {
+            interface: interface.to_owned(),
+            set: bans::summary(&maps)?,
+            expired_unswept: expired,
+            bans: entries,
+        }
+    };
+    out.emit(&report)?;
+    Ok(())
+}
+
+fn ban_suffix(limit: &crate::rules::Limit) -> String {
+    limit
+        .ban
+        .map(|ttl| format!(", refused sources banned for {ttl}"))
+        .unwrap_or_default()
 }

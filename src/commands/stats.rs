@@ -73,11 +73,13 @@ impl Report for AttachmentStats {
         let text = match &self.filter {
             None => format!("{title}\n{table}"),
             Some(f) => format!(
-                "{title}\n{table}\npassed {} · dropped {} · rate-limited {} · SYN-dropped {} (meshbpf filter show {} for rules)",
+                "{title}\n{table}\npassed {} · dropped {} · rate-limited {} · SYN-dropped {} · banned {} by a ban set of {} entries (meshbpf filter show {} for rules)",
                 output::count(f.verdicts.pass.packets),
                 output::count(f.verdicts.drop.packets),
                 output::count(f.rate_limited.packets),
                 output::count(f.syn_dropped.packets),
+                output::count(f.bans.banned.packets),
+                output::count(f.bans.entries),
                 a.interface
             ),
         };

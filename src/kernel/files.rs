@@ -30,6 +30,12 @@ pub const FILTER_RULES: Kind = Kind {
     cap: 16 * MIB,
     open_hint: READABLE,
 };
+/// A million IPv6 CIDRs with TTLs are about 50 MiB.
+pub const BAN_LIST: Kind = Kind {
+    name: "ban lists",
+    cap: 256 * MIB,
+    open_hint: READABLE,
+};
 pub const QOS_CLASSES: Kind = Kind {
     name: "QoS classes",
     cap: 16 * MIB,

@@ -121,6 +121,29 @@ impl<'fd, K: plain::Plain, V: ::plain::Plain> Entries<'fd, K, V> {
         })
     }
 
+    /// Every entry, a batch of `batch` at a time until the walk ends. A
+    /// hash bucket larger than the buffers (ENOSPC) doubles them.
+    pub fn read_all(&self, mut batch: usize) -> io::Result<Vec<(K, V)>> {
+        let mut all = Vec::new();
+        let mut keys: Vec<K> = (0..batch).map(|_| pod::zeroed()).collect();
+        let mut values: Vec<V> = (0..batch).map(|_| pod::zeroed()).collect();
+        let mut cursor = self.cursor();
+        loop {
+            match self.lookup_batch(&mut cursor, &mut keys, &mut values) {
+                Ok(read) => {
+                    all.extend(keys.drain(..read.count).zip(values.drain(..read.count)));
+                    if read.last {
+                        return Ok(all);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && batch < 1 << 24 => batch *= 2,
+                Err(e) => return Err(e),
+            }
+            keys.resize_with(batch, pod::zeroed);
+            values.resize_with(batch, pod::zeroed);
+        }
+    }
+
     /// The key after `prev`, or the first one (BPF_MAP_GET_NEXT_KEY); None
     /// past the last. When `prev` is gone, the kernel starts over.
     pub fn next_key(&self, prev: Option<&K>) -> io::Result<Option<K>> {

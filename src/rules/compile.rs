@@ -1156,7 +1156,17 @@ mod tests {
             r#"{"action": "allow", "protocol": "tcp", "dport": 22, "rate_limit": {"pps": 10, "burst": 20}},
                {"action": "deny", "protocol": "udp"}"#,
         );
-        assert_eq!(table.rule_limits, [(0, Limit { pps: 10, burst: 20 })]);
+        assert_eq!(
+            table.rule_limits,
+            [(
+                0,
+                Limit {
+                    pps: 10,
+                    burst: 20,
+                    ban: None
+                }
+            )]
+        );
         assert_eq!(table.rule_actions, [ALLOW, DENY]);
     }
 
@@ -1331,8 +1341,11 @@ mod tests {
             protocol,
             sport: (protocol.has_ports() && rng.chance(20)).then(|| random_range(rng)),
             dport: (protocol.has_ports() && rng.chance(40)).then(|| random_range(rng)),
-            rate_limit: (action == Action::Allow && rng.chance(20))
-                .then_some(Limit { pps: 5, burst: 5 }),
+            rate_limit: (action == Action::Allow && rng.chance(20)).then_some(Limit {
+                pps: 5,
+                burst: 5,
+                ban: None,
+            }),
         }
     }
 

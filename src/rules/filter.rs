@@ -16,7 +16,10 @@
 //! optionally `id`, `name`, `src`, `dst` (an address or CIDR), `protocol` (`tcp`,
 //! `udp`, `icmp`, `icmpv6`, `arp`, `any`, the default, another IANA keyword
 //! such as `gre`, or an IP protocol number 0-255), `sport`, `dport`
-//! (a port or `"low-high"` range) and, on allow rules only, `rate_limit`.
+//! (a port or `"low-high"` range) and, on allow rules only, `rate_limit`,
+//! with `ban` (a TTL such as `"10m"`) beside it to put the sources it refuses
+//! into the ban set. `"ban"` may also go inside any limit object, and does
+//! in `"syn_flood": {"pps": 100, "ban": "10m"}`.
 //! Which packets a rule matches is described in [`super::compile`].
 //!
 //! Every rule has an id, which carries its counters across rule sets (see
@@ -34,8 +37,8 @@ use serde_json::Value;
 
 use super::traffic::Traffic;
 use super::{
-    action, limit, load_file, object, optional, parse_document, required, rule_ids, text, Action,
-    Expected, Limit, PortRange, Prefix, Protocol, RuleError,
+    action, bans, limit, load_file, object, optional, parse_document, required, rule_ids, text,
+    Action, Expected, Limit, PortRange, Prefix, Protocol, RuleError,
 };
 use crate::kernel::files;
 
@@ -128,7 +131,7 @@ const RULE: Expected = Expected {
 };
 
 const FILE_FIELDS: [&str; 4] = ["default", "rules", "rate_limit", "syn_flood"];
-const RULE_FIELDS: [&str; 9] = [
+const RULE_FIELDS: [&str; 10] = [
     "id",
     "action",
     "name",
@@ -138,6 +141,7 @@ const RULE_FIELDS: [&str; 9] = [
     "sport",
     "dport",
     "rate_limit",
+    "ban",
 ];
 
 fn filter_rules(document: &Value) -> Result<FilterRules, RuleError> {
@@ -199,10 +203,36 @@ fn rule(value: &Value) -> Result<(Rule, Option<String>), RuleError> {
         protocol,
         sport,
         dport,
-        rate_limit: optional(map, "rate_limit", limit)?,
+        rate_limit: ban_next_to(optional(map, "rate_limit", limit)?, map)?,
     };
     check_rate_limit(&rule)?;
     Ok((rule, id))
+}
+
+/// A rule's `"ban"` beside its `"rate_limit"`, moved into the limit it
+/// belongs to (where `"ban"` may also be written, as in `"syn_flood"`).
+fn ban_next_to(
+    limit: Option<Limit>,
+    map: &serde_json::Map<String, Value>,
+) -> Result<Option<Limit>, RuleError> {
+    let Some(ttl) = optional(map, "ban", bans::ttl_value)? else {
+        return Ok(limit);
+    };
+    let fail = |message: &str, hint: &str| Err(RuleError::new(message, hint).in_field("ban"));
+    match limit {
+        None => fail(
+            "\"ban\" bans the sources a rate limit refuses, and this rule has no \"rate_limit\"",
+            "add \"rate_limit\": {\"pps\": ..., \"burst\": ...} to the rule, or remove \"ban\"",
+        ),
+        Some(Limit { ban: Some(_), .. }) => fail(
+            "\"ban\" is given both beside \"rate_limit\" and inside it",
+            "keep one of the two",
+        ),
+        Some(limit) => Ok(Some(Limit {
+            ban: Some(ttl),
+            ..limit
+        })),
+    }
 }
 
 fn check_rate_limit(rule: &Rule) -> Result<(), RuleError> {
@@ -244,6 +274,39 @@ mod tests {
     }
 
     #[test]
+    fn ban_goes_beside_a_rate_limit_or_inside_a_limit() {
+        let ttl = |s| Some(bans::ttl(s).unwrap());
+        let filter = parse(
+            r#"{"rules": [{"action": "allow", "rate_limit": {"pps": 10}, "ban": "10m"}],
+                "syn_flood": {"pps": 5, "ban": "1h"}}"#,
+        )
+        .unwrap();
+        assert_eq!(filter.rules[0].rate_limit.unwrap().ban, ttl("10m"));
+        assert_eq!(filter.syn_flood.unwrap().ban, ttl("1h"));
+        // Written back inside the limit, which parses to the same rules.
+        let text = serde_json::to_string(&filter).unwrap();
+        assert!(
+            text.contains(r#""rate_limit":{"pps":10,"burst":10,"ban":"10m"}"#),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), filter);
+        assert_eq!(
+            rule_error(r#"{"action": "allow", "ban": "10m"}"#),
+            "rule 1: field \"ban\": \"ban\" bans the sources a rate limit refuses, and this rule has no \"rate_limit\""
+        );
+        assert_eq!(
+            rule_error(
+                r#"{"action": "allow", "rate_limit": {"pps": 1, "ban": "1m"}, "ban": "10m"}"#
+            ),
+            "rule 1: field \"ban\": \"ban\" is given both beside \"rate_limit\" and inside it"
+        );
+        assert!(
+            rule_error(r#"{"action": "allow", "rate_limit": {"pps": 1}, "ban": "1ms"}"#)
+                .contains("is outside 1s to 365days"),
+        );
+    }
+
+    #[test]
     fn the_example_parses_field_by_field() {
         let filter = parse(EXAMPLE).unwrap();
         assert_eq!(filter.default, Action::Allow);
@@ -251,14 +314,16 @@ mod tests {
             filter.rate_limit,
             Some(Limit {
                 pps: 1000,
-                burst: 200
+                burst: 200,
+                ban: None
             })
         );
         assert_eq!(
             filter.syn_flood,
             Some(Limit {
                 pps: 100,
-                burst: 100
+                burst: 100,
+                ban: None
             })
         );
         assert_eq!(filter.rules.len(), 5);
@@ -279,7 +344,11 @@ mod tests {
         assert_eq!(filter.rules[1].name.as_deref(), Some("https"));
         assert_eq!(
             filter.rules[3].rate_limit,
-            Some(Limit { pps: 10, burst: 20 })
+            Some(Limit {
+                pps: 10,
+                burst: 20,
+                ban: None
+            })
         );
         assert_eq!(filter.rules[4].protocol, Protocol::Arp);
     }

@@ -7,6 +7,7 @@
 //! from 0 in file order, as `jq '.rules[3]'` numbers them. Unknown keys and
 //! repeated keys are errors: a typo such as `"dpot"` must never be ignored.
 
+pub mod bans;
 pub mod classes;
 pub mod compile;
 pub mod diff;
@@ -489,7 +490,11 @@ fn masked(addr: [u8; 16], len: u8) -> [u8; 16] {
 /// Host bits must be clear: `10.0.0.1/24` is more likely a mistake than a
 /// way to write `10.0.0.0/24`.
 pub fn prefix(value: &Value) -> Result<Prefix, RuleError> {
-    let text = value.as_str().ok_or_else(|| CIDR.wrong(value))?;
+    prefix_text(value.as_str().ok_or_else(|| CIDR.wrong(value))?)
+}
+
+/// [`prefix`] of a bare string, as ban lists and the command line give it.
+pub fn prefix_text(text: &str) -> Result<Prefix, RuleError> {
     let (addr_text, len_text) = match text.split_once('/') {
         Some((addr, len)) => (addr, Some(len)),
         None => (text, None),
@@ -774,16 +779,19 @@ pub fn action(value: &Value) -> Result<Action, RuleError> {
     }
 }
 
-/// A token bucket: `pps` packets per second on average, `burst` at once.
+/// A token bucket: `pps` packets per second on average, `burst` at once;
+/// with `ban`, a source it refuses goes into the ban set for that long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limit {
     pub pps: u64,
     pub burst: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ban: Option<bans::Ttl>,
 }
 
-/// `{"pps": 1000, "burst": 200}`; burst defaults to pps.
+/// `{"pps": 1000, "burst": 200, "ban": "10m"}`; burst defaults to pps.
 pub fn limit(value: &Value) -> Result<Limit, RuleError> {
-    let map = object(value, &LIMIT, &["pps", "burst"])?;
+    let map = object(value, &LIMIT, &["pps", "burst", "ban"])?;
     let pps = required(
         map,
         "pps",
@@ -794,6 +802,7 @@ pub fn limit(value: &Value) -> Result<Limit, RuleError> {
     Ok(Limit {
         pps,
         burst: burst.unwrap_or(pps),
+        ban: optional(map, "ban", bans::ttl_value)?,
     })
 }
 
@@ -1057,14 +1066,16 @@ mod tests {
             parsed(json!({"pps": 1000, "burst": 200})),
             Limit {
                 pps: 1000,
-                burst: 200
+                burst: 200,
+                ban: None
             }
         );
         assert_eq!(
             parsed(json!({"pps": 100})),
             Limit {
                 pps: 100,
-                burst: 100
+                burst: 100,
+                ban: None
             }
         );
     }

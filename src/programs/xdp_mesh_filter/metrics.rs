@@ -1,6 +1,6 @@
-//! xdp_mesh_filter's metric families: verdicts, per-rule hits, rate-limited
-//! and SYN-dropped packets, how full its rule table is, and a pending
-//! commit-confirm.
+//! xdp_mesh_filter's metric families: verdicts, per-rule hits, rate-limited,
+//! SYN-dropped and banned packets, promotions into the ban set, how full its
+//! rule table and ban set are, and a pending commit-confirm.
 
 use anyhow::Result;
 
@@ -54,6 +54,19 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
         "Time until a pending apply --confirm rolls back by itself (0 when none is pending)",
     )
     .unit("seconds");
+    let mut banned = Pair::new(
+        "meshbpf_filter_banned_packets",
+        "meshbpf_filter_banned",
+        [
+            "Packets dropped because their source is in the ban set",
+            "Bytes of the packets dropped because their source is in the ban set",
+        ],
+    );
+    let mut promoted = Family::new(
+        "meshbpf_filter_ban_promoted",
+        Kind::Counter,
+        "Sources a rate limit or SYN-flood protection put into the ban set",
+    );
     let mut tables = Vec::new();
     for dir in dirs {
         let pinned = PinnedMaps::open(dir)?;
@@ -70,6 +83,15 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
         let on = || vec![label("interface", interface)];
         rate_limited.add(on(), f.rate_limited.packets, f.rate_limited.bytes);
         syn_dropped.add(on(), f.syn_dropped.packets, f.syn_dropped.bytes);
+        let b = &f.bans;
+        banned.add(on(), b.banned.packets, b.banned.bytes);
+        promoted.add(on(), Value::Int(b.promoted));
+        tables.extend(table_size(
+            interface,
+            "bans",
+            b.entries,
+            2 * b.capacity_hosts + b.capacity_prefixes,
+        ));
         let active = super::read_rules(&maps)?;
         for r in &active.rules {
             let labels = vec![
@@ -92,11 +114,11 @@ pub fn families(dirs: &[AttachmentDir]) -> Result<Vec<Family>> {
             MAX_RULES,
         ));
     }
-    let mut families: Vec<Family> = [verdicts, hits, rate_limited, syn_dropped]
+    let mut families: Vec<Family> = [verdicts, hits, rate_limited, syn_dropped, banned]
         .into_iter()
         .flat_map(Pair::into_families)
         .collect();
-    families.extend([pending, remaining]);
+    families.extend([pending, remaining, promoted]);
     families.extend(tables);
     families.extend(xdp_counter::metrics::families(dirs)?);
     Ok(families)

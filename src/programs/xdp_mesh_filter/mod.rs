@@ -28,6 +28,7 @@ use crate::kernel::{bpfobj, maps as kmaps, verifier};
 use crate::programs::maps::{self, bytes, lookup};
 use crate::programs::xdp_counter::traffic::{self, Counter, COUNTERS_MAP};
 use crate::programs::{Facets, Scope};
+use crate::rules::bans::Ttl;
 use crate::rules::compile::{CompiledFilter, Side};
 use crate::rules::filter::{FilterRules, Rule};
 use crate::rules::{Action, Family, Limit, PortRange, Prefix, Protocol};
@@ -38,6 +39,7 @@ use skel::types::{
     filter_vector, filter_verdict, traffic_counter,
 };
 
+pub mod bans;
 pub mod confirm;
 pub mod health;
 pub mod metrics;
@@ -88,6 +90,12 @@ maps::map_set! {
         confirm,
         // The per-source rate-limiter LRU table.
         limiters,
+        ban_v4,
+        ban_v6,
+        ban_prefixes,
+        ban_reasons,
+        ban_config,
+        ban_stats,
     }
 }
 
@@ -301,7 +309,7 @@ fn vector_map(compiled: &CompiledFilter) -> Result<MapHandle> {
 /// batch stays small.
 const BATCH_BYTES: usize = 8 << 20;
 
-fn write_batch(map: &MapHandle, keys: &[u8], values: &[u8], count: usize) -> Result<()> {
+fn write_batch(map: &dyn MapCore, keys: &[u8], values: &[u8], count: usize) -> Result<()> {
     let (key_size, value_size) = (keys.len() / count.max(1), values.len() / count.max(1));
     let per_batch = (BATCH_BYTES / value_size.max(1)).max(1);
     for (k, v) in keys
@@ -382,6 +390,7 @@ fn limit(l: Option<&Limit>) -> filter_limit {
                 tolerance_ns: (l.burst - 1) * interval_ns,
                 pps: l.pps,
                 burst: l.burst,
+                ban_ns: l.ban.map_or(0, |ttl| ttl.0.as_nanos() as u64),
             }
         }
     }
@@ -478,9 +487,11 @@ fn undescribe(d: &filter_rule) -> Rule {
         protocol: protocol_of(d.protocol_kind, d.ip_proto),
         sport: range(d.sport_lo, d.sport_hi),
         dport: range(d.dport_lo, d.dport_hi),
+        // filter_rule has no room for it: read_rules takes it from rule_limits.
         rate_limit: (d.has_limit != 0).then_some(Limit {
             pps: d.limit_pps,
             burst: d.limit_burst,
+            ban: None,
         }),
     }
 }
@@ -488,7 +499,11 @@ fn undescribe(d: &filter_rule) -> Rule {
 /// A rule as `filter show` will read it back once applied (a long name
 /// is cut to fit), for comparing a file with what the kernel holds.
 pub fn as_stored(rule: &Rule) -> Rule {
-    undescribe(&describe(rule))
+    let mut stored = undescribe(&describe(rule));
+    if let (Some(limit), Some(given)) = (&mut stored.rate_limit, rule.rate_limit) {
+        limit.ban = given.ban;
+    }
+    stored
 }
 
 /// The rule as written, in the fixed layout `filter show` reads back.
@@ -568,6 +583,8 @@ pub struct FilterCounters {
     /// (as long as the limiter table remembers them).
     pub rate_limited_sources: u64,
     pub syn_flood_sources: u64,
+    /// The ban set: its size and what it dropped.
+    pub bans: bans::BanSummary,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -594,6 +611,7 @@ pub fn read_stats(maps: &FilterMaps<'_>) -> Result<FilterCounters> {
         sum.rate_limited_sources += cpu.rate_limited_sources;
         sum.syn_flood_sources += cpu.syn_flood_sources;
     }
+    sum.bans = bans::summary(maps)?;
     Ok(sum)
 }
 
@@ -629,25 +647,32 @@ pub fn read_rules(maps: &FilterMaps<'_>) -> Result<ActiveRules> {
     let gen = active_generation(maps)?;
     let config: filter_config =
         lookup(maps.config, &(gen as u32).to_ne_bytes())?.unwrap_or_default();
+    let limit_back = |l: &filter_limit| {
+        (l.interval_ns != 0).then_some(Limit {
+            pps: l.pps,
+            burst: l.burst,
+            ban: (l.ban_ns != 0).then_some(Ttl(Duration::from_nanos(l.ban_ns))),
+        })
+    };
     let rules = rule_counters::stored(maps, gen)?
         .iter()
         .enumerate()
         .map(|(index, stored)| {
             let total = stored.total();
-            ShownRule {
+            let mut rule = undescribe(&stored.described);
+            if rule.rate_limit.is_some() {
+                let limit: Option<filter_limit> =
+                    lookup(maps.rule_limits, &rule_key(gen, index as u32))?;
+                rule.rate_limit = limit.as_ref().and_then(limit_back).or(rule.rate_limit);
+            }
+            Ok(ShownRule {
                 index: index as u32,
-                rule: undescribe(&stored.described),
+                rule,
                 packets: total.packets,
                 bytes: total.bytes,
-            }
+            })
         })
-        .collect();
-    let limit_back = |l: &filter_limit| {
-        (l.interval_ns != 0).then_some(Limit {
-            pps: l.pps,
-            burst: l.burst,
-        })
-    };
+        .collect::<Result<_>>()?;
     Ok(ActiveRules {
         generation: gen,
         default: if config.default_action == action(Action::Deny) {
