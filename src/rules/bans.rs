@@ -26,7 +26,7 @@ use super::{prefix_text, Expected, Prefix, RuleError};
 use crate::error::Failure;
 use crate::kernel::files;
 
-/// The longest TTL: a ban for longer is a permanent ban, which is no TTL.
+/// The longest TTL, 365 days: a ban for longer is a permanent ban, which is no TTL.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How long a ban lasts, from 1 s to [`MAX_TTL`].
@@ -53,8 +53,7 @@ pub fn ttl(text: &str) -> Result<Ttl, String> {
     })?;
     if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
         return Err(format!(
-            "\"{text}\" is outside 1s to {}; leave the TTL out for a ban that never expires",
-            humantime::format_duration(MAX_TTL)
+            "\"{text}\" is outside 1s to 365 days; leave the TTL out for a ban that never expires"
         ));
     }
     Ok(Ttl(ttl))
@@ -164,7 +163,7 @@ mod tests {
         assert_eq!(ttl("10m"), Ok(Ttl(Duration::from_secs(600))));
         assert_eq!(ttl("1h 30m"), Ok(Ttl(Duration::from_secs(5400))));
         assert_eq!(Ttl(Duration::from_secs(600)).to_string(), "10m");
-        assert!(ttl("500ms").unwrap_err().contains("outside 1s to 365days"));
+        assert!(ttl("500ms").unwrap_err().contains("outside 1s to 365 days"));
         assert!(ttl("soon").unwrap_err().contains("is not a duration"));
     }
 

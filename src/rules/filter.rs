@@ -292,17 +292,17 @@ mod tests {
         assert_eq!(parse(&text).unwrap(), filter);
         assert_eq!(
             rule_error(r#"{"action": "allow", "ban": "10m"}"#),
-            "rule 1: field \"ban\": \"ban\" bans the sources a rate limit refuses, and this rule has no \"rate_limit\""
+            "rule 1, field \"ban\": \"ban\" bans the sources a rate limit refuses, and this rule has no \"rate_limit\""
         );
         assert_eq!(
             rule_error(
                 r#"{"action": "allow", "rate_limit": {"pps": 1, "ban": "1m"}, "ban": "10m"}"#
             ),
-            "rule 1: field \"ban\": \"ban\" is given both beside \"rate_limit\" and inside it"
+            "rule 1, field \"ban\": \"ban\" is given both beside \"rate_limit\" and inside it"
         );
         assert!(
             rule_error(r#"{"action": "allow", "rate_limit": {"pps": 1}, "ban": "1ms"}"#)
-                .contains("is outside 1s to 365days"),
+                .contains("is outside 1s to 365 days"),
         );
     }
 

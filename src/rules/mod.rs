@@ -1109,7 +1109,7 @@ mod tests {
     fn unknown_keys_far_from_any_known_one_get_no_guess() {
         let err = limit(&json!({"pps": 1, "tokens": 5})).unwrap_err();
         assert_eq!(err.to_string(), "field \"tokens\": not a known field");
-        assert_eq!(err.hint(), "the fields here are pps, burst");
+        assert_eq!(err.hint(), "the fields here are pps, burst, ban");
     }
 
     #[test]

@@ -130,18 +130,17 @@ impl Table {
     }
 }
 
-/// A CIDR's key in its map.
-fn key(p: &Prefix) -> Vec<u8> {
+/// Appends a CIDR's key in its map to `keys`.
+fn push_key(p: &Prefix, keys: &mut Vec<u8>) {
     match Table::of(p) {
-        Table::V4 => p.addr[..4].to_vec(),
-        Table::V6 => p.addr.to_vec(),
-        Table::Prefixes => bytes(&filter_ban_prefix_key {
+        Table::V4 => keys.extend_from_slice(&p.addr[..4]),
+        Table::V6 => keys.extend_from_slice(&p.addr),
+        Table::Prefixes => keys.extend_from_slice(bytes(&filter_ban_prefix_key {
             prefixlen: PREFIX_HEADER_BITS + u32::from(p.len),
             family: family(p.family),
             pad: [0; 3],
             addr: p.addr,
-        })
-        .to_vec(),
+        })),
     }
 }
 
@@ -306,7 +305,7 @@ pub fn list(maps: &FilterMaps<'_>) -> Result<(Vec<BanEntry>, usize)> {
             bytes: ban.bytes,
         });
     }
-    entries.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+    entries.sort_by_key(|a| a.cidr);
     Ok((entries, expired))
 }
 
@@ -351,10 +350,7 @@ pub fn change(
         if live(&ban, now) {
             present.insert(prefix, ban);
         } else {
-            expired
-                .entry(Table::of(&prefix))
-                .or_default()
-                .extend(key(&prefix));
+            push_key(&prefix, expired.entry(Table::of(&prefix)).or_default());
         }
     }
     let mut changed = Changed::default();
@@ -365,9 +361,7 @@ pub fn change(
     let mut gone: HashMap<Table, Vec<u8>> = HashMap::new();
     for prefix in del {
         if present.remove(prefix).is_some() {
-            gone.entry(Table::of(prefix))
-                .or_default()
-                .extend(key(prefix));
+            push_key(prefix, gone.entry(Table::of(prefix)).or_default());
             changed.deleted.push(*prefix);
         } else if !changed.deleted.contains(prefix) {
             changed.not_banned.push(*prefix);
@@ -380,9 +374,12 @@ pub fn change(
     let adding: FastMap<Prefix, Option<Ttl>> = add.iter().map(|b| (b.prefix, b.ttl)).collect();
     let mut held = count_tables(present.keys());
     check_room(&held, &present, &adding)?;
+    let reason = match adding.is_empty() {
+        true => 0,
+        false => reason_index(maps, &present, reason)?,
+    };
     if !adding.is_empty() {
-        let reason = reason_index(maps, &present, reason)?;
-        let mut writes: HashMap<Table, (Vec<u8>, Vec<u8>)> = HashMap::new();
+        let mut writes: [(Vec<u8>, Vec<u8>); 3] = Default::default();
         for (prefix, ttl) in &adding {
             let old = present.get(prefix);
             if old.is_some() {
@@ -400,16 +397,20 @@ pub fn change(
                 origin: filter_ban_origin::FILTER_BAN_OPERATOR.0 as u8,
                 pad: [0; 3],
             };
-            let (keys, values) = writes.entry(Table::of(prefix)).or_default();
-            keys.extend(key(prefix));
+            let (keys, values) = &mut writes[Table::of(prefix) as usize];
+            push_key(prefix, keys);
             values.extend_from_slice(bytes(&ban));
-            present.insert(*prefix, ban);
         }
-        for (table, (keys, values)) in &writes {
-            write(*table, table.map(maps), keys, values)?;
+        for table in TABLES {
+            let (keys, values) = &writes[table as usize];
+            if !keys.is_empty() {
+                write(table, table.map(maps), keys, values)?;
+            }
         }
     }
-    forget_unused_reasons(maps, &present)?;
+    let mut used = used_reasons(&present);
+    used.insert(reason);
+    forget_unused_reasons(maps, &used)?;
     let config = filter_ban_config {
         prefixes: held[Table::Prefixes as usize] as u64,
         hosts_v4: held[Table::V4 as usize] as u64,
@@ -551,11 +552,7 @@ fn used_reasons(present: &FastMap<Prefix, filter_ban>) -> HashSet<u32> {
 }
 
 /// Clears the texts no live entry names any more.
-fn forget_unused_reasons(
-    maps: &FilterMaps<'_>,
-    present: &FastMap<Prefix, filter_ban>,
-) -> Result<()> {
-    let used = used_reasons(present);
+fn forget_unused_reasons(maps: &FilterMaps<'_>, used: &HashSet<u32>) -> Result<()> {
     for (index, text) in reasons(maps)?.iter().enumerate() {
         let index = index as u32;
         if index != 0 && !text.is_empty() && !used.contains(&index) {
