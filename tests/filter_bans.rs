@@ -312,32 +312,31 @@ privileged_test!(
 );
 
 privileged_test!(
-    fn loading_a_million_entries_takes_under_two_seconds() {
+    /// A feed of a million hosts loads whole: every line is an entry, the
+    /// first and the last ban their source. How long it takes is measured
+    /// by `make bench` (section "ban sets"), with the release binary.
+    fn loading_a_million_entries_bans_every_one() {
         let net = VethPair::new();
         net.add_peer_address(OTHER);
         allow_all(&net);
         let _echo = Echo::start(&net, false);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("million.txt");
-        let mut text = format!("{PEER_ADDR} 1h\n");
-        // 10.0.0.0 onwards, one host a line: 999,999 more.
+        // 10.0.0.0 onwards, one host a line, then the peer's own address.
+        let mut text = String::new();
         for i in 0..999_999u32 {
             text.push_str(&Ipv4Addr::from(0x0a00_0000 + i).to_string());
             text.push('\n');
         }
+        text.push_str(&format!("{PEER_ADDR} 1h\n"));
         std::fs::write(&file, text).unwrap();
 
         let _timed = timed();
-        let started = Instant::now();
         let loaded = ban(&net, &["load", file.to_str().unwrap()]);
-        let took = started.elapsed();
-        println!("filter ban load of 1,000,000 entries took {took:?}");
         assert_eq!(loaded["added"], 1_000_000, "{loaded}");
-        assert!(took < Duration::from_secs(2), "took {took:?}");
-
         assert_eq!(show(&net)["counters"]["bans"]["entries"], 1_000_000);
-        assert_eq!(echoes(&net, PEER_ADDR, 10), 0, "a listed source is banned");
-        assert_eq!(echoes(&net, OTHER, 10), 10, "an unlisted one passes");
+        assert_eq!(echoes(&net, PEER_ADDR, 10), 0, "the last line is banned");
+        assert_eq!(echoes(&net, OTHER, 10), 10, "an unlisted source passes");
     }
 );
 
