@@ -5,7 +5,9 @@
 
 use anyhow::Result;
 
-use crate::cli::{AttachTarget, Cli, Command, DetachTarget, LsmCommand};
+use crate::cli::{
+    AttachTarget, Cli, Command, DetachTarget, FilterCommand, FilterCountersCommand, LsmCommand,
+};
 use crate::kernel::pins::StateRoot;
 use crate::output::Output;
 use crate::state::saved_rules::SavedRules;
@@ -16,6 +18,9 @@ pub mod completions;
 pub mod detach;
 pub mod events;
 pub mod filter;
+pub mod filter_ban;
+pub mod filter_confirm;
+pub mod filter_show;
 pub mod flows;
 pub mod health;
 pub mod latency;
@@ -40,7 +45,19 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Detach(DetachTarget::Latency) => latency::detach(&root, out),
         Command::Detach(DetachTarget::Lsm) => lsm_monitor::detach(&root, out),
         Command::Stats(args) => stats::run(&root, out, &args),
-        Command::Filter(command) => filter::run(&root, &saved, out, &command),
+        Command::Filter(command) => match command {
+            FilterCommand::Apply(args) => filter::apply(&root, &saved, out, &args),
+            FilterCommand::Diff(args) => filter::diff(&root, out, &args),
+            FilterCommand::Check(args) => filter::check(out, &args),
+            FilterCommand::Remove(args) => filter::remove(&root, &saved, out, &args),
+            FilterCommand::Confirm(args) => filter_confirm::confirm(&root, &saved, out, &args),
+            FilterCommand::Rollback(args) => filter_confirm::rollback(&root, &saved, out, &args),
+            FilterCommand::Show(args) => filter_show::show(&root, out, &args),
+            FilterCommand::Counters(FilterCountersCommand::Reset(args)) => {
+                filter_show::reset(&root, out, &args)
+            }
+            FilterCommand::Ban(args) => filter_ban::run(&root, out, &args),
+        },
         Command::Flows(args) => flows::run(&root, out, &args),
         Command::Health(args) => health::run(&root, out, &args),
         Command::Load(args) => load::run(&root, out, &args),

@@ -102,6 +102,50 @@ impl FilterRules {
 }
 
 impl Rule {
+    /// One line for tables: the conditions in file order, the limit and
+    /// the name.
+    pub fn summary(&self) -> String {
+        let rule = self;
+        let mut parts = Vec::new();
+        if let Some(src) = rule.src {
+            parts.push(format!("src {src}"));
+        }
+        if let Some(dst) = rule.dst {
+            parts.push(format!("dst {dst}"));
+        }
+        if rule.protocol != Protocol::Any {
+            parts.push(rule.protocol.to_string());
+        }
+        let range = |r: PortRange| {
+            if r.lo == r.hi {
+                r.lo.to_string()
+            } else {
+                format!("{}-{}", r.lo, r.hi)
+            }
+        };
+        if let Some(r) = rule.sport {
+            parts.push(format!("sport {}", range(r)));
+        }
+        if let Some(r) = rule.dport {
+            parts.push(format!("dport {}", range(r)));
+        }
+        if let Some(l) = rule.rate_limit {
+            parts.push(format!(
+                "limit {} pps burst {}{}",
+                l.pps,
+                l.burst,
+                l.ban_note()
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("any IP packet".into());
+        }
+        if let Some(name) = &rule.name {
+            parts.push(format!("({name})"));
+        }
+        parts.join(" ")
+    }
+
     pub fn has_ports(&self) -> bool {
         self.sport.is_some() || self.dport.is_some()
     }
@@ -284,12 +328,13 @@ mod tests {
         assert_eq!(filter.rules[0].rate_limit.unwrap().ban, ttl("10m"));
         assert_eq!(filter.syn_flood.unwrap().ban, ttl("1h"));
         // Written back inside the limit, which parses to the same rules.
-        let text = serde_json::to_string(&filter).unwrap();
-        assert!(
-            text.contains(r#""rate_limit":{"pps":10,"burst":10,"ban":"10m"}"#),
-            "{text}"
+        let file = filter.to_file();
+        assert_eq!(
+            file["rules"][0]["rate_limit"],
+            serde_json::json!({"pps": 10, "burst": 10, "ban": "10m"}),
+            "{file}"
         );
-        assert_eq!(parse(&text).unwrap(), filter);
+        assert_eq!(parse(&file.to_string()).unwrap(), filter);
         assert_eq!(
             rule_error(r#"{"action": "allow", "ban": "10m"}"#),
             "rule 1, field \"ban\": \"ban\" bans the sources a rate limit refuses, and this rule has no \"rate_limit\""

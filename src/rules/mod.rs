@@ -10,6 +10,7 @@
 pub mod bans;
 pub mod classes;
 pub mod compile;
+pub mod compile_report;
 pub mod diff;
 pub mod filter;
 pub mod policy;
@@ -787,6 +788,15 @@ pub struct Limit {
     pub burst: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ban: Option<bans::Ttl>,
+}
+
+impl Limit {
+    /// What a refused source gets besides the drop, for tables.
+    pub fn ban_note(&self) -> String {
+        self.ban
+            .map(|ttl| format!(", refused sources banned for {ttl}"))
+            .unwrap_or_default()
+    }
 }
 
 /// `{"pps": 1000, "burst": 200, "ban": "10m"}`; burst defaults to pps.

@@ -34,6 +34,7 @@ use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::xdp::{self, XdpMode};
 use crate::programs;
 
+pub mod filter;
 pub mod host;
 pub mod interface;
 pub mod saved_rules;

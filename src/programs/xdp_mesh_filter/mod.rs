@@ -698,13 +698,22 @@ pub fn install(
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load_counting_into(&mut object, btf, Some(&from.map(COUNTERS_MAP)))?;
+    apply_fresh(&skel, rules, compiled)?;
+    pin(&skel, dir)
+}
+
+/// The first rule set of a freshly loaded program, in force at once.
+fn apply_fresh(
+    skel: &XdpMeshFilterSkel<'_>,
+    rules: &FilterRules,
+    compiled: &CompiledFilter,
+) -> Result<u8> {
     apply(
-        &FilterMaps::of_skeleton(&skel),
+        &FilterMaps::of_skeleton(skel),
         rules,
         compiled,
         Publish::Now,
-    )?;
-    pin(&skel, dir)
+    )
 }
 
 /// Loads with rules, attaches and pins; the link pin goes last and commits.
@@ -718,12 +727,7 @@ pub fn attach(
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load(&mut object, btf)?;
-    apply(
-        &FilterMaps::of_skeleton(&skel),
-        rules,
-        compiled,
-        Publish::Now,
-    )?;
+    apply_fresh(&skel, rules, compiled)?;
     let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())
