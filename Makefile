@@ -16,9 +16,11 @@ CARGO_DEB_VERSION := 3.8.0
 # iputils-ping and python3 (test traffic), util-linux (nsenter, unshare, setpriv),
 # prometheus (its server scrapes `meshbpf serve` in tests/serve.rs; promtool checks the exposition),
 # strace (tests/crash.rs kills commands at their syscalls), python3-scapy
-# (tests/parse_scapy.rs: an oracle for the packet parser that shares no code with it).
+# (tests/parse_scapy.rs: an oracle for the packet parser that shares no code with it),
+# tcpdump (tests/flows_capture.rs checks flows and stats against its dissection of a
+# capture of the same traffic).
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool \
-                iputils-ping python3 util-linux prometheus strace python3-scapy
+                iputils-ping python3 util-linux prometheus strace python3-scapy tcpdump
 # Benchmarks also compare with the established tools when they are installed.
 BENCH_PACKAGES := xdp-tools bpftrace
 # The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy
