@@ -2,6 +2,7 @@
 //! empty XDP program and with the established tools, and rewrites
 //! BENCHMARKS.md whole with the method and the numbers.
 
+mod bans;
 mod classbench;
 #[path = "../common/mod.rs"]
 mod common;
@@ -39,6 +40,9 @@ pub struct Config {
     pub flow_rounds: usize,
     /// The same for section 5, whose bpftrace rows start bpftrace each time.
     pub latency_rounds: usize,
+    /// The same for section 8's control plane, whose loads of a million
+    /// bans take seconds each.
+    pub ban_rounds: usize,
     /// Runs per BPF_PROG_TEST_RUN call: each call has a fixed cost, so one
     /// long call per sample rather than many short ones.
     pub repeat: u32,
@@ -63,6 +67,7 @@ impl Config {
             filter_rounds: 9,
             flow_rounds: 5,
             latency_rounds: 9,
+            ban_rounds: 5,
             repeat: 1_000_000,
             xdp_filter_object: shipped("xdpfilt_alw_all.o"),
             xdpdump_object: shipped("xdpdump_xdp.o"),
@@ -127,6 +132,11 @@ fn main() {
         config.filter_rounds
     );
     let classbench = classbench::measure(&config);
+    eprintln!(
+        "bench: ban sets ({} rounds, {} for the control plane)",
+        config.filter_rounds, config.ban_rounds
+    );
+    let bans = bans::measure(&config);
     let report = [
         header,
         method(&config),
@@ -139,6 +149,7 @@ fn main() {
         latency.markdown(),
         lsm.markdown(),
         classbench.markdown(),
+        bans.markdown(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
     ]
@@ -150,8 +161,9 @@ fn main() {
     eprintln!("bench: wrote {}", path.display());
 }
 
-/// MESHBPF_BENCH_ONLY=filter, =classbench or =lsm runs that section alone and
-/// prints it, leaving BENCHMARKS.md as it is: for work on one section.
+/// MESHBPF_BENCH_ONLY=filter, =classbench, =lsm or =bans runs that section
+/// alone and prints it, leaving BENCHMARKS.md as it is: for work on one
+/// section.
 const ONLY_ENV: &str = "MESHBPF_BENCH_ONLY";
 
 fn only_section(config: &Config, section: &str) -> String {
@@ -159,9 +171,10 @@ fn only_section(config: &Config, section: &str) -> String {
         "filter" => filter::measure(config).markdown(),
         "classbench" => classbench::measure(config).markdown(),
         "lsm" => lsm::measure(config).markdown(),
-        other => {
-            panic!("{ONLY_ENV}={other}: the sections that run alone are filter, classbench and lsm")
-        }
+        "bans" => bans::measure(config).markdown(),
+        other => panic!(
+            "{ONLY_ENV}={other}: the sections that run alone are filter, classbench, lsm and bans"
+        ),
     }
 }
 

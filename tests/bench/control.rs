@@ -17,17 +17,19 @@ use crate::Config;
 
 /// One timed action. Commands run from a thread inside the veth's namespace,
 /// so no nsenter or `ip netns exec` adds its own start-up to the numbers.
-struct Step {
-    operation: &'static str,
-    what: String,
+pub struct Step {
+    pub operation: &'static str,
+    pub what: String,
     /// Whether the action starts a process, so that the floor applies.
     spawns: bool,
     action: Box<dyn Fn() + Send>,
-    samples: Vec<f64>,
+    /// Runs after the timed action, untimed: proof that it did its job.
+    check: Option<Box<dyn Fn() + Send>>,
+    pub samples: Vec<f64>,
 }
 
 impl Step {
-    fn command(operation: &'static str, argv: Vec<String>) -> Step {
+    pub fn command(operation: &'static str, argv: Vec<String>) -> Step {
         let what = format!("`{}`", argv.join(" "));
         Step {
             operation,
@@ -42,8 +44,15 @@ impl Step {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }),
+            check: None,
             samples: Vec::new(),
         }
+    }
+
+    /// Runs `check` after every timed run of the step.
+    pub fn checked(mut self, check: impl Fn() + Send + 'static) -> Step {
+        self.check = Some(Box::new(check));
+        self
     }
 
     /// Several sequences detach with the same command: say what goes away.
@@ -54,13 +63,13 @@ impl Step {
     }
 }
 
-fn argv(words: &[&str]) -> Vec<String> {
+pub fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
 /// Steps that must run in order (attach before read before detach); the
 /// order between sequences rotates every round.
-type Sequence = Vec<Step>;
+pub type Sequence = Vec<Step>;
 
 pub struct Results {
     /// The first sequence is the floor.
@@ -97,14 +106,20 @@ const TOOLS_BPFFS_FOOTPRINT: [&str; 5] = [
 ];
 
 pub fn measure(config: &Config) -> Results {
+    leaving_tools_footprint(|| measure_in_netns(config))
+}
+
+/// Runs `f`, then removes what of [`TOOLS_BPFFS_FOOTPRINT`] was not there
+/// before, so the tools `f` runs leave bpffs as they found it.
+pub fn leaving_tools_footprint<T>(f: impl FnOnce() -> T) -> T {
     let absent: Vec<&Path> = TOOLS_BPFFS_FOOTPRINT
         .iter()
         .map(Path::new)
         .filter(|p| p.symlink_metadata().is_err())
         .collect();
-    let results = measure_in_netns(config);
-    // Leave bpffs as we found it. remove_dir only takes empty directories, so
-    // whatever someone else put there meanwhile stays.
+    let results = f();
+    // remove_dir only takes empty directories, so whatever someone else put
+    // there meanwhile stays.
     for path in absent {
         let _ = if path.is_symlink() {
             fs::remove_file(path)
@@ -122,26 +137,33 @@ fn measure_in_netns(config: &Config) -> Results {
     let rules = rules_dir.path().join(format!("cidr-{RULES}.json"));
     fs::write(&rules, rulesets::cidr_rules(RULES)).expect("writing a rules file");
     let mut sequences = sequences(&pair, &rules, config);
-    VethPair::in_netns(&pair.ns, || {
-        // Round 0 warms the page cache, libbpf's BTF parsing paths and bpffs.
-        for round in 0..=config.rounds {
-            let n = sequences.len();
-            for i in (0..n).map(|i| (i + round) % n) {
-                for step in &mut sequences[i] {
-                    let started = Instant::now();
-                    (step.action)();
-                    if round > 0 {
-                        step.samples.push(started.elapsed().as_secs_f64() * 1e3);
-                    }
-                }
-            }
-        }
-    });
+    VethPair::in_netns(&pair.ns, || time_rounds(&mut sequences, config.rounds));
     Results {
         sequences,
         dev,
         xdp_tools_dir: config.xdp_tools_dir.display().to_string(),
         rules_dir: rules_dir.path().display().to_string(),
+    }
+}
+
+/// Runs every sequence once per round after a warm-up round, the order of
+/// the sequences rotating; each step's wall time in ms goes to its samples.
+pub fn time_rounds(sequences: &mut [Sequence], rounds: usize) {
+    // Round 0 warms the page cache, libbpf's BTF parsing paths and bpffs.
+    for round in 0..=rounds {
+        let n = sequences.len();
+        for i in (0..n).map(|i| (i + round) % n) {
+            for step in &mut sequences[i] {
+                let started = Instant::now();
+                (step.action)();
+                if round > 0 {
+                    step.samples.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                if let Some(check) = &step.check {
+                    check();
+                }
+            }
+        }
     }
 }
 
@@ -176,6 +198,7 @@ fn sequences(pair: &VethPair, rules: &Path, config: &Config) -> Vec<Sequence> {
                 let mut object = MaybeUninit::uninit();
                 xdp_counter::load(&mut object, None).expect("loading xdp_counter");
             }),
+            check: None,
             samples: Vec::new(),
         }],
         // Applying replaces the rules the attach installed, as an operator

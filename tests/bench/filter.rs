@@ -17,7 +17,7 @@ use meshbpf::programs::xdp_mesh_filter::{self, XdpMeshFilterSkel};
 use meshbpf::rules::{compile, filter};
 
 use crate::frames::{self, Frame, SRC4};
-use crate::packet::{self, Case, Samples, Subject};
+use crate::packet::{self, Case, Samples, Subject, Timed};
 use crate::raw;
 use crate::rulesets::{self, COUNTS};
 use crate::{stats, Config};
@@ -57,7 +57,7 @@ enum Table {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Packet {
+pub enum Packet {
     /// No rule applies to it.
     Plain,
     /// Near the rules, in none of them: the default allows it.
@@ -67,10 +67,10 @@ enum Packet {
 }
 
 /// A packet to time a program on, and the verdict it must get.
-struct Run {
-    packet: Packet,
-    frame: Frame,
-    verdict: u32,
+pub struct Run {
+    pub packet: Packet,
+    pub frame: Frame,
+    pub verdict: u32,
 }
 
 /// A loaded program with its rules, and what to time it on.
@@ -100,7 +100,7 @@ pub struct Results {
 
 /// xdp-filter's rule flags (xdp-filter/common_kern_user.h): a map value
 /// holds them in its low bits and counts hits from bit COUNTER_SHIFT up.
-const MAP_FLAG_SRC: u64 = 1 << 0;
+pub const MAP_FLAG_SRC: u64 = 1 << 0;
 const MAP_FLAG_DST: u64 = 1 << 1;
 const MAP_FLAG_TCP: u64 = 1 << 2;
 const MAP_FLAG_UDP: u64 = 1 << 3;
@@ -108,22 +108,8 @@ const COUNTER_SHIFT: u32 = 6;
 
 pub fn measure(config: &Config) -> Results {
     let scenarios = scenarios(config);
-    let subjects: Vec<Subject> = scenarios
-        .iter()
-        .map(|s| packet::subject(s.label(), s.fd.as_fd()))
-        .collect();
-    let cases: Vec<Case> = scenarios
-        .iter()
-        .zip(&subjects)
-        .flat_map(|(scenario, subject)| {
-            scenario.runs.iter().map(move |run| Case {
-                subject,
-                frame: &run.frame,
-                verdict: run.verdict,
-            })
-        })
-        .collect();
-    let mut samples = packet::sample(&cases, config.filter_rounds, config).into_iter();
+    let programs: Vec<Timed> = scenarios.iter().map(Scenario::timed).collect();
+    let mut samples = packet::sample_each(&programs, config.filter_rounds, config).into_iter();
     let rows = scenarios
         .iter()
         .flat_map(|s| s.runs.iter().map(move |run| (s, run)))
@@ -205,7 +191,8 @@ impl Run {
         Run::new(Packet::Plain, frames::ipv4_tcp_syn_to("IPv4 TCP SYN", 443))
     }
 
-    fn from(packet: Packet, src: [u8; 4]) -> Self {
+    /// An IPv4 UDP packet from `src`, which a hit must see dropped.
+    pub fn from(packet: Packet, src: [u8; 4]) -> Self {
         let label = format!("IPv4 UDP from {}", Ipv4Addr::from(src));
         Run::new(packet, frames::ipv4_udp_from(&label, src))
     }
@@ -298,6 +285,14 @@ impl fmt::Display for Program {
 }
 
 impl Scenario {
+    fn timed(&self) -> Timed<'_> {
+        Timed {
+            name: self.label(),
+            fd: self.fd.as_fd(),
+            runs: self.runs.iter().map(|r| (&r.frame, r.verdict)).collect(),
+        }
+    }
+
     fn label(&self) -> String {
         match self.program {
             Program::Floor => self.program.to_string(),
@@ -306,13 +301,13 @@ impl Scenario {
     }
 }
 
-/// Loads xdp_mesh_filter, applies `rules` the way `meshbpf filter apply`
-/// does, and hands it to `f`. Whatever programs `f` keeps hold the maps they
-/// use once the skeleton is gone.
-fn with_mesh<T>(rules: RuleSet, f: impl FnOnce(&XdpMeshFilterSkel<'_>) -> T) -> T {
+/// Loads xdp_mesh_filter, applies `rules` (a rules file's JSON) the way
+/// `meshbpf filter apply` does, and hands it to `f`. Whatever programs `f`
+/// keeps hold the maps they use once the skeleton is gone.
+pub fn with_mesh<T>(rules: &str, f: impl FnOnce(&XdpMeshFilterSkel<'_>) -> T) -> T {
     let mut object = MaybeUninit::uninit();
     let skel = xdp_mesh_filter::load(&mut object, None).expect("loading xdp_mesh_filter");
-    let parsed = filter::parse(&rules.json()).expect("parsing a bench rule set");
+    let parsed = filter::parse(rules).expect("parsing a bench rule set");
     let compiled = compile::compile(&parsed);
     xdp_mesh_filter::apply(
         &xdp_mesh_filter::FilterMaps::of_skeleton(&skel),
@@ -324,18 +319,20 @@ fn with_mesh<T>(rules: RuleSet, f: impl FnOnce(&XdpMeshFilterSkel<'_>) -> T) -> 
     f(&skel)
 }
 
+/// The filter's program, as an fd that keeps it and its maps loaded once
+/// the skeleton is gone.
+pub fn mesh_fd(skel: &XdpMeshFilterSkel<'_>) -> OwnedFd {
+    let prog = &skel.progs.xdp_mesh_filter;
+    prog.as_fd().try_clone_to_owned().expect("dup")
+}
+
 /// xdp_mesh_filter with `rules`, each packet checked once.
 fn mesh(rules: RuleSet) -> Scenario {
-    with_mesh(rules, |skel| {
+    with_mesh(&rules.json(), |skel| {
         let scenario = Scenario {
             program: Program::Mesh,
             rules,
-            fd: skel
-                .progs
-                .xdp_mesh_filter
-                .as_fd()
-                .try_clone_to_owned()
-                .expect("dup"),
+            fd: mesh_fd(skel),
             runs: Run::all_for(rules),
         };
         for run in &scenario.runs {
@@ -380,7 +377,7 @@ fn check_mesh(skel: &XdpMeshFilterSkel<'_>, scenario: &Scenario, run: &Run) {
 }
 
 /// One run, whose verdict the test run checks.
-fn check_run(subject: &Subject<'_>, run: &Run) {
+pub fn check_run(subject: &Subject<'_>, run: &Run) {
     let case = Case {
         subject,
         frame: &run.frame,
@@ -456,7 +453,7 @@ fn xdp_filter(object_path: &Path, rules: RuleSet) -> Scenario {
     scenario
 }
 
-fn object_map<'a>(object: &'a Object, name: &str) -> Map<'a> {
+pub fn object_map<'a>(object: &'a Object, name: &str) -> Map<'a> {
     object
         .maps()
         .find(|m| m.name() == name)
@@ -473,7 +470,7 @@ fn port_key(port: u16) -> Vec<u8> {
 
 /// xdp-filter's maps are per-CPU and it reads the running CPU's copy, so
 /// every CPU gets the rule's flags: what `xdp-filter ip`/`port` write.
-fn deny(map: &Map<'_>, keys: &[Vec<u8>], flags: u64) {
+pub fn deny(map: &Map<'_>, keys: &[Vec<u8>], flags: u64) {
     let cpus = libbpf_rs::num_possible_cpus().expect("counting CPUs");
     let values = vec![flags.to_ne_bytes().to_vec(); cpus];
     for key in keys {
@@ -482,7 +479,7 @@ fn deny(map: &Map<'_>, keys: &[Vec<u8>], flags: u64) {
     }
 }
 
-fn xdp_filter_hits(map: &Map<'_>, key: &[u8]) -> u64 {
+pub fn xdp_filter_hits(map: &Map<'_>, key: &[u8]) -> u64 {
     let values = map
         .lookup_percpu(key, MapFlags::ANY)
         .expect("reading an xdp-filter rule")
@@ -499,7 +496,7 @@ fn xdp_filter_hits(map: &Map<'_>, key: &[u8]) -> u64 {
 fn lookups(config: &Config) -> Vec<Scenario> {
     let rules = RuleSet::Cidr(MOST);
     let (miss, hit) = (rulesets::miss_source(MOST), rulesets::hit_source(MOST));
-    let mut all = with_mesh(rules, |skel| {
+    let mut all = with_mesh(&rules.json(), |skel| {
         let maps = xdp_mesh_filter::FilterMaps::of_skeleton(skel);
         let gen = xdp_mesh_filter::active_generation(&maps).expect("reading the generation");
         let table = active_table(skel, gen);
@@ -595,7 +592,7 @@ fn lookup(
 }
 
 impl Packet {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Packet::Plain => "plain",
             Packet::Miss => "miss",
@@ -613,25 +610,16 @@ impl Results {
 
     pub fn markdown(&self) -> String {
         let floor = &self.rows[0].samples;
-        let rows: Vec<Vec<String>> = self
-            .rows
-            .iter()
-            .map(|row| {
-                let mut cells = vec![
-                    row.rules.describe(row.program),
-                    row.program.to_string(),
-                    row.frame.clone(),
-                    verdict_name(row.verdict).into(),
-                ];
-                cells.extend(row.samples.cells(floor));
-                cells
-            })
-            .collect();
-        let headers = [
-            &["rules", "program", "packet", "verdict"][..],
-            &packet::TIMING_HEADERS,
-        ]
-        .concat();
+        let rows = self.rows.iter().map(|row| {
+            let cells = vec![
+                row.rules.describe(row.program),
+                row.program.to_string(),
+                row.frame.clone(),
+                verdict_name(row.verdict).into(),
+            ];
+            (cells, &row.samples)
+        });
+        let table = packet::timing_table(&["rules", "program", "packet", "verdict"], rows, floor);
         format!(
             "## 2. Filtering cost per packet (BPF_PROG_TEST_RUN, {repeat} runs per sample)\n\n\
 Measured like section 1 ({rounds} rounds), in one run of its own whose floor is the first row. Each program is loaded once per rule \
@@ -655,7 +643,6 @@ on, it must also create the source's limiter entry.{note}\n\n{table}{comparison}
             } else {
                 ""
             },
-            table = stats::table(&headers, &rows),
             comparison = self.comparison(),
             breakdown = self.breakdown(),
         )
@@ -731,7 +718,7 @@ xdp_mesh_filter ÷ xdp-filter, below ×1.00 means xdp_mesh_filter is cheaper):\n
     }
 }
 
-fn verdict_name(verdict: u32) -> &'static str {
+pub fn verdict_name(verdict: u32) -> &'static str {
     match verdict {
         XDP_PASS => "XDP_PASS",
         XDP_DROP => "XDP_DROP",

@@ -72,6 +72,22 @@ pub const TIMING_HEADERS: [&str; 7] = [
     "ratio",
 ];
 
+/// A Markdown table of timed rows: each row's own `columns`, then its
+/// [`Samples::cells`] against `floor`'s.
+pub fn timing_table<'a>(
+    columns: &[&str],
+    rows: impl Iterator<Item = (Vec<String>, &'a Samples)>,
+    floor: &Samples,
+) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .map(|(mut cells, samples)| {
+            cells.extend(samples.cells(floor));
+            cells
+        })
+        .collect();
+    stats::table(&[columns, &TIMING_HEADERS].concat(), &rows)
+}
+
 pub struct Results {
     subjects: Vec<String>,
     frames: Vec<String>,
@@ -153,6 +169,35 @@ pub fn sample(cases: &[Case<'_>], rounds: usize, config: &Config) -> Vec<Samples
         }
     }
     samples
+}
+
+/// A loaded program and the frames to time it on, each with the verdict
+/// every run must return.
+pub struct Timed<'a> {
+    pub name: String,
+    pub fd: BorrowedFd<'a>,
+    pub runs: Vec<(&'a Frame, u32)>,
+}
+
+/// [`sample`] of every run of every program; one `Samples` per run, in
+/// order.
+pub fn sample_each(programs: &[Timed<'_>], rounds: usize, config: &Config) -> Vec<Samples> {
+    let subjects: Vec<Subject> = programs
+        .iter()
+        .map(|p| subject(p.name.clone(), p.fd))
+        .collect();
+    let cases: Vec<Case> = programs
+        .iter()
+        .zip(&subjects)
+        .flat_map(|(program, subject)| {
+            program.runs.iter().map(move |&(frame, verdict)| Case {
+                subject,
+                frame,
+                verdict,
+            })
+        })
+        .collect();
+    sample(&cases, rounds, config)
 }
 
 pub fn subject(name: impl Into<String>, fd: BorrowedFd<'_>) -> Subject<'_> {
