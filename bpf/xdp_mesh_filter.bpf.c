@@ -407,9 +407,10 @@ static __always_inline void count(struct traffic_counter *c, __u64 len)
 	c->bytes += len;
 }
 
-static __always_inline bool ban_live(const struct filter_ban *ban, __u64 now)
+/* The clock is read only for an entry with a TTL: most bans have none. */
+static __always_inline bool ban_live(const struct filter_ban *ban)
 {
-	return ban && (!ban->expires_ns || ban->expires_ns > now);
+	return !ban->expires_ns || ban->expires_ns > bpf_ktime_get_boot_ns();
 }
 
 /* The live ban entry of the packet's source: its host entry, else the
@@ -421,7 +422,6 @@ static __always_inline struct filter_ban *ban_of(const struct packet_info *pkt)
 	struct filter_ban_config *cfg;
 	struct filter_ban *ban;
 	__u32 zero = 0;
-	__u64 now = 0;
 
 	if (pkt->l3 == L3_IPV4) {
 		__u32 host;
@@ -435,22 +435,14 @@ static __always_inline struct filter_ban *ban_of(const struct packet_info *pkt)
 		key.prefixlen = FILTER_BAN_PREFIX_HEADER_BITS + 128;
 		key.family = FILTER_IPV6;
 	}
-	/* The clock only once something matched: a miss costs one lookup. */
-	if (ban) {
-		now = bpf_ktime_get_boot_ns();
-		if (ban_live(ban, now))
-			return ban;
-	}
+	if (ban && ban_live(ban))
+		return ban;
 	cfg = bpf_map_lookup_elem(&ban_config, &zero);
 	if (!cfg || !cfg->prefixes)
 		return NULL;
 	__builtin_memcpy(key.addr, pkt->src, 16);
 	ban = bpf_map_lookup_elem(&ban_prefixes, &key);
-	if (!ban)
-		return NULL;
-	if (!now)
-		now = bpf_ktime_get_boot_ns();
-	return ban_live(ban, now) ? ban : NULL;
+	return ban && ban_live(ban) ? ban : NULL;
 }
 
 /* Whether the packet's source is banned; counts the drop where it is. A

@@ -504,8 +504,8 @@ its largest row is {} sources, not {}.",
 Measured like section 2 ({rounds} rounds, the order rotating, bpftool as the cross-check), in one run of its own whose \
 floor is the first row. Every xdp_mesh_filter row holds section 2's {RULES} CIDR rules (deny src /24 in 10.0.0.0/16 \
 and up), which no packet here matches, and a ban set loaded from a ban list through what `meshbpf filter ban DEV load \
-FILE` runs (`rules::bans::load_list`, then `bans::change`): host i is 172.16.0.1 + i, one a line, no TTL (a hit reads \
-the clock either way); the CIDR set is {cidrs}. A hit comes from the middle host of the list ({cidr_hit} for the \
+FILE` runs (`rules::bans::load_list`, then `bans::change`): host i is 172.16.0.1 + i, one a line, no TTL (so a hit \
+reads no clock); the CIDR set is {cidrs}. A hit comes from the middle host of the list ({cidr_hit} for the \
 CIDRs), a miss from {miss}, which is in no set, no list and no rule, so the default passes it. Every frame is 64 B. \
 Before timing, one run per packet must return the row's verdict and land where the row says: a hit in its entry's \
 packet count (from `bans::list`, what `filter ban list` shows) and in the set's `banned` counter, with `defaulted` \
