@@ -40,11 +40,20 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
             ));
         };
         real.push(name);
-        if real.symlink_metadata().is_ok() {
-            return Err(unresolvable(
-                path,
-                &format!("{} is a symlink to nothing", real.display()),
-            ));
+        match real.symlink_metadata() {
+            Err(_) => {}
+            // Made since it was found missing (another command created the
+            // root): where it leads now is where the kernel will look.
+            Ok(_) if real.exists() => {
+                real = fs::canonicalize(&real)
+                    .with_context(|| format!("resolving the pin root {}", path.display()))?;
+            }
+            Ok(_) => {
+                return Err(unresolvable(
+                    path,
+                    &format!("{} is a symlink to nothing", real.display()),
+                ))
+            }
         }
     }
     Ok(real)
