@@ -621,8 +621,9 @@ fn parse_window(text: &str) -> Result<Duration, String> {
     let max = crate::programs::xdp_mesh_filter::confirm::MAX_WINDOW;
     if window < Duration::from_secs(1) || window > max {
         return Err(format!(
-            "{text} is outside 1s to {}; a shorter window leaves no time to confirm",
-            humantime::format_duration(max)
+            "{text} is outside 1s to {}h: a shorter window leaves no time to confirm, a longer one \
+             leaves a forgotten confirmation pending for days",
+            max.as_secs() / 3600
         ));
     }
     Ok(window)
