@@ -319,10 +319,13 @@ privileged_test!(
 
 privileged_test!(
     /// `capture --src ... --verdict pass -w - | tcpdump -r -`: the stream
-    /// reads as it comes, with the selected source's passed packets only;
-    /// the JSON summary goes to stderr, as stdout carries the packets.
+    /// reads as it comes, with the selected source's packets only, though
+    /// both sources pass; the JSON summary goes to stderr, as stdout
+    /// carries the packets.
     fn src_selects_and_the_stream_reads_in_tcpdump() {
-        let (net, _dir) = two_sources(drop_peer());
+        let (net, _dir) = two_sources(json!({"default": "allow", "rules": [
+            {"action": "deny", "src": "198.51.100.0/24"},
+        ]}));
         let mut capture = spawn_capture(
             &net,
             &[
