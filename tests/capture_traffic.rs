@@ -383,7 +383,16 @@ privileged_test!(
         let (net, dir) = two_sources(drop_peer());
         let first = dir.path().join("first.pcapng");
         let child = capture_to_file(&net, &first, &["--verdict", "drop"]);
-        let second = net.meshbpf(&["capture", &net.dev, "-w", first.to_str().unwrap()]);
+        // Bounded, so that a second capture wrongly let in ends and fails
+        // the test instead of hanging it.
+        let second = net.meshbpf(&[
+            "capture",
+            &net.dev,
+            "--duration",
+            "3s",
+            "-w",
+            first.to_str().unwrap(),
+        ]);
         assert_eq!(second.code, 1, "{second:?}");
         assert!(
             second.stderr.contains("another `meshbpf capture` runs"),
