@@ -194,6 +194,18 @@ fn read_back(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The `filter_capture` check of `health -j` for the test's interface.
+fn capture_check(net: &VethPair) -> Value {
+    let report = net.meshbpf(&["health", "-j"]).json();
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "filter_capture" && c["interface"] == net.dev.as_str())
+        .unwrap_or_else(|| panic!("no filter_capture check: {report}"))
+        .clone()
+}
+
 /// The capture's JSON summary on stdout.
 fn summary(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -377,8 +389,8 @@ privileged_test!(
 privileged_test!(
     /// A second capture on the interface is refused and leaves the first's
     /// file alone; Ctrl-C ends the first with exit 130 and a summary of what
-    /// it wrote; after a capture killed outright, the next one starts and
-    /// captures.
+    /// it wrote; a capture killed outright is named by `health` and switched
+    /// off by `health --fix`, and the next one starts and captures.
     fn one_capture_per_interface_and_how_captures_end() {
         let (net, dir) = two_sources(drop_peer());
         let first = dir.path().join("first.pcapng");
@@ -419,8 +431,29 @@ privileged_test!(
 
         let killed = dir.path().join("killed.pcapng");
         let mut child = capture_to_file(&net, &killed, &[]);
+        let pid = child.id();
+        assert_eq!(capture_check(&net)["status"], "ok");
         child.kill().unwrap();
         child.wait().unwrap();
+        let stale = capture_check(&net);
+        assert_eq!(stale["status"], "warn", "{stale}");
+        assert!(
+            stale["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("pid {pid}")),
+            "{stale}"
+        );
+        let fixed = net.meshbpf(&["health", "--fix", "-j"]).json();
+        let fix = fixed["fixes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["action"] == "stop_stale_capture")
+            .unwrap_or_else(|| panic!("no stop_stale_capture fix: {fixed}"))
+            .clone();
+        assert_eq!(fix["done"], true, "{fix}");
+        assert_eq!(capture_check(&net)["status"], "ok");
         let next = dir.path().join("next.pcapng");
         let child = capture_to_file(&net, &next, &["--verdict", "drop", "--count", "1"]);
         send_from(&net, PEER_ADDR, 4000, &[77]);

@@ -392,8 +392,47 @@ impl Drop for Capture {
     }
 }
 
-/// A stale selection: switched on, with nobody holding the capture lock.
-/// Returns its owner's pid after switching it off.
+/// Whether a capture runs on the filter of `dir`, as `health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Off,
+    Running {
+        pid: u32,
+    },
+    /// Switched on by a process that is gone (killed outright): packets
+    /// are still selected and copied into a ring buffer nobody reads.
+    Stale {
+        pid: u32,
+    },
+    /// Attached by a meshbpf without `capture`.
+    NoMaps,
+}
+
+/// The capture state, from the selection and whether its owner lives;
+/// takes no lock, so a capture starting meanwhile is never refused.
+pub fn state(dir: &AttachmentDir) -> Result<State> {
+    let Ok(pinned) = PinnedCapture::open(dir) else {
+        return Ok(State::NoMaps);
+    };
+    let control: Option<capture_selection> = lookup(pinned.maps().control, &0u32.to_ne_bytes())?;
+    Ok(match control {
+        Some(c) if c.enabled != 0 => {
+            let pid = c.owner_pid;
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+                .is_ok_and(|()| pid != 0);
+            if alive {
+                State::Running { pid }
+            } else {
+                State::Stale { pid }
+            }
+        }
+        _ => State::Off,
+    })
+}
+
+/// Switches a stale selection off (`health --fix`): under the capture
+/// lock, so a capture that runs is never touched. The owner's pid when
+/// there was one to clear.
 pub fn clear_stale(dir: &AttachmentDir) -> Result<Option<u32>> {
     let Ok(_lock) = lock(dir) else {
         return Ok(None);
