@@ -478,3 +478,44 @@ fn lock(dir: &AttachmentDir) -> Result<Flock<File>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(verdict: Verdict, rule: Option<(u32, &str)>) -> Packet {
+        Packet {
+            time: SystemTime::UNIX_EPOCH,
+            len: 60,
+            data: Vec::new(),
+            verdict,
+            rule: rule.map(|(index, id)| (index, id.to_string())),
+        }
+    }
+
+    #[test]
+    fn comments_name_what_decided() {
+        assert_eq!(
+            packet(Verdict::RateLimited, Some((3, "ssh"))).comment(),
+            "rule ssh (index 3), verdict rate_limited"
+        );
+        assert_eq!(
+            packet(Verdict::Drop, None).comment(),
+            "no rule (default policy), verdict drop"
+        );
+        assert_eq!(
+            packet(Verdict::Banned, None).comment(),
+            "ban set, verdict banned"
+        );
+    }
+
+    #[test]
+    fn verdict_lists_parse_and_unknown_names_are_refused() {
+        assert_eq!(
+            parse_verdicts("drop,syn_dropped").unwrap(),
+            [Verdict::Drop, Verdict::SynDropped]
+        );
+        let err = parse_verdicts("drop,dropped").unwrap_err();
+        assert!(err.contains("\"dropped\" is not a verdict"), "{err}");
+    }
+}
