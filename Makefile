@@ -18,9 +18,13 @@ CARGO_DEB_VERSION := 3.8.0
 # strace (tests/crash.rs kills commands at their syscalls), python3-scapy
 # (tests/parse_scapy.rs: an oracle for the packet parser that shares no code with it),
 # tcpdump (tests/flows_capture.rs checks flows and stats against its dissection of a
-# capture of the same traffic).
+# capture of the same traffic; tests/capture_traffic.rs reads `meshbpf capture` files with it),
+# tshark (tests/capture_traffic.rs: a second pcapng reader, which also decodes the
+# per-packet comments; installed non-interactively, so its debconf question about
+# non-root capture keeps its default, no).
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool \
-                iputils-ping python3 util-linux prometheus strace python3-scapy tcpdump
+                iputils-ping python3 util-linux prometheus strace python3-scapy tcpdump \
+                tshark
 # Benchmarks also compare with the established tools when they are installed.
 BENCH_PACKAGES := xdp-tools bpftrace
 # The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy

@@ -10,6 +10,7 @@
 #include <bpf/bpf_endian.h>
 #include "traffic_map.h"
 #include "mesh_filter.h"
+#include "capture_map.h"
 
 /* From the UAPI headers, which vmlinux.h does not carry. */
 #define CLOCK_BOOTTIME 7
@@ -512,9 +513,12 @@ static __noinline void ban_source(const struct packet_info *pkt, __u64 ttl_ns, _
 		stats->promote_failed++;
 }
 
-static __always_inline enum filter_verdict filter(const struct packet_info *pkt, __u8 gen,
-						  const struct filter_config *cfg,
-						  struct filter_stats *stats, __u64 len)
+/* The packet's fate and why (enum capture_verdict: CAPTURE_PASS passes it,
+ * any other drops it); `*index` gets the matched rule's index in its rule
+ * set, or stays CAPTURE_NO_RULE. */
+static __always_inline __u8 filter(const struct packet_info *pkt, __u8 gen,
+				   const struct filter_config *cfg, struct filter_stats *stats,
+				   __u64 len, __u32 *index)
 {
 	bool ip = pkt->l3 == L3_IPV4 || pkt->l3 == L3_IPV6;
 	const struct filter_rule_action *matched = NULL;
@@ -523,12 +527,13 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 
 	/* Banned sources are dropped before the rules see them. */
 	if (ip && banned(pkt, len))
-		return FILTER_DROP;
+		return CAPTURE_BANNED;
 	if (ip || pkt->l3 == L3_ARP)
 		rule = classify(pkt, gen, cfg);
 	if (rule < FILTER_MAX_RULES) {
 		struct traffic_counter *hits;
 
+		*index = rule;
 		rule += gen * FILTER_MAX_RULES;
 		matched = bpf_map_lookup_elem(&rule_actions, &rule);
 		hits = bpf_map_lookup_elem(&rule_hits, &rule);
@@ -540,9 +545,9 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 	else
 		count(&stats->defaulted, len);
 	if (action == FILTER_DENY)
-		return FILTER_DROP;
+		return CAPTURE_DROP;
 	if (!ip)
-		return FILTER_PASS;
+		return CAPTURE_PASS;
 
 	if (cfg->syn_flood.interval_ns && pkt->l4 == L4_TCP &&
 	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
@@ -550,7 +555,7 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 		if (cfg->syn_flood.ban_ns)
 			ban_source(pkt, cfg->syn_flood.ban_ns, FILTER_BAN_SYN_FLOOD, 0);
 		count(&stats->syn_dropped, len);
-		return FILTER_DROP;
+		return CAPTURE_SYN_DROPPED;
 	}
 	if (matched && matched->rate_limited) {
 		struct filter_limit *limit = bpf_map_lookup_elem(&rule_limits, &rule);
@@ -561,7 +566,7 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 				ban_source(pkt, limit->ban_ns, FILTER_BAN_RATE_LIMIT,
 					   rule - gen * FILTER_MAX_RULES);
 			count(&stats->rate_limited, len);
-			return FILTER_DROP;
+			return CAPTURE_RATE_LIMITED;
 		}
 	}
 	if (cfg->rate_limit.interval_ns &&
@@ -570,9 +575,9 @@ static __always_inline enum filter_verdict filter(const struct packet_info *pkt,
 		if (cfg->rate_limit.ban_ns)
 			ban_source(pkt, cfg->rate_limit.ban_ns, FILTER_BAN_INTERFACE_LIMIT, 0);
 		count(&stats->rate_limited, len);
-		return FILTER_DROP;
+		return CAPTURE_RATE_LIMITED;
 	}
-	return FILTER_PASS;
+	return CAPTURE_PASS;
 }
 
 SEC("xdp")
@@ -585,7 +590,8 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 	enum filter_verdict verdict;
 	struct packet_info pkt;
 	__u64 len = data_end - data;
-	__u32 zero = 0, *gen;
+	__u32 zero = 0, *gen, rule = CAPTURE_NO_RULE;
+	__u8 why;
 
 	parse_packet(data, data_end, &pkt);
 
@@ -598,8 +604,10 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 	if (!cfg)
 		return XDP_PASS;
 
-	verdict = filter(&pkt, *gen & 1, cfg, stats, len);
+	why = filter(&pkt, *gen & 1, cfg, stats, len, &rule);
+	verdict = why == CAPTURE_PASS ? FILTER_PASS : FILTER_DROP;
 	count(&stats->verdicts[verdict], len);
+	capture(ctx, &pkt, rule, *gen & 1, why);
 	return verdict == FILTER_PASS ? XDP_PASS : XDP_DROP;
 }
 

@@ -14,6 +14,7 @@ use crate::programs::loaded::globals::{self, Assignment};
 use crate::programs::lsm_monitor::events::{self, EventTypes};
 use crate::programs::syscall_latency::MethodChoice;
 use crate::programs::tc_classifier::flows::QueryArgs;
+use crate::programs::xdp_mesh_filter::capture;
 use crate::state::saved_rules::DEFAULT_STATE_DIR;
 
 #[derive(Debug, Parser)]
@@ -98,6 +99,9 @@ degraded) never fail, even with --strict."
     /// Read lsm_monitor's security events (after `attach --lsm`): what its ring buffer holds, or
     /// with --follow until Ctrl-C
     Events(EventsArgs),
+    /// Capture the packets xdp_mesh_filter decided (by verdict, rule, address, port, protocol) as
+    /// pcapng that tcpdump and Wireshark read
+    Capture(CaptureArgs),
     /// Serve Prometheus metrics (/metrics) and health (/healthz) over HTTP until SIGTERM or Ctrl-C
     Serve(ServeArgs),
     /// Print a shell completion script to stdout
@@ -453,6 +457,81 @@ pub struct EventsArgs {
     /// Only events of this process (thread group id)
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Interface running xdp_mesh_filter
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// Write pcapng to FILE, or to stdout with `-w -` (for `| tcpdump -r -`)
+    #[arg(short = 'w', long = "write", value_name = "FILE", required = true)]
+    pub write: PathBuf,
+
+    /// Only packets this rule of the active set matched, by id or name
+    #[arg(long, value_name = "ID|NAME")]
+    pub rule: Option<String>,
+
+    /// Only these verdicts: pass,drop,rate_limited,syn_dropped,banned (drop: a deny rule or the
+    /// default policy)
+    #[arg(long, value_name = "VERDICTS", value_parser = parse_verdicts)]
+    pub verdict: Option<Verdicts>,
+
+    /// Only packets from this CIDR (or address)
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub src: Option<crate::rules::Prefix>,
+
+    /// Only packets to this CIDR (or address)
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub dst: Option<crate::rules::Prefix>,
+
+    /// Only TCP and UDP packets with this source or destination port
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Only packets of this IP protocol: tcp, udp, icmp, icmpv6, a keyword such as gre, or a
+    /// number
+    #[arg(long, value_name = "PROTO", value_parser = parse_ip_protocol)]
+    pub proto: Option<u8>,
+
+    /// Bytes of each packet to keep
+    #[arg(long, value_name = "N", default_value_t = capture::MAX_SNAPLEN,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(capture::MAX_SNAPLEN)))]
+    pub snaplen: u32,
+
+    /// Stop after N packets
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long (30s, 5m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_capture_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// The verdicts of `capture --verdict`.
+#[derive(Debug, Clone)]
+pub struct Verdicts(pub Vec<capture::Verdict>);
+
+fn parse_verdicts(text: &str) -> Result<Verdicts, String> {
+    capture::parse_verdicts(text).map(Verdicts)
+}
+
+/// An IP protocol by keyword or number, as a rule's `protocol` names it;
+/// `any` and `arp` select no IP protocol.
+fn parse_ip_protocol(text: &str) -> Result<u8, String> {
+    let protocol = crate::rules::protocol(&serde_json::Value::String(text.into()))
+        .map_err(|e| format!("{e}; {}", e.hint()))?;
+    protocol
+        .ip_number()
+        .ok_or_else(|| format!("{text} is not one IP protocol; leave --proto out for every packet"))
+}
+
+fn parse_capture_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text} is not a duration; write one such as 30s, 5m or 1h"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod kernel;
 pub mod metrics;
 pub mod output;
+pub mod pcapng;
 pub mod programs;
 pub mod proto;
 pub mod rules;

@@ -135,6 +135,9 @@ fn kernel_objects(dir: &Path) -> BTreeMap<String, String> {
             ["prog", "show"]
         } else if name.starts_with("link") {
             ["link", "show"]
+        } else if is_ring_buffer(&path) {
+            // A ring buffer has no entries to dump (bpftool refuses).
+            ["map", "show"]
         } else {
             ["map", "dump"]
         };
@@ -145,6 +148,14 @@ fn kernel_objects(dir: &Path) -> BTreeMap<String, String> {
         objects.insert(name, String::from_utf8(out.stdout).unwrap());
     }
     objects
+}
+
+fn is_ring_buffer(pin: &Path) -> bool {
+    let out = run(Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(pin));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    shown["type"] == "ringbuf"
 }
 
 const OLD: &str = r#"{"rules": [

@@ -14,6 +14,7 @@ use crate::state::saved_rules::SavedRules;
 
 pub mod attach;
 pub mod attach_object;
+pub mod capture;
 pub mod completions;
 pub mod detach;
 pub mod events;
@@ -65,6 +66,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::List => list::run(&root, out),
         Command::Latency(args) => latency::run(&root, out, &args),
         Command::Events(args) => events::run(&root, out, &args),
+        Command::Capture(args) => capture::run(&root, out, &args),
         Command::Lsm(LsmCommand::Check(args)) => lsm::check(&root, out, &args),
         Command::Lsm(LsmCommand::Apply(args)) => lsm_monitor::apply(&root, out, &args),
         Command::Serve(args) => serve::run(&root, &args),

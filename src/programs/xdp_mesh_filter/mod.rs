@@ -40,6 +40,7 @@ use skel::types::{
 };
 
 pub mod bans;
+pub mod capture;
 pub mod confirm;
 pub mod health;
 pub mod metrics;
@@ -129,6 +130,7 @@ fn load_counting_into<'obj>(
 pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
     FilterMaps::pin(skel, dir)?;
+    capture::CaptureMaps::pin(skel, dir)?;
     bpfobj::pin(
         skel.progs.filter_control.as_fd(),
         &dir.pin(confirm::CONTROL_PIN),
