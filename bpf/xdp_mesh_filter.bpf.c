@@ -270,10 +270,16 @@ __noinline __u32 first_common(const struct filter_vector *v0, const struct filte
 	if (start == FILTER_NO_RULE)
 		return FILTER_NO_RULE;
 	start /= 64;
-	for (s = start / 64; s < FILTER_SUMMARY_WORDS; s++) {
-		__u64 candidates = v0->summary[s] & v1->summary[s] & v2->summary[s] &
-				   v3->summary[s] & v4->summary[s];
+	/* From 0, not from start's summary word: a loop whose index starts
+	 * at a constant is one 6.1's verifier can bound; from start it
+	 * refused the summary read as past the vector's end. */
+	for (s = 0; s < FILTER_SUMMARY_WORDS; s++) {
+		__u64 candidates;
 
+		if (s < start / 64)
+			continue;
+		candidates = v0->summary[s] & v1->summary[s] & v2->summary[s] & v3->summary[s] &
+			     v4->summary[s];
 		if (s == start / 64)
 			candidates &= ~0ULL << (start % 64);
 		for (k = 0; k < 64 && candidates; k++) {

@@ -101,11 +101,13 @@ static __noinline void capture_packet(struct xdp_md *ctx, const struct packet_in
 		return;
 	}
 	caplen = c->snaplen < len ? c->snaplen : len;
-	/* The barrier keeps clang from checking a copy of caplen other than
-	 * the one passed, which would leave the verifier without its bounds. */
+	/* Checked as caplen - 1 and passed as that plus one, so the register
+	 * the helper gets carries both bounds: 6.1's verifier refuses a size
+	 * that may be 0, and clang checked a copy of caplen other than the
+	 * one passed when the two bounds were tested apart. */
+	caplen -= 1;
 	barrier_var(caplen);
-	if (caplen < 1 || caplen > CAPTURE_MAX_SNAPLEN ||
-	    bpf_xdp_load_bytes(ctx, 0, ev->data, caplen)) {
+	if (caplen >= CAPTURE_MAX_SNAPLEN || bpf_xdp_load_bytes(ctx, 0, ev->data, caplen + 1)) {
 		bpf_ringbuf_discard(ev, 0);
 		stats->lost++;
 		return;
@@ -113,7 +115,7 @@ static __noinline void capture_packet(struct xdp_md *ctx, const struct packet_in
 	ev->boottime_ns = bpf_ktime_get_boot_ns();
 	ev->ifindex = ctx->ingress_ifindex;
 	ev->len = len;
-	ev->caplen = caplen;
+	ev->caplen = caplen + 1;
 	ev->rule = rule;
 	ev->verdict = verdict;
 	ev->gen = gen;
