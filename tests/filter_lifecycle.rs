@@ -348,11 +348,10 @@ privileged_test!(
         );
 
         let prober = Prober::start(&net);
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            !prober.arrivals().is_empty(),
-            "the probes pass before the apply"
-        );
+        common::wait_for(Duration::from_secs(5), || {
+            (!prober.arrivals().is_empty()).then_some(())
+        })
+        .expect("the probes pass before the apply");
         let killed = Ran::from(run(Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", net.ns))
             .args(["--", "strace", "-qq"])
@@ -369,13 +368,12 @@ privileged_test!(
         assert_eq!(shown["confirmation"]["state"], "pending", "{shown}");
         assert_eq!(shown["default"], "deny");
 
-        std::thread::sleep(Duration::from_millis(3000));
-        let arrivals = prober.stop();
         let cut_from = killed_at + Duration::from_millis(100);
-        let back = arrivals
-            .iter()
-            .find(|t| **t > cut_from)
-            .expect("the probes came back");
+        let back = common::wait_for(Duration::from_secs(5), || {
+            prober.arrivals().into_iter().find(|t| *t > cut_from)
+        })
+        .expect("the probes came back");
+        prober.stop();
         let gap = back.duration_since(killed_at);
         assert!(
             gap >= Duration::from_millis(1800) && gap <= Duration::from_millis(2200),
