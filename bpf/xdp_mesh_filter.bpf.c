@@ -67,12 +67,16 @@ struct filter_table {
 	__type(value, __u64);
 };
 
+/* Sizes, not BTF types: user space creates the inner maps without BTF,
+ * and 6.1 refuses an inner map whose BTF-derived layout (its timer
+ * offset: none found in a struct, versus no BTF at all) differs from the
+ * template's. A scalar value, as filter_table's, derives the same. */
 struct filter_vectors {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct filter_vector);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct filter_vector));
 };
 
 struct {
