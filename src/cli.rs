@@ -10,11 +10,11 @@ use clap_complete::Shell;
 use crate::kernel::pins::DEFAULT_ROOT;
 use crate::kernel::tc::TcMethod;
 use crate::kernel::xdp::XdpMode;
+use crate::programs::capture;
 use crate::programs::loaded::globals::{self, Assignment};
 use crate::programs::lsm_monitor::events::{self, EventTypes};
 use crate::programs::syscall_latency::MethodChoice;
 use crate::programs::tc_classifier::flows::QueryArgs;
-use crate::programs::xdp_mesh_filter::capture;
 use crate::state::saved_rules::DEFAULT_STATE_DIR;
 
 #[derive(Debug, Parser)]
@@ -461,15 +461,16 @@ pub struct EventsArgs {
 
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
-    /// Interface running xdp_mesh_filter
+    /// Interface running xdp_mesh_filter or xdp_counter
     #[arg(value_name = "IFACE")]
     pub interface: String,
 
-    /// Write pcapng to FILE, or to stdout with `-w -` (for `| tcpdump -r -`)
+    /// Write pcapng to FILE, or to stdout with `-w -` (for `| tcpdump -r -`; refused when stdout is a
+    /// terminal)
     #[arg(short = 'w', long = "write", value_name = "FILE", required = true)]
     pub write: PathBuf,
 
-    /// Only packets this rule of the active set matched, by id or name
+    /// Only packets this rule of the active set matched, by id or name (xdp_mesh_filter)
     #[arg(long, value_name = "ID|NAME")]
     pub rule: Option<String>,
 

@@ -194,16 +194,28 @@ fn read_back(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The `filter_capture` check of `health -j` for the test's interface.
+/// The `capture` check of `health -j` for the test's interface.
 fn capture_check(net: &VethPair) -> Value {
     let report = net.meshbpf(&["health", "-j"]).json();
     report["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "filter_capture" && c["interface"] == net.dev.as_str())
-        .unwrap_or_else(|| panic!("no filter_capture check: {report}"))
+        .find(|c| c["name"] == "capture" && c["interface"] == net.dev.as_str())
+        .unwrap_or_else(|| panic!("no capture check: {report}"))
         .clone()
+}
+
+/// Waits until tshark reads `count` packets in the file a capture writes.
+fn wait_for_packets(file: &Path, count: usize) {
+    let written = common::wait_for(Duration::from_secs(10), || {
+        Some(tshark(file)).filter(|d| d.len() == count)
+    });
+    assert!(
+        written.is_some(),
+        "the capture did not write {count} packets in 10 s: {:?}",
+        tshark(file)
+    );
 }
 
 /// The capture's JSON summary on stdout.
@@ -411,10 +423,7 @@ privileged_test!(
             "{second:?}"
         );
         send_from(&net, PEER_ADDR, 4000, &[10, 20, 30]);
-        let written = common::wait_for(Duration::from_secs(10), || {
-            Some(tshark(&first)).filter(|d| d.len() == 3)
-        });
-        assert!(written.is_some(), "the first capture wrote 3 packets");
+        wait_for_packets(&first, 3);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -467,3 +476,108 @@ privileged_test!(
         );
     }
 );
+
+/// The comment of every packet xdp_counter passed.
+const COUNTER_PASS: &str = "xdp_counter (no rules), verdict pass";
+
+privileged_test!(
+    /// On xdp_counter (no filter), the capture keeps what it passes:
+    /// exactly the selected source's datagrams, with xdp_counter named in
+    /// the comment; what xdp_counter can never select is refused up front.
+    fn xdp_counter_captures_what_it_passes() {
+        let net = VethPair::new();
+        net.add_peer_address(OTHER_ADDR);
+        net.meshbpf(&["attach", &net.dev, "--no-flows", "-j"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("counter.pcapng");
+        let src = format!("{OTHER_ADDR}/32");
+        let child = capture_to_file(&net, &file, &["--src", &src, "--count", "3"]);
+        send_from(&net, PEER_ADDR, 4000, &[10]);
+        send_from(&net, OTHER_ADDR, 4100, &[20, 21, 500]);
+        let out = finished(child);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(summary(&out)["packets"], 3);
+        assert_eq!(
+            tcpdump_file(&file),
+            udp_frames(OTHER_ADDR, 4100, &[20, 21, 500])
+        );
+        let comments: Vec<String> = tshark(&file).into_iter().map(|d| d.comment).collect();
+        assert_eq!(comments, [COUNTER_PASS; 3]);
+        assert_eq!(capture_check(&net)["status"], "ok");
+
+        for (args, says) in [
+            (
+                ["--verdict", "drop"],
+                "passes every packet, so the capture would select nothing",
+            ),
+            (["--rule", "r1"], "which has no rules"),
+        ] {
+            let refused = dir.path().join("refused.pcapng");
+            let mut argv = vec!["capture", &net.dev, "-w", refused.to_str().unwrap()];
+            argv.extend(args);
+            let ran = net.meshbpf(&argv);
+            assert_eq!(ran.code, 1, "{ran:?}");
+            assert!(ran.stderr.contains(says), "{ran:?}");
+            assert!(!refused.exists(), "a refused capture created its file");
+        }
+    }
+);
+
+privileged_test!(
+    /// A capture started on xdp_counter goes on while `attach --filter`
+    /// swaps the filter in and `filter remove` swaps it out again: every
+    /// datagram of the source is in the file once, in order, each named
+    /// by the program that decided it.
+    fn a_capture_goes_on_across_swaps_of_the_program() {
+        let net = VethPair::new();
+        net.meshbpf(&["attach", &net.dev, "--no-flows", "-j"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("swaps.pcapng");
+        let src = format!("{PEER_ADDR}/32");
+        let child = capture_to_file(&net, &file, &["--src", &src, "--count", "6"]);
+        send_from(&net, PEER_ADDR, 4000, &[10, 11]);
+        wait_for_packets(&file, 2);
+        assert_eq!(attach_filter(&net, &drop_peer())["status"], "swapped");
+        send_from(&net, PEER_ADDR, 4000, &[12, 13]);
+        wait_for_packets(&file, 4);
+        net.meshbpf(&["filter", "remove", &net.dev, "-j"]).ok();
+        send_from(&net, PEER_ADDR, 4000, &[14, 15]);
+        let out = finished(child);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let s = summary(&out);
+        assert_eq!(
+            (s["packets"].clone(), s["lost"].clone()),
+            (json!(6), json!(0)),
+            "{s}"
+        );
+        let got: Vec<(usize, String)> = tshark(&file)
+            .into_iter()
+            .map(|d| (d.len, d.comment))
+            .collect();
+        let drop = "rule drop-peer (index 0), verdict drop";
+        let want: Vec<(usize, String)> = [
+            (10, COUNTER_PASS),
+            (11, COUNTER_PASS),
+            (12, drop),
+            (13, drop),
+            (14, COUNTER_PASS),
+            (15, COUNTER_PASS),
+        ]
+        .into_iter()
+        .map(|(p, c)| (HEADERS + p, c.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+);
+
+/// `-w -` on a terminal is refused before anything is captured: pcapng
+/// would garble it. `script` gives the command a pseudo-terminal.
+#[test]
+fn pcapng_to_a_terminal_is_refused() {
+    let command = format!("{BIN} capture lo -w -");
+    let out = common::run(Command::new("script").args(["-qec", &command, "/dev/null"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("stdout is a terminal"), "{text}");
+    assert!(text.contains("| tcpdump -nn -r -"), "{text}");
+}

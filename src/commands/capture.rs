@@ -1,25 +1,26 @@
-//! `meshbpf capture IFACE -w FILE|-`: the packets xdp_mesh_filter decided,
-//! selected in the kernel, as pcapng. Ends after --count packets, after
-//! --duration, on Ctrl-C or SIGTERM (exit 130), when the reader of `-w -`
-//! goes away, or when the filter is detached; the selection is switched off
+//! `meshbpf capture IFACE -w FILE|-`: the packets xdp_mesh_filter or
+//! xdp_counter decided, selected in the kernel, as pcapng. Ends after
+//! --count packets, after --duration, on Ctrl-C or SIGTERM (exit 130), when
+//! the reader of `-w -` goes away, or when the program is detached (a swap
+//! to the other program goes on capturing); the selection is switched off
 //! first, then what the ring buffer still holds is written. A summary goes
 //! to stderr; with -j it is JSON, on stdout when the packets go to a file.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::CaptureArgs;
-use crate::error::Interrupted;
+use crate::error::{Failure, Interrupted};
 use crate::interrupt;
-use crate::kernel::pins::StateRoot;
+use crate::kernel::pins::{AttachmentDir, StateRoot};
 use crate::kernel::{caps, netdev};
 use crate::output::{self, Output, Report};
 use crate::pcapng;
-use crate::programs::xdp_mesh_filter::capture::{Capture, Packet, Selection};
+use crate::programs::capture::{Capture, Packet, Selection};
 use crate::state::filter;
 
 /// Packets taken from the ring buffer at a time, each batch flushed.
@@ -68,10 +69,27 @@ impl Report for Summary {
 pub fn run(root: &StateRoot, out: &Output, args: &CaptureArgs) -> Result<()> {
     netdev::validate_name(&args.interface)?;
     caps::require("capture", &[caps::BPF])?;
-    let dir = {
-        let _lock = root.lock_shared()?;
-        filter::running_filter(root, &args.interface)?
-    };
+    let to_stdout = args.write.as_os_str() == "-";
+    if to_stdout && io::stdout().is_terminal() {
+        return Err(Failure::new(
+            "-w -: stdout is a terminal, and pcapng is binary: it would garble the terminal",
+        )
+        .hint(format!(
+            "pipe it to a reader (meshbpf capture {} -w - | tcpdump -nn -r -) or write a file (-w FILE.pcapng)",
+            args.interface
+        ))
+        .into());
+    }
+    let dir = running_xdp(root, &args.interface)?.ok_or_else(|| {
+        Failure::new(format!(
+            "no meshbpf XDP program runs on {}: capture reads xdp_mesh_filter or xdp_counter",
+            args.interface
+        ))
+        .hint(format!(
+            "attach one first: meshbpf attach {} [--filter RULES.json]",
+            args.interface
+        ))
+    })?;
     let selection = Selection {
         verdicts: args.verdict.clone().map(|v| v.0).unwrap_or_default(),
         rule: args.rule.clone(),
@@ -85,7 +103,6 @@ pub fn run(root: &StateRoot, out: &Output, args: &CaptureArgs) -> Result<()> {
     let mut capture = Capture::start(&dir, &selection)?;
     // Created once the capture is this one's: a refused second capture
     // must not truncate the first one's file.
-    let to_stdout = args.write.as_os_str() == "-";
     let sink: Box<dyn Write> = if to_stdout {
         Box::new(io::stdout())
     } else {
@@ -99,7 +116,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &CaptureArgs) -> Result<()> {
     let ended = match file.flush() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ended::Closed,
         Err(e) => return Err(e.into()),
-        Ok(()) => capture_until_end(&mut capture, &mut file, args, &mut written)?,
+        Ok(()) => capture_until_end(root, &mut capture, &mut file, args, &mut written)?,
     };
     let counts = capture.counts()?;
     let summary = Summary {
@@ -127,8 +144,16 @@ pub fn run(root: &StateRoot, out: &Output, args: &CaptureArgs) -> Result<()> {
     Ok(())
 }
 
+/// The meshbpf XDP program running on `interface`, resolved under the
+/// shared state lock so that a swap in progress is never seen halfway.
+fn running_xdp(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
+    let _lock = root.lock_shared()?;
+    filter::running_xdp(root, interface)
+}
+
 /// Writes packets until an end condition; the selection is off on return.
 fn capture_until_end(
+    root: &StateRoot,
     capture: &mut Capture,
     file: &mut pcapng::Writer<impl Write>,
     args: &CaptureArgs,
@@ -138,7 +163,7 @@ fn capture_until_end(
     let wanted = args.count.unwrap_or(u64::MAX);
     let ended = loop {
         // Checked before taking: what came before a detach is still written.
-        let attached = capture.still_attached()?;
+        let attached = capture.follow(|| running_xdp(root, &args.interface))?;
         if !write_ready(capture, file, wanted, written)? {
             break Ended::Closed;
         }
@@ -153,7 +178,7 @@ fn capture_until_end(
             break Ended::Duration;
         }
         if !attached {
-            log::warn!("xdp_mesh_filter was detached from {}", args.interface);
+            log::warn!("{} was detached from {}", capture.program(), args.interface);
             break Ended::Detached;
         }
         capture.wait(left.map_or(POLL, |left| left.min(POLL)))?;

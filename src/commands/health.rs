@@ -10,7 +10,7 @@ use crate::health::hooks::{self, Hooks};
 use crate::health::{attachments, host, loaded, system, Check, Fix, Overall, Status};
 use crate::kernel::pins::StateRoot;
 use crate::output::{self, Output, Report};
-use crate::programs::xdp_mesh_filter;
+use crate::programs::capture;
 
 #[derive(Debug, Serialize)]
 struct HealthReport {
@@ -29,7 +29,7 @@ pub fn run(root: &StateRoot, out: &Output, args: &HealthArgs) -> Result<()> {
         fixes.extend(attachments::remove_orphans(root)?);
         fixes.extend(host::fix(root)?);
         fixes.extend(loaded::fix(root)?);
-        fixes.extend(xdp_mesh_filter::health::fix_stale_captures(root)?);
+        fixes.extend(capture::fix_stale(root)?);
         Some(fixes)
     } else {
         None

@@ -12,6 +12,7 @@ use crate::health::Check;
 use crate::kernel::pins::AttachmentDir;
 use crate::metrics::model::Family;
 
+pub mod capture;
 pub mod loaded;
 pub mod lsm_monitor;
 pub mod maps;

@@ -31,10 +31,7 @@ pub fn running_filter(root: &StateRoot, interface: &str) -> Result<AttachmentDir
     };
     let attachment = super::inspect(&link_dir)?;
     if attachment.program == xdp_mesh_filter::PROGRAM {
-        if let Some(interrupted) = &attachment.interrupted {
-            log::warn!("{interrupted}; meshbpf health --fix finishes it");
-        }
-        return Ok(link_dir.sibling(xdp_mesh_filter::PROGRAM));
+        return Ok(running_dir(&link_dir, &attachment));
     }
     let failure = Failure::new(format!(
         "xdp_mesh_filter is not running on {interface}: the kernel runs {} (program {})",
@@ -47,4 +44,23 @@ pub fn running_filter(root: &StateRoot, interface: &str) -> Result<AttachmentDir
         )),
     }
     .into())
+}
+
+/// The meshbpf XDP program the kernel runs on an interface (xdp_counter
+/// or xdp_mesh_filter), or None.
+pub fn running_xdp(root: &StateRoot, interface: &str) -> Result<Option<AttachmentDir>> {
+    let Some(link_dir) = super::xdp_attachment(root, interface)? else {
+        return Ok(None);
+    };
+    let attachment = super::inspect(&link_dir)?;
+    Ok(Some(running_dir(&link_dir, &attachment)))
+}
+
+/// The directory of the program `link_dir`'s link runs, which is another
+/// one's after an interrupted swap.
+fn running_dir(link_dir: &AttachmentDir, attachment: &super::Attachment) -> AttachmentDir {
+    if let Some(interrupted) = &attachment.interrupted {
+        log::warn!("{interrupted}; meshbpf health --fix finishes it");
+    }
+    link_dir.sibling(&attachment.program)
 }

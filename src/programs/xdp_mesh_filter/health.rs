@@ -4,11 +4,11 @@
 
 use anyhow::Result;
 
-use super::capture::{self, State};
 use super::confirm::Confirmation;
 use super::{FilterCounters, PinnedMaps};
-use crate::health::{fullness, Check, Fix};
-use crate::kernel::pins::{AttachmentDir, StateRoot};
+use crate::health::{fullness, Check};
+use crate::kernel::pins::AttachmentDir;
+use crate::programs::capture;
 
 pub fn checks(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
     let pinned = PinnedMaps::open(dir)?;
@@ -35,48 +35,8 @@ pub fn checks(dir: &AttachmentDir, max_drop_percent: u8) -> Result<Vec<Check>> {
         ),
         drop_rate(&super::read_stats(&maps)?, max_drop_percent, &dir.interface),
         confirmation(super::confirm::read(&maps)?, &dir.interface),
-        capture(capture::state(dir)?),
+        capture::check(dir)?,
     ])
-}
-
-/// A capture left switched on by a killed `meshbpf capture` costs every
-/// packet a copy that nobody reads.
-fn capture(state: State) -> Check {
-    const NAME: &str = "filter_capture";
-    match state {
-        State::Off => Check::ok(NAME, "no capture runs"),
-        State::Running { pid } => Check::ok(NAME, format!("a capture runs (pid {pid})")),
-        State::NoMaps => Check::ok(
-            NAME,
-            "attached by a meshbpf without capture: re-attach the filter to capture",
-        ),
-        State::Stale { pid } => Check::warn(
-            NAME,
-            format!(
-                "a capture of pid {pid}, which no longer runs, is still switched on: every packet it selects is copied for nobody"
-            ),
-            "meshbpf health --fix switches it off, and so does the next capture on this interface",
-        ),
-    }
-}
-
-/// `health --fix`: switches off the captures left on by killed processes.
-pub fn fix_stale_captures(root: &StateRoot) -> Result<Vec<Fix>> {
-    let mut fixes = Vec::new();
-    for dir in root.attachments()? {
-        if dir.program != super::PROGRAM {
-            continue;
-        }
-        if let Some(pid) = capture::clear_stale(&dir).transpose() {
-            fixes.push(Fix::of(
-                "stop_stale_capture",
-                pid.map(|pid| {
-                    format!("switched off the capture of pid {pid} on {}", dir.interface)
-                }),
-            ));
-        }
-    }
-    Ok(fixes)
 }
 
 /// A pending confirmation is a warning: unless someone confirms, the rules

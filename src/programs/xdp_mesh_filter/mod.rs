@@ -25,6 +25,7 @@ use crate::kernel::pins::AttachmentDir;
 use crate::kernel::pod::plain_data;
 use crate::kernel::xdp::{self, XdpMode};
 use crate::kernel::{bpfobj, maps as kmaps, verifier};
+use crate::programs::capture::{self, capture_maps};
 use crate::programs::maps::{self, bytes, lookup};
 use crate::programs::xdp_counter::traffic::{self, Counter, COUNTERS_MAP};
 use crate::programs::{Facets, Scope};
@@ -40,7 +41,6 @@ use skel::types::{
 };
 
 pub mod bans;
-pub mod capture;
 pub mod confirm;
 pub mod health;
 pub mod metrics;
@@ -108,19 +108,23 @@ pub fn load<'obj>(
     load_counting_into(object, btf, None)
 }
 
-/// Loads the program; with `counters`, it counts on in that pinned map
-/// instead of a fresh one, so a swap does not reset the l3/l4 counts.
+/// Loads the program; with `from`, it counts on in that attachment's
+/// pinned counters instead of fresh ones, so a swap does not reset the
+/// l3/l4 counts, and a capture running there goes on here.
 fn load_counting_into<'obj>(
     object: &'obj mut MaybeUninit<OpenObject>,
     btf: Option<&Path>,
-    counters: Option<&Path>,
+    from: Option<&AttachmentDir>,
 ) -> Result<XdpMeshFilterSkel<'obj>> {
     let opts = OpenOpts::new(btf)?;
     verifier::load(PROGRAM, || {
         let mut open =
             skel::XdpMeshFilterSkelBuilder::default().open_opts(*opts.as_raw(), object)?;
-        if let Some(pinned) = counters {
-            open.maps.counters.reuse_pinned_map(pinned)?;
+        if let Some(from) = from {
+            open.maps
+                .counters
+                .reuse_pinned_map(from.map(COUNTERS_MAP))?;
+            capture::reuse(capture_maps!(mut open.maps), from)?;
         }
         open.load()
     })
@@ -130,7 +134,7 @@ fn load_counting_into<'obj>(
 pub fn pin(skel: &XdpMeshFilterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
     dir.create()?;
     FilterMaps::pin(skel, dir)?;
-    capture::CaptureMaps::pin(skel, dir)?;
+    capture::pin(capture_maps!(skel.maps), dir)?;
     bpfobj::pin(
         skel.progs.filter_control.as_fd(),
         &dir.pin(confirm::CONTROL_PIN),
@@ -699,7 +703,7 @@ pub fn install(
     compiled: &CompiledFilter,
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
-    let skel = load_counting_into(&mut object, btf, Some(&from.map(COUNTERS_MAP)))?;
+    let skel = load_counting_into(&mut object, btf, Some(from))?;
     apply_fresh(&skel, rules, compiled)?;
     pin(&skel, dir)
 }
