@@ -3,6 +3,7 @@
 //! BENCHMARKS.md whole with the method and the numbers.
 
 mod bans;
+mod capture;
 mod classbench;
 #[path = "../common/mod.rs"]
 mod common;
@@ -137,6 +138,8 @@ fn main() {
         config.filter_rounds, config.ban_rounds
     );
     let bans = bans::measure(&config);
+    eprintln!("bench: capture ({} rounds)", config.rounds);
+    let capture = capture::measure(&config);
     let report = [
         header,
         method(&config),
@@ -150,6 +153,7 @@ fn main() {
         lsm.markdown(),
         classbench.markdown(),
         bans.markdown(),
+        capture.markdown(),
         reading_the_numbers(&config),
         format!("This run took {:.0} s.\n", started.elapsed().as_secs_f64()),
     ]
@@ -161,7 +165,7 @@ fn main() {
     eprintln!("bench: wrote {}", path.display());
 }
 
-/// MESHBPF_BENCH_ONLY=filter, =classbench, =lsm or =bans runs that section
+/// MESHBPF_BENCH_ONLY=filter, =classbench, =lsm, =bans or =capture runs that section
 /// alone and prints it, leaving BENCHMARKS.md as it is: for work on one
 /// section.
 const ONLY_ENV: &str = "MESHBPF_BENCH_ONLY";
@@ -172,8 +176,9 @@ fn only_section(config: &Config, section: &str) -> String {
         "classbench" => classbench::measure(config).markdown(),
         "lsm" => lsm::measure(config).markdown(),
         "bans" => bans::measure(config).markdown(),
+        "capture" => capture::measure(config).markdown(),
         other => panic!(
-            "{ONLY_ENV}={other}: the sections that run alone are filter, classbench, lsm and bans"
+            "{ONLY_ENV}={other}: the sections that run alone are filter, classbench, lsm, bans and capture"
         ),
     }
 }

@@ -83,3 +83,11 @@ fn padded(label: &str, frame: Builder, l4: &'static str) -> Frame {
     let len = frame.build().len();
     Frame::new(label, frame.payload(MIN_FRAME - len), "ipv4", l4)
 }
+
+/// An IPv4 UDP frame of `len` bytes in all, for costs that grow with the
+/// bytes a program copies.
+pub fn ipv4_udp_of_len(label: &str, len: usize) -> Frame {
+    let frame = Builder::eth().ipv4(SRC4, DST4).udp(4000, 53);
+    let headers = frame.build().len();
+    Frame::new(label, frame.payload(len - headers), "ipv4", "udp")
+}
