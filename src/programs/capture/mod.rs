@@ -42,10 +42,12 @@ const RING: &str = "capture_ring";
 const STATS: &str = "capture_stats";
 const MAP_NAMES: [&str; 3] = [CONTROL, RING, STATS];
 
-/// The capture maps of an attachment, opened from its pins.
+/// The capture maps of an attachment, opened from its pins, but for the
+/// ring buffer, which a capture reads through [`TypedRing`].
+///
+/// [`TypedRing`]: crate::kernel::ringbuf::TypedRing
 struct CaptureMaps {
     control: MapHandle,
-    ring: MapHandle,
     stats: MapHandle,
 }
 
@@ -63,7 +65,6 @@ impl CaptureMaps {
         };
         Ok(CaptureMaps {
             control: open(CONTROL)?,
-            ring: open(RING)?,
             stats: open(STATS)?,
         })
     }

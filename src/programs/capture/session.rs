@@ -2,25 +2,22 @@
 //! as long as the [`Capture`] lives (switched off on error too, by Drop),
 //! and the packets read back from the capture ring buffer.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags};
 use nix::fcntl::Flock;
 
 use super::{
     capture_event, capture_selection, capture_stats, lock_interface, CaptureMaps, Counts,
-    Selection, Verdict, CONTROL, MAX_SNAPLEN, NO_RULE,
+    Selection, Verdict, MAX_SNAPLEN, NO_RULE, RING,
 };
 use crate::error::Failure;
 use crate::kernel::clock::BootAnchor;
 use crate::kernel::pins::AttachmentDir;
-use crate::kernel::pod::zeroed;
-use crate::kernel::ringbuf;
+use crate::kernel::ringbuf::TypedRing;
 use crate::programs::maps::{self, bytes};
 use crate::programs::xdp_counter::skel::types::capture_match;
 use crate::programs::xdp_mesh_filter::{self, active_generation, read_rules, PinnedMaps};
@@ -63,12 +60,9 @@ impl Packet {
     }
 }
 
-type Pending = Rc<RefCell<Vec<capture_event>>>;
-
 /// A running capture; dropping it switches the selection off.
 pub struct Capture {
-    ring: RingBuffer<'static>,
-    pending: Pending,
+    ring: TypedRing<capture_event>,
     maps: CaptureMaps,
     /// The attachment whose program writes to the maps now.
     dir: AttachmentDir,
@@ -88,25 +82,9 @@ impl Capture {
         let maps = CaptureMaps::open(dir)?;
         let rules = rules_of(dir)?;
         let control = kernel_selection(dir, rules.as_ref(), selection)?;
-        let pending: Pending = Rc::default();
-        let sink = Rc::clone(&pending);
-        let mut builder = RingBufferBuilder::new();
-        builder.add(&maps.ring, move |raw: &[u8]| {
-            let mut event: capture_event = zeroed();
-            match plain::copy_from_bytes(&mut event, raw) {
-                Ok(()) => {
-                    sink.borrow_mut().push(event);
-                    0
-                }
-                Err(_) => -libc::EBADMSG,
-            }
-        })?;
-        let ring = builder
-            .build()
-            .with_context(|| format!("mapping {}", dir.map(super::RING).display()))?;
+        let ring = TypedRing::open(&dir.map(RING))?;
         let mut capture = Capture {
             ring,
-            pending,
             maps,
             dir: dir.clone(),
             rules,
@@ -118,7 +96,7 @@ impl Capture {
         capture.switch(&capture_selection::default())?;
         capture
             .ring
-            .consume()
+            .discard_all()
             .context("emptying the capture ring buffer")?;
         capture.base = capture.kernel_counts()?;
         capture.switch(&control)?;
@@ -140,12 +118,10 @@ impl Capture {
 
     /// Takes up to `max` packets that are in the buffer now, without waiting.
     pub fn take(&mut self, max: usize) -> Result<Vec<Packet>> {
-        let consumed = self.ring.consume_raw_n(max);
-        if consumed < 0 {
-            let err = std::io::Error::from_raw_os_error(-consumed);
-            return Err(anyhow::Error::from(err).context("reading the capture ring buffer"));
-        }
-        let events = std::mem::take(&mut *self.pending.borrow_mut());
+        let events = self
+            .ring
+            .take(max)
+            .context("reading the capture ring buffer")?;
         let anchor = BootAnchor::now();
         events.iter().map(|e| self.packet(e, &anchor)).collect()
     }
@@ -197,7 +173,9 @@ impl Capture {
 
     /// Waits up to `timeout` for packets; a signal cuts the wait short.
     pub fn wait(&self, timeout: Duration) -> Result<()> {
-        ringbuf::wait(&self.ring, timeout).context("waiting for captured packets")
+        self.ring
+            .wait(timeout)
+            .context("waiting for captured packets")
     }
 
     fn kernel_counts(&self) -> Result<Counts> {
@@ -241,17 +219,9 @@ impl Capture {
         Ok(true)
     }
 
-    /// Whether `dir` is committed and pins this capture's control map.
+    /// Whether `dir` is committed and pins this capture's maps.
     fn writes_here(&self, dir: &AttachmentDir) -> Result<bool> {
-        if !dir.is_committed() {
-            return Ok(false);
-        }
-        let id = |map: &dyn MapCore| map.info().map(|info| info.info.id);
-        match MapHandle::from_pinned_path(dir.map(CONTROL)) {
-            Ok(pinned) => Ok(id(&pinned)? == id(&self.maps.control)?),
-            Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(err).context("checking which program the capture reads"),
-        }
+        Ok(dir.is_committed() && self.ring.pinned_at(&dir.map(RING))?)
     }
 
     /// The program the capture reads from now.

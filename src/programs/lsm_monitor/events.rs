@@ -1,13 +1,11 @@
 //! Reading lsm_monitor's ring buffer from its pin: one reader at a time,
 //! records decoded into [`Event`]s with the schema `meshbpf events` prints.
 
-use std::cell::RefCell;
 use std::fs::File;
-use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapHandle, RingBuffer, RingBufferBuilder};
+use libbpf_rs::MapHandle;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
@@ -20,7 +18,7 @@ use crate::error::Failure;
 use crate::kernel::clock::{self, BootAnchor};
 use crate::kernel::pins::AttachmentDir;
 use crate::kernel::pod::plain_data;
-use crate::kernel::ringbuf;
+use crate::kernel::ringbuf::TypedRing;
 use crate::programs::maps;
 
 plain_data!(lsm_monitor_event);
@@ -412,15 +410,9 @@ pub fn decode(raw: &lsm_monitor_event, anchor: &BootAnchor) -> Result<Event> {
     })
 }
 
-/// Records read but not yet decoded, filled by the ring buffer's callback.
-type Pending = Rc<RefCell<Vec<lsm_monitor_event>>>;
-
-/// The ring buffer of an attachment, open for reading. Fields drop in
-/// order: libbpf's ring buffer uses the map's fd until it is freed.
+/// The ring buffer of an attachment, open for reading.
 pub struct Reader {
-    ring: RingBuffer<'static>,
-    pending: Pending,
-    events: MapHandle,
+    ring: TypedRing<lsm_monitor_event>,
     counters: MapHandle,
     dir: AttachmentDir,
     /// Held while reading: a ring buffer has one consumer position, and two
@@ -433,30 +425,10 @@ impl Reader {
     /// has it.
     pub fn open(dir: &AttachmentDir) -> Result<Reader> {
         let lock = lock_reader(dir)?;
-        let events = maps::open_pinned_map(dir, EVENTS_MAP)?;
+        let ring = TypedRing::open(&dir.map(EVENTS_MAP))?;
         let counters = maps::open_pinned_map(dir, COUNTERS_MAP)?;
-        let pending: Pending = Rc::default();
-        let sink = Rc::clone(&pending);
-        let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&events, move |bytes: &[u8]| {
-                let mut raw = lsm_monitor_event::default();
-                match plain::copy_from_bytes(&mut raw, bytes) {
-                    Ok(()) => {
-                        sink.borrow_mut().push(raw);
-                        0
-                    }
-                    Err(_) => -libc::EBADMSG,
-                }
-            })
-            .with_context(|| format!("reading {}", dir.map(EVENTS_MAP).display()))?;
-        let ring = builder
-            .build()
-            .with_context(|| format!("mapping {}", dir.map(EVENTS_MAP).display()))?;
         Ok(Reader {
             ring,
-            pending,
-            events,
             counters,
             dir: dir.clone(),
             _lock: lock,
@@ -466,25 +438,19 @@ impl Reader {
     /// Whether the attachment still pins the ring buffer this reads: after
     /// a detach (and maybe a new attach), no event can come any more.
     pub fn still_attached(&self) -> Result<bool> {
-        if !self.dir.is_committed() {
-            return Ok(false);
-        }
-        let id = |map: &MapHandle| map.info().map(|info| info.info.id);
-        match MapHandle::from_pinned_path(self.dir.map(EVENTS_MAP)) {
-            Ok(pinned) => Ok(id(&pinned)? == id(&self.events)?),
-            Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(err).context("checking that lsm_monitor is still attached"),
-        }
+        Ok(self.dir.is_committed()
+            && self
+                .ring
+                .pinned_at(&self.dir.map(EVENTS_MAP))
+                .context("checking that lsm_monitor is still attached")?)
     }
 
     /// Takes up to `max` records that are in the buffer now, without
     /// waiting; an empty batch means the buffer is drained.
     pub fn take(&mut self, max: usize) -> Result<Vec<lsm_monitor_event>> {
-        let consumed = self.ring.consume_raw_n(max);
-        if consumed < 0 {
-            return Err(ring_error(consumed));
-        }
-        Ok(std::mem::take(&mut *self.pending.borrow_mut()))
+        self.ring
+            .take(max)
+            .context("reading lsm_monitor's ring buffer")
     }
 
     /// Waits up to `timeout` for records to arrive; a signal (Ctrl-C) cuts
@@ -492,22 +458,15 @@ impl Reader {
     pub fn wait(&self, timeout: Duration) -> Result<()> {
         // Not the ring buffer's own poll: it consumes everything that
         // arrives while it runs, where `take` reads in bounded batches.
-        ringbuf::wait(&self.ring, timeout).context("waiting for lsm_monitor's events")
+        self.ring
+            .wait(timeout)
+            .context("waiting for lsm_monitor's events")
     }
 
     /// The kernel's counters, lost events included.
     pub fn counters(&self) -> Result<EventCounts> {
         counters::read(&self.counters)
     }
-}
-
-fn ring_error(code: i32) -> anyhow::Error {
-    let err = std::io::Error::from_raw_os_error(-code);
-    if -code == libc::EBADMSG {
-        return anyhow::Error::from(err)
-            .context("lsm_monitor's ring buffer holds a record of an unexpected size");
-    }
-    anyhow::Error::from(err).context("reading lsm_monitor's ring buffer")
 }
 
 /// bpffs refuses open() on a ring buffer's pin (EIO), so the reader lock is
