@@ -418,10 +418,15 @@ static __always_inline void count(struct traffic_counter *c, __u64 len)
 	c->bytes += len;
 }
 
-/* The clock is read only for an entry with a TTL: most bans have none. */
-static __always_inline bool ban_live(const struct filter_ban *ban)
+/* Whether `ban` bans its source now, in the state in force: `before`
+ * while its change is not committed. The clock is read only for an entry
+ * with a TTL: most bans have none. */
+static __always_inline bool ban_live(const struct filter_ban *ban,
+				     const struct filter_ban_config *cfg)
 {
-	return !ban->expires_ns || ban->expires_ns > bpf_ktime_get_boot_ns();
+	const struct filter_ban_state *s = ban->change > cfg->committed ? &ban->before : &ban->now;
+
+	return s->banned && (!s->expires_ns || s->expires_ns > bpf_ktime_get_boot_ns());
 }
 
 /* The live ban entry of the packet's source: its host entry, else the
@@ -434,6 +439,9 @@ static __always_inline struct filter_ban *ban_of(const struct packet_info *pkt)
 	struct filter_ban *ban;
 	__u32 zero = 0;
 
+	cfg = bpf_map_lookup_elem(&ban_config, &zero);
+	if (!cfg)
+		return NULL;
 	if (pkt->l3 == L3_IPV4) {
 		__u32 host;
 
@@ -446,14 +454,13 @@ static __always_inline struct filter_ban *ban_of(const struct packet_info *pkt)
 		key.prefixlen = FILTER_BAN_PREFIX_HEADER_BITS + 128;
 		key.family = FILTER_IPV6;
 	}
-	if (ban && ban_live(ban))
+	if (ban && ban_live(ban, cfg))
 		return ban;
-	cfg = bpf_map_lookup_elem(&ban_config, &zero);
-	if (!cfg || !cfg->prefixes)
+	if (!cfg->prefixes)
 		return NULL;
 	__builtin_memcpy(key.addr, pkt->src, 16);
 	ban = bpf_map_lookup_elem(&ban_prefixes, &key);
-	return ban && ban_live(ban) ? ban : NULL;
+	return ban && ban_live(ban, cfg) ? ban : NULL;
 }
 
 /* Whether the packet's source is banned; counts the drop where it is. A
@@ -483,11 +490,11 @@ static __always_inline int ban_host(void *map, const void *key, const struct fil
 	if (!old)
 		return bpf_map_update_elem(map, key, fresh, BPF_NOEXIST);
 	/* A live entry dropped the packet before any limiter saw it, so
-	 * this one expired: it starts over, keeping what it counted. */
-	old->origin = fresh->origin;
-	old->reason = fresh->reason;
-	old->added_ns = fresh->added_ns;
-	old->expires_ns = fresh->expires_ns;
+	 * this one bans nobody (expired, deleted, or new in a change not
+	 * committed): it starts over, in force at once, keeping what it
+	 * counted. */
+	old->now = fresh->now;
+	old->change = 0;
 	return -EEXIST;
 }
 
@@ -497,15 +504,16 @@ static __noinline void ban_source(const struct packet_info *pkt, __u64 ttl_ns, _
 				  __u32 reason)
 {
 	struct filter_ban fresh = {
-		.origin = origin,
-		.reason = reason,
+		.now.origin = origin,
+		.now.reason = reason,
+		.now.banned = 1,
 	};
 	struct filter_ban_stats *stats;
 	__u32 zero = 0;
 	int err;
 
-	fresh.added_ns = bpf_ktime_get_boot_ns();
-	fresh.expires_ns = fresh.added_ns + ttl_ns;
+	fresh.now.added_ns = bpf_ktime_get_boot_ns();
+	fresh.now.expires_ns = fresh.now.added_ns + ttl_ns;
 	if (pkt->l3 == L3_IPV4) {
 		__u32 host;
 

@@ -309,18 +309,34 @@ struct filter_ban_prefix_key {
 	__u8 addr[16];
 };
 
-struct filter_ban {
+/* What an entry says of its source: whether, until when and why it is
+ * banned. */
+struct filter_ban_state {
 	/* CLOCK_BOOTTIME ns, bpf_ktime_get_boot_ns(); 0: never expires. */
 	__u64 expires_ns;
 	__u64 added_ns;
-	/* What the entry dropped, added atomically by the program. */
-	__u64 packets;
-	__u64 bytes;
 	/* OPERATOR: an index in ban_reasons (0: none); RATE_LIMIT: the rule's
 	 * index in its rule set. */
 	__u32 reason;
 	__u8 origin; /* enum filter_ban_origin */
-	__u8 pad[3];
+	__u8 banned; /* 0: not banned (a deletion not yet swept, a new entry before) */
+	__u8 pad[2];
+};
+
+/* A change of the set by user space is all or nothing: it writes every
+ * entry it changes with `change` above ban_config.committed, the new state
+ * in `now` and the one in force in `before`, then commits them all at once
+ * by raising ban_config.committed to `change`. Until then the program reads
+ * `before`. The entries of a change killed before its commit keep reading
+ * `before`, and the next change puts them back as they were. */
+struct filter_ban {
+	struct filter_ban_state now;
+	struct filter_ban_state before;
+	/* What the entry dropped, added atomically by the program. */
+	__u64 packets;
+	__u64 bytes;
+	/* The change that wrote the entry; 0 (the program's): in force. */
+	__u64 change;
 };
 
 struct filter_ban_reason {
@@ -337,6 +353,8 @@ struct filter_ban_config {
 	__u64 hosts_v4;
 	__u64 hosts_v6;
 	__u64 promoted_seen;
+	/* The last change of the set in force (see filter_ban). */
+	__u64 committed;
 };
 
 struct filter_ban_stats {

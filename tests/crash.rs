@@ -69,11 +69,15 @@ const RULES_1: &str = r#"{"default": "allow", "rules": [{"action": "deny", "src"
 const RULES_2: &str = r#"{"default": "deny", "rules": [
     {"action": "allow", "src": "10.1.0.0/16", "protocol": "tcp", "dport": 22},
     {"action": "allow", "protocol": "udp", "dport": 5001}]}"#;
+/// Bans both sources R2 lets in (10.1.2.3's CIDR and the peer's): CIDRs
+/// shorter than a host go into the trie one write each, so a kill between
+/// them would show, and a host beside them.
+const BANS: &str = "10.1.0.0/16\n192.0.2.0/24\n10.9.9.9\n";
 /// The third probe frame gets priority 1:10.
 const CLASSES: &str = r#"{"classes": {"fast": {"priority": "1:10"}}, "rules": [{"class": "fast", "protocol": "udp", "dport": 5001}]}"#;
 
-/// Arguments name `{IF}` (the test interface), `{R1}`, `{R2}`, `{C}` (the
-/// files above) and `{OBJ}` (a compiled load_counter fixture); every
+/// Arguments name `{IF}` (the test interface), `{R1}`, `{R2}`, `{C}`, `{B}`
+/// (the files above) and `{OBJ}` (a compiled load_counter fixture); every
 /// command gets `--bpffs` the family's own root.
 type Args = &'static [&'static str];
 
@@ -125,6 +129,7 @@ impl Rig {
             ("r1.json", RULES_1),
             ("r2.json", RULES_2),
             ("c.json", CLASSES),
+            ("bans.txt", BANS),
         ] {
             std::fs::write(files.path().join(name), body).expect("writing a rule file");
         }
@@ -147,6 +152,7 @@ impl Rig {
                 "{R1}" => file("r1.json"),
                 "{R2}" => file("r2.json"),
                 "{C}" => file("c.json"),
+                "{B}" => file("bans.txt"),
                 "{OBJ}" => self.obj.1.display().to_string(),
                 other => other.to_string(),
             })
@@ -627,6 +633,23 @@ families! {
         net: true,
         setup: &[&["attach", "{IF}", "--filter", "{R1}"]],
         command: &["filter", "remove", "{IF}"],
+        clean: DETACH_IF,
+    };
+    ban_load: Family {
+        name: "ban_load",
+        net: true,
+        setup: &[&["attach", "{IF}", "--filter", "{R2}"]],
+        command: &["filter", "ban", "{IF}", "load", "{B}"],
+        clean: DETACH_IF,
+    };
+    ban_del: Family {
+        name: "ban_del",
+        net: true,
+        setup: &[
+            &["attach", "{IF}", "--filter", "{R2}"],
+            &["filter", "ban", "{IF}", "load", "{B}"],
+        ],
+        command: &["filter", "ban", "{IF}", "del", "10.1.0.0/16", "192.0.2.0/24"],
         clean: DETACH_IF,
     };
     attach_classes: Family {

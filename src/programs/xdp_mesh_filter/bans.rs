@@ -10,6 +10,15 @@
 //! how many sources the limiters had promoted by then, so readers know the
 //! set's size from two small reads. A promotion while a change walks the
 //! maps can be counted twice, until the next change counts again.
+//!
+//! A change is all or nothing, however it ends: every entry it writes
+//! carries its new state and the one in force, under a change number above
+//! `ban_config.committed`, and the program reads the state in force until
+//! one write of `ban_config` (the counts with the new number) commits them
+//! all (include/mesh_filter.h, `struct filter_ban`). So a `load` of a
+//! million hosts killed at any point leaves the set as it was; the next
+//! change puts the uncommitted entries back first. Deleted entries are
+//! written as "not banned" and removed after the commit.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -21,7 +30,7 @@ use serde::Serialize;
 
 use super::skel::types::{
     filter_ban, filter_ban_config, filter_ban_limits, filter_ban_origin, filter_ban_prefix_key,
-    filter_ban_reason, filter_ban_stats, filter_ban_v6_key,
+    filter_ban_reason, filter_ban_state, filter_ban_stats, filter_ban_v6_key,
 };
 use super::{family, family_of, read_text, write_batch, FilterMaps};
 use crate::error::Failure;
@@ -35,6 +44,7 @@ use crate::rules::{Family, Prefix};
 
 plain_data!(
     filter_ban,
+    filter_ban_state,
     filter_ban_config,
     filter_ban_prefix_key,
     filter_ban_reason,
@@ -176,8 +186,17 @@ fn walk(maps: &FilterMaps<'_>) -> Result<Vec<(Prefix, filter_ban)>> {
     Ok(all)
 }
 
-fn live(ban: &filter_ban, now: u64) -> bool {
-    ban.expires_ns == 0 || ban.expires_ns > now
+/// The state of `ban` in force, as the program reads it.
+fn in_force(ban: &filter_ban, committed: u64) -> &filter_ban_state {
+    if ban.change > committed {
+        &ban.before
+    } else {
+        &ban.now
+    }
+}
+
+fn live(state: &filter_ban_state, now: u64) -> bool {
+    state.banned != 0 && (state.expires_ns == 0 || state.expires_ns > now)
 }
 
 fn stats(maps: &FilterMaps<'_>) -> Result<filter_ban_stats> {
@@ -261,7 +280,7 @@ fn reasons(maps: &FilterMaps<'_>) -> Result<Vec<String>> {
     Ok(texts)
 }
 
-fn origin(ban: &filter_ban) -> (&'static str, Option<u32>) {
+fn origin(ban: &filter_ban_state) -> (&'static str, Option<u32>) {
     match filter_ban_origin(u32::from(ban.origin)) {
         filter_ban_origin::FILTER_BAN_RATE_LIMIT => ("rate_limit", Some(ban.reason)),
         filter_ban_origin::FILTER_BAN_INTERFACE_LIMIT => ("interface_rate_limit", None),
@@ -275,14 +294,16 @@ fn origin(ban: &filter_ban) -> (&'static str, Option<u32>) {
 pub fn list(maps: &FilterMaps<'_>) -> Result<(Vec<BanEntry>, usize)> {
     let anchor = BootAnchor::now();
     let texts = reasons(maps)?;
+    let committed = config(maps)?.committed;
     let mut entries = Vec::new();
     let mut expired = 0;
-    for (cidr, ban) in walk(maps)? {
-        if !live(&ban, anchor.boottime_ns) {
+    for (cidr, entry) in walk(maps)? {
+        let ban = in_force(&entry, committed);
+        if !live(ban, anchor.boottime_ns) {
             expired += 1;
             continue;
         }
-        let (origin, rule) = origin(&ban);
+        let (origin, rule) = origin(ban);
         let reason = match (origin, rule) {
             ("rate_limit", Some(rule)) => Some(format!("rate_limit rule {rule}")),
             ("interface_rate_limit", _) => Some("rate_limit (interface)".to_owned()),
@@ -301,8 +322,8 @@ pub fn list(maps: &FilterMaps<'_>) -> Result<(Vec<BanEntry>, usize)> {
             expires_at: (ban.expires_ns != 0).then(|| at(ban.expires_ns)),
             expires_in_ms: (ban.expires_ns != 0)
                 .then(|| (ban.expires_ns - anchor.boottime_ns) / 1_000_000),
-            packets: ban.packets,
-            bytes: ban.bytes,
+            packets: entry.packets,
+            bytes: entry.bytes,
         });
     }
     entries.sort_by_key(|a| a.cidr);
@@ -333,7 +354,8 @@ pub struct Changed {
 
 /// Sweeps the expired entries, deletes `del`, then adds `add` (the last
 /// of a CIDR given twice wins) with `reason`. Either every addition fits
-/// or nothing is added.
+/// or nothing is added; in the kernel, all of it takes effect at once, at
+/// the commit, or none of it.
 pub fn change(
     maps: &FilterMaps<'_>,
     add: &[Ban],
@@ -342,85 +364,166 @@ pub fn change(
 ) -> Result<Changed> {
     let promoted_before = stats(maps)?.promoted;
     let now = BootAnchor::now().boottime_ns;
-    let walked = walk(maps)?;
-    let mut present: FastMap<Prefix, filter_ban> =
-        FastMap::with_capacity_and_hasher(walked.len(), Default::default());
-    let mut expired: HashMap<Table, Vec<u8>> = HashMap::new();
-    for (prefix, ban) in walked {
-        if live(&ban, now) {
-            present.insert(prefix, ban);
-        } else {
-            push_key(&prefix, expired.entry(Table::of(&prefix)).or_default());
-        }
-    }
+    let committed = config(maps)?.committed;
+    let number = committed + 1;
     let mut changed = Changed::default();
-    for (table, keys) in &expired {
-        changed.swept += delete(table.map(maps), keys)?;
-    }
+    let mut present = settle(maps, committed, now, &mut changed)?;
 
-    let mut gone: HashMap<Table, Vec<u8>> = HashMap::new();
+    let mut deleted: FastMap<Prefix, filter_ban> = FastMap::default();
     for prefix in del {
-        if present.remove(prefix).is_some() {
-            push_key(prefix, gone.entry(Table::of(prefix)).or_default());
+        if let Some(old) = present.remove(prefix) {
+            deleted.insert(*prefix, old);
             changed.deleted.push(*prefix);
-        } else if !changed.deleted.contains(prefix) {
+        } else if !deleted.contains_key(prefix) {
             changed.not_banned.push(*prefix);
         }
     }
-    for (table, keys) in &gone {
-        delete(table.map(maps), keys)?;
+    let mut deletions: [Writes; 3] = Default::default();
+    for (prefix, old) in &deleted {
+        let unbanned = filter_ban_state {
+            banned: 0,
+            ..old.now
+        };
+        deletions[Table::of(prefix) as usize].push(prefix, &pending(old, unbanned, number));
     }
+    write_all(maps, &deletions)?;
 
     let adding: FastMap<Prefix, Option<Ttl>> = add.iter().map(|b| (b.prefix, b.ttl)).collect();
     let mut held = count_tables(present.keys());
     check_room(&held, &present, &adding)?;
     let reason = match adding.is_empty() {
         true => 0,
-        false => reason_index(maps, &present, reason)?,
+        false => reason_index(maps, &present, &deleted, reason)?,
     };
-    if !adding.is_empty() {
-        let mut writes: [(Vec<u8>, Vec<u8>); 3] = Default::default();
-        for (prefix, ttl) in &adding {
-            let old = present.get(prefix);
-            if old.is_some() {
-                changed.renewed += 1;
-            } else {
-                changed.added += 1;
-                held[Table::of(prefix) as usize] += 1;
-            }
-            let ban = filter_ban {
-                expires_ns: ttl.map_or(0, |t| now + t.0.as_nanos() as u64),
-                added_ns: now,
-                packets: old.map_or(0, |b| b.packets),
-                bytes: old.map_or(0, |b| b.bytes),
-                reason,
-                origin: filter_ban_origin::FILTER_BAN_OPERATOR.0 as u8,
-                pad: [0; 3],
-            };
-            let (keys, values) = &mut writes[Table::of(prefix) as usize];
-            push_key(prefix, keys);
-            values.extend_from_slice(bytes(&ban));
+    let mut additions: [Writes; 3] = Default::default();
+    for (prefix, ttl) in &adding {
+        let old = present.get(prefix).or_else(|| deleted.get(prefix));
+        if present.contains_key(prefix) {
+            changed.renewed += 1;
+        } else {
+            changed.added += 1;
+            held[Table::of(prefix) as usize] += 1;
         }
-        for table in TABLES {
-            let (keys, values) = &writes[table as usize];
-            if !keys.is_empty() {
-                write(table, table.map(maps), keys, values)?;
-            }
-        }
+        let state = filter_ban_state {
+            expires_ns: ttl.map_or(0, |t| now + t.0.as_nanos() as u64),
+            added_ns: now,
+            reason,
+            origin: filter_ban_origin::FILTER_BAN_OPERATOR.0 as u8,
+            banned: 1,
+            pad: [0; 2],
+        };
+        let entry = match old {
+            Some(old) => pending(old, state, number),
+            None => filter_ban {
+                now: state,
+                change: number,
+                ..Default::default()
+            },
+        };
+        additions[Table::of(prefix) as usize].push(prefix, &entry);
+        present.insert(*prefix, entry);
     }
-    let mut used = used_reasons(&present);
-    used.insert(reason);
-    forget_unused_reasons(maps, &used)?;
+    write_all(maps, &additions)?;
+
+    // The commit: one write, which the program sees whole.
     let config = filter_ban_config {
         prefixes: held[Table::Prefixes as usize] as u64,
         hosts_v4: held[Table::V4 as usize] as u64,
         hosts_v6: held[Table::V6 as usize] as u64,
         promoted_seen: promoted_before,
+        committed: number,
     };
     maps.ban_config
         .update(&0u32.to_ne_bytes(), bytes(&config), MapFlags::ANY)
         .context("writing ban_config")?;
+
+    // Committed as "not banned": whatever remains, the next change sweeps.
+    for (table, writes) in TABLES.into_iter().zip(&deletions) {
+        let keys: Vec<u8> = writes
+            .keys
+            .chunks(table.map(maps).key_size() as usize)
+            .zip(&writes.prefixes)
+            .filter(|(_, p)| !adding.contains_key(p))
+            .flat_map(|(k, _)| k.to_vec())
+            .collect();
+        delete(table.map(maps), &keys)?;
+    }
+    forget_unused_reasons(maps, &used_reasons(&present))?;
     Ok(changed)
+}
+
+/// Entries of one table to write: their keys and values, concatenated.
+#[derive(Default)]
+struct Writes {
+    prefixes: Vec<Prefix>,
+    keys: Vec<u8>,
+    values: Vec<u8>,
+}
+
+impl Writes {
+    fn push(&mut self, prefix: &Prefix, entry: &filter_ban) {
+        self.prefixes.push(*prefix);
+        push_key(prefix, &mut self.keys);
+        self.values.extend_from_slice(bytes(entry));
+    }
+}
+
+fn write_all(maps: &FilterMaps<'_>, writes: &[Writes; 3]) -> Result<()> {
+    for table in TABLES {
+        let w = &writes[table as usize];
+        if !w.keys.is_empty() {
+            write(table, table.map(maps), &w.keys, &w.values)?;
+        }
+    }
+    Ok(())
+}
+
+/// `old`'s entry with `now` waiting for change `number`; its counts stay.
+fn pending(old: &filter_ban, now: filter_ban_state, number: u64) -> filter_ban {
+    filter_ban {
+        now,
+        before: old.now,
+        packets: old.packets,
+        bytes: old.bytes,
+        change: number,
+    }
+}
+
+/// The entries in force, each as its state in force (in `now`): puts back
+/// the entries a change killed before its commit left, and deletes those
+/// that ban nobody (expired ones count as swept).
+fn settle(
+    maps: &FilterMaps<'_>,
+    committed: u64,
+    now: u64,
+    changed: &mut Changed,
+) -> Result<FastMap<Prefix, filter_ban>> {
+    let walked = walk(maps)?;
+    let mut present: FastMap<Prefix, filter_ban> =
+        FastMap::with_capacity_and_hasher(walked.len(), Default::default());
+    let mut gone: HashMap<Table, Vec<u8>> = HashMap::new();
+    let mut put_back: [Writes; 3] = Default::default();
+    for (prefix, mut ban) in walked {
+        let uncommitted = ban.change > committed;
+        if uncommitted {
+            ban.now = ban.before;
+            ban.change = 0;
+        }
+        if live(&ban.now, now) {
+            if uncommitted {
+                put_back[Table::of(&prefix) as usize].push(&prefix, &ban);
+            }
+            present.insert(prefix, ban);
+        } else {
+            changed.swept += usize::from(ban.now.banned != 0);
+            push_key(&prefix, gone.entry(Table::of(&prefix)).or_default());
+        }
+    }
+    for (table, keys) in &gone {
+        delete(table.map(maps), keys)?;
+    }
+    write_all(maps, &put_back)?;
+    Ok(present)
 }
 
 /// Deletes `keys` (concatenated) from `map`; returns how many.
@@ -515,6 +618,7 @@ fn check_room(
 fn reason_index(
     maps: &FilterMaps<'_>,
     present: &FastMap<Prefix, filter_ban>,
+    deleted: &FastMap<Prefix, filter_ban>,
     reason: Option<&str>,
 ) -> Result<u32> {
     let Some(text) = reason.filter(|t| !t.is_empty()) else {
@@ -524,7 +628,9 @@ fn reason_index(
     if let Some(index) = (1..REASONS).find(|&i| texts[i as usize] == text) {
         return Ok(index);
     }
-    let used = used_reasons(present);
+    // A deleted entry's reason stays in force until the commit.
+    let mut used = used_reasons(present);
+    used.extend(used_reasons(deleted));
     let Some(free) = (1..REASONS).find(|i| !used.contains(i)) else {
         return Err(Failure::new(format!(
             "{} different reasons are in use; there is no room for another",
@@ -543,11 +649,11 @@ fn reason_index(
     Ok(free)
 }
 
-fn used_reasons(present: &FastMap<Prefix, filter_ban>) -> HashSet<u32> {
-    present
+fn used_reasons(entries: &FastMap<Prefix, filter_ban>) -> HashSet<u32> {
+    entries
         .values()
-        .filter(|b| origin(b).0 == "operator")
-        .map(|b| b.reason)
+        .filter(|b| origin(&b.now).0 == "operator")
+        .map(|b| b.now.reason)
         .collect()
 }
 
