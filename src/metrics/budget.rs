@@ -129,7 +129,7 @@ impl Budget {
             .filter(|r| r.packets > 0 && !kept.contains(&r.id))
             .collect();
         // Most hits first; the stable sort keeps rule order among equals.
-        candidates.sort_by(|a, b| b.packets.cmp(&a.packets));
+        candidates.sort_by_key(|r| std::cmp::Reverse(r.packets));
         let room = self.max.saturating_sub(kept.len());
         let promoted: Vec<String> = candidates
             .into_iter()
