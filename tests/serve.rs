@@ -761,3 +761,227 @@ privileged_test!(
         assert_eq!(http::get(port, "/metrics?x=1", None).status, 200);
     }
 );
+
+/// `{rule="R",id="I"}` and the value of each rule series of `family` on
+/// `interface`.
+fn rule_series(text: &str, family: &str, interface: &str) -> Vec<(String, f64)> {
+    series_of(text, family, interface)
+        .into_iter()
+        .map(|l| {
+            let (labels, v) = l.rsplit_once(' ').unwrap();
+            let labels = labels.split_once(",rule=").unwrap().1;
+            (labels.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+privileged_test!(
+    fn ten_thousand_rules_keep_the_top_series_and_other_sums_the_rest_monotonically() {
+        let net = VethPair::new();
+        let rules: Vec<_> = (0..10_000)
+            .map(|i| serde_json::json!({"action": "allow", "protocol": "udp", "dport": 10_000 + i}))
+            .collect();
+        common::filter::attach_filter(
+            &net,
+            &serde_json::json!({"default": "allow", "rules": rules}),
+        );
+        let max = 5;
+        let server = Server::start(Some(&net.ns), &["--max-series", &max.to_string()]);
+        let send = |rule: usize, count: usize| {
+            net.send_udp(
+                format!("{ADDR}:{}", 10_000 + rule).parse().unwrap(),
+                count,
+                10,
+            );
+        };
+        // Eight rules hit 1 to 8 times: the five most hit keep their series.
+        let hit = [3, 100, 2000, 5000, 7777, 9998, 42, 9999];
+        for (n, rule) in hit.iter().enumerate() {
+            send(*rule, n + 1);
+        }
+        let counted = |total: u64| {
+            common::wait_for(Duration::from_secs(10), || {
+                let shown = common::filter::show(&net);
+                let sum: u64 = shown["rules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["packets"].as_u64().unwrap())
+                    .sum();
+                (sum == total).then_some(())
+            })
+            .unwrap_or_else(|| panic!("the filter never counted {total} hits"));
+        };
+        counted(36);
+        let dev = &net.dev;
+        let first = server.scrape();
+        promtool(&first);
+        let packets = rule_series(&first, "meshbpf_filter_rule_packets_total", dev);
+        assert_eq!(packets.len(), max + 1, "{packets:?}");
+        let own: Vec<(&str, f64)> = packets[..max]
+            .iter()
+            .map(|(labels, v)| (labels.split_once(',').unwrap().0, *v))
+            .collect();
+        // In rule order: 5000 (4 hits), 7777, 9998, 42 and 9999 (8).
+        assert_eq!(
+            own,
+            [
+                ("\"42\"", 7.0),
+                ("\"5000\"", 4.0),
+                ("\"7777\"", 5.0),
+                ("\"9998\"", 6.0),
+                ("\"9999\"", 8.0)
+            ]
+        );
+        let (other, other_packets) = &packets[max];
+        assert!(other.starts_with("\"other\",id=\"other-"), "{other}");
+        assert_eq!(*other_packets, 1.0 + 2.0 + 3.0);
+        let bytes = rule_series(&first, "meshbpf_filter_rule_bytes_total", dev);
+        assert_eq!(bytes.len(), max + 1);
+        let on = format!("{{interface=\"{dev}\"}}");
+        let folded = |text: &str| value(text, &format!("meshbpf_series_folded{on}"));
+        let dropped = |text: &str| value(text, &format!("meshbpf_series_dropped_total{on}"));
+        assert_eq!(folded(&first), Some(9_995.0));
+        assert_eq!(dropped(&first), Some(9_995.0));
+
+        // The most hit rule now is a folded one, and a rule never hit before
+        // is hit: no room, so both stay in other, which only grows.
+        send(3, 100);
+        send(1234, 3);
+        counted(36 + 103);
+        let second = server.scrape();
+        promtool(&second);
+        let again = rule_series(&second, "meshbpf_filter_rule_packets_total", dev);
+        assert_eq!(again.len(), max + 1);
+        for ((labels, before), (labels_now, now)) in packets.iter().zip(&again) {
+            assert_eq!(labels, labels_now);
+            assert!(now >= before, "{labels} went down: {before} -> {now}");
+        }
+        assert_eq!(again[max].1, 6.0 + 103.0);
+        let sum: f64 = again.iter().map(|(_, v)| v).sum();
+        assert_eq!(sum, (36 + 103) as f64);
+        assert_eq!(dropped(&second), Some(2.0 * 9_995.0));
+        let sent_bytes: f64 = rule_series(&second, "meshbpf_filter_rule_bytes_total", dev)
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        // UDP with 10 bytes of payload: 14 + 20 + 8 + 10 bytes a frame.
+        assert_eq!(sent_bytes, (36 + 103) as f64 * 52.0);
+    }
+);
+
+/// bpftool's view of the kernel: "eBPF program_type xdp is available".
+fn bpftool_has(features: &str, kind: &str, name: &str) -> bool {
+    let line = format!("eBPF {kind} {name} is available");
+    features.lines().any(|l| l.trim() == line)
+}
+
+privileged_test!(
+    fn feature_ready_agrees_with_bpftool_and_sysfs_and_probes_once_per_ttl() {
+        let root = PinRoot::new();
+        let server = Server::start(None, &root.args(&["-vv"]));
+        let live = server.scrape();
+        promtool(&live);
+        let out = Command::new("bpftool")
+            .args(["feature", "probe", "kernel"])
+            .output()
+            .expect("bpftool");
+        let features = String::from_utf8_lossy(&out.stdout);
+        let prog = |name: &str| bpftool_has(&features, "program_type", name);
+        let map = |name: &str| bpftool_has(&features, "map_type", name);
+        let exists = |path: &str| std::path::Path::new(path).exists();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let mounted = |fs: &'static str| {
+            mounts
+                .lines()
+                .filter(move |l| l.split(' ').nth(2) == Some(fs))
+                .collect::<Vec<_>>()
+        };
+        let sched_switch = mounted("tracefs").iter().any(|l| {
+            let at = l.split(' ').nth(1).unwrap();
+            exists(&format!("{at}/events/sched/sched_switch/id"))
+        });
+        let btf = exists("/sys/kernel/btf/vmlinux");
+        // tp_btf is a tracing program that needs no trampoline: bpftool's
+        // "tracing" probe is fentry's, so tp_btf is judged by its parts.
+        let expected = [
+            ("xdp", "generic", prog("xdp")),
+            ("tc_classifier", "netlink", prog("sched_cls")),
+            (
+                "tc_classifier",
+                "tcx",
+                prog("sched_cls") && common::kernel_has_tcx(),
+            ),
+            (
+                "lsm_monitor",
+                "tracepoint",
+                prog("tracepoint") && sched_switch,
+            ),
+            ("syscall_latency", "raw_tp", prog("raw_tracepoint")),
+            ("syscall_latency", "tp_btf", prog("raw_tracepoint") && btf),
+            (
+                "function_latency",
+                "kprobe",
+                prog("kprobe") && exists("/sys/bus/event_source/devices/kprobe"),
+            ),
+            ("function_latency", "fentry", prog("tracing")),
+            ("lsm_monitor", "lsm", prog("lsm")),
+            (
+                "objects",
+                "cgroup_skb",
+                prog("cgroup_skb") && !mounted("cgroup2").is_empty(),
+            ),
+            ("lsm_events", "ringbuf", map("ringbuf")),
+            ("filter", "lpm_trie", map("lpm_trie")),
+            ("btf", "kernel", btf),
+        ];
+        let got: Vec<&str> = live
+            .lines()
+            .filter(|l| l.starts_with("meshbpf_feature_ready{"))
+            .collect();
+        let want: Vec<String> = expected
+            .iter()
+            .map(|(f, m, ready)| {
+                format!(
+                    "meshbpf_feature_ready{{feature=\"{f}\",mode=\"{m}\"}} {}",
+                    u8::from(*ready)
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "bpftool: {features}");
+        // What NOTES.md measured on the development kernel (6.18).
+        if std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .starts_with("6.18")
+        {
+            let ready = |f: &str, m: &str| {
+                value(
+                    &live,
+                    &format!("meshbpf_feature_ready{{feature=\"{f}\",mode=\"{m}\"}}"),
+                )
+            };
+            assert_eq!(ready("function_latency", "kprobe"), Some(0.0));
+            assert_eq!(ready("function_latency", "fentry"), Some(0.0));
+            assert_eq!(ready("lsm_monitor", "lsm"), Some(0.0));
+            assert_eq!(ready("xdp", "generic"), Some(1.0));
+        }
+
+        // Two more scrapes within the TTL probe nothing.
+        assert_eq!(
+            server
+                .scrape()
+                .lines()
+                .filter(|l| l.starts_with("meshbpf_feature_ready{"))
+                .count(),
+            13
+        );
+        server.scrape();
+        let (_, stderr) = server.stop(Signal::SIGTERM);
+        let probes: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("probed the hooks in"))
+            .collect();
+        assert_eq!(probes.len(), 1, "{stderr}");
+        eprintln!("{}", probes[0]);
+    }
+);
