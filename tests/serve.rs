@@ -570,6 +570,17 @@ privileged_test!(
         );
         let usage = common::meshbpf(&["serve", "--listen", "localhost"]);
         assert_eq!(usage.code, 2, "{}", usage.stderr);
+        for (budget, why) in [
+            (
+                "0",
+                "0 would fold every rule into rule=\"other\": give at least 1",
+            ),
+            ("many", "'many' is not a number of rules"),
+        ] {
+            let usage = common::meshbpf(&["serve", "--max-series", budget]);
+            assert_eq!(usage.code, 2, "{}", usage.stderr);
+            assert!(usage.stderr.contains(why), "{}", usage.stderr);
+        }
     }
 );
 
