@@ -219,8 +219,15 @@ privileged_test!(
     }
 );
 
+/// The shipped alerts, which the Prometheus server below evaluates.
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/prometheus/meshbpf.rules.yml"
+);
+
 /// Debian's Prometheus server on a free loopback port in `ns`, scraping
-/// `target` every second, with its config and data in a temp dir.
+/// `target` every second as job `meshbpf` and evaluating the shipped alerts
+/// every second, with its config and data in a temp dir.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -235,7 +242,7 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: meshbpf\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: meshbpf\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
             ),
         )
         .unwrap();
@@ -994,5 +1001,41 @@ privileged_test!(
             .collect();
         assert_eq!(probes.len(), 1, "{stderr}");
         eprintln!("{}", probes[0]);
+    }
+);
+
+privileged_test!(
+    fn the_shipped_alerts_go_pending_on_a_real_prometheus_for_a_failing_check_and_a_dead_serve() {
+        let root = PinRoot::new();
+        let net = VethPair::new();
+        net.meshbpf(&root.args(&["attach", &net.dev])).ok();
+        let server = Server::start(Some(&net.ns), &root.args(&[]));
+        let prometheus = Prometheus::start(&net.ns, server.port);
+        let alert = |name: &str, labels: &str| {
+            prometheus.query(&format!(
+                "ALERTS{{alertname=\"{name}\",alertstate=\"pending\"{labels}}}"
+            ))
+        };
+        // Healthy: scraped, and no alert of meshbpf's is pending.
+        common::wait_for(Duration::from_secs(60), || {
+            prometheus.query("up{job=\"meshbpf\"}").filter(|v| v == "1")
+        })
+        .expect("Prometheus never scraped serve");
+        assert_eq!(prometheus.query("count(ALERTS)"), None);
+
+        // What a command killed before it pinned its link leaves behind.
+        std::fs::create_dir_all(root.path.join("net/ghost0/xdp_counter")).unwrap();
+        let check = ",check=\"attachment ghost0/xdp_counter\",status=\"fail\"";
+        let pending = common::wait_for(Duration::from_secs(30), || {
+            alert("MeshbpfHealthCheckFailing", check)
+        });
+        assert_eq!(pending.as_deref(), Some("1"));
+        assert_eq!(alert("MeshbpfDown", ""), None);
+        assert_eq!(alert("MeshbpfFlowTableNearlyFull", ""), None);
+
+        let (status, _) = server.stop(Signal::SIGTERM);
+        assert!(status.success());
+        let down = common::wait_for(Duration::from_secs(30), || alert("MeshbpfDown", ""));
+        assert_eq!(down.as_deref(), Some("1"));
     }
 );
