@@ -888,6 +888,20 @@ pub struct ServeArgs {
     /// Address and port to listen on; loopback unless told otherwise
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9435")]
     pub listen: std::net::SocketAddr,
+    /// Filter rules with series of their own, per interface; the others are
+    /// summed into rule="other" (the most hit rules keep theirs)
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_MAX_SERIES,
+          value_parser = series_budget)]
+    pub max_series: usize,
+}
+
+/// At least one rule series: with none, every hit would be "other".
+fn series_budget(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 would fold every rule into rule=\"other\": give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a number of rules")),
+    }
 }
 
 /// 0.01 s to an hour: a window long enough to see runs, short enough to wait for.

@@ -64,7 +64,20 @@ fn the_daemonset_runs_on_the_host_network_with_the_units_capabilities() {
     );
     assert_eq!(pod["tolerations"][0]["operator"], "Exists");
 
-    let init = &pod["initContainers"][0];
+    // `health --strict` gates the attach: a failing check stops the pod in Init.
+    let names: Vec<&str> = pod["initContainers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["health", "attach"]);
+    let health = &pod["initContainers"][0];
+    assert_eq!(
+        strings(&health["command"]),
+        ["/usr/bin/meshbpf", "health", "--strict"]
+    );
+    let init = &pod["initContainers"][1];
     let serve = &pod["containers"][0];
     assert_eq!(
         strings(&init["command"]),
@@ -72,7 +85,7 @@ fn the_daemonset_runs_on_the_host_network_with_the_units_capabilities() {
     );
     assert_eq!(init["env"][0]["name"], "MESHBPF_INTERFACE");
     let image = format!("meshbpf:{}", env!("CARGO_PKG_VERSION"));
-    for container in [init, serve] {
+    for container in [health, init, serve] {
         assert_eq!(container["image"].as_str(), Some(image.as_str()));
         let security = &container["securityContext"];
         assert_eq!(security["privileged"], false);

@@ -10,142 +10,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{http, PinRoot, VethPair, ADDR, BIN};
+use common::serve::{free_port, promtool, value, within, Server};
+use common::{http, PinRoot, VethPair, ADDR};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// The slots `stats -j` and the exposition both have, per interface.
 const L3: [&str; 4] = ["ipv4", "ipv6", "arp", "other"];
 const L4: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "other"];
-
-/// Runs `f` in network namespace `ns`, or here when None.
-fn within<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
-    match ns {
-        Some(ns) => VethPair::in_netns(ns, f),
-        None => f(),
-    }
-}
-
-/// A loopback port nobody listens on now.
-fn free_port(ns: Option<&str>) -> u16 {
-    within(ns, || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    })
-}
-
-/// `meshbpf serve` on a free loopback port, in `ns` or here.
-struct Server {
-    child: Child,
-    port: u16,
-    ns: Option<String>,
-}
-
-impl Server {
-    fn start(ns: Option<&str>, extra: &[&str]) -> Server {
-        let port = free_port(ns);
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = match ns {
-            // nsenter execs meshbpf: the child's pid is meshbpf's.
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let child = cmd
-            .args(["serve", "--listen", &listen])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshbpf serve");
-        let server = Server {
-            child,
-            port,
-            ns: ns.map(str::to_string),
-        };
-        common::wait_for(Duration::from_secs(10), || server.listening().then_some(()))
-            .expect("meshbpf serve never listened");
-        server
-    }
-
-    fn listening(&self) -> bool {
-        within(self.ns.as_deref(), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        })
-    }
-
-    fn get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
-        let a = within(self.ns.as_deref(), || http::get(self.port, path, accept));
-        (a.status, a.content_type, a.body)
-    }
-
-    /// /metrics in the text format, asserting a 200.
-    fn scrape(&self) -> String {
-        let (status, content_type, body) = self.get("/metrics", None);
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-        body
-    }
-
-    /// Sends `signal`; the exit status and the stderr.
-    fn stop(mut self, signal: Signal) -> (std::process::ExitStatus, String) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-        let status = self.child.wait().unwrap();
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (status, stderr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Debian's promtool, the strict parser and linter of the exposition.
-fn promtool(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; make deps installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The value of one series, e.g. `meshbpf_attachments` or
-/// `meshbpf_packets_total{interface="x",layer="l4",protocol="udp"}`.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.parse().unwrap())
-}
 
 fn packets(interface: &str, layer: &str, protocol: &str) -> String {
     format!("meshbpf_packets_total{{interface=\"{interface}\",layer=\"{layer}\",protocol=\"{protocol}\"}}")
@@ -347,8 +219,15 @@ privileged_test!(
     }
 );
 
+/// The shipped alerts, which the Prometheus server below evaluates.
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/prometheus/meshbpf.rules.yml"
+);
+
 /// Debian's Prometheus server on a free loopback port in `ns`, scraping
-/// `target` every second, with its config and data in a temp dir.
+/// `target` every second as job `meshbpf` and evaluating the shipped alerts
+/// every second, with its config and data in a temp dir.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -363,7 +242,7 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: meshbpf\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: meshbpf\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
             ),
         )
         .unwrap();
@@ -698,6 +577,17 @@ privileged_test!(
         );
         let usage = common::meshbpf(&["serve", "--listen", "localhost"]);
         assert_eq!(usage.code, 2, "{}", usage.stderr);
+        for (budget, why) in [
+            (
+                "0",
+                "0 would fold every rule into rule=\"other\": give at least 1",
+            ),
+            ("many", "'many' is not a number of rules"),
+        ] {
+            let usage = common::meshbpf(&["serve", "--max-series", budget]);
+            assert_eq!(usage.code, 2, "{}", usage.stderr);
+            assert!(usage.stderr.contains(why), "{}", usage.stderr);
+        }
     }
 );
 
@@ -887,5 +777,265 @@ privileged_test!(
             assert_eq!(answer.status, 400, "{}", answer.head);
         }
         assert_eq!(http::get(port, "/metrics?x=1", None).status, 200);
+    }
+);
+
+/// `{rule="R",id="I"}` and the value of each rule series of `family` on
+/// `interface`.
+fn rule_series(text: &str, family: &str, interface: &str) -> Vec<(String, f64)> {
+    series_of(text, family, interface)
+        .into_iter()
+        .map(|l| {
+            let (labels, v) = l.rsplit_once(' ').unwrap();
+            let labels = labels.split_once(",rule=").unwrap().1;
+            (labels.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+privileged_test!(
+    fn ten_thousand_rules_keep_the_top_series_and_other_sums_the_rest_monotonically() {
+        let net = VethPair::new();
+        let rules: Vec<_> = (0..10_000)
+            .map(|i| serde_json::json!({"action": "allow", "protocol": "udp", "dport": 10_000 + i}))
+            .collect();
+        common::filter::attach_filter(
+            &net,
+            &serde_json::json!({"default": "allow", "rules": rules}),
+        );
+        let max = 5;
+        let server = Server::start(Some(&net.ns), &["--max-series", &max.to_string()]);
+        let send = |rule: usize, count: usize| {
+            net.send_udp(
+                format!("{ADDR}:{}", 10_000 + rule).parse().unwrap(),
+                count,
+                10,
+            );
+        };
+        // Eight rules hit 1 to 8 times: the five most hit keep their series.
+        let hit = [3, 100, 2000, 5000, 7777, 9998, 42, 9999];
+        for (n, rule) in hit.iter().enumerate() {
+            send(*rule, n + 1);
+        }
+        let counted = |total: u64| {
+            common::wait_for(Duration::from_secs(10), || {
+                let shown = common::filter::show(&net);
+                let sum: u64 = shown["rules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["packets"].as_u64().unwrap())
+                    .sum();
+                (sum == total).then_some(())
+            })
+            .unwrap_or_else(|| panic!("the filter never counted {total} hits"));
+        };
+        counted(36);
+        let dev = &net.dev;
+        let first = server.scrape();
+        promtool(&first);
+        let packets = rule_series(&first, "meshbpf_filter_rule_packets_total", dev);
+        assert_eq!(packets.len(), max + 1, "{packets:?}");
+        let own: Vec<(&str, f64)> = packets[..max]
+            .iter()
+            .map(|(labels, v)| (labels.split_once(',').unwrap().0, *v))
+            .collect();
+        // In rule order: 5000 (4 hits), 7777, 9998, 42 and 9999 (8).
+        assert_eq!(
+            own,
+            [
+                ("\"42\"", 7.0),
+                ("\"5000\"", 4.0),
+                ("\"7777\"", 5.0),
+                ("\"9998\"", 6.0),
+                ("\"9999\"", 8.0)
+            ]
+        );
+        let (other, other_packets) = &packets[max];
+        assert!(other.starts_with("\"other\",id=\"other-"), "{other}");
+        assert_eq!(*other_packets, 1.0 + 2.0 + 3.0);
+        let bytes = rule_series(&first, "meshbpf_filter_rule_bytes_total", dev);
+        assert_eq!(bytes.len(), max + 1);
+        let on = format!("{{interface=\"{dev}\"}}");
+        let folded = |text: &str| value(text, &format!("meshbpf_series_folded{on}"));
+        let dropped = |text: &str| value(text, &format!("meshbpf_series_dropped_total{on}"));
+        assert_eq!(folded(&first), Some(9_995.0));
+        assert_eq!(dropped(&first), Some(9_995.0));
+
+        // The most hit rule now is a folded one, and a rule never hit before
+        // is hit: no room, so both stay in other, which only grows.
+        send(3, 100);
+        send(1234, 3);
+        counted(36 + 103);
+        let second = server.scrape();
+        promtool(&second);
+        let again = rule_series(&second, "meshbpf_filter_rule_packets_total", dev);
+        assert_eq!(again.len(), max + 1);
+        for ((labels, before), (labels_now, now)) in packets.iter().zip(&again) {
+            assert_eq!(labels, labels_now);
+            assert!(now >= before, "{labels} went down: {before} -> {now}");
+        }
+        assert_eq!(again[max].1, 6.0 + 103.0);
+        let sum: f64 = again.iter().map(|(_, v)| v).sum();
+        assert_eq!(sum, (36 + 103) as f64);
+        assert_eq!(dropped(&second), Some(2.0 * 9_995.0));
+        let sent_bytes: f64 = rule_series(&second, "meshbpf_filter_rule_bytes_total", dev)
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        // UDP with 10 bytes of payload: 14 + 20 + 8 + 10 bytes a frame.
+        assert_eq!(sent_bytes, (36 + 103) as f64 * 52.0);
+    }
+);
+
+/// bpftool's view of the kernel: "eBPF program_type xdp is available".
+fn bpftool_has(features: &str, kind: &str, name: &str) -> bool {
+    let line = format!("eBPF {kind} {name} is available");
+    features.lines().any(|l| l.trim() == line)
+}
+
+privileged_test!(
+    fn feature_ready_agrees_with_bpftool_and_sysfs_and_probes_once_per_ttl() {
+        let root = PinRoot::new();
+        let server = Server::start(None, &root.args(&["-vv"]));
+        let live = server.scrape();
+        promtool(&live);
+        let out = Command::new("bpftool")
+            .args(["feature", "probe", "kernel"])
+            .output()
+            .expect("bpftool");
+        let features = String::from_utf8_lossy(&out.stdout);
+        let prog = |name: &str| bpftool_has(&features, "program_type", name);
+        let map = |name: &str| bpftool_has(&features, "map_type", name);
+        let exists = |path: &str| std::path::Path::new(path).exists();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let mounted = |fs: &'static str| {
+            mounts
+                .lines()
+                .filter(move |l| l.split(' ').nth(2) == Some(fs))
+                .collect::<Vec<_>>()
+        };
+        let sched_switch = mounted("tracefs").iter().any(|l| {
+            let at = l.split(' ').nth(1).unwrap();
+            exists(&format!("{at}/events/sched/sched_switch/id"))
+        });
+        let btf = exists("/sys/kernel/btf/vmlinux");
+        // tp_btf is a tracing program that needs no trampoline: bpftool's
+        // "tracing" probe is fentry's, so tp_btf is judged by its parts.
+        let expected = [
+            ("xdp", "generic", prog("xdp")),
+            ("tc_classifier", "netlink", prog("sched_cls")),
+            (
+                "tc_classifier",
+                "tcx",
+                prog("sched_cls") && common::kernel_has_tcx(),
+            ),
+            (
+                "lsm_monitor",
+                "tracepoint",
+                prog("tracepoint") && sched_switch,
+            ),
+            ("syscall_latency", "raw_tp", prog("raw_tracepoint")),
+            ("syscall_latency", "tp_btf", prog("raw_tracepoint") && btf),
+            (
+                "function_latency",
+                "kprobe",
+                prog("kprobe") && exists("/sys/bus/event_source/devices/kprobe"),
+            ),
+            ("function_latency", "fentry", prog("tracing")),
+            ("lsm_monitor", "lsm", prog("lsm")),
+            (
+                "objects",
+                "cgroup_skb",
+                prog("cgroup_skb") && !mounted("cgroup2").is_empty(),
+            ),
+            ("lsm_events", "ringbuf", map("ringbuf")),
+            ("filter", "lpm_trie", map("lpm_trie")),
+            ("btf", "kernel", btf),
+        ];
+        let got: Vec<&str> = live
+            .lines()
+            .filter(|l| l.starts_with("meshbpf_feature_ready{"))
+            .collect();
+        let want: Vec<String> = expected
+            .iter()
+            .map(|(f, m, ready)| {
+                format!(
+                    "meshbpf_feature_ready{{feature=\"{f}\",mode=\"{m}\"}} {}",
+                    u8::from(*ready)
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "bpftool: {features}");
+        // What NOTES.md measured on the development kernel (6.18).
+        if std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .starts_with("6.18")
+        {
+            let ready = |f: &str, m: &str| {
+                value(
+                    &live,
+                    &format!("meshbpf_feature_ready{{feature=\"{f}\",mode=\"{m}\"}}"),
+                )
+            };
+            assert_eq!(ready("function_latency", "kprobe"), Some(0.0));
+            assert_eq!(ready("function_latency", "fentry"), Some(0.0));
+            assert_eq!(ready("lsm_monitor", "lsm"), Some(0.0));
+            assert_eq!(ready("xdp", "generic"), Some(1.0));
+        }
+
+        // Two more scrapes within the TTL probe nothing.
+        assert_eq!(
+            server
+                .scrape()
+                .lines()
+                .filter(|l| l.starts_with("meshbpf_feature_ready{"))
+                .count(),
+            13
+        );
+        server.scrape();
+        let (_, stderr) = server.stop(Signal::SIGTERM);
+        let probes: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("probed the hooks in"))
+            .collect();
+        assert_eq!(probes.len(), 1, "{stderr}");
+        eprintln!("{}", probes[0]);
+    }
+);
+
+privileged_test!(
+    fn the_shipped_alerts_go_pending_on_a_real_prometheus_for_a_failing_check_and_a_dead_serve() {
+        let root = PinRoot::new();
+        let net = VethPair::new();
+        net.meshbpf(&root.args(&["attach", &net.dev])).ok();
+        let server = Server::start(Some(&net.ns), &root.args(&[]));
+        let prometheus = Prometheus::start(&net.ns, server.port);
+        let alert = |name: &str, labels: &str| {
+            prometheus.query(&format!(
+                "ALERTS{{alertname=\"{name}\",alertstate=\"pending\"{labels}}}"
+            ))
+        };
+        // Healthy: scraped, and no alert of meshbpf's is pending.
+        common::wait_for(Duration::from_secs(60), || {
+            prometheus.query("up{job=\"meshbpf\"}").filter(|v| v == "1")
+        })
+        .expect("Prometheus never scraped serve");
+        assert_eq!(prometheus.query("count(ALERTS)"), None);
+
+        // What a command killed before it pinned its link leaves behind.
+        std::fs::create_dir_all(root.path.join("net/ghost0/xdp_counter")).unwrap();
+        let check = ",check=\"attachment ghost0/xdp_counter\",status=\"fail\"";
+        let pending = common::wait_for(Duration::from_secs(30), || {
+            alert("MeshbpfHealthCheckFailing", check)
+        });
+        assert_eq!(pending.as_deref(), Some("1"));
+        assert_eq!(alert("MeshbpfDown", ""), None);
+        assert_eq!(alert("MeshbpfFlowTableNearlyFull", ""), None);
+
+        let (status, _) = server.stop(Signal::SIGTERM);
+        assert!(status.success());
+        let down = common::wait_for(Duration::from_secs(30), || alert("MeshbpfDown", ""));
+        assert_eq!(down.as_deref(), Some("1"));
     }
 );

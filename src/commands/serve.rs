@@ -1,8 +1,9 @@
-//! `meshbpf serve [--listen ADDR:PORT]`: /metrics (Prometheus text 0.0.4 or
-//! OpenMetrics, by the Accept header) and /healthz over HTTP, one request at
-//! a time, until SIGTERM or Ctrl-C (exit 0). Every scrape reads the pins
-//! then and there. The server's limits (head size, connections, timeouts)
-//! are in metrics::http.
+//! `meshbpf serve [--listen ADDR:PORT] [--max-series N]`: /metrics
+//! (Prometheus text 0.0.4 or OpenMetrics, by the Accept header) and /healthz
+//! over HTTP, one request at a time, until SIGTERM or Ctrl-C (exit 0). Every
+//! scrape reads the pins then and there; only which rules have series of
+//! their own and the hook probes' results are kept between scrapes. The
+//! server's limits (head size, connections, timeouts) are in metrics::http.
 
 use std::net::TcpListener;
 
@@ -16,7 +17,7 @@ use crate::interrupt;
 use crate::kernel::caps;
 use crate::kernel::pins::StateRoot;
 use crate::metrics::http::{self, Request, Response};
-use crate::metrics::{self, Format};
+use crate::metrics::{self, Exporter, Format};
 
 /// /healthz's body: `health -j` without the hook probes, which load
 /// programs and are too heavy for a probe that runs every few seconds.
@@ -34,22 +35,26 @@ pub fn run(root: &StateRoot, args: &ServeArgs) -> Result<()> {
             .hint("pick a free port with --listen ADDR:PORT (`ss -ltnp` shows who holds this one)")
     })?;
     log::info!("serving /metrics and /healthz on http://{}", args.listen);
+    let mut exporter = Exporter::new(args.max_series);
     http::serve(&listener, interrupt::happened, |request| {
-        answer(root, request)
+        answer(root, &mut exporter, request)
     })
     .with_context(|| format!("serving HTTP on {}", args.listen))
 }
 
-fn answer(root: &StateRoot, request: &Request) -> Response {
+fn answer(root: &StateRoot, exporter: &mut Exporter, request: &Request) -> Response {
     match request.path {
-        "/metrics" => metrics_response(root, Format::negotiate(request.header("Accept"))),
+        "/metrics" => {
+            let format = Format::negotiate(request.header("Accept"));
+            metrics_response(exporter.scrape(root, format), format)
+        }
         "/healthz" => health_response(root),
         _ => Response::text(404, "not found: try /metrics or /healthz\n"),
     }
 }
 
-fn metrics_response(root: &StateRoot, format: Format) -> Response {
-    match metrics::exposition(root, format) {
+fn metrics_response(scraped: Result<String>, format: Format) -> Response {
+    match scraped {
         Ok(text) => Response {
             status: 200,
             content_type: format.content_type(),

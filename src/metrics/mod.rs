@@ -1,14 +1,18 @@
 //! The Prometheus exposition of everything meshbpf counts, read from the
 //! pins at the moment it is asked for (`serve`, `stats --prometheus`).
 
+mod budget;
 mod encode;
 mod families;
 pub mod http;
 pub mod model;
+mod readiness;
 
 use anyhow::Result;
 
+pub use budget::DEFAULT_MAX_SERIES;
 pub use encode::Format;
+pub use readiness::PROBE_TTL;
 
 use crate::health::{attachments, system, Check};
 use crate::kernel::bpfobj;
@@ -17,7 +21,9 @@ use crate::kernel::pins::StateRoot;
 use crate::kernel::runstats::RunStats;
 use crate::programs::{self, Scope};
 use crate::{snapshot, state};
+use budget::Budget;
 use families::Scrape;
+use readiness::Readiness;
 
 /// health's default threshold for a filter's drop share.
 const MAX_DROP_PERCENT: u8 = 50;
@@ -30,10 +36,41 @@ pub fn health_checks(root: &StateRoot) -> Vec<Check> {
     checks
 }
 
-/// One scrape: the state read under the shared lock, so an attach or detach
-/// running at the same time is seen before or after, never half done.
+/// What scrapes remember: which rules have series of their own (the series
+/// budget) and the hook probes' results.
+#[derive(Debug)]
+pub struct Exporter {
+    budget: Budget,
+    readiness: Readiness,
+}
+
+impl Exporter {
+    pub fn new(max_series: usize) -> Self {
+        Exporter {
+            budget: Budget::new(max_series),
+            readiness: Readiness::default(),
+        }
+    }
+
+    pub fn scrape(&mut self, root: &StateRoot, format: Format) -> Result<String> {
+        let checks = health_checks(root);
+        let ready = self.readiness.family(&checks);
+        let mut families = read(root, &checks)?;
+        families.push(ready);
+        encode::encode(self.budget.apply(families), format)
+    }
+}
+
+/// The exposition once, with the default series budget (`stats
+/// --prometheus`).
 pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
-    let checks = health_checks(root);
+    Exporter::new(DEFAULT_MAX_SERIES).scrape(root, format)
+}
+
+/// One scrape's families: the state read under the shared lock, so an
+/// attach or detach running at the same time is seen before or after,
+/// never half done.
+fn read(root: &StateRoot, checks: &[Check]) -> Result<Vec<model::Family>> {
     let _lock = root.lock_shared()?;
     let attachments = root.attachments()?;
     let mut programs = Vec::new();
@@ -75,7 +112,7 @@ pub fn exposition(root: &StateRoot, format: Format) -> Result<String> {
         runtimes,
         host_programs,
         programs,
-        checks: &checks,
+        checks,
     };
-    encode::encode(families::families(scrape), format)
+    Ok(families::families(scrape))
 }

@@ -63,6 +63,8 @@ fn scrape_in_netns(config: &Config, dev: &str) -> Results {
         .port();
     let mut serve = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        // Every rule its own series, as the scrape below is timed with them all.
+        .args(["--max-series", &RULES.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn meshbpf serve");

@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod raw_ip;
 pub mod reference;
 pub mod rng;
+pub mod serve;
 pub mod xdp_counter;
 
 /// The binary under test: cargo's build, or another build of it named by
