@@ -21,7 +21,12 @@
  * parsed again. Payload, often in page fragments (TCP sends, GRO), is never
  * pulled: the L7 guess, and the walk to the L4 header it and ICMP need,
  * copy what they read with bpf_skb_load_bytes, on few packets.
+ *
+ * No CO-RE: every structure read here is a packet header or __sk_buff, whose
+ * layouts are ABI. Without relocations libbpf need not parse the kernel's
+ * BTF (about 8 ms) to load the programs.
  */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>

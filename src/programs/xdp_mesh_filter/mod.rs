@@ -723,6 +723,7 @@ fn apply_fresh(
 }
 
 /// Loads with rules, attaches and pins; the link pin goes last and commits.
+/// `ready` runs between the rules and the link, and its error stops it.
 pub fn attach(
     dir: &AttachmentDir,
     iface: &Interface,
@@ -730,10 +731,12 @@ pub fn attach(
     btf: Option<&Path>,
     rules: &FilterRules,
     compiled: &CompiledFilter,
+    ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load(&mut object, btf)?;
     apply_fresh(&skel, rules, compiled)?;
+    ready()?;
     let link = xdp::create_link(skel.progs.xdp_mesh_filter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())
