@@ -421,8 +421,8 @@ fn write_rules(
     }
     write_batch(maps.rules, &keys, &described)?;
     write_batch(maps.rule_actions, &keys, &does)?;
-    let per_cpu = (std::mem::size_of::<Counter>().next_multiple_of(8))
-        * libbpf_rs::num_possible_cpus()?;
+    let per_cpu =
+        (std::mem::size_of::<Counter>().next_multiple_of(8)) * libbpf_rs::num_possible_cpus()?;
     write_batch(maps.rule_hits, &keys, &vec![0u8; per_cpu * count])?;
     let mut limit_keys = Vec::new();
     let mut limits = Vec::new();
