@@ -590,33 +590,6 @@ static __always_inline __u8 filter(const struct packet_info *pkt, __u8 gen,
 	return CAPTURE_PASS;
 }
 
-/* parse_packet() as two global functions: the verifier checks the parser
- * on its own, instead of once per path into everything after it, and the
- * L3 walk once for every L2 header length rather than once per number of
- * VLAN tags. */
-__noinline int mesh_parse_l3(struct xdp_md *ctx, struct packet_info *pkt, __u32 off, __u32 proto)
-{
-	void *data = (void *)(long)ctx->data;
-
-	if (!pkt || off > L3_MAX_OFFSET)
-		return 0;
-	parse_l3(data + off, (void *)(long)ctx->data_end, proto, pkt);
-	return 0;
-}
-
-__noinline int mesh_parse(struct xdp_md *ctx, struct packet_info *pkt)
-{
-	__u16 proto = 0;
-	__u32 off;
-
-	if (!pkt)
-		return 0;
-	off = parse_l2((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt, &proto);
-	if (off)
-		mesh_parse_l3(ctx, pkt, off, proto);
-	return 0;
-}
-
 SEC("xdp")
 int xdp_mesh_filter(struct xdp_md *ctx)
 {
@@ -630,7 +603,7 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 	__u32 zero = 0, *gen, rule = CAPTURE_NO_RULE;
 	__u8 why;
 
-	mesh_parse(ctx, &pkt);
+	xdp_parse(ctx, &pkt);
 
 	count_frame(&pkt, len);
 	stats = bpf_map_lookup_elem(&filter_stats, &zero);
