@@ -524,32 +524,9 @@ static __always_inline void apply_class(struct __sk_buff *skb, const struct flow
 		skb->mark = class->mark;
 }
 
-/* parse_packet() in two global halves: the L3 walk is checked once for
- * every L2 header length rather than once per number of VLAN tags. */
-__noinline int tc_parse_l3(struct __sk_buff *skb, struct packet_info *pkt, __u32 off, __u32 proto)
-{
-	void *data = (void *)(long)skb->data;
-
-	if (!pkt || off > L3_MAX_OFFSET)
-		return 0;
-	parse_l3(data + off, (void *)(long)skb->data_end, proto, pkt);
-	return 0;
-}
-
-/* Parses the packet at skb->data; runs a second time on a packet whose
- * headers had to be pulled into the linear area first. */
-__noinline int tc_parse(struct __sk_buff *skb, struct packet_info *pkt)
-{
-	__u16 proto = 0;
-	__u32 off;
-
-	if (!pkt)
-		return 0;
-	off = parse_l2((void *)(long)skb->data, (void *)(long)skb->data_end, pkt, &proto);
-	if (off)
-		tc_parse_l3(skb, pkt, off, proto);
-	return 0;
-}
+/* tc_parse(skb, pkt) parses the packet at skb->data; it runs a second time
+ * on a packet whose headers had to be pulled into the linear area first. */
+GLOBAL_PARSE(tc_parse, struct __sk_buff)
 
 /* Did parsing stop where the linear area ends rather than where the packet
  * does? Only for packets that announce headers we read. */

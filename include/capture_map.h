@@ -7,7 +7,7 @@
 #define MESHBPF_CAPTURE_MAP_H
 
 #include "capture.h"
-#include "xdp_parse.h"
+#include "packet_parse.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -143,6 +143,8 @@ static __always_inline void capture(struct xdp_md *ctx, const struct packet_info
 	if (capture_running())
 		capture_packet(ctx, pkt, rule, gen, verdict);
 }
+
+GLOBAL_PARSE(xdp_parse, struct xdp_md)
 
 /* Parses the packet again for the capture: passing a program's own
  * packet_info by pointer would keep it on the stack, where xdp_counter

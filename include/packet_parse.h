@@ -302,4 +302,38 @@ static __always_inline void parse_packet(void *data, void *data_end, struct pack
 		parse_l3(data + off, data_end, proto, pkt);
 }
 
+/*
+ * Defines NAME(CTX_TYPE *ctx, struct packet_info *pkt): parse_packet() of
+ * the packet at ctx->data as two global functions (NAME, and NAME_l3 for
+ * the L3 header at its offset), for a program whose packet_info lives in
+ * memory. The verifier checks a global function once, on its own: the
+ * parse is not checked again for every state of the code around it, and
+ * the L3 walk is checked once for every L2 header length rather than once
+ * per number of VLAN tags. A call costs a few ns; a program that keeps its
+ * packet_info in registers inlines parse_packet() instead.
+ */
+#define GLOBAL_PARSE(NAME, CTX_TYPE)                                                               \
+	__noinline int NAME##_l3(CTX_TYPE *ctx, struct packet_info *pkt, __u32 off, __u32 proto)   \
+	{                                                                                          \
+		void *data = (void *)(long)ctx->data;                                              \
+                                                                                                   \
+		if (!pkt || off > L3_MAX_OFFSET)                                                   \
+			return 0;                                                                  \
+		parse_l3(data + off, (void *)(long)ctx->data_end, proto, pkt);                     \
+		return 0;                                                                          \
+	}                                                                                          \
+                                                                                                   \
+	__noinline int NAME(CTX_TYPE *ctx, struct packet_info *pkt)                                \
+	{                                                                                          \
+		__u16 proto = 0;                                                                   \
+		__u32 off;                                                                         \
+                                                                                                   \
+		if (!pkt)                                                                          \
+			return 0;                                                                  \
+		off = parse_l2((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt, &proto); \
+		if (off)                                                                           \
+			NAME##_l3(ctx, pkt, off, proto);                                           \
+		return 0;                                                                          \
+	}
+
 #endif /* MESHBPF_PACKET_PARSE_H */
