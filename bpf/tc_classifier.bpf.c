@@ -21,7 +21,12 @@
  * parsed again. Payload, often in page fragments (TCP sends, GRO), is never
  * pulled: the L7 guess, and the walk to the L4 header it and ICMP need,
  * copy what they read with bpf_skb_load_bytes, on few packets.
+ *
+ * No CO-RE: every structure read here is a packet header or __sk_buff, whose
+ * layouts are ABI. Without relocations libbpf need not parse the kernel's
+ * BTF (about 8 ms) to load the programs.
  */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -431,26 +436,47 @@ static __always_inline bool rule_matches(const struct class_rule *rule, const st
 	       in_prefix(key->dst, rule->dst, rule->dst_mask);
 }
 
+/* What the rule loop's callback reads and answers. */
+struct class_match {
+	const struct flow_key *key;
+	__u32 l7;
+	__u32 slot;
+	__u32 class_id;
+};
+
+/* One rule of the slot: stops the loop (1) at the end of the rules or at
+ * the first match, whose class it records. */
+static long match_rule(__u32 i, void *data)
+{
+	struct class_match *match = data;
+	const struct class_rule *rule;
+	__u32 index;
+
+	/* Already below CLASS_SLOTS; the mask proves it inside the callback. */
+	index = (match->slot & (CLASS_SLOTS - 1)) * CLASS_RULES_MAX + i;
+	rule = bpf_map_lookup_elem(&qos_rules, &index);
+	if (!rule || !rule->class_id)
+		return 1;
+	if (!rule_matches(rule, match->key, match->l7))
+		return 0;
+	match->class_id = rule->class_id;
+	return 1;
+}
+
 /* The class id of the first rule of `slot` that matches the flow, 0 when
- * none does. Global, so that the verifier walks the rule loop once rather
- * than at every call site; it runs once per flow and L7 guess, not per
- * packet. */
+ * none does. The rules are walked by bpf_loop, whose callback the verifier
+ * checks as one body rather than 256 unrolled copies; global, so that it
+ * is checked once rather than at every call site. It runs once per flow
+ * and L7 guess, not per packet. */
 __noinline int tc_match_class(const struct flow_key *key, __u32 l7, __u32 slot)
 {
-	const struct class_rule *rule;
-	__u32 i, index;
+	struct class_match match = { .l7 = l7, .slot = slot };
 
 	if (!key || slot >= CLASS_SLOTS)
 		return 0;
-	for (i = 0; i < CLASS_RULES_MAX; i++) {
-		index = slot * CLASS_RULES_MAX + i;
-		rule = bpf_map_lookup_elem(&qos_rules, &index);
-		if (!rule || !rule->class_id)
-			return 0;
-		if (rule_matches(rule, key, l7))
-			return rule->class_id;
-	}
-	return 0;
+	match.key = key;
+	bpf_loop(CLASS_RULES_MAX, match_rule, &match, 0);
+	return match.class_id;
 }
 
 /* Sets the packet's priority and mark from its flow's class and counts it
@@ -498,15 +524,9 @@ static __always_inline void apply_class(struct __sk_buff *skb, const struct flow
 		skb->mark = class->mark;
 }
 
-/* Parses the packet at skb->data; runs a second time on a packet whose
- * headers had to be pulled into the linear area first. */
-__noinline int tc_parse(struct __sk_buff *skb, struct packet_info *pkt)
-{
-	if (!pkt)
-		return 0;
-	parse_packet((void *)(long)skb->data, (void *)(long)skb->data_end, pkt);
-	return 0;
-}
+/* tc_parse(skb, pkt) parses the packet at skb->data; it runs a second time
+ * on a packet whose headers had to be pulled into the linear area first. */
+GLOBAL_PARSE(tc_parse, struct __sk_buff)
 
 /* Did parsing stop where the linear area ends rather than where the packet
  * does? Only for packets that announce headers we read. */

@@ -611,7 +611,7 @@ int xdp_mesh_filter(struct xdp_md *ctx)
 	__u32 zero = 0, *gen, rule = CAPTURE_NO_RULE;
 	__u8 why;
 
-	parse_packet(data, data_end, &pkt);
+	xdp_parse(ctx, &pkt);
 
 	count_frame(&pkt, len);
 	stats = bpf_map_lookup_elem(&filter_stats, &zero);

@@ -78,9 +78,10 @@ static __always_inline bool capture_selects(const struct capture_selection *c,
 /* Copies the packet into the ring buffer if the running capture selects
  * it. A subprogram, so that the packet path without a capture carries none
  * of this; it looks the selection up again, as a call takes five
- * arguments at most. */
-static __noinline void capture_packet(struct xdp_md *ctx, const struct packet_info *pkt, __u32 rule,
-				      __u8 gen, __u8 verdict)
+ * arguments at most. Global, so that the verifier checks it once rather
+ * than once per state the packet's parse ends in. */
+__noinline int capture_packet(struct xdp_md *ctx, const struct packet_info *pkt, __u32 rule,
+			      __u8 gen, __u8 verdict)
 {
 	__u64 len = ctx->data_end - ctx->data;
 	struct capture_selection *c;
@@ -89,16 +90,18 @@ static __noinline void capture_packet(struct xdp_md *ctx, const struct packet_in
 	__u64 caplen;
 	__u32 zero = 0;
 
+	if (!pkt)
+		return 0;
 	c = bpf_map_lookup_elem(&capture_control, &zero);
 	if (!c || !capture_selects(c, pkt, rule, gen, verdict))
-		return;
+		return 0;
 	stats = bpf_map_lookup_elem(&capture_stats, &zero);
 	if (!stats)
-		return;
+		return 0;
 	ev = bpf_ringbuf_reserve(&capture_ring, sizeof(*ev), 0);
 	if (!ev) {
 		stats->lost++;
-		return;
+		return 0;
 	}
 	caplen = c->snaplen < len ? c->snaplen : len;
 	/* Checked as caplen - 1 and passed as that plus one, so the register
@@ -110,7 +113,7 @@ static __noinline void capture_packet(struct xdp_md *ctx, const struct packet_in
 	if (caplen >= CAPTURE_MAX_SNAPLEN || bpf_xdp_load_bytes(ctx, 0, ev->data, caplen + 1)) {
 		bpf_ringbuf_discard(ev, 0);
 		stats->lost++;
-		return;
+		return 0;
 	}
 	ev->boottime_ns = bpf_ktime_get_boot_ns();
 	ev->ifindex = ctx->ingress_ifindex;
@@ -121,6 +124,7 @@ static __noinline void capture_packet(struct xdp_md *ctx, const struct packet_in
 	ev->gen = gen;
 	bpf_ringbuf_submit(ev, 0);
 	stats->captured++;
+	return 0;
 }
 
 static __always_inline bool capture_running(void)
@@ -140,17 +144,20 @@ static __always_inline void capture(struct xdp_md *ctx, const struct packet_info
 		capture_packet(ctx, pkt, rule, gen, verdict);
 }
 
+GLOBAL_PARSE(xdp_parse, struct xdp_md)
+
 /* Parses the packet again for the capture: passing a program's own
  * packet_info by pointer would keep it on the stack, where xdp_counter
- * otherwise holds it in registers (2 ns a packet, with no capture). */
-static __noinline void capture_reparsed(struct xdp_md *ctx, __u32 rule, __u8 gen, __u8 verdict)
+ * otherwise holds it in registers (2 ns a packet, with no capture).
+ * Global, so that the verifier checks it once on its own, not once per
+ * state the program's own parse ends in. */
+__noinline int capture_reparsed(struct xdp_md *ctx, __u32 rule, __u8 gen, __u8 verdict)
 {
-	void *data_end = (void *)(long)ctx->data_end;
-	void *data = (void *)(long)ctx->data;
 	struct packet_info pkt;
 
-	parse_packet(data, data_end, &pkt);
+	xdp_parse(ctx, &pkt);
 	capture_packet(ctx, &pkt, rule, gen, verdict);
+	return 0;
 }
 
 /* capture() for a program whose packet_info must stay in registers. */

@@ -240,32 +240,44 @@ static __always_inline bool arp_whole(void *pos, void *data_end)
 	return pos + sizeof(*arp) + 2 * (hlen + plen) <= data_end;
 }
 
-/* Classifies a frame at L3 and L4; fields stay *_OTHER where parsing stops. */
-static __always_inline void parse_packet(void *data, void *data_end, struct packet_info *pkt)
+/* The largest offset of an L3 header: Ethernet and VLAN_MAX_DEPTH tags. */
+#define L3_MAX_OFFSET (sizeof(struct ethhdr) + VLAN_MAX_DEPTH * sizeof(struct vlan_hdr))
+
+/* Clears `pkt` and walks the Ethernet header and its VLAN tags: returns the
+ * L3 header's offset (at most L3_MAX_OFFSET) with its EtherType in `proto`,
+ * or 0 when the frame ends first. An offset, not a pointer, so that a
+ * caller can hand it to a function the verifier checks on its own. */
+static __always_inline __u32 parse_l2(void *data, void *data_end, struct packet_info *pkt,
+				      __u16 *proto)
 {
 	struct ethhdr *eth = data;
-	void *pos = eth + 1;
-	__u16 proto;
+	__u32 off = sizeof(*eth);
 	int i;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
 	pkt->l3 = L3_OTHER;
 	pkt->l4 = L4_OTHER;
-	if (pos > data_end)
-		return;
-	proto = eth->h_proto;
+	if (data + off > data_end)
+		return 0;
+	*proto = eth->h_proto;
 
 	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
-		struct vlan_hdr *vlan = pos;
+		struct vlan_hdr *vlan = data + off;
 
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+		if (*proto != bpf_htons(ETH_P_8021Q) && *proto != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vlan + 1) > data_end)
-			return;
-		proto = vlan->h_vlan_encapsulated_proto;
-		pos = vlan + 1;
+			return 0;
+		*proto = vlan->h_vlan_encapsulated_proto;
+		off += sizeof(*vlan);
 	}
+	return off;
+}
 
+/* Classifies the L3 header at `pos`, of EtherType `proto`, and its L4. */
+static __always_inline void parse_l3(void *pos, void *data_end, __u16 proto,
+				     struct packet_info *pkt)
+{
 	switch (proto) {
 	case bpf_htons(ETH_P_IP):
 		parse_ipv4(pos, data_end, pkt);
@@ -279,5 +291,49 @@ static __always_inline void parse_packet(void *data, void *data_end, struct pack
 		break;
 	}
 }
+
+/* Classifies a frame at L3 and L4; fields stay *_OTHER where parsing stops. */
+static __always_inline void parse_packet(void *data, void *data_end, struct packet_info *pkt)
+{
+	__u16 proto = 0;
+	__u32 off = parse_l2(data, data_end, pkt, &proto);
+
+	if (off)
+		parse_l3(data + off, data_end, proto, pkt);
+}
+
+/*
+ * Defines NAME(CTX_TYPE *ctx, struct packet_info *pkt): parse_packet() of
+ * the packet at ctx->data as two global functions (NAME, and NAME_l3 for
+ * the L3 header at its offset), for a program whose packet_info lives in
+ * memory. The verifier checks a global function once, on its own: the
+ * parse is not checked again for every state of the code around it, and
+ * the L3 walk is checked once for every L2 header length rather than once
+ * per number of VLAN tags. A call costs a few ns; a program that keeps its
+ * packet_info in registers inlines parse_packet() instead.
+ */
+#define GLOBAL_PARSE(NAME, CTX_TYPE)                                                               \
+	__noinline int NAME##_l3(CTX_TYPE *ctx, struct packet_info *pkt, __u32 off, __u32 proto)   \
+	{                                                                                          \
+		void *data = (void *)(long)ctx->data;                                              \
+                                                                                                   \
+		if (!pkt || off > L3_MAX_OFFSET)                                                   \
+			return 0;                                                                  \
+		parse_l3(data + off, (void *)(long)ctx->data_end, proto, pkt);                     \
+		return 0;                                                                          \
+	}                                                                                          \
+                                                                                                   \
+	__noinline int NAME(CTX_TYPE *ctx, struct packet_info *pkt)                                \
+	{                                                                                          \
+		__u16 proto = 0;                                                                   \
+		__u32 off;                                                                         \
+                                                                                                   \
+		if (!pkt)                                                                          \
+			return 0;                                                                  \
+		off = parse_l2((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt, &proto); \
+		if (off)                                                                           \
+			NAME##_l3(ctx, pkt, off, proto);                                           \
+		return 0;                                                                          \
+	}
 
 #endif /* MESHBPF_PACKET_PARSE_H */

@@ -206,3 +206,54 @@ pub fn create_inner_array(
     )
     .with_context(|| format!("creating map {name} ({entries} entries of {value_size} bytes)"))
 }
+
+/// Batch updates of at most this many value bytes, so the kernel's copy of
+/// one batch stays small.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Writes `keys` and `values`, packed back to back, with BPF_MAP_UPDATE_BATCH
+/// (BPF_ANY), one call per [`BATCH_BYTES`] of values instead of one syscall
+/// per entry. A per-CPU map's value is one slot of the value size rounded up
+/// to 8 bytes per possible CPU, as the kernel copies it (libbpf-rs' own
+/// batch update refuses that stride).
+pub fn update_batch(map: &dyn libbpf_rs::MapCore, keys: &[u8], values: &[u8]) -> Result<()> {
+    let name = map.name().to_string_lossy();
+    let key_size = map.key_size() as usize;
+    let stride = match map.map_type().is_percpu() {
+        true => (map.value_size() as usize).next_multiple_of(8) * libbpf_rs::num_possible_cpus()?,
+        false => map.value_size() as usize,
+    };
+    let count = keys.len() / key_size.max(1);
+    if keys.len() != count * key_size || values.len() != count * stride {
+        bail!(
+            "writing {name}: {} key bytes and {} value bytes are not {count} entries of {key_size} and {stride}",
+            keys.len(),
+            values.len()
+        );
+    }
+    let per_batch = (BATCH_BYTES / stride.max(1)).max(1);
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        elem_flags: libbpf_sys::BPF_ANY as u64,
+        ..ffi::opts()
+    };
+    for (k, v) in keys
+        .chunks(per_batch * key_size)
+        .zip(values.chunks(per_batch * stride))
+    {
+        let mut written = (k.len() / key_size) as u32;
+        // SAFETY: k holds `written` keys and v as many values of the map's
+        // sizes (checked above); the kernel only reads them and writes the
+        // count back.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_update_batch(
+                map.as_fd().as_raw_fd(),
+                k.as_ptr().cast(),
+                v.as_ptr().cast(),
+                &mut written,
+                &opts,
+            )
+        };
+        ffi::check(ret).with_context(|| format!("writing {name} ({count} entries)"))?;
+    }
+    Ok(())
+}

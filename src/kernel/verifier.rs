@@ -5,10 +5,10 @@
 //! and, on failure, turn it into an excerpt that ends at the rejection and
 //! names the C source line when the object carries BTF line info.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs;
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Context;
 use libbpf_rs::PrintLevel;
@@ -16,7 +16,11 @@ use libbpf_rs::PrintLevel;
 use crate::error::{errno_of, Failure};
 use crate::kernel::caps;
 
-static LIBBPF_OUTPUT: Mutex<String> = Mutex::new(String::new());
+thread_local! {
+    /// libbpf prints on the thread that calls it, so each thread's loads
+    /// capture their own messages, even when two threads load at once.
+    static LIBBPF_OUTPUT: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 const BEGIN_LOG: &str = "-- BEGIN PROG LOAD LOG --";
 const END_LOG: &str = "-- END PROG LOAD LOG --";
@@ -28,9 +32,7 @@ fn on_libbpf_print(level: PrintLevel, msg: String) {
         PrintLevel::Info => log::debug!(target: "libbpf", "{}", msg.trim_end()),
         PrintLevel::Debug => log::trace!(target: "libbpf", "{}", msg.trim_end()),
     }
-    if let Ok(mut out) = LIBBPF_OUTPUT.lock() {
-        out.push_str(&msg);
-    }
+    LIBBPF_OUTPUT.with(|out| out.borrow_mut().push_str(&msg));
 }
 
 /// Routes libbpf's messages through the capture buffer and the logger.
@@ -83,10 +85,7 @@ fn failed_program(printed: &str) -> Option<&str> {
 }
 
 fn take_output() -> String {
-    LIBBPF_OUTPUT
-        .lock()
-        .map(|mut out| std::mem::take(&mut *out))
-        .unwrap_or_default()
+    LIBBPF_OUTPUT.with(|out| out.take())
 }
 
 fn explain_failed_load(what: &str, err: anyhow::Error, printed: &str) -> anyhow::Error {

@@ -57,17 +57,18 @@
 use std::fs;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::thread;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use super::{Attachment, LinkState, Runs};
 use crate::error::{errno_of, Failure};
 use crate::kernel::netdev::{self, Interface};
 use crate::kernel::pins::{AttachmentDir, StateRoot};
-use crate::kernel::tc::{self, TcMethod};
+use crate::kernel::tc::TcMethod;
 use crate::kernel::xdp::{self, XdpMode};
-use crate::kernel::{bpffs, bpfobj, caps, probe};
+use crate::kernel::{bpffs, bpfobj, caps};
 use crate::programs::tc_classifier::classes;
 use crate::programs::xdp_mesh_filter::{confirm, Publish};
 use crate::programs::{self, tc_classifier, xdp_counter, xdp_mesh_filter};
@@ -107,7 +108,7 @@ pub struct Request<'a> {
 
 pub struct Flows<'a> {
     pub max_flows: u32,
-    /// Probed when `None`: tcx where the kernel has it, netlink otherwise.
+    /// When `None`: tcx where the kernel takes a link, netlink otherwise.
     pub method: Option<TcMethod>,
     pub classes: Option<&'a ClassRules>,
 }
@@ -128,11 +129,20 @@ pub fn attach(root: &StateRoot, iface: &Interface, request: &Request) -> Result<
 
     let existing = existing_xdp(root, iface, request.mode)?;
     let tc_dir = root.attachment(&iface.name, tc_classifier::PROGRAM);
-    let (fresh_tc, classes) = match &request.flows {
-        None => (false, None),
-        Some(flows) => attach_flows(&tc_dir, iface, flows, request.btf)?,
+    let ((fresh_tc, classes), xdp) = match (&request.flows, existing) {
+        (Some(flows), None) => attach_both(root, iface, request, flows, &tc_dir)?,
+        (flows, existing) => {
+            let tc = match flows {
+                None => (false, None),
+                Some(flows) => attach_flows(&tc_dir, iface, flows, request.btf)?,
+            };
+            (
+                tc,
+                attach_xdp(root, iface, request, existing, &mut || Ok(())),
+            )
+        }
     };
-    let (status, dir) = match attach_xdp(root, iface, request, existing) {
+    let (status, dir) = match xdp {
         Ok(done) => done,
         Err(err) => {
             if fresh_tc {
@@ -151,6 +161,51 @@ pub fn attach(root: &StateRoot, iface: &Interface, request: &Request) -> Result<
         flows,
         classes,
     })
+}
+
+/// What [`attach_flows`] returns.
+type FlowsDone = (bool, Option<ClassesOutcome>);
+
+/// A fresh attachment of both halves, in the commit order of a sequential
+/// one: tc_classifier is loaded and hooked on a second thread while this
+/// one loads the XDP program (and fills the filter's rules), whose link is
+/// created only once tc_classifier is whole. Each tcx link waits for an RCU
+/// grace period, in which the verifier has the CPU to itself. A tc failure
+/// is the error; the XDP half's outcome is returned for the caller to act
+/// on, as in the sequential order.
+fn attach_both(
+    root: &StateRoot,
+    iface: &Interface,
+    request: &Request,
+    flows: &Flows,
+    tc_dir: &AttachmentDir,
+) -> Result<(FlowsDone, Result<(Outcome, AttachmentDir)>)> {
+    thread::scope(|scope| {
+        let mut tc = Some(scope.spawn(|| attach_flows(tc_dir, iface, flows, request.btf)));
+        let mut tc_done = None;
+        let xdp = attach_xdp(root, iface, request, None, &mut || {
+            let done = join(&mut tc);
+            let hooked = done.is_ok();
+            tc_done = Some(done);
+            match hooked {
+                true => Ok(()),
+                false => Err(anyhow!("tc_classifier was not attached")),
+            }
+        });
+        let tc_done = match tc_done {
+            Some(done) => done,
+            // The XDP half failed before it waited.
+            None => join(&mut tc),
+        };
+        Ok((tc_done?, xdp))
+    })
+}
+
+fn join<T>(handle: &mut Option<thread::ScopedJoinHandle<'_, T>>) -> T {
+    let handle = handle.take().expect("the tc thread is joined once");
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// meshbpf's XDP attachment that `attach` keeps, checked against the
@@ -193,6 +248,7 @@ fn attach_xdp(
     iface: &Interface,
     request: &Request,
     existing: Option<AttachmentDir>,
+    ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<(Outcome, AttachmentDir)> {
     let btf = request.btf;
     let rules = request.rules;
@@ -226,9 +282,9 @@ fn attach_xdp(
     };
     let dir = root.attachment(&iface.name, program);
     let attached = match rules {
-        None => xdp_counter::attach(&dir, iface, mode, btf),
+        None => xdp_counter::attach(&dir, iface, mode, btf, ready),
         Some(rules) => {
-            xdp_mesh_filter::attach(&dir, iface, mode, btf, &rules.rules, &rules.compiled)
+            xdp_mesh_filter::attach(&dir, iface, mode, btf, &rules.rules, &rules.compiled, ready)
         }
     };
     if let Err(err) = attached {
@@ -269,16 +325,14 @@ fn attach_flows(
     } else if dir.exists() {
         dir.remove()?;
     }
-    let method = match flows.method {
-        Some(TcMethod::Tcx) if !probe::tcx_available(iface) => {
-            return Err(tc::tcx_refused(iface).into())
-        }
-        Some(method) => method,
-        None if probe::tcx_available(iface) => TcMethod::Tcx,
-        None => TcMethod::Netlink,
-    };
-    if let Err(err) = tc_classifier::attach(dir, iface, method, flows.max_flows, btf, flows.classes)
-    {
+    if let Err(err) = tc_classifier::attach(
+        dir,
+        iface,
+        flows.method,
+        flows.max_flows,
+        btf,
+        flows.classes,
+    ) {
         if dir.exists() {
             dir.remove()?;
         }

@@ -165,7 +165,7 @@ fn main() {
     eprintln!("bench: wrote {}", path.display());
 }
 
-/// MESHBPF_BENCH_ONLY=filter, =classbench, =lsm, =bans or =capture runs that section
+/// MESHBPF_BENCH_ONLY=filter, =control, =classbench, =lsm, =bans or =capture runs that section
 /// alone and prints it, leaving BENCHMARKS.md as it is: for work on one
 /// section.
 const ONLY_ENV: &str = "MESHBPF_BENCH_ONLY";
@@ -173,12 +173,13 @@ const ONLY_ENV: &str = "MESHBPF_BENCH_ONLY";
 fn only_section(config: &Config, section: &str) -> String {
     match section {
         "filter" => filter::measure(config).markdown(),
+        "control" => control::measure(config).markdown(),
         "classbench" => classbench::measure(config).markdown(),
         "lsm" => lsm::measure(config).markdown(),
         "bans" => bans::measure(config).markdown(),
         "capture" => capture::measure(config).markdown(),
         other => panic!(
-            "{ONLY_ENV}={other}: the sections that run alone are filter, classbench, lsm, bans and capture"
+            "{ONLY_ENV}={other}: the sections that run alone are filter, control, classbench, lsm, bans and capture"
         ),
     }
 }

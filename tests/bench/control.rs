@@ -264,7 +264,59 @@ fn iproute2(dev: &str, object: &Path) -> Sequence {
     ]
 }
 
+/// Issue 20's targets: a meshbpf operation, its limit in ms, and the other
+/// tool's command that does the nearest job, as a pattern of its row.
+const TARGETS: [(&str, &str, f64, &str, &str); 4] = [
+    ("attach", "attach", 100.0, "attach", "xdpfilt_alw_all.o"),
+    (
+        "attach --filter (10,000 CIDRs)",
+        "attach filter",
+        200.0,
+        "attach",
+        "xdpfilt_alw_all.o",
+    ),
+    ("detach", "detach", 25.0, "detach", "xdpdrv off"),
+    ("stats -j", "read counters", 2.0, "read counters", "bpftool"),
+];
+
 impl Results {
+    /// The first meshbpf step of `operation`, and the first other tool's
+    /// step of `reference_operation` whose command contains `pattern`.
+    fn target_rows(&self) -> Vec<Vec<String>> {
+        let steps: Vec<&Step> = self.sequences.iter().flatten().collect();
+        let find = |operation: &str, test: &dyn Fn(&Step) -> bool| {
+            steps
+                .iter()
+                .find(|s| s.operation == operation && test(s))
+                .map(|s| Summary::of(&s.samples))
+        };
+        TARGETS
+            .iter()
+            .filter_map(|&(name, operation, limit, ref_operation, pattern)| {
+                let ours = find(operation, &|s| s.what.contains(BIN))?;
+                let theirs = find(ref_operation, &|s| {
+                    !s.what.contains(BIN) && s.what.contains(pattern)
+                });
+                let (reference, ratio) = match theirs {
+                    Some(t) => (
+                        stats::ms(t.median),
+                        format!("×{:.2}", ours.median / t.median),
+                    ),
+                    None => ("not measured".into(), "".into()),
+                };
+                let met = if ours.median <= limit { "yes" } else { "no" };
+                Some(vec![
+                    format!("`meshbpf {name}`"),
+                    format!("≤ {}", stats::ms(limit)),
+                    stats::ms(ours.median),
+                    met.into(),
+                    format!("`{pattern}`: {reference}"),
+                    ratio,
+                ])
+            })
+            .collect()
+    }
+
     pub fn markdown(&self) -> String {
         let steps: Vec<&Step> = self.sequences.iter().flatten().collect();
         let floor = Summary::of(&steps[0].samples);
@@ -306,13 +358,19 @@ with themselves, the whole set as one atomic switch. \
 The `.o` files ship with xdp-tools in `{dir}`: \
 xdpdump_xdp.o is its smallest program (a perf event array and a config); xdpfilt_alw_all.o is xdp-filter's \
 complete program (five maps, the largest with 65,536 entries), attached with xdp-loader only, as iproute2 would \
-pin its maps under /sys/fs/bpf/xdp/globals for good.\n\n{table}",
+pin its maps under /sys/fs/bpf/xdp/globals for good.\n\n{table}\n\n\
+Issue 20's targets, each next to the other tool's nearest job in this same run (the ratio is meshbpf's \
+median over the tool's; the machine's load changes both alike):\n\n{targets}",
             dir = self.xdp_tools_dir,
             file = format_args!("cidr-{RULES}.json"),
             rules = stats::thousands(RULES),
             table = stats::table(
                 &["operation", "command", "median", "min–max", "minus floor", "ratio to meshbpf"],
                 &rows
+            ),
+            targets = stats::table(
+                &["meshbpf", "target", "median", "met", "reference", "ratio to reference"],
+                &self.target_rows()
             )
         )
     }

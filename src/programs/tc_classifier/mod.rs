@@ -452,40 +452,67 @@ const LINK_EGRESS_PIN: &str = "link_egress";
 
 /// Loads both programs, hooks them to ingress and egress, and pins. On
 /// failure `dir` may hold pins and recorded filters: the caller removes it.
+///
+/// With no `method`, tcx is tried first and netlink clsact taken when the
+/// kernel refuses the ingress link: the refusal is the probe, so no test
+/// program is attached and released first (each tcx change waits for an
+/// RCU grace period). Netlink then loads the programs again, without the
+/// tcx attach types.
 pub fn attach(
     dir: &AttachmentDir,
     iface: &Interface,
-    method: TcMethod,
+    method: Option<TcMethod>,
     max_flows: u32,
     btf: Option<&Path>,
     class_rules: Option<&ClassRules>,
 ) -> Result<()> {
+    if method != Some(TcMethod::Netlink) {
+        let mut object = MaybeUninit::uninit();
+        let skel = load_classified(&mut object, btf, max_flows, true, class_rules)?;
+        // Links die with their fds until pinned: a failure here leaves nothing.
+        match tc::attach_tcx(skel.progs.tc_ingress.as_fd(), iface, Direction::Ingress) {
+            Ok(ingress_link) => {
+                let egress_link =
+                    tc::attach_tcx(skel.progs.tc_egress.as_fd(), iface, Direction::Egress)?;
+                pin(&skel, dir)?;
+                bpfobj::pin(egress_link.as_fd(), &dir.pin(LINK_EGRESS_PIN))?;
+                return bpfobj::pin(ingress_link.as_fd(), &dir.link());
+            }
+            Err(err) if method.is_none() => log::info!(
+                "{err:#}: the kernel refuses tcx there, so tc_classifier attaches as clsact filters"
+            ),
+            Err(err) => {
+                log::info!("{err:#}");
+                return Err(tc::tcx_refused(iface).into());
+            }
+        }
+    }
     let mut object = MaybeUninit::uninit();
-    let skel = load(&mut object, btf, max_flows, method == TcMethod::Tcx)?;
-    // Before the hooks: the first packets are classified too.
+    let skel = load_classified(&mut object, btf, max_flows, false, class_rules)?;
+    let (ingress, egress) = (skel.progs.tc_ingress.as_fd(), skel.progs.tc_egress.as_fd());
+    // Filters outlive the process: recorded first, so that whatever is
+    // added can be found and removed again.
+    pin(&skel, dir)?;
+    bpfobj::pin(ingress, &dir.clsact())?;
+    bpfobj::pin(egress, &dir.clsact_egress())?;
+    tc::attach_netlink(ingress, iface, Direction::Ingress)?;
+    tc::attach_netlink(egress, iface, Direction::Egress)
+}
+
+/// [`load`], with the QoS classes set before any hook: the first packets
+/// are classified too.
+fn load_classified<'obj>(
+    object: &'obj mut MaybeUninit<OpenObject>,
+    btf: Option<&Path>,
+    max_flows: u32,
+    tcx: bool,
+    class_rules: Option<&ClassRules>,
+) -> Result<TcClassifierSkel<'obj>> {
+    let skel = load(object, btf, max_flows, tcx)?;
     if let Some(rules) = class_rules {
         classes::apply(&classes::ClassMaps::of_skeleton(&skel), rules)?;
     }
-    let (ingress, egress) = (skel.progs.tc_ingress.as_fd(), skel.progs.tc_egress.as_fd());
-    match method {
-        TcMethod::Tcx => {
-            // Links die with their fds until pinned: a failure here leaves nothing.
-            let ingress_link = tc::attach_tcx(ingress, iface, Direction::Ingress)?;
-            let egress_link = tc::attach_tcx(egress, iface, Direction::Egress)?;
-            pin(&skel, dir)?;
-            bpfobj::pin(egress_link.as_fd(), &dir.pin(LINK_EGRESS_PIN))?;
-            bpfobj::pin(ingress_link.as_fd(), &dir.link())
-        }
-        TcMethod::Netlink => {
-            // Filters outlive the process: recorded first, so that whatever
-            // is added can be found and removed again.
-            pin(&skel, dir)?;
-            bpfobj::pin(ingress, &dir.clsact())?;
-            bpfobj::pin(egress, &dir.clsact_egress())?;
-            tc::attach_netlink(ingress, iface, Direction::Ingress)?;
-            tc::attach_netlink(egress, iface, Direction::Egress)
-        }
-    }
+    Ok(skel)
 }
 
 /// Why the attachment in `dir` does not run on both hooks of `iface` as its

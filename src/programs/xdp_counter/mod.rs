@@ -78,14 +78,17 @@ pub fn pin(skel: &XdpCounterSkel<'_>, dir: &AttachmentDir) -> Result<()> {
 }
 
 /// Loads, attaches and pins; the link pin goes last and commits the attachment.
+/// `ready` runs between the load and the link, and its error stops it.
 pub fn attach(
     dir: &AttachmentDir,
     iface: &Interface,
     mode: XdpMode,
     btf: Option<&Path>,
+    ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let skel = load(&mut object, btf)?;
+    ready()?;
     let link = xdp::create_link(skel.progs.xdp_counter.as_fd(), iface, mode)?;
     pin(&skel, dir)?;
     bpfobj::pin(link.as_fd(), &dir.link())

@@ -579,7 +579,7 @@ fn write(table: Table, map: &dyn MapCore, keys: &[u8], values: &[u8]) -> Result<
         }
         return Ok(());
     }
-    write_batch(map, keys, values, values.len() / size).map_err(full)
+    write_batch(map, keys, values).map_err(full)
 }
 
 /// Entries per table, indexed by `Table as usize`.
