@@ -2,6 +2,7 @@
 //! it in force (or saying what that would change), and taking the filter
 //! off. `filter_confirm`, `filter_show` and `filter_ban` have the rest.
 
+use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -125,11 +126,12 @@ pub fn apply(
     }
     confirm::refuse_if_pending(&maps, &args.interface, "apply a rule set to")?;
     let before = rule_counters::stored(&maps, xdp_mesh_filter::active_generation(&maps)?)?;
+    let before_ids: HashSet<String> = before.iter().map(|b| b.id()).collect();
     let carried = loaded
         .rules
         .rules
         .iter()
-        .filter(|r| before.iter().any(|b| b.id() == r.id))
+        .filter(|r| before_ids.contains(&r.id))
         .count();
     let (generation, confirmation, saved_to) = match args.confirm {
         None => {
