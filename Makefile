@@ -29,8 +29,10 @@ DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftoo
 BENCH_PACKAGES := xdp-tools bpftrace
 # The VM tests (tests/vm): QEMU, a static busybox for the initramfs, objcopy
 # (module dependencies), xz (Debian's compressed modules) and kmod (insmod and
-# rmmod for the LSM monitor's module tests).
-VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils kmod
+# rmmod for the LSM monitor's module tests); udev for the boot with systemd as
+# PID 1 (tests/vm_systemd.rs): the device units that meshbpf-attach@ and
+# meshbpf-filter@ bind to come from udev.
+VM_PACKAGES := qemu-system-x86 busybox-static binutils xz-utils kmod udev
 # The package test: systemd-analyze verifies the units, man-db resolves the
 # man pages they name.
 DEPLOY_PACKAGES := systemd man-db
@@ -138,7 +140,8 @@ test-deb: deb deploy-deps
 
 # The tests of hooks this kernel refuses, and the traffic tests, inside QEMU
 # booting Debian's 6.1 and 6.12 kernels (MESHBPF_VM_KERNELS); see tests/vm/tests.
-test-vm: vm-deps
+# The package's units run there under systemd, installed from `make deb`.
+test-vm: vm-deps deb
 	CARGO=$(CARGO) bash tests/vm/test-vm
 
 demo: build

@@ -10,7 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::serve::{free_port, promtool, value, within, Server};
+use common::promtool::check_metrics as promtool;
+use common::serve::{free_port, value, within, Server};
 use common::{http, PinRoot, VethPair, ADDR};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

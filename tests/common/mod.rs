@@ -17,6 +17,7 @@ pub mod frames;
 pub mod http;
 pub mod kstate;
 pub mod monitor;
+pub mod promtool;
 pub mod raw_ip;
 pub mod reference;
 pub mod rng;

@@ -1,8 +1,8 @@
 //! `meshbpf serve` started by a test: on a free loopback port, in a network
-//! namespace or here, scraped over HTTP; and promtool, the independent
-//! parser of what it answers.
+//! namespace or here, scraped over HTTP (promtool, the independent parser of
+//! what it answers, is in promtool.rs).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -107,30 +107,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Debian's promtool, the strict parser and linter of the exposition.
-pub fn promtool(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; make deps installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The value of one series, e.g. `meshbpf_attachments` or
