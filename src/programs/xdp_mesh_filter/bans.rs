@@ -421,7 +421,6 @@ pub fn change(
             },
         };
         additions[Table::of(prefix) as usize].push(prefix, &entry);
-        present.insert(*prefix, entry);
     }
     write_all(maps, &additions)?;
 
@@ -438,31 +437,28 @@ pub fn change(
         .context("writing ban_config")?;
 
     // Committed as "not banned": whatever remains, the next change sweeps.
-    for (table, writes) in TABLES.into_iter().zip(&deletions) {
-        let keys: Vec<u8> = writes
-            .keys
-            .chunks(table.map(maps).key_size() as usize)
-            .zip(&writes.prefixes)
-            .filter(|(_, p)| !adding.contains_key(p))
-            .flat_map(|(k, _)| k.to_vec())
-            .collect();
-        delete(table.map(maps), &keys)?;
+    let mut unbanned: HashMap<Table, Vec<u8>> = HashMap::new();
+    for prefix in deleted.keys().filter(|p| !adding.contains_key(p)) {
+        push_key(prefix, unbanned.entry(Table::of(prefix)).or_default());
     }
-    forget_unused_reasons(maps, &used_reasons(&present))?;
+    for (table, keys) in &unbanned {
+        delete(table.map(maps), keys)?;
+    }
+    let mut used = used_reasons(&present);
+    used.insert(reason);
+    forget_unused_reasons(maps, &used)?;
     Ok(changed)
 }
 
 /// Entries of one table to write: their keys and values, concatenated.
 #[derive(Default)]
 struct Writes {
-    prefixes: Vec<Prefix>,
     keys: Vec<u8>,
     values: Vec<u8>,
 }
 
 impl Writes {
     fn push(&mut self, prefix: &Prefix, entry: &filter_ban) {
-        self.prefixes.push(*prefix);
         push_key(prefix, &mut self.keys);
         self.values.extend_from_slice(bytes(entry));
     }
