@@ -5,7 +5,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr;
 
 use anyhow::{bail, Context, Result};
@@ -205,6 +205,37 @@ pub fn create_inner_array(
         &opts,
     )
     .with_context(|| format!("creating map {name} ({entries} entries of {value_size} bytes)"))
+}
+
+/// Returns once every non-sleepable BPF program that was running when it
+/// was called has finished: the kernel calls synchronize_rcu() after a
+/// syscall updates a map-in-map, so this updates a throwaway one. What a
+/// running program may still read (a policy generation just replaced) is
+/// safe to clear after it.
+pub fn wait_for_running_programs() -> Result<()> {
+    let inner = create_inner_array("rcu_barrier_in", mem::size_of::<u32>(), 1)?;
+    let inner_fd = inner.as_fd().as_raw_fd() as u32;
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        inner_map_fd: inner_fd,
+        ..Default::default()
+    };
+    let outer = libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::ArrayOfMaps,
+        Some("rcu_barrier"),
+        mem::size_of::<u32>() as u32,
+        mem::size_of::<u32>() as u32,
+        1,
+        &opts,
+    )
+    .context("creating a map-in-map to wait for running programs")?;
+    libbpf_rs::MapCore::update(
+        &outer,
+        &0u32.to_ne_bytes(),
+        &inner_fd.to_ne_bytes(),
+        libbpf_rs::MapFlags::ANY,
+    )
+    .context("waiting for running programs")
 }
 
 /// Batch updates of at most this many value bytes, so the kernel's copy of

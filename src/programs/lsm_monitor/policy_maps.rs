@@ -2,8 +2,9 @@
 //! the one in use.
 //!
 //! A replacement writes the idle generation, flips `active` (one 4-byte
-//! write, read once per event), then clears the old one: an event sees the
-//! old policy or the new one, never a mix. A failure or a kill before the
+//! write, read once per event), waits for the events already running (an
+//! RCU grace period), then clears the old one: an event sees the old
+//! policy or the new one, never a mix. A failure or a kill before the
 //! flip leaves the old policy in force; the next replacement clears what
 //! was half written.
 
@@ -19,6 +20,7 @@ use super::skel::types::{
 };
 use super::{LsmMonitorSkel, Mode};
 use crate::error::Failure;
+use crate::kernel::maps as kmaps;
 use crate::kernel::pod::plain_data;
 use crate::programs::maps::{self, bytes, lookup};
 use crate::rules::policy::CompiledPolicy;
@@ -176,6 +178,9 @@ pub fn apply(maps: &PolicyMaps<'_>, compiled: &CompiledPolicy, mode: Mode) -> Re
             MapFlags::ANY,
         )
         .context("publishing the new policy")?;
+    // An event that read `active` before the flip still looks up the old
+    // generation: clearing it under that event would let it through.
+    kmaps::wait_for_running_programs()?;
     clear_generation(maps, old).context("clearing the previous policy")?;
     Ok(new)
 }
