@@ -2,7 +2,6 @@
 //! as long as the [`Capture`] lives (switched off on error too, by Drop),
 //! and the packets read back from the capture ring buffer.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::time::{Duration, SystemTime};
 
@@ -68,8 +67,9 @@ pub struct Capture {
     dir: AttachmentDir,
     /// Its rules, when it is xdp_mesh_filter.
     rules: Option<PinnedMaps>,
-    /// Rule ids by generation and index, for the comments.
-    ids: HashMap<u8, Vec<String>>,
+    /// The rule ids of the set last read as active, by index, with its
+    /// generation: for the comments.
+    ids: Option<(u8, Vec<String>)>,
     /// The kernel's counts when the capture started.
     base: Counts,
     _lock: Flock<File>,
@@ -88,7 +88,7 @@ impl Capture {
             maps,
             dir: dir.clone(),
             rules,
-            ids: HashMap::new(),
+            ids: None,
             base: Counts::default(),
             _lock: lock,
         };
@@ -122,15 +122,18 @@ impl Capture {
             .ring
             .take(max)
             .context("reading the capture ring buffer")?;
+        if events.iter().any(|e| e.rule != NO_RULE) {
+            self.refresh_ids()?;
+        }
         let anchor = BootAnchor::now();
-        events.iter().map(|e| self.packet(e, &anchor)).collect()
+        Ok(events.iter().map(|e| self.packet(e, &anchor)).collect())
     }
 
-    fn packet(&mut self, e: &capture_event, anchor: &BootAnchor) -> Result<Packet> {
+    fn packet(&self, e: &capture_event, anchor: &BootAnchor) -> Packet {
         let caplen = (e.caplen as usize).min(e.data.len());
         let verdict = Verdict::from_raw(e.verdict).unwrap_or(Verdict::Drop);
         let decided_by = if e.rule != NO_RULE {
-            DecidedBy::Rule(e.rule, self.rule_id(e.r#gen, e.rule)?)
+            DecidedBy::Rule(e.rule, self.rule_id(e.r#gen, e.rule))
         } else if self.rules.is_none() {
             DecidedBy::Counter
         } else if verdict == Verdict::Banned {
@@ -138,37 +141,38 @@ impl Capture {
         } else {
             DecidedBy::Default
         };
-        Ok(Packet {
+        Packet {
             time: anchor.wall(e.boottime_ns),
             len: e.len,
             data: e.data[..caplen].to_vec(),
             verdict,
             decided_by,
-        })
+        }
     }
 
-    /// The id of rule `index` of generation `gen`; read again when a new
-    /// rule set was applied during the capture.
-    fn rule_id(&mut self, r#gen: u8, index: u32) -> Result<String> {
-        let replaced = || format!("#{index} of a replaced rule set");
+    /// Reads the active set's rule ids again when a new rule set was
+    /// applied since they were read: once per batch, not per packet.
+    fn refresh_ids(&mut self) -> Result<()> {
         let Some(filter) = &self.rules else {
-            return Ok(replaced());
+            return Ok(());
         };
-        let stale = self
-            .ids
-            .get(&r#gen)
-            .is_none_or(|ids| ids.len() <= index as usize)
-            || active_generation(&filter.maps())? != r#gen;
-        if stale {
-            let active = read_rules(&filter.maps())?;
-            let ids = active.rules.into_iter().map(|r| r.rule.id).collect();
-            self.ids.insert(active.generation, ids);
+        let active = active_generation(&filter.maps())?;
+        if self.ids.as_ref().map(|(r#gen, _)| *r#gen) != Some(active) {
+            let set = read_rules(&filter.maps())?;
+            let ids = set.rules.into_iter().map(|r| r.rule.id).collect();
+            self.ids = Some((set.generation, ids));
         }
-        Ok(self
-            .ids
-            .get(&r#gen)
-            .and_then(|ids| ids.get(index as usize).cloned())
-            .unwrap_or_else(replaced))
+        Ok(())
+    }
+
+    /// The id of rule `index` of generation `gen`, when that is the set
+    /// whose ids were read last.
+    fn rule_id(&self, r#gen: u8, index: u32) -> String {
+        match &self.ids {
+            Some((read, ids)) if *read == r#gen => ids.get(index as usize).cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| format!("#{index} of a replaced rule set"))
     }
 
     /// Waits up to `timeout` for packets; a signal cuts the wait short.
@@ -214,7 +218,7 @@ impl Capture {
             return Ok(false);
         }
         self.rules = rules_of(&current)?;
-        self.ids.clear();
+        self.ids = None;
         self.dir = current;
         Ok(true)
     }
